@@ -1,0 +1,3 @@
+//! The integration tests of panacea-lm, one module per topic (one binary, linked once).
+
+mod model;
