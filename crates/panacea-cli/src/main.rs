@@ -1,0 +1,45 @@
+//! `panacea`: the command-line front end. The only crate that touches terminals, progress bars,
+//! run folders and exit codes; everything else is a library call.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod doctor;
+
+/// Panacea: one language model steered along the Pareto front of several objectives by a
+/// preference vector given at inference time.
+#[derive(Parser)]
+#[command(name = "panacea", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Report libtorch, CUDA and threading as this binary sees them.
+    Doctor(doctor::Args),
+}
+
+fn main() -> ExitCode {
+    panacea_core::device::init_torch();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `cargo xtask`: the project's automation. It never links libtorch, so it builds in seconds on
+//! a bare machine; commands that need libtorch find (or install) it first and then shell out to
+//! cargo with the environment tch's build needs.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+mod fetch_scorers;
+mod libtorch;
+mod run;
+mod tidy;
+
+const HELP: &str = "\
+cargo xtask <command> [args]
+
+Commands:
+  setup          find libtorch 2.11.0 or install it into the cache (a Python venv)
+  doctor         report libtorch, CUDA, threads and cache folders; non-zero on a problem
+  test [args]    set-up, then every test of the workspace (extra args go to cargo test)
+  train-ppo      the main job: multi-objective PPO on the embedded default config
+  panacea [args] run the `panacea` binary (release) with the libtorch environment
+  fetch-scorers  fetch the all-MiniLM-L6-v2 encoder (relevance scorer) into the cache
+  env            print the environment (shell syntax) that cargo needs to build against libtorch
+
+Environment:
+  LIBTORCH         use this libtorch (folder with lib/ and include/) instead of the cache
+  PANACEA_CACHE    cache root (default ~/.cache/panacea)
+";
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode> {
+    let mut args = std::env::args().skip(1);
+    let Some(command) = args.next() else {
+        eprint!("{HELP}");
+        return Ok(ExitCode::from(2));
+    };
+    let rest: Vec<String> = args.collect();
+    match command.as_str() {
+        "setup" => {
+            let lt = libtorch::ensure()?;
+            eprintln!("libtorch {} ready at {}", lt.version, lt.root.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        "doctor" => run::doctor(),
+        "fetch-scorers" => {
+            fetch_scorers::ensure()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "test" => run::test(&rest),
+        "train-ppo" => run::train_ppo(&rest),
+        "panacea" => run::panacea(&rest),
+        "env" => {
+            let lt = libtorch::ensure()?;
+            for (k, v) in lt.cargo_env() {
+                println!("export {k}={v:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown command `{other}`\n\n{HELP}"),
+    }
+}

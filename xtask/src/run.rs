@@ -1,0 +1,93 @@
+//! Commands that run cargo (and so the libtorch-linked crates) with the right environment.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+
+use crate::libtorch::{self, Source};
+
+/// `cargo` with libtorch's build environment, run from the workspace root.
+fn cargo(lt: &libtorch::Libtorch) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    for (k, v) in lt.cargo_env() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_owned()
+}
+
+fn status_to_exit(status: std::process::ExitStatus) -> ExitCode {
+    match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::from(1),
+    }
+}
+
+/// `cargo xtask test`: set-up, then the whole workspace's tests.
+pub(crate) fn test(extra: &[String]) -> Result<ExitCode> {
+    let lt = libtorch::ensure()?;
+    eprintln!("xtask: libtorch {} at {}", lt.version, lt.root.display());
+    crate::fetch_scorers::ensure()?;
+    let status = cargo(&lt)
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(extra)
+        .status()
+        .context("running cargo test")?;
+    Ok(status_to_exit(status))
+}
+
+/// `cargo xtask doctor`.
+pub(crate) fn doctor() -> Result<ExitCode> {
+    let cache = libtorch::cache_root()?;
+    println!("cache root        {}", cache.display());
+    let Some(lt) = libtorch::find()? else {
+        println!("libtorch          not found");
+        eprintln!(
+            "hint: run `cargo xtask setup` to install torch=={} into {}, or set LIBTORCH to a \
+             libtorch {} folder",
+            libtorch::TORCH_VERSION,
+            libtorch::cache_dir()?.display(),
+            libtorch::TORCH_VERSION
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let source = match lt.source {
+        Source::Env => "LIBTORCH",
+        Source::Cache => "project cache",
+    };
+    println!("libtorch          {} ({source})", lt.version);
+    println!("libtorch path     {}", lt.root.display());
+    println!("libtorch libs     {}", lt.lib_dir().display());
+    println!("checking the `panacea` binary against it (builds it on first use)...");
+    let status = cargo(&lt)
+        .args(["run", "--quiet", "-p", "panacea-cli", "--", "doctor"])
+        .status()
+        .context("running panacea doctor")?;
+    Ok(status_to_exit(status))
+}
+
+/// `cargo xtask train-ppo`: the main job.
+pub(crate) fn train_ppo(_args: &[String]) -> Result<ExitCode> {
+    eprintln!(
+        "training is not available yet: multi-objective PPO (`panacea train-ppo`) has not landed. \
+         Nothing was run. `cargo xtask test` runs everything that exists today."
+    );
+    Ok(ExitCode::from(2))
+}
+
+/// `cargo xtask panacea ...`: the release `panacea` binary with the libtorch environment.
+pub(crate) fn panacea(args: &[String]) -> Result<ExitCode> {
+    let lt = libtorch::ensure()?;
+    let status = cargo(&lt)
+        .args(["run", "--release", "--quiet", "-p", "panacea-cli", "--"])
+        .args(args)
+        .status()
+        .context("running panacea")?;
+    Ok(status_to_exit(status))
+}
