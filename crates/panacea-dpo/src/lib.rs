@@ -1,0 +1,16 @@
+//! panacea-dpo: multi-objective DPO for Panacea (Zhong et al., "Panacea: Pareto Alignment via
+//! Preference Adaptation for LLMs", arXiv 2402.02030, Eq. 6/7 applied to the DPO objective of
+//! §3.1; method.md §3.3 and §7).
+//!
+//! - [`loss`]: [`loss::mo_dpo_loss`], the per-dimension sigmoid/IPO losses from per-dimension
+//!   labels t ∈ {+1, −1, 0}, implicit-reward accuracy, and the one aggregation call.
+//!
+//! Tensors in, tensors out: nothing here prints or reads the environment.
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+pub mod error;
+pub mod loss;
+
+pub use error::DpoError;
+pub use loss::{mo_dpo_loss, DpoLoss, DpoLossOutput};
