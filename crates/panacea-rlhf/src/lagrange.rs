@@ -1,0 +1,178 @@
+//! PPO-Lagrangian on one cost dimension (Ray et al. 2019; safe-rlhf `ppo_lag/trainer.py`),
+//! combined with preference conditioning (method.md §6.4):
+//!
+//! ```text
+//! log μ ← log μ − lr · ∂/∂log μ [ −(J_c − d) · μ ] = log μ + lr · (J_c − d) · μ       (SGD)
+//! A     = (A_r − μ · A_c) / (1 + μ)
+//! ```
+//!
+//! J_c is the mean episode cost over a window of recent episodes, d the threshold. A_c is the
+//! advantage of the cost-positive stream; since every stream here is a utility (−cost), A_c is
+//! minus the constrained dimension's utility advantage, so A = (A_r + μ·A_u)/(1 + μ). [ours]
+//! A_r is the preference-aggregated advantage of the other dimensions, with the preference
+//! renormalised over them.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use panacea_core::config::{Validate, Validator};
+
+/// Settings of the Lagrangian constraint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LagrangeConfig {
+    /// Index of the constrained objective (must be a cost).
+    pub objective: usize,
+    /// d: the episode-cost threshold (cost units, before normalisation; 0 is the cost model's
+    /// safe/unsafe boundary).
+    #[serde(default)]
+    pub threshold: f64,
+    /// μ at the start, > 0.
+    #[serde(default = "one")]
+    pub lambda_init: f64,
+    /// SGD learning rate on log μ, > 0.
+    #[serde(default = "lambda_lr")]
+    pub lambda_lr: f64,
+    /// Upper bound on μ (none when absent).
+    #[serde(default)]
+    pub lambda_max: Option<f64>,
+    /// Steps before μ starts to move.
+    #[serde(default)]
+    pub lambda_update_delay_steps: u64,
+    /// Number of most recent episode costs averaged into J_c.
+    #[serde(default = "window")]
+    pub episode_cost_window_size: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn lambda_lr() -> f64 {
+    0.1
+}
+fn window() -> usize {
+    128
+}
+
+impl Validate for LagrangeConfig {
+    fn validate(&self, v: &mut Validator) {
+        v.positive(self.lambda_init, "lambda_init");
+        v.positive(self.lambda_lr, "lambda_lr");
+        if let Some(max) = self.lambda_max {
+            v.check(
+                max.is_finite() && max >= self.lambda_init,
+                "lambda_max",
+                format!("must be finite and ≥ lambda_init ({}), got {max}", self.lambda_init),
+            );
+        }
+        v.check(self.episode_cost_window_size > 0, "episode_cost_window_size", "must be ≥ 1");
+    }
+}
+
+/// The multiplier's state: log μ and the window of recent episode costs. Serialisable so that
+/// resume restores it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lagrangian {
+    /// log μ.
+    pub log_mu: f64,
+    /// Recent episode costs (cost-positive), oldest first.
+    pub window: VecDeque<f64>,
+    /// Number of updates requested so far.
+    pub steps: u64,
+}
+
+impl Lagrangian {
+    /// The initial state.
+    pub fn new(cfg: &LagrangeConfig) -> Self {
+        Self { log_mu: cfg.lambda_init.ln(), window: VecDeque::new(), steps: 0 }
+    }
+
+    /// μ.
+    pub fn mu(&self) -> f64 {
+        self.log_mu.exp()
+    }
+
+    /// Mean of the cost window (0 when empty).
+    pub fn mean_cost(&self) -> f64 {
+        if self.window.is_empty() {
+            0.0
+        } else {
+            self.window.iter().sum::<f64>() / self.window.len() as f64
+        }
+    }
+
+    /// Records this step's episode costs, then takes one SGD step on log μ (after the delay).
+    pub fn update(&mut self, cfg: &LagrangeConfig, episode_costs: &[f64]) {
+        for &c in episode_costs {
+            self.window.push_back(c);
+            while self.window.len() > cfg.episode_cost_window_size {
+                self.window.pop_front();
+            }
+        }
+        self.steps += 1;
+        if self.steps <= cfg.lambda_update_delay_steps {
+            return;
+        }
+        let violation = self.mean_cost() - cfg.threshold;
+        self.log_mu += cfg.lambda_lr * violation * self.mu();
+        if let Some(max) = cfg.lambda_max {
+            self.log_mu = self.log_mu.min(max.ln());
+        }
+    }
+}
+
+/// Combines the aggregated advantage of the free dimensions `a_r` with the constrained
+/// dimension's *utility* advantage `a_u` (= −A_c): (A_r + μ·A_u)/(1 + μ). Works on tensors of
+/// any matching shape ([B, A] in the trainer).
+pub fn combine_advantages(a_r: &tch::Tensor, a_u: &tch::Tensor, mu: f64) -> tch::Tensor {
+    (a_r + a_u * mu) / (1.0 + mu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> LagrangeConfig {
+        LagrangeConfig {
+            objective: 1,
+            threshold: 0.5,
+            lambda_init: 1.0,
+            lambda_lr: 0.1,
+            lambda_max: Some(2.0),
+            lambda_update_delay_steps: 1,
+            episode_cost_window_size: 3,
+        }
+    }
+
+    #[test]
+    fn multiplier_follows_sgd_on_log_mu_with_delay_window_and_cap() {
+        let c = cfg();
+        let mut l = Lagrangian::new(&c);
+        assert_eq!(l.log_mu, 0.0);
+        // Step 1 is inside the delay: the window fills, μ stays 1.
+        l.update(&c, &[1.0, 2.0]);
+        assert_eq!(l.mu(), 1.0);
+        // Step 2: window keeps the last 3 costs [2, 3, 4], mean 3; violation 2.5;
+        // log μ = 0 + 0.1·2.5·1 = 0.25.
+        l.update(&c, &[3.0, 4.0]);
+        assert_eq!(l.window, VecDeque::from(vec![2.0, 3.0, 4.0]));
+        assert!((l.log_mu - 0.25).abs() < 1e-12);
+        // Step 3: costs far above the threshold push log μ past ln 2, so it is capped.
+        l.update(&c, &[100.0, 100.0, 100.0]);
+        assert!((l.log_mu - 2f64.ln()).abs() < 1e-12);
+        // Step 4: satisfied constraint (mean cost −1 < 0.5) lowers μ: log μ = ln 2 + 0.1·(−1.5)·2
+        l.update(&c, &[-1.0, -1.0, -1.0]);
+        assert!((l.log_mu - (2f64.ln() - 0.3)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn combined_advantage_matches_formula() {
+        panacea_core::device::init_torch();
+        // A_r = 1, A_u = −2 (cost advantage +2), μ = 3: (1 + 3·(−2))/4 = −1.25.
+        let a_r = tch::Tensor::from_slice(&[1.0f64]);
+        let a_u = tch::Tensor::from_slice(&[-2.0f64]);
+        let a = combine_advantages(&a_r, &a_u, 3.0);
+        assert!((a.double_value(&[0]) + 1.25).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,20 @@
+//! panacea-rlhf: reward and cost score models and preference-conditioned multi-objective PPO for
+//! Panacea (Zhong et al., arXiv 2402.02030, Eq. 16; safe-rlhf's PPO and PPO-Lagrangian).
+//!
+//! - [`rewards`]: per-token KL shaping and the running per-objective score normaliser.
+//! - [`gae`]: per-objective generalised advantage estimation.
+//! - [`loss`]: clipped policy and value losses.
+//! - [`lagrange`]: the optional PPO-Lagrangian multiplier on a cost dimension.
+//!
+//! Tensors in, tensors out: nothing here reads files other than configs and checkpoints, and
+//! nothing prints.
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+pub mod error;
+pub mod gae;
+pub mod lagrange;
+pub mod loss;
+pub mod rewards;
+
+pub use error::RlhfError;
