@@ -171,7 +171,8 @@ impl SvdLora {
 
     /// The diagonal d = [σ; s·λ]: [R] for pref [K], [B, R] for pref [B, K].
     pub fn diagonal(&self, pref: &Tensor) -> Tensor {
-        let pref = pref.to_kind(Kind::Float);
+        // λ in the master weights' dtype (f32, or f64 in gradient checks).
+        let pref = pref.to_kind(self.sigma.kind()).to_device(self.sigma.device());
         let scaled = &self.pref_scale * &pref; // [K] or [B, K]
         match pref.dim() {
             1 => Tensor::cat(&[&self.sigma, &scaled], 0),
@@ -309,6 +310,12 @@ impl SvdLoraLinear {
         Self { weight, bias, lora, merged: None }
     }
 
+    /// Builds a layer from existing tensors: a frozen weight [d_out, d_in] (e.g. shared with
+    /// another model through `shallow_clone`), an optional bias [d_out] and an optional adapter.
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>, lora: Option<SvdLora>) -> Self {
+        Self { weight, bias, lora, merged: None }
+    }
+
     /// y = x·W0ᵀ + b (+ the adapter under [`Adapter::On`]). x [.., d_in] → [.., d_out].
     pub fn forward(&self, x: &Tensor, adapter: Adapter<'_>) -> Tensor {
         match (adapter, &self.lora) {
@@ -368,8 +375,7 @@ impl SvdLoraLinear {
         let pref_f32 = pref.to_kind(Kind::Float).to_device(device).copy(); // [K]
         let delta = lora.delta_weight(&pref_f32); // [d_out, d_in], f32
         let weight = (self.weight.to_kind(Kind::Float) + delta).to_kind(self.weight.kind());
-        self.merged =
-            Some(Merged { weight, pref: pref_f32, pref_ptr: pref.data_ptr() as usize });
+        self.merged = Some(Merged { weight, pref: pref_f32, pref_ptr: pref.data_ptr() as usize });
         Ok(())
     }
 

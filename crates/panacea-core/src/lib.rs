@@ -1,11 +1,37 @@
 //! panacea-core: the pieces of Panacea (Zhong et al., "Panacea: Pareto Alignment via Preference
 //! Adaptation for LLMs", arXiv 2402.02030) that do not depend on a particular language model.
+//!
+//! - [`adapter`]: the SVD-LoRA layer `W0 + c·U diag(σ, s·λ) Vᵀ` ([`adapter::SvdLoraLinear`]),
+//!   the [`adapter::Adapter`] switch (`On { pref }` / `Off`), merge/unmerge, weight-decay groups.
+//! - [`checkpoint`]: the native adapter folder (strict save/load) and the PEFT LoRA export.
+//! - [`preference`]: validated preference vectors and the training/evaluation samplers.
+//! - [`aggregation`]: linear and Tchebycheff scalarisation of utilities and of losses.
+//! - [`objective`]: rewards vs costs; the project's only negation of costs.
+//! - [`ops`]: token log-probs, masked means and whitening shared by the trainers.
+//! - [`seed`]: one seed, named RNG streams, resumable state.
+//! - [`device`]: the libtorch start-up hook ([`device::init_torch`]) and device/dtype choices.
+//! - [`config`]: strict YAML configs with `--set a.b=c` overrides and one validation pass.
+//! - [`error`]: the crate's typed error.
+//!
+//! Tensors in, tensors out: this crate reads no files except configs and checkpoints and never
+//! prints.
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod adapter;
+pub mod aggregation;
+pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod objective;
+pub mod ops;
+pub mod preference;
+pub mod seed;
 
+pub use adapter::{Adapter, SvdLoraConfig, SvdLoraLinear};
+pub use aggregation::Aggregation;
 pub use error::CoreError;
+pub use objective::{Objective, ObjectiveKind};
+pub use preference::{PreferenceSampler, PreferenceVector};
+pub use seed::{seed_everything, RunRng};

@@ -57,7 +57,9 @@ fn config_rejects_unknown_key_with_its_path() {
 fn config_reports_two_bad_values_in_one_error() {
     let err = parse_config::<Train>("lr: -1\nsteps: 0\nppo: {clip_ratio: 0.2}\n", "t.yaml", &[])
         .expect_err("two bad values");
-    let ConfigError::Invalid { problems, .. } = &err else { panic!("expected Invalid, got {err:?}") };
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("expected Invalid, got {err:?}")
+    };
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["lr", "steps"]);
     let text = err.to_string();

@@ -1,0 +1,207 @@
+//! The native adapter folder (strict loading) and the PEFT export.
+
+use std::path::Path;
+
+use panacea_core::adapter::{Adapter, SvdLoraConfig, SvdLoraLinear};
+use panacea_core::checkpoint::{
+    export_peft, load_adapter, read_adapter_config, save_adapter, AdapterFolderConfig, BaseModelId,
+    CONFIG_FILE, WEIGHTS_FILE,
+};
+use panacea_core::preference::PreferenceVector;
+use panacea_core::CoreError;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::{setup, temp_dir};
+
+/// A two-layer "model": `layers` adapted projections named like HF Llama modules.
+struct Model {
+    _base: nn::VarStore,
+    adapter: nn::VarStore,
+    layers: Vec<SvdLoraLinear>,
+}
+
+fn model(cfg: &SvdLoraConfig, n_layers: usize, d: i64) -> Model {
+    let base = nn::VarStore::new(Device::Cpu);
+    let adapter = nn::VarStore::new(Device::Cpu);
+    let mut layers = Vec::new();
+    for i in 0..n_layers {
+        for name in ["q_proj", "v_proj"] {
+            let bp = base.root() / "model" / "layers" / i / "self_attn" / name;
+            let ap = adapter.root() / "model" / "layers" / i / "self_attn" / name;
+            layers.push(SvdLoraLinear::new(&bp, Some((&ap, cfg)), d, d, false));
+        }
+    }
+    // Non-zero diagonals so that ΔW(λ) is not trivially 0.
+    tch::no_grad(|| {
+        for l in &layers {
+            let lora = l.lora.as_ref().expect("adapted");
+            let mut sigma = lora.sigma.shallow_clone();
+            sigma.copy_(&sigma.randn_like());
+            let mut s = lora.pref_scale.shallow_clone();
+            s.copy_(&(s.randn_like() + 2.0));
+        }
+    });
+    Model { _base: base, adapter, layers }
+}
+
+fn meta(cfg: &SvdLoraConfig, hash: &str) -> AdapterFolderConfig {
+    let names: Vec<String> = (0..cfg.n_objectives)
+        .map(|i| ["helpful", "harmless", "concise"][i as usize].into())
+        .collect();
+    AdapterFolderConfig::new(cfg, &names, BaseModelId { name: "tiny".into(), hash: hash.into() })
+        .expect("one name per objective")
+}
+
+fn cfg(m: i64) -> SvdLoraConfig {
+    SvdLoraConfig { rank: 3, alpha: 6.0, n_objectives: m, ..SvdLoraConfig::new(m) }
+}
+
+#[track_caller]
+fn checkpoint_error(result: Result<AdapterFolderConfig, CoreError>, file: &str, needles: &[&str]) {
+    match result {
+        Err(CoreError::Checkpoint { path, message }) => {
+            assert!(path.ends_with(file), "error names {}, expected {file}", path.display());
+            for n in needles {
+                assert!(message.contains(n), "`{message}` lacks `{n}`");
+            }
+        }
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+}
+
+fn only_final_files(dir: &Path) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [CONFIG_FILE, WEIGHTS_FILE], "no temporary files may remain");
+}
+
+#[test]
+fn save_then_load_round_trips_exactly() {
+    setup();
+    let c = cfg(2);
+    let dir = temp_dir("roundtrip");
+    let a = model(&c, 2, 8);
+    save_adapter(&dir, &a.adapter, &meta(&c, "abc")).expect("save");
+    only_final_files(&dir);
+    let b = model(&c, 2, 8);
+    let x = Tensor::randn([2, 3, 8], (Kind::Float, Device::Cpu));
+    let pref = Tensor::from_slice(&[0.3f32, 0.7]);
+    let before = b.layers[1].forward(&x, Adapter::On { pref: &pref });
+    let read = load_adapter(&dir, &b.adapter, &meta(&c, "abc")).expect("load");
+    assert_eq!(read.objectives, ["helpful", "harmless"]);
+    for (la, lb) in a.layers.iter().zip(&b.layers) {
+        let (ua, ub) = (&la.lora.as_ref().expect("a").u, &lb.lora.as_ref().expect("b").u);
+        assert!(ua.equal(ub));
+    }
+    let after = b.layers[1].forward(&x, Adapter::On { pref: &pref });
+    let want = a.layers[1].forward(&x, Adapter::On { pref: &pref });
+    assert!(after.equal(&want));
+    assert!(!after.equal(&before));
+    let text = std::fs::read_to_string(dir.join(CONFIG_FILE)).expect("config");
+    for key in ["\"adapter_type\"", "\"rank\": 3", "\"n_objectives\": 2", "\"hash\": \"abc\""] {
+        assert!(text.contains(key), "{text}");
+    }
+    assert_eq!(read_adapter_config(&dir).expect("config").svd_lora(), c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn strict_loading_names_the_problem() {
+    setup();
+    let c = cfg(2);
+    let dir = temp_dir("strict");
+    let saved = model(&c, 2, 8);
+    save_adapter(&dir, &saved.adapter, &meta(&c, "abc")).expect("save");
+
+    // Missing: the loading model has a third layer the file lacks.
+    let bigger = model(&c, 3, 8);
+    checkpoint_error(
+        load_adapter(&dir, &bigger.adapter, &meta(&c, "abc")),
+        WEIGHTS_FILE,
+        &["missing", "model.layers.2.self_attn.q_proj.svd_lora_u"],
+    );
+    // Extra: the file has a layer the loading model lacks.
+    let smaller = model(&c, 1, 8);
+    checkpoint_error(
+        load_adapter(&dir, &smaller.adapter, &meta(&c, "abc")),
+        WEIGHTS_FILE,
+        &["unexpected", "model.layers.1.self_attn.q_proj.svd_lora_u"],
+    );
+    // Mis-shaped: another hidden size.
+    let wider = model(&c, 2, 12);
+    checkpoint_error(
+        load_adapter(&dir, &wider.adapter, &meta(&c, "abc")),
+        WEIGHTS_FILE,
+        &["model.layers.0.self_attn.q_proj.svd_lora_u", "[8, 5]", "[12, 5]"],
+    );
+    // Wrong m.
+    let c3 = cfg(3);
+    let three = model(&c3, 2, 8);
+    checkpoint_error(
+        load_adapter(&dir, &three.adapter, &meta(&c3, "abc")),
+        CONFIG_FILE,
+        &["m = 2", "m = 3"],
+    );
+    // Another base model.
+    let same = model(&c, 2, 8);
+    let u_before = same.layers[0].lora.as_ref().expect("a").u.copy();
+    checkpoint_error(
+        load_adapter(&dir, &same.adapter, &meta(&c, "xyz")),
+        CONFIG_FILE,
+        &["hash abc", "hash xyz"],
+    );
+    // A failed load copies nothing.
+    assert!(same.layers[0].lora.as_ref().expect("a").u.equal(&u_before));
+    // A folder that is not an adapter.
+    let empty = temp_dir("strict-empty");
+    checkpoint_error(
+        load_adapter(&empty, &same.adapter, &meta(&c, "abc")),
+        CONFIG_FILE,
+        &["cannot read"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&empty);
+}
+
+#[test]
+fn peft_export_reproduces_delta_w() {
+    setup();
+    let c = cfg(2);
+    let dir = temp_dir("peft-src");
+    let out = temp_dir("peft-out");
+    let a = model(&c, 2, 8);
+    save_adapter(&dir, &a.adapter, &meta(&c, "abc")).expect("save");
+    let pref: PreferenceVector = "0.7,0.3".parse().expect("valid");
+    let summary = export_peft(&dir, &pref, &out).expect("export");
+    assert_eq!((summary.modules, summary.rank), (4, 5));
+    only_final_files(&out);
+    let tensors: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(out.join(WEIGHTS_FILE)).expect("read").into_iter().collect();
+    assert_eq!(tensors.len(), 8);
+    let p = pref.to_tensor(Device::Cpu);
+    for (i, layer) in a.layers.iter().enumerate() {
+        let name = format!("model.layers.{}.self_attn.{}", i / 2, ["q_proj", "v_proj"][i % 2]);
+        let la = &tensors[&format!("base_model.model.{name}.lora_A.weight")]; // [R, d_in]
+        let lb = &tensors[&format!("base_model.model.{name}.lora_B.weight")]; // [d_out, R]
+        assert_eq!((la.size(), lb.size()), (vec![5, 8], vec![8, 5]));
+        let want = layer.lora.as_ref().expect("adapted").delta_weight(&p).detach();
+        let got = lb.matmul(la);
+        let diff = (got - &want).abs().max().double_value(&[]);
+        assert!(diff < 1e-5 * (1.0 + want.abs().max().double_value(&[])), "{name}: {diff}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(CONFIG_FILE)).expect("read"))
+            .expect("json");
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 5);
+    assert_eq!(config["lora_alpha"], 5);
+    assert_eq!(config["target_modules"], serde_json::json!(c.target_modules));
+    // A preference of the wrong length is refused.
+    let three = PreferenceVector::uniform(3).expect("valid");
+    assert!(matches!(export_peft(&dir, &three, &out), Err(CoreError::Preference { .. })));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}
