@@ -5,12 +5,21 @@
 //! - [`loss`]: [`loss::mo_dpo_loss`], the per-dimension sigmoid/IPO losses from per-dimension
 //!   labels t ∈ {+1, −1, 0}, implicit-reward accuracy, and the one aggregation call.
 //!
+//! - [`data`]: tokenised pairs ([`data::EncodedPair`]), the concatenated [`data::PairBatch`]
+//!   and the shuffling [`data::PairLoader`].
+//! - [`ref_cache`]: [`ref_cache::RefLogpCache`], reference log-probs on disk, keyed by data,
+//!   base model and settings.
+//!
 //! Tensors in, tensors out: nothing here prints or reads the environment.
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod data;
 pub mod error;
 pub mod loss;
+pub mod ref_cache;
 
+pub use data::{EncodedPair, PairBatch, PairLoader, SeqLogp};
 pub use error::DpoError;
 pub use loss::{mo_dpo_loss, DpoLoss, DpoLossOutput};
+pub use ref_cache::{RefCacheKey, RefLogpCache};
