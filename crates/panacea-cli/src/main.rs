@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod doctor;
+mod metrics;
 
 /// Panacea: one language model steered along the Pareto front of several objectives by a
 /// preference vector given at inference time.
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Report libtorch, CUDA and threading as this binary sees them.
     Doctor(doctor::Args),
+    /// Every Pareto-front metric (HV, spacing, sparsity, R2, IGD, ε, …) of a points file.
+    Metrics(metrics::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(args),
+        Command::Metrics(args) => metrics::run(args),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,7 @@
 //! - [`gae`]: per-objective generalised advantage estimation.
 //! - [`loss`]: clipped policy and value losses.
 //! - [`lagrange`]: the optional PPO-Lagrangian multiplier on a cost dimension.
+//! - [`score`]: reward and cost models (backbone + scalar head) and their losses.
 //!
 //! Tensors in, tensors out: nothing here reads files other than configs and checkpoints, and
 //! nothing prints.
@@ -16,5 +17,6 @@ pub mod gae;
 pub mod lagrange;
 pub mod loss;
 pub mod rewards;
+pub mod score;
 
 pub use error::RlhfError;
