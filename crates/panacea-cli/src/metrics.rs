@@ -30,7 +30,8 @@ pub(crate) struct Args {
 }
 
 fn read_points(path: &Path, dim: Option<usize>) -> anyhow::Result<Vec<Vec<f64>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(parse_points(&text, &path.display().to_string(), dim)?)
 }
 

@@ -28,6 +28,33 @@ pub enum RefPoint {
     Explicit(Vec<f64>),
 }
 
+impl std::str::FromStr for RefPoint {
+    type Err = EvalError;
+    /// `auto`, or comma-separated finite numbers such as `-1,-1.5`.
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("auto") {
+            return Ok(RefPoint::Auto);
+        }
+        let values = t
+            .split(',')
+            .map(|v| {
+                let v = v.trim();
+                match v.parse::<f64>() {
+                    Ok(x) if x.is_finite() => Ok(x),
+                    _ => Err(EvalError::InvalidValue {
+                        what: "reference point",
+                        detail: format!(
+                            "{v:?} in {s:?} is not a finite number (hint: use auto or r1,r2,...)"
+                        ),
+                    }),
+                }
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        Ok(RefPoint::Explicit(values))
+    }
+}
+
 /// Which exact algorithm computes HV; `Auto` picks the fastest for the dimension. The others
 /// exist so tests and benches can check every code path against each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -74,3 +74,13 @@ fn malformed_json_and_hostile_bytes_give_errors_not_panics() {
         assert!(matches!(r, Err(EvalError::Parse { .. })), "{text:?} gave {r:?}");
     }
 }
+
+#[test]
+fn reference_point_argument() {
+    use panacea_eval::RefPoint;
+    assert_eq!("auto".parse::<RefPoint>().unwrap(), RefPoint::Auto);
+    assert_eq!(" -1, 2.5 ".parse::<RefPoint>().unwrap(), RefPoint::Explicit(vec![-1.0, 2.5]));
+    for bad in ["", "1,,2", "1,x", "nan,1", "inf"] {
+        assert!(matches!(bad.parse::<RefPoint>(), Err(EvalError::InvalidValue { .. })), "{bad:?}");
+    }
+}
