@@ -9,6 +9,7 @@ mod device;
 mod ops;
 mod overfit;
 mod preference;
+mod reference;
 
 /// Loads libtorch's CUDA backend when present; every test that touches tch calls it first.
 pub(crate) fn setup() {
