@@ -5,8 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod convert;
 mod doctor;
+mod export_peft;
+mod generate;
 mod metrics;
+mod perplexity;
 
 /// Panacea: one language model steered along the Pareto front of several objectives by a
 /// preference vector given at inference time.
@@ -21,6 +25,14 @@ struct Cli {
 enum Command {
     /// Report libtorch, CUDA and threading as this binary sees them.
     Doctor(doctor::Args),
+    /// Convert a model (GGUF, HF folder or short name) to safetensors + config + tokenizer.
+    Convert(convert::Args),
+    /// Generate text from prompts (batched, greedy or sampled, ChatML or raw).
+    Generate(generate::Args),
+    /// Token count and mean negative log-likelihood of a text.
+    Perplexity(perplexity::Args),
+    /// Fold an adapter at one preference into a plain PEFT LoRA folder.
+    ExportPeft(export_peft::Args),
     /// Every Pareto-front metric (HV, spacing, sparsity, R2, IGD, ε, …) of a points file.
     Metrics(metrics::Args),
 }
@@ -37,6 +49,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
+        Command::ExportPeft(args) => export_peft::run(args),
         Command::Metrics(args) => metrics::run(args),
     };
     match result {

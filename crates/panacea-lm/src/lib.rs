@@ -2,6 +2,11 @@
 //!
 //! - [`llama`]: the Llama-family decoder whose projections are panacea-core SVD-LoRA layers.
 //! - [`config`]: its architecture settings (HF `config.json` or GGUF metadata).
+//! - [`gguf`], [`dequant`]: the bounds-checked GGUF v3 reader and ggml dequantisation.
+//! - [`safetensors`]: reading and writing HF safetensors.
+//! - [`load`]: resolving a path or short name (`smollm2-135m`) and loading it.
+//! - [`generate`]: batched KV-cache generation and sequence likelihoods.
+//! - [`tokenizer`], [`chat`]: the tokenizer (from tokenizer.json or GGUF metadata) and ChatML.
 //! - [`error`]: the crate's typed error.
 //!
 //! Every forward takes an [`Adapter`] argument: `Adapter::Off` is the frozen base (the
@@ -9,14 +14,25 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod chat;
 pub mod config;
+pub mod dequant;
 pub mod error;
+pub mod generate;
+pub mod gguf;
 pub mod llama;
+pub mod load;
+pub mod safetensors;
+pub mod tokenizer;
 
+pub use chat::{ChatTemplate, Message, Role};
 pub use config::LlamaConfig;
 pub use error::LmError;
+pub use generate::{generate, generate_ids, GenerateConfig, Generation, Sampling};
 pub use llama::{init_random, KvCache, Llama};
+pub use load::{load_model, resolve_model, LoadedModel, Pretrained};
 pub use panacea_core::adapter::Adapter;
+pub use tokenizer::Tokenizer;
 
 use tch::Tensor;
 

@@ -65,11 +65,14 @@ fn reproj(
     let lora = adapter
         .filter(|(_, c)| c.targets(name))
         .map(|(p, c)| SvdLora::new(&p.sub(name), c, size[1], size[0]));
-    SvdLoraLinear {
-        weight: lin.weight.shallow_clone(),
-        bias: lin.bias.as_ref().map(Tensor::shallow_clone),
-        lora,
-    }
+    // SvdLoraLinear has no constructor from existing tensors, so build an empty one in a
+    // throwaway store and put the shared base tensors (and the new adapter) in its place.
+    let scratch = nn::VarStore::new(Device::Cpu);
+    let mut out = SvdLoraLinear::new(&scratch.root(), None, 0, 0, false);
+    out.weight = lin.weight.shallow_clone();
+    out.bias = lin.bias.as_ref().map(Tensor::shallow_clone);
+    out.lora = lora;
+    out
 }
 
 fn sub<'a>(
@@ -449,7 +452,7 @@ impl Llama {
             let c = cache.as_deref().map(|c| (&c.layers[i], c.len));
             x = layer.forward(&x, &cos, &sin, &attn, c, adapter);
         }
-        if let Some(c) = cache.as_deref_mut() {
+        if let Some(c) = cache {
             c.len += t;
         }
         self.norm.forward(&x) // [B, t, D]

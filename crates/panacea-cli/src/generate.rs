@@ -1,0 +1,133 @@
+//! `panacea generate`: batched generation from prompts given on the command line or in a JSONL
+//! file, through the ChatML template (default) or raw, greedy or sampled, as text or JSON lines.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use panacea_core::device::{DType, DeviceChoice};
+use panacea_lm::{Adapter, ChatTemplate, GenerateConfig, Sampling};
+use rand::SeedableRng;
+
+/// Flags of `panacea generate`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Model: GGUF file, HF folder, or a short name such as smollm2-135m.
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    /// A prompt (repeat for a batch).
+    #[arg(long = "prompt")]
+    prompts: Vec<String>,
+    /// JSONL file: one `{"prompt": "..."}` object or JSON string per line.
+    #[arg(long)]
+    prompts_file: Option<PathBuf>,
+    /// Render prompts with the ChatML template (`on`) or feed them raw (`off`).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    chat: String,
+    /// System prompt for the chat template (default: SmolLM2's).
+    #[arg(long)]
+    system: Option<String>,
+    /// Most new tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: i64,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sample only among the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<i64>,
+    /// Nucleus sampling threshold.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Seed of the sampling RNG.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Prompts per forward batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
+    /// Print one JSON object per prompt.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_prompts(args: &Args) -> anyhow::Result<Vec<String>> {
+    let mut prompts = args.prompts.clone();
+    if let Some(path) = &args.prompts_file {
+        let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+            let p = match &v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Object(o) => match o.get("prompt") {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    _ => bail!("{}:{}: object without a string \"prompt\"", path.display(), i + 1),
+                },
+                _ => bail!("{}:{}: expected a string or an object", path.display(), i + 1),
+            };
+            prompts.push(p);
+        }
+    }
+    if prompts.is_empty() {
+        bail!("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE.jsonl");
+    }
+    Ok(prompts)
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let prompts = read_prompts(&args)?;
+    let device = args.device.resolve()?;
+    tracing::info!("running on {device:?}, dtype {}", args.dtype);
+    let m = panacea_lm::load_model(&args.model, device, args.dtype.kind())?;
+    let template = ChatTemplate {
+        default_system: Some(
+            args.system.clone().unwrap_or_else(|| panacea_lm::chat::SMOLLM_SYSTEM_PROMPT.into()),
+        ),
+    };
+    let rendered: Vec<String> = prompts
+        .iter()
+        .map(|p| if args.chat == "on" { template.user_prompt(p) } else { p.clone() })
+        .collect();
+    let sampling = if args.temperature == 0.0 {
+        Sampling::Greedy
+    } else {
+        Sampling::Sample { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p }
+    };
+    let cfg =
+        GenerateConfig { sampling, ..GenerateConfig::greedy(&m.tokenizer, args.max_new_tokens) };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    for (chunk_idx, chunk) in rendered.chunks(args.batch_size.max(1)).enumerate() {
+        let t0 = std::time::Instant::now();
+        let g = panacea_lm::generate(&m.model, &m.tokenizer, chunk, Adapter::Off, &cfg, &mut rng)?;
+        let lens: Vec<i64> =
+            Vec::try_from(g.response_mask.sum_dim_intlist(1, false, tch::Kind::Int64))?;
+        tracing::info!(
+            "batch of {} in {:.2} s ({} new tokens)",
+            chunk.len(),
+            t0.elapsed().as_secs_f64(),
+            lens.iter().sum::<i64>()
+        );
+        for (j, text) in g.texts.iter().enumerate() {
+            let i = chunk_idx * args.batch_size.max(1) + j;
+            if args.json {
+                let v =
+                    serde_json::json!({"prompt": prompts[i], "response": text, "tokens": lens[j]});
+                println!("{v}");
+            } else {
+                println!("### {}\n{}\n", prompts[i], text);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
