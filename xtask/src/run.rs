@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use crate::libtorch::{self, Source};
 
 /// `cargo` with libtorch's build environment, run from the workspace root.
-fn cargo(lt: &libtorch::Libtorch) -> Command {
+pub(crate) fn cargo(lt: &libtorch::Libtorch) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root());
     for (k, v) in lt.cargo_env() {
@@ -34,6 +34,8 @@ pub(crate) fn test(extra: &[String]) -> Result<ExitCode> {
     let lt = libtorch::ensure()?;
     eprintln!("xtask: libtorch {} at {}", lt.version, lt.root.display());
     crate::fetch_scorers::ensure()?;
+    // The real-weight tests of panacea-lm need SmolLM2; fetching it here makes them run in CI.
+    crate::fetch::ensure_model("smollm2-135m")?;
     let status = cargo(&lt)
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)

@@ -428,7 +428,7 @@ impl Llama {
         &self,
         ids: &Tensor,
         mask: &Tensor,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         adapter: Adapter<'_>,
     ) -> Tensor {
         let t = ids.size()[1];
