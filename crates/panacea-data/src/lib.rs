@@ -7,6 +7,7 @@
 //!   (VADER compound), [`relevant`] (all-MiniLM-L6-v2 cosine, encoder in [`minilm`]),
 //!   [`concise`] (the paper's concise rule).
 //! - [`prompts`]: the bundled harmful and benign prompt sets with fixed splits.
+//! - [`pairgen`]: per-dimension pairs from k scored responses per prompt, and rank statistics.
 //! - [`pairs`]: streaming JSONL loaders for the generic N-dimension schema, PKU-SafeRLHF and
 //!   HH-RLHF, yielding [`PairRecord`]s with labels t ∈ {+1, −1, 0} per dimension.
 //!
@@ -21,6 +22,7 @@ pub mod error;
 pub mod harmless;
 mod jsonl;
 pub mod minilm;
+pub mod pairgen;
 pub mod pairs;
 pub mod positive;
 pub mod prompts;

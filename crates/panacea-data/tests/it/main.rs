@@ -3,6 +3,7 @@
 
 mod concise;
 mod harmless;
+mod pairgen;
 mod pairs;
 mod positive;
 mod prompts;
