@@ -1,4 +1,5 @@
 //! The single integration-test binary of panacea-rlhf (one binary per crate keeps link time down
 //! on 2-core machines). One module per topic.
 
+mod ppo;
 mod pure;

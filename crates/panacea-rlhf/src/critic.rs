@@ -1,0 +1,63 @@
+//! λ-conditioned multi-objective critic (method.md §6.3, default (b)): K value heads (D → K,
+//! per token) on a backbone view that shares the frozen base and carries its own SVD-LoRA,
+//! conditioned on the step's λ. Its variables live in their own VarStore with their own
+//! optimiser, so the actor's optimiser never sees them.
+
+use panacea_core::adapter::{Adapter, SvdLoraConfig};
+use panacea_lm::{CausalLm, Llama};
+use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
+
+use crate::RlhfError;
+
+/// K value heads on a λ-conditioned backbone.
+pub struct MultiCritic {
+    /// The critic's variables (adapter and heads).
+    pub vs: nn::VarStore,
+    /// The backbone: shared frozen base, critic adapter.
+    pub backbone: Llama,
+    /// Heads' weight [K, D].
+    pub head_w: Tensor,
+    /// Heads' bias [K].
+    pub head_b: Tensor,
+    /// Adam(0.9, 0.95) over `vs`.
+    pub opt: nn::Optimizer,
+}
+
+impl std::fmt::Debug for MultiCritic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiCritic").field("heads", &self.head_w.size()).finish()
+    }
+}
+
+impl MultiCritic {
+    /// Builds the critic on `base` (any view of the frozen base) with a fresh VarStore on the
+    /// base's device. `adapter.n_objectives` must be K. Heads start at zero (method.md §6.3
+    /// [ours]: no score-model heads to copy from).
+    pub fn new(
+        base: &Llama,
+        adapter: &SvdLoraConfig,
+        lr: f64,
+        weight_decay: f64,
+    ) -> Result<Self, RlhfError> {
+        let vs = nn::VarStore::new(base.device());
+        let root = vs.root();
+        let backbone = base.with_adapter(Some((&root.sub("backbone"), adapter)));
+        let k = adapter.n_objectives;
+        let d = base.hidden_size();
+        let heads = root.sub("value_heads");
+        let head_w = heads.zeros("weight", &[k, d]);
+        let head_b = heads.zeros("bias", &[k]);
+        let opt = nn::Adam { beta1: 0.9, beta2: 0.95, wd: weight_decay, ..Default::default() }
+            .build(&vs, lr)?;
+        Ok(Self { vs, backbone, head_w, head_b, opt })
+    }
+
+    /// Values of every action position: seq [B, T], mask [B, T], pref [B, K] → [B, A, K] f32
+    /// (position t values the state before token t + 1).
+    pub fn values(&self, seq: &Tensor, mask: &Tensor, pref: &Tensor) -> Tensor {
+        let t = seq.size()[1];
+        let h = self.backbone.hidden_states(seq, mask, Adapter::On { pref }); // [B, T, D]
+        let v = h.to_kind(Kind::Float).linear(&self.head_w, Some(&self.head_b)); // [B, T, K]
+        v.narrow(1, 0, t - 1) // [B, A, K]
+    }
+}

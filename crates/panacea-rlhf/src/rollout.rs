@@ -1,0 +1,114 @@
+//! Rollout (method.md §6.1 step 2) and the reward sources that score it (step 3).
+//!
+//! A reward source returns one **raw** score per row in its own direction (a cost model
+//! returns costs); the trainer turns scores into utilities with
+//! [`panacea_core::objective::utilities`], the project's only negation of costs.
+
+use panacea_core::adapter::Adapter;
+use panacea_data::Scorer;
+use panacea_lm::{generate_ids, GenerateConfig, Generation, Llama, Sampling};
+use rand::Rng;
+use tch::{Kind, Tensor};
+
+use crate::config::RolloutConfig;
+use crate::experience::PromptBatch;
+use crate::score::ScoreModel;
+use crate::RlhfError;
+
+/// What a reward source may look at: the full sequences and the texts.
+#[derive(Debug)]
+pub struct RolloutView<'a> {
+    /// Prompt + response ids: [B, T] i64.
+    pub seq: &'a Tensor,
+    /// Attention mask of `seq`: [B, T] i64.
+    pub mask: &'a Tensor,
+    /// The response alone: [B, N] i64.
+    pub response_ids: &'a Tensor,
+    /// 1 on response tokens up to and including EOS: [B, N].
+    pub response_mask: &'a Tensor,
+    /// The rendered prompts.
+    pub prompts: &'a [String],
+    /// The decoded responses (empty strings without a tokenizer).
+    pub responses: &'a [String],
+}
+
+/// One objective's score function.
+pub trait RewardSource {
+    /// A short name for logs.
+    fn name(&self) -> &str;
+    /// One raw score per row (a cost model returns costs; the trainer negates them).
+    fn score(&self, view: &RolloutView<'_>) -> Result<Vec<f64>, RlhfError>;
+}
+
+/// A built-in text scorer from panacea-data (its scores are already utilities).
+pub struct ScorerSource(pub Box<dyn Scorer>);
+
+impl RewardSource for ScorerSource {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn score(&self, view: &RolloutView<'_>) -> Result<Vec<f64>, RlhfError> {
+        let prompts: Vec<&str> = view.prompts.iter().map(String::as_str).collect();
+        let responses: Vec<&str> = view.responses.iter().map(String::as_str).collect();
+        self.0.score(&prompts, &responses).map_err(|e| RlhfError::Invalid {
+            what: format!("scorer {}", self.0.name()),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A learned reward or cost model, read at each sequence's last token.
+pub struct ModelSource<M: ScoreModel> {
+    /// Name for logs.
+    pub name: String,
+    /// The model.
+    pub model: M,
+}
+
+impl<M: ScoreModel> RewardSource for ModelSource<M> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn score(&self, view: &RolloutView<'_>) -> Result<Vec<f64>, RlhfError> {
+        let s = tch::no_grad(|| self.model.end_scores(view.seq, view.mask)); // [B]
+        Ok(Vec::<f64>::try_from(s.to_kind(Kind::Double).to_device(tch::Device::Cpu))?)
+    }
+}
+
+/// Generation settings for a rollout.
+pub fn generate_config(cfg: &RolloutConfig, eos_id: i64, pad_id: i64) -> GenerateConfig {
+    GenerateConfig {
+        max_new_tokens: cfg.max_new_tokens,
+        sampling: Sampling::Sample {
+            temperature: cfg.temperature,
+            top_k: cfg.top_k,
+            top_p: cfg.top_p,
+        },
+        eos_id,
+        pad_id,
+    }
+}
+
+/// Samples responses to `batch` under `Adapter::On { pref }` (pref [B, K]) without gradients.
+pub fn rollout(
+    policy: &Llama,
+    batch: &PromptBatch,
+    pref: &Tensor,
+    cfg: &GenerateConfig,
+    rng: &mut impl Rng,
+) -> Result<Generation, RlhfError> {
+    tch::no_grad(|| generate_ids(policy, &batch.ids, Adapter::On { pref }, cfg, rng)).map_err(|e| {
+        RlhfError::Invalid { what: "rollout generation".into(), reason: e.to_string() }
+    })
+}
+
+/// The action mask [B, A] (f32) of a generation: action position t predicts token t + 1, so
+/// the response tokens at columns P.. are predicted from positions P − 1...
+pub fn action_mask(g: &Generation) -> Tensor {
+    let b = g.response_mask.size()[0];
+    let device = g.response_mask.device();
+    let lead = Tensor::zeros([b, g.prompt_len - 1], (Kind::Float, device)); // [B, P − 1]
+    Tensor::cat(&[lead, g.response_mask.to_kind(Kind::Float)], 1) // [B, A]
+}

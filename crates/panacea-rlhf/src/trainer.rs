@@ -1,0 +1,491 @@
+//! One step of preference-conditioned multi-objective PPO (Panacea, arXiv 2402.02030, Eq. 16;
+//! method.md §6.1; style.md §3.1). No loop and no I/O: the CLI owns both.
+//!
+//! λ is sampled by the caller **before** generation and passed in; it is stored in
+//! [`Experience::pref`] and every later stage (scores, critic values, advantages, each PPO
+//! epoch and minibatch) reads it from there. The public re-implementation that resamples λ
+//! after the rollout optimises experience under the wrong preference (method.md §10 item 1).
+
+use panacea_core::adapter::{Adapter, SvdLoraConfig, NO_DECAY_GROUP};
+use panacea_core::objective::{utilities, Objective};
+use panacea_core::ops::{gather_log_probs, masked_mean, masked_whiten};
+use panacea_core::{PreferenceVector, RunRng};
+use panacea_lm::generate::response_texts;
+use panacea_lm::{CausalLm, GenerateConfig, Llama, Tokenizer};
+use rand::seq::SliceRandom;
+use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
+
+use crate::config::PpoConfig;
+use crate::critic::MultiCritic;
+use crate::error::ensure_finite;
+use crate::experience::{Experience, PromptBatch};
+use crate::gae::gae;
+use crate::lagrange::{combine_advantages, Lagrangian};
+use crate::loss::{policy_loss, value_loss};
+use crate::rewards::{shape_rewards, ScoreNormaliser};
+use crate::rollout::{action_mask, generate_config, rollout, RewardSource, RolloutView};
+use crate::RlhfError;
+
+/// What the trainer is built from.
+pub struct PpoParts {
+    /// The policy: frozen base plus the SVD-LoRA adapter living in `adapter_vs`.
+    pub policy: Llama,
+    /// The adapter's VarStore; the actor optimiser covers it alone.
+    pub adapter_vs: nn::VarStore,
+    /// The critic's adapter settings (`n_objectives` = K).
+    pub critic_adapter: SvdLoraConfig,
+    /// The K objectives, in preference order.
+    pub objectives: Vec<Objective>,
+    /// One reward source per objective, same order.
+    pub sources: Vec<Box<dyn RewardSource>>,
+    /// Decodes responses for text scorers (None: empty texts; id-based sources only).
+    pub tokenizer: Option<Tokenizer>,
+    /// EOS id (generation stops on it).
+    pub eos_id: i64,
+    /// Padding id.
+    pub pad_id: i64,
+    /// Total number of steps of the run (for the learning-rate schedule).
+    pub total_steps: u64,
+}
+
+/// Numbers from one step, materialised once at its end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PpoStepMetrics {
+    /// 1-based step number.
+    pub step: u64,
+    /// The preference of this step: [K].
+    pub pref: Vec<f64>,
+    /// Every distinct preference row the PPO update fed to the policy and the critic.
+    pub pref_used: Vec<Vec<f64>>,
+    /// Mean raw utility per objective over the rollout (before normalisation): [K].
+    pub score_mean: Vec<f64>,
+    /// Mean over rows of Σ_t (old_lp − ref_lp) on response tokens.
+    pub kl: f64,
+    /// Mean policy loss over minibatches and epochs.
+    pub policy_loss: f64,
+    /// Mean value loss over minibatches and epochs.
+    pub value_loss: f64,
+    /// Mean fraction of clipped ratios.
+    pub clip_frac: f64,
+    /// Mean k3 KL(old ‖ new).
+    pub approx_kl: f64,
+    /// Mean per-token entropy of the policy on response tokens.
+    pub entropy: f64,
+    /// Mean number of response tokens.
+    pub response_len: f64,
+    /// Actor learning rate used.
+    pub actor_lr: f64,
+    /// Critic learning rate used.
+    pub critic_lr: f64,
+    /// The Lagrange multiplier μ, when a constraint is configured.
+    pub lagrange_mu: Option<f64>,
+}
+
+impl PpoStepMetrics {
+    /// Namespaced keys for metrics.jsonl (`train/score/<name>`, `train/kl`, ...).
+    pub fn to_json(&self, objectives: &[Objective]) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("step".into(), self.step.into());
+        for (o, s) in objectives.iter().zip(&self.score_mean) {
+            m.insert(format!("train/score/{}", o.name), (*s).into());
+        }
+        for (o, p) in objectives.iter().zip(&self.pref) {
+            m.insert(format!("train/pref/{}", o.name), (*p).into());
+        }
+        let scalars = [
+            ("train/kl", self.kl),
+            ("train/policy_loss", self.policy_loss),
+            ("train/value_loss", self.value_loss),
+            ("train/clip_frac", self.clip_frac),
+            ("train/approx_kl", self.approx_kl),
+            ("train/entropy", self.entropy),
+            ("train/response_len", self.response_len),
+            ("train/actor_lr", self.actor_lr),
+            ("train/critic_lr", self.critic_lr),
+        ];
+        for (k, v) in scalars {
+            m.insert(k.into(), v.into());
+        }
+        if let Some(mu) = self.lagrange_mu {
+            m.insert("train/lagrange_mu".into(), mu.into());
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+/// Multi-objective PPO on an SVD-LoRA policy with a λ-conditioned multi-head critic.
+pub struct PpoTrainer {
+    /// Settings.
+    pub cfg: PpoConfig,
+    /// The policy (base + adapter).
+    pub policy: Llama,
+    /// The adapter's variables.
+    pub adapter_vs: nn::VarStore,
+    /// Adam(0.9, 0.95) over `adapter_vs` (σ and s in the no-decay group).
+    pub actor_opt: nn::Optimizer,
+    /// The critic with its own VarStore and optimiser.
+    pub critic: MultiCritic,
+    /// The objectives.
+    pub objectives: Vec<Objective>,
+    sources: Vec<Box<dyn RewardSource>>,
+    /// Running score statistics (saved with checkpoints).
+    pub normaliser: ScoreNormaliser,
+    /// The Lagrange multiplier state, when configured.
+    pub lagrangian: Option<Lagrangian>,
+    tokenizer: Option<Tokenizer>,
+    gen_cfg: GenerateConfig,
+    /// Steps completed.
+    pub step: u64,
+    /// Total steps of the run.
+    pub total_steps: u64,
+}
+
+impl PpoTrainer {
+    /// Builds the optimisers and the critic and checks the objectives against the config.
+    pub fn new(cfg: PpoConfig, parts: PpoParts) -> Result<Self, RlhfError> {
+        let k = parts.objectives.len();
+        let invalid = |reason: String| RlhfError::Invalid { what: "PPO set-up".into(), reason };
+        if k == 0 || parts.sources.len() != k {
+            return Err(invalid(format!(
+                "{k} objectives but {} reward sources; hint: give one source per objective",
+                parts.sources.len()
+            )));
+        }
+        if parts.critic_adapter.n_objectives != k as i64 {
+            return Err(invalid(format!(
+                "the critic adapter has {} preference slots for {k} objectives",
+                parts.critic_adapter.n_objectives
+            )));
+        }
+        cfg.aggregation.check(k)?;
+        let lagrangian = match &cfg.lagrange {
+            Some(l) => {
+                if l.objective >= k || k < 2 {
+                    return Err(invalid(format!(
+                        "lagrange.objective = {} needs at least 2 objectives and an index below {k}",
+                        l.objective
+                    )));
+                }
+                if !matches!(cfg.aggregation, panacea_core::Aggregation::Linear) {
+                    return Err(invalid("lagrange works with linear aggregation only".into()));
+                }
+                Some(Lagrangian::new(l))
+            }
+            None => None,
+        };
+        let o = &cfg.optim;
+        let mut actor_opt =
+            nn::Adam { beta1: 0.9, beta2: 0.95, wd: o.weight_decay, ..Default::default() }
+                .build(&parts.adapter_vs, o.actor_lr)?;
+        actor_opt.set_weight_decay_group(NO_DECAY_GROUP, 0.0);
+        let critic = MultiCritic::new(
+            &parts.policy,
+            &parts.critic_adapter,
+            o.critic_lr,
+            o.critic_weight_decay,
+        )?;
+        let gen_cfg = generate_config(&cfg.rollout, parts.eos_id, parts.pad_id);
+        Ok(Self {
+            normaliser: ScoreNormaliser::new(k),
+            cfg,
+            policy: parts.policy,
+            adapter_vs: parts.adapter_vs,
+            actor_opt,
+            critic,
+            objectives: parts.objectives,
+            sources: parts.sources,
+            lagrangian,
+            tokenizer: parts.tokenizer,
+            gen_cfg,
+            step: 0,
+            total_steps: parts.total_steps,
+        })
+    }
+
+    /// K.
+    pub fn k(&self) -> usize {
+        self.objectives.len()
+    }
+
+    /// One PPO step under the preference `pref` (sampled by the caller before generation).
+    #[tracing::instrument(skip_all, fields(step = self.step + 1))]
+    pub fn step(
+        &mut self,
+        batch: &PromptBatch,
+        pref: &PreferenceVector,
+        rng: &mut RunRng,
+    ) -> Result<PpoStepMetrics, RlhfError> {
+        self.step += 1;
+        let exp = self.make_experience(batch, pref, rng)?;
+        self.learn(&exp, rng)
+    }
+
+    /// Steps 1–5 of style.md §3.1: rollout, scores, log-probs, values, rewards, advantages.
+    pub fn make_experience(
+        &mut self,
+        batch: &PromptBatch,
+        pref: &PreferenceVector,
+        rng: &mut RunRng,
+    ) -> Result<Experience, RlhfError> {
+        let k = self.k();
+        pref.expect_len(k)?;
+        if batch.is_empty() {
+            return Err(RlhfError::Invalid { what: "prompt batch".into(), reason: "empty".into() });
+        }
+        let step = self.step;
+        let dev = self.policy.device();
+        let b = batch.len() as i64;
+        let pref_t = pref
+            .to_tensor(dev)
+            .to_kind(Kind::Float)
+            .unsqueeze(0)
+            .expand([b, k as i64], false)
+            .contiguous(); // [B, K]
+
+        // 1. Rollout under On{λ}.
+        let gen = rollout(&self.policy, batch, &pref_t, &self.gen_cfg, &mut rng.sampling)?;
+        let responses = match &self.tokenizer {
+            Some(t) => response_texts(&gen, t).map_err(|e| RlhfError::Invalid {
+                what: "decoding responses".into(),
+                reason: e.to_string(),
+            })?,
+            None => vec![String::new(); batch.len()],
+        };
+        let act_mask = action_mask(&gen); // [B, A]
+
+        // 2. Scores → utilities (costs negated in `utilities` only) → normalised, scaled.
+        let view = RolloutView {
+            seq: &gen.ids,
+            mask: &gen.attention_mask,
+            response_ids: &gen.response_ids,
+            response_mask: &gen.response_mask,
+            prompts: &batch.prompts,
+            responses: &responses,
+        };
+        let mut raw = vec![0.0f64; batch.len() * k];
+        for (j, src) in self.sources.iter().enumerate() {
+            let s = src.score(&view)?;
+            if s.len() != batch.len() {
+                return Err(RlhfError::Invalid {
+                    what: format!("reward source {}", src.name()),
+                    reason: format!("returned {} scores for {} rows", s.len(), batch.len()),
+                });
+            }
+            for (i, v) in s.into_iter().enumerate() {
+                raw[i * k + j] = v;
+            }
+        }
+        let raw_t = Tensor::from_slice(&raw).view([b, k as i64]); // [B, K] f64, CPU
+        let util = utilities(&self.objectives, &raw_t)?; // [B, K]
+        let util_host: Vec<f64> = Vec::try_from(util.flatten(0, -1))?;
+        let mut rows: Vec<Vec<f64>> = util_host.chunks(k).map(<[f64]>::to_vec).collect();
+        for (j, o) in self.objectives.iter().enumerate() {
+            let mean = rows.iter().map(|r| r[j]).sum::<f64>() / rows.len() as f64;
+            ensure_finite(step, &format!("score[{}]", o.name), mean)?;
+        }
+        if let (Some(lc), Some(l)) = (&self.cfg.lagrange, &mut self.lagrangian) {
+            // Episode costs are cost-positive: the negated utility of the constrained objective.
+            let costs: Vec<f64> = rows.iter().map(|r| -r[lc.objective]).collect();
+            l.update(lc, &costs);
+        }
+        if self.cfg.ppo.normalise_scores {
+            self.normaliser.update(&rows);
+            rows = self.normaliser.normalise(&rows);
+        }
+        let scaled: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| r.iter().zip(&self.objectives).map(|(u, o)| (u * o.scale) as f32))
+            .collect();
+        let scores = Tensor::from_slice(&scaled).view([b, k as i64]).to_device(dev); // [B, K]
+        let raw_utilities = util.to_kind(Kind::Float).to_device(dev); // [B, K]
+
+        // 3. Log-probs under On{λ} and Off (the same weights: no second model), values.
+        let seq = &gen.ids; // [B, T]
+        let mask = &gen.attention_mask; // [B, T]
+        let (old_lp, ref_lp, old_values) = tch::no_grad(|| -> Result<_, RlhfError> {
+            let on = self.policy.logits(seq, mask, Adapter::On { pref: &pref_t }); // [B, T, V]
+            let old_lp = gather_log_probs(&on, seq)?; // [B, A]
+            drop(on);
+            let off = self.policy.logits(seq, mask, Adapter::Off); // [B, T, V]
+            let ref_lp = gather_log_probs(&off, seq)?; // [B, A]
+            let values = self.critic.values(seq, mask, &pref_t); // [B, A, K]
+            Ok((old_lp, ref_lp, values))
+        })?;
+
+        // 4. Per-token rewards with the KL penalty.
+        let p = &self.cfg.ppo;
+        let shaped = shape_rewards(&old_lp, &ref_lp, &act_mask, &scores, p.kl_coef, p.clip_score);
+        let kl_seq = shaped.kl.sum_dim_intlist([-1i64].as_slice(), false, Kind::Float); // [B]
+        ensure_finite(step, "kl", kl_seq.mean(Kind::Float).double_value(&[]))?;
+
+        // 5. Per-objective GAE, then the single aggregation call site.
+        let adv = gae(&old_values, &shaped.rewards, &act_mask, p.gamma, p.gae_lambda);
+        let mut advantages = self.aggregate_advantages(&adv.advantages, &pref_t)?; // [B, A]
+        if p.whiten_advantages {
+            advantages = masked_whiten(&advantages, &act_mask, true); // [B, A]
+        }
+        Ok(Experience {
+            seq: gen.ids.shallow_clone(),
+            mask: gen.attention_mask.shallow_clone(),
+            act_mask,
+            pref: pref_t,
+            old_lp,
+            ref_lp,
+            old_values,
+            raw_utilities,
+            scores,
+            rewards: shaped.rewards,
+            kl: shaped.kl,
+            advantages,
+            returns: adv.returns,
+            prompt_len: gen.prompt_len,
+            responses,
+        })
+    }
+
+    /// adv [B, A, K], pref [B, K] → [B, A]. Linear or Tchebycheff over all objectives, or,
+    /// with a Lagrangian constraint, over the free objectives (λ renormalised over them)
+    /// combined with the constrained objective's advantage (method.md §6.4).
+    fn aggregate_advantages(&self, adv: &Tensor, pref: &Tensor) -> Result<Tensor, RlhfError> {
+        let k = self.k() as i64;
+        let (a_in, p_in, constrained) = match (&self.cfg.lagrange, &self.lagrangian) {
+            (Some(lc), Some(l)) => {
+                let c = lc.objective as i64;
+                let free: Vec<i64> = (0..k).filter(|&i| i != c).collect();
+                let idx = Tensor::from_slice(&free).to_device(adv.device());
+                let p_free = pref.index_select(1, &idx); // [B, K − 1]
+                let total = p_free.sum_dim_intlist([-1i64].as_slice(), true, Kind::Float); // [B, 1]
+                let uniform = p_free.ones_like() / (k - 1) as f64;
+                let p_free =
+                    (&p_free / total.clamp_min(1e-12)).where_self(&total.gt(0.0), &uniform);
+                (adv.index_select(2, &idx), p_free, Some((adv.select(2, c), l.mu())))
+            }
+            _ => (adv.shallow_clone(), pref.shallow_clone(), None),
+        };
+        let aggregated = self.cfg.aggregation.aggregate(&a_in, &p_in)?; // [B, A]
+        Ok(match constrained {
+            Some((a_u, mu)) => combine_advantages(&aggregated, &a_u, mu),
+            None => aggregated,
+        })
+    }
+
+    /// Step 6: PPO epochs over shuffled minibatches, always with the stored λ.
+    pub fn learn(
+        &mut self,
+        exp: &Experience,
+        rng: &mut RunRng,
+    ) -> Result<PpoStepMetrics, RlhfError> {
+        let step = self.step;
+        let b = exp.seq.size()[0] as usize;
+        let mb = self.cfg.ppo.mini_batch_size;
+        if mb == 0 || b % mb != 0 {
+            return Err(RlhfError::Invalid {
+                what: "minibatching".into(),
+                reason: format!(
+                    "rollout batch {b} is not a multiple of ppo.mini_batch_size {mb}; hint: \
+                     make the batch size a multiple of the minibatch size"
+                ),
+            });
+        }
+        let o = self.cfg.optim.clone();
+        let actor_lr = o.actor_lr_at(step.max(1), self.total_steps.max(step));
+        let critic_lr = o.critic_lr_at(step.max(1), self.total_steps.max(step));
+        self.actor_opt.set_lr(actor_lr);
+        self.critic.opt.set_lr(critic_lr);
+        let dev = exp.seq.device();
+        let p = self.cfg.ppo.clone();
+        let mut sums = [0.0f64; 5]; // policy loss, value loss, clip frac, approx kl, entropy
+        let mut n = 0.0;
+        let mut pref_used: Vec<Vec<f64>> = Vec::new();
+        for _epoch in 0..p.update_iters {
+            let mut order: Vec<i64> = (0..b as i64).collect();
+            order.shuffle(&mut rng.sampling);
+            for chunk in order.chunks(mb) {
+                let idx = Tensor::from_slice(chunk).to_device(dev);
+                let sel = |t: &Tensor| t.index_select(0, &idx);
+                let seq = sel(&exp.seq); // [b, T]
+                let mask = sel(&exp.mask); // [b, T]
+                let act = sel(&exp.act_mask); // [b, A]
+                let pref = sel(&exp.pref); // [b, K]
+                for row in Vec::<Vec<f64>>::try_from(
+                    pref.to_kind(Kind::Double).to_device(tch::Device::Cpu),
+                )? {
+                    if !pref_used.contains(&row) {
+                        pref_used.push(row);
+                    }
+                }
+
+                // Actor.
+                let logits = self.policy.logits(&seq, &mask, Adapter::On { pref: &pref }); // [b, T, V]
+                let lp = gather_log_probs(&logits, &seq)?; // [b, A]
+                let pl =
+                    policy_loss(&lp, &sel(&exp.old_lp), &sel(&exp.advantages), &act, p.clip_ratio);
+                let ploss = ensure_finite(step, "policy loss", pl.loss.double_value(&[]))?;
+                self.actor_opt.zero_grad();
+                pl.loss.backward();
+                self.actor_opt.clip_grad_norm(o.grad_clip);
+                self.actor_opt.step();
+                let entropy = tch::no_grad(|| {
+                    let t = logits.size()[1];
+                    let logp = logits.detach().narrow(1, 0, t - 1).log_softmax(-1, Kind::Float); // [b, A, V]
+                    let ent = -(logp.exp() * &logp).sum_dim_intlist(
+                        [-1i64].as_slice(),
+                        false,
+                        Kind::Float,
+                    ); // [b, A]
+                    masked_mean(&ent, &act).double_value(&[])
+                });
+                drop(logits);
+
+                // Critic.
+                let v = self.critic.values(&seq, &mask, &pref); // [b, A, K]
+                let vl =
+                    value_loss(&v, &sel(&exp.old_values), &sel(&exp.returns), &act, p.clip_value);
+                let vloss = ensure_finite(step, "value loss", vl.double_value(&[]))?;
+                self.critic.opt.zero_grad();
+                vl.backward();
+                self.critic.opt.clip_grad_norm(o.grad_clip);
+                self.critic.opt.step();
+
+                sums[0] += ploss;
+                sums[1] += vloss;
+                sums[2] += pl.clip_frac.double_value(&[]);
+                sums[3] += pl.approx_kl.double_value(&[]);
+                sums[4] += entropy;
+                n += 1.0;
+            }
+        }
+        let k = self.k();
+        let score_mean: Vec<f64> = Vec::try_from(
+            exp.raw_utilities
+                .to_kind(Kind::Double)
+                .mean_dim([0i64].as_slice(), false, Kind::Double)
+                .to_device(tch::Device::Cpu),
+        )?;
+        debug_assert_eq!(score_mean.len(), k);
+        let kl = exp
+            .kl
+            .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        let response_len = exp.act_mask.sum(Kind::Float).double_value(&[]) / b as f64;
+        let pref: Vec<f64> =
+            Vec::try_from(exp.pref.get(0).to_kind(Kind::Double).to_device(tch::Device::Cpu))?;
+        Ok(PpoStepMetrics {
+            step,
+            pref,
+            pref_used,
+            score_mean,
+            kl,
+            policy_loss: sums[0] / n,
+            value_loss: sums[1] / n,
+            clip_frac: sums[2] / n,
+            approx_kl: sums[3] / n,
+            entropy: sums[4] / n,
+            response_len,
+            actor_lr,
+            critic_lr,
+            lagrange_mu: self.lagrangian.as_ref().map(Lagrangian::mu),
+        })
+    }
+}
