@@ -1,3 +1,9 @@
 //! The integration tests of panacea-lm, one module per topic (one binary, linked once).
 
+mod common;
+mod generate;
+mod gguf;
 mod model;
+mod real;
+mod safetensors;
+mod tokenizer;
