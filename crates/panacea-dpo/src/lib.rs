@@ -10,16 +10,23 @@
 //! - [`ref_cache`]: [`ref_cache::RefLogpCache`], reference log-probs on disk, keyed by data,
 //!   base model and settings.
 //!
+//! - [`trainer`]: [`trainer::DpoTrainer::step`], one optimiser step (no loop, no I/O).
+//! - [`config`]: [`config::DpoSettings`] and the run config [`config::DpoRunConfig`].
+//!
 //! Tensors in, tensors out: nothing here prints or reads the environment.
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod loss;
 pub mod ref_cache;
+pub mod trainer;
 
+pub use config::{DpoRunConfig, DpoSettings};
 pub use data::{EncodedPair, PairBatch, PairLoader, SeqLogp};
 pub use error::DpoError;
 pub use loss::{mo_dpo_loss, DpoLoss, DpoLossOutput};
 pub use ref_cache::{RefCacheKey, RefLogpCache};
+pub use trainer::{DpoEvalMetrics, DpoStepMetrics, DpoTrainer, StepPreference};

@@ -117,6 +117,24 @@ pub fn mo_dpo_loss(
     })
 }
 
+/// Likelihood-ranking accuracy per dimension: the masked mean of 1[t_i·(v_0 − v_1) > 0] for
+/// per-sequence values `logp` [2B] (rows as in [`mo_dpo_loss`]) and labels [B, K] → [K].
+/// With reference log-probs this is how often the base model already prefers the winner.
+pub fn ranking_accuracy(logp: &Tensor, labels: &Tensor) -> Result<Tensor, DpoError> {
+    let ls = labels.size();
+    let [b, _] = ls[..] else {
+        return Err(DpoError::shape("labels [B, K]", vec![-1, -1], ls));
+    };
+    if logp.size() != [2 * b] {
+        return Err(DpoError::shape("log-probs [2B]", vec![2 * b], logp.size()));
+    }
+    let lp = logp.to_kind(Kind::Float).detach();
+    let diff = lp.narrow(0, 0, b) - lp.narrow(0, b, b); // [B]
+    let t = labels.to_kind(Kind::Float); // [B, K]
+    let win = (&t * diff.unsqueeze(1)).gt(0.0).to_kind(Kind::Float); // [B, K]
+    Ok(masked_mean_dim(&win, &t.ne(0.0), 0)) // [K]
+}
+
 #[cfg(test)]
 mod tests {
     //! Reference values are hand computations, written out next to each case; the decimals
@@ -272,6 +290,14 @@ mod tests {
             // Only L̄_0 = 0.6436693358491647 remains, for both aggregations.
             close(&vals(&out.loss), &[0.6436693358491647]);
         }
+    }
+
+    #[test]
+    fn ranking_accuracy_counts_wins_over_labelled_pairs() {
+        // Pair 0: v_0 − v_1 = −1 − (−3) = 2; pair 1: −2 − (−1) = −1.
+        // labels [[+1, −1], [+1, 0]] → dim 0: wins {yes, no} = ½; dim 1: {no} = 0.
+        let (policy, _, labels) = two_pair_case();
+        close(&vals(&ranking_accuracy(&policy, &labels).expect("acc")), &[0.5, 0.0]);
     }
 
     #[test]

@@ -1,0 +1,449 @@
+//! One multi-objective DPO step (style.md §3.2; method.md §7.2):
+//!
+//! ```text
+//! 1. [response 0 of every pair; response 1 of every pair] in one forward   ids [2B, T]
+//! 2. policy log-probs under Adapter::On{λ}                                   lp  [2B]
+//! 3. reference log-probs under Adapter::Off (same weights) or the cache      ref [2B]
+//! 4. per-dimension losses from h = (lp_0 − ref_0) − (lp_1 − ref_1)           [B, K]
+//! 5. per-dimension masked batch means → LS or Tchebycheff (z = 0)            []
+//! 6. zero_grad → backward → clip_grad_norm → Adam step, adapter VarStore only
+//! ```
+//!
+//! **Micro-batches.** With `micro_batch_size` < B the step accumulates gradients over
+//! micro-batches. The Tchebycheff loss max_i λ_i L̄_i is not a sum over pairs, so the loss of a
+//! micro-batch is not a share of the batch loss. The step therefore runs in two phases:
+//! (a) policy log-probs of the whole batch without a graph, then the exact batch loss on a
+//! detached leaf `lp` (the one [`mo_dpo_loss`] call), whose backward gives g = ∂L/∂lp [2B];
+//! (b) per micro-batch, a forward with a graph and a backward of Σ_rows g·lp, which by the chain
+//! rule accumulates exactly ∂L/∂θ. This costs one extra forward without a graph (about a third
+//! of a forward + backward), and is exact for every aggregation, masks and per-pair λ included.
+//! With one micro-batch the loss is back-propagated directly.
+//!
+//! The optimiser is Adam without weight decay over the adapter VarStore alone: the base
+//! weights are never in it, λ is an input (never a variable), and σ and s are not decayed
+//! (method.md §10, pitfall 4). Adam's moments are not saved with checkpoints.
+
+use panacea_core::adapter::Adapter;
+use panacea_core::preference::PreferenceVector;
+use panacea_lm::CausalLm;
+use serde::Serialize;
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use crate::config::DpoSettings;
+use crate::data::PairBatch;
+use crate::loss::{mo_dpo_loss, ranking_accuracy, DpoLossOutput};
+use crate::ref_cache::RefLogpCache;
+use crate::DpoError;
+
+/// The preference(s) of a step: one λ for the whole batch (the paper's per-batch sampling) or
+/// one per pair (mixed batches; see `Aggregation::aggregate_losses` for how the loss groups
+/// them).
+#[derive(Clone, Copy, Debug)]
+pub enum StepPreference<'a> {
+    /// One λ for every pair.
+    Shared(&'a PreferenceVector),
+    /// λ per pair, in batch order.
+    PerPair(&'a [PreferenceVector]),
+}
+
+impl StepPreference<'_> {
+    /// The per-pair λ tensor for the loss ([K] or [B, K]) and the per-row tensor for the model
+    /// ([K] or [2B, K], the pair's λ repeated for both responses), for pairs `start..start+len`.
+    fn tensors(
+        &self,
+        k: usize,
+        start: usize,
+        len: usize,
+        device: Device,
+    ) -> Result<(Tensor, Tensor), DpoError> {
+        match self {
+            Self::Shared(p) => {
+                p.expect_len(k)?;
+                let t = p.to_tensor(device); // [K]
+                Ok((t.shallow_clone(), t))
+            }
+            Self::PerPair(ps) => {
+                if start + len > ps.len() {
+                    return Err(DpoError::Data(format!(
+                        "{} per-pair preferences for pairs {start}..{}",
+                        ps.len(),
+                        start + len
+                    )));
+                }
+                let t = PreferenceVector::stack(&ps[start..start + len], device)?; // [B, K]
+                if t.size()[1] != k as i64 {
+                    ps[start].expect_len(k)?;
+                }
+                let rows = Tensor::cat(&[&t, &t], 0); // [2B, K]
+                Ok((t, rows))
+            }
+        }
+    }
+
+    /// The mean λ over pairs (the λ itself when shared), for logging.
+    pub fn mean(&self) -> Vec<f64> {
+        match self {
+            Self::Shared(p) => p.as_slice().to_vec(),
+            Self::PerPair(ps) => {
+                let k = ps.first().map_or(0, |p| p.len());
+                (0..k)
+                    .map(|i| ps.iter().map(|p| p.as_slice()[i]).sum::<f64>() / ps.len() as f64)
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Sequence log-probs of a pair batch: Σ over the response mask of log p(token | prefix), for
+/// every row → [2B] (f32). Only the scored positions go through the LM head (gathered with
+/// the mask), which skips the prompt's [·, V] logits; this equals
+/// `sequence_log_probs(gather_log_probs(logits), response_mask)` of panacea-core (tested).
+pub fn sequence_logps<M: CausalLm + ?Sized>(
+    model: &M,
+    batch: &PairBatch,
+    adapter: Adapter<'_>,
+) -> Tensor {
+    let hidden = model.hidden_states(&batch.ids, &batch.attention_mask, adapter); // [2B, T, D]
+    let (rows, t, d) = (hidden.size()[0], hidden.size()[1], hidden.size()[2]);
+    let a = t - 1;
+    let h = hidden.narrow(1, 0, a).reshape([rows * a, d]); // [2B·A, D]
+    let flat = batch.response_mask.reshape([-1]).nonzero().squeeze_dim(1); // [N]
+    let targets = batch.ids.narrow(1, 1, a).reshape([-1]).index_select(0, &flat); // [N]
+    let logits = model.lm_head(&h.index_select(0, &flat)).to_kind(Kind::Float); // [N, V]
+    let picked = logits.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1); // [N]
+    let token_lp = picked - logits.logsumexp([1i64].as_slice(), false); // [N]
+    let row = flat.divide_scalar_mode(a, "floor"); // [N]
+    Tensor::zeros([rows], (Kind::Float, hidden.device())).index_add(0, &row, &token_lp)
+    // [2B]
+}
+
+/// Metrics of one training step (host numbers; computing them synced the device once).
+#[derive(Clone, Debug, Serialize)]
+pub struct DpoStepMetrics {
+    /// The aggregated loss L.
+    pub loss: f64,
+    /// L̄_i per objective.
+    pub loss_per_obj: Vec<f64>,
+    /// Implicit-reward accuracy per objective (over labelled pairs).
+    pub accuracy_per_obj: Vec<f64>,
+    /// Labelled pairs per objective.
+    pub labelled_per_obj: Vec<f64>,
+    /// Mean of h_0 − h_1 over the batch.
+    pub margin_mean: f64,
+    /// Mean implicit reward β·h of response 0 and of response 1.
+    pub reward_mean: [f64; 2],
+    /// Global L2 norm of the adapter gradient before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Pairs in the batch.
+    pub pairs: usize,
+    /// Whether the reference log-probs came from the cache.
+    pub ref_from_cache: bool,
+    /// The step's λ (the mean λ for per-pair preferences).
+    pub pref: Vec<f64>,
+}
+
+/// Metrics of an evaluation pass over one batch under one λ (no gradient).
+#[derive(Clone, Debug, Serialize)]
+pub struct DpoEvalMetrics {
+    /// The aggregated loss L under this λ.
+    pub loss: f64,
+    /// L̄_i per objective.
+    pub loss_per_obj: Vec<f64>,
+    /// Implicit-reward accuracy per objective: 1[t·(h_0 − h_1) > 0].
+    pub accuracy_per_obj: Vec<f64>,
+    /// Likelihood-ranking accuracy of the policy: 1[t·(lp_0 − lp_1) > 0].
+    pub policy_ranking_accuracy_per_obj: Vec<f64>,
+    /// Likelihood-ranking accuracy of the reference (base) model: 1[t·(ref_0 − ref_1) > 0].
+    pub base_ranking_accuracy_per_obj: Vec<f64>,
+    /// Labelled pairs per objective.
+    pub labelled_per_obj: Vec<f64>,
+    /// Mean of h_0 − h_1.
+    pub margin_mean: f64,
+}
+
+fn host(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1))
+        .expect("a float tensor converts to host f64")
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    f64::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu)).expect("a scalar tensor")
+}
+
+/// The DPO trainer: the policy (base + adapter; `Adapter::Off` is the reference), the adapter
+/// VarStore and its optimiser. No loop and no I/O: the CLI drives it.
+pub struct DpoTrainer<M: CausalLm> {
+    /// The model; its adapter variables live in `adapter_vs`.
+    pub model: M,
+    /// The trainable adapter variables (the only ones the optimiser sees).
+    pub adapter_vs: nn::VarStore,
+    opt: nn::Optimizer,
+    /// Loss and optimisation settings.
+    pub settings: DpoSettings,
+    k: usize,
+    steps_done: usize,
+}
+
+impl<M: CausalLm> std::fmt::Debug for DpoTrainer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpoTrainer")
+            .field("settings", &self.settings)
+            .field("k", &self.k)
+            .field("steps_done", &self.steps_done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: CausalLm> DpoTrainer<M> {
+    /// A trainer for `k` objectives. `adapter_vs` must hold every trainable variable of
+    /// `model` (build the model with `Llama::new(base, Some((&adapter_vs.root(), cfg)), ..)`).
+    pub fn new(
+        model: M,
+        adapter_vs: nn::VarStore,
+        settings: DpoSettings,
+        k: usize,
+    ) -> Result<Self, DpoError> {
+        settings.aggregation.check(k)?;
+        if adapter_vs.trainable_variables().is_empty() {
+            return Err(DpoError::Data(
+                "the adapter VarStore has no trainable variables; hint: build the model with an \
+                 adapter path"
+                    .into(),
+            ));
+        }
+        let opt = nn::Adam::default().build(&adapter_vs, settings.lr)?;
+        Ok(Self { model, adapter_vs, opt, settings, k, steps_done: 0 })
+    }
+
+    /// Optimiser steps taken (including those restored with [`DpoTrainer::set_steps_done`]).
+    pub fn steps_done(&self) -> usize {
+        self.steps_done
+    }
+
+    /// Sets the step counter after resuming from a checkpoint (drives the warm-up).
+    pub fn set_steps_done(&mut self, steps: usize) {
+        self.steps_done = steps;
+    }
+
+    /// The learning rate of step `step` (0-based): linear warm-up, then constant.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let w = self.settings.warmup_steps;
+        if w == 0 {
+            self.settings.lr
+        } else {
+            self.settings.lr * ((step + 1) as f64 / w as f64).min(1.0)
+        }
+    }
+
+    fn micro_ranges(&self, b: usize) -> Vec<(usize, usize)> {
+        let m = match self.settings.micro_batch_size {
+            0 => b,
+            m => m.min(b),
+        };
+        (0..b).step_by(m).map(|s| (s, m.min(b - s))).collect()
+    }
+
+    fn check_batch(&self, batch: &PairBatch) -> Result<(), DpoError> {
+        if batch.n_objectives() != self.k {
+            return Err(DpoError::shape(
+                "pair labels [B, K]",
+                vec![batch.len() as i64, self.k as i64],
+                batch.labels.size(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reference log-probs [2B] of `batch`: from `cache` when every pair is there, else a
+    /// forward under `Adapter::Off` without a graph (stored into `cache`). Returns whether the
+    /// cache served them.
+    pub fn reference_logps(
+        &self,
+        batch: &PairBatch,
+        mut cache: Option<&mut RefLogpCache>,
+    ) -> Result<(Tensor, bool), DpoError> {
+        let device = self.model.device();
+        if let Some(c) = cache.as_deref_mut() {
+            if let Some(v) = c.lookup(&batch.index, device) {
+                return Ok((v, true));
+            }
+        }
+        let b = batch.len();
+        let mut halves: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
+        tch::no_grad(|| {
+            for (s, l) in self.micro_ranges(b) {
+                let lp = sequence_logps(&self.model, &batch.slice(s, l), Adapter::Off); // [2l]
+                halves[0].push(lp.narrow(0, 0, l as i64));
+                halves[1].push(lp.narrow(0, l as i64, l as i64));
+            }
+        });
+        let v = Tensor::cat(&[Tensor::cat(&halves[0], 0), Tensor::cat(&halves[1], 0)], 0); // [2B]
+        if let Some(c) = cache.as_deref_mut() {
+            c.insert(&batch.index, &v)?;
+        }
+        Ok((v, false))
+    }
+
+    /// Policy log-probs [2B] under λ for pairs in micro-batches, without a graph.
+    fn policy_logps_no_grad(
+        &self,
+        batch: &PairBatch,
+        pref: StepPreference<'_>,
+    ) -> Result<Tensor, DpoError> {
+        let b = batch.len();
+        let device = self.model.device();
+        let mut halves: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
+        for (s, l) in self.micro_ranges(b) {
+            let (_, rows) = pref.tensors(self.k, s, l, device)?;
+            let lp = tch::no_grad(|| {
+                sequence_logps(&self.model, &batch.slice(s, l), Adapter::On { pref: &rows })
+            }); // [2l]
+            halves[0].push(lp.narrow(0, 0, l as i64));
+            halves[1].push(lp.narrow(0, l as i64, l as i64));
+        }
+        Ok(Tensor::cat(&[Tensor::cat(&halves[0], 0), Tensor::cat(&halves[1], 0)], 0))
+        // [2B]
+    }
+
+    fn loss(
+        &self,
+        policy: &Tensor,
+        reference: &Tensor,
+        batch: &PairBatch,
+        pair_pref: &Tensor,
+    ) -> Result<DpoLossOutput, DpoError> {
+        let s = &self.settings;
+        mo_dpo_loss(policy, reference, &batch.labels, pair_pref, s.beta, s.loss, &s.aggregation)
+    }
+
+    /// Zeroes the adapter gradients and accumulates ∂L/∂θ of `batch` under `pref` into them
+    /// (phases 1–5 of the module docs), without touching the weights. Returns the loss output
+    /// (detached) and whether the reference came from the cache. [`DpoTrainer::step`] is this
+    /// plus clipping and the optimiser step.
+    pub fn accumulate_gradients(
+        &mut self,
+        batch: &PairBatch,
+        pref: StepPreference<'_>,
+        cache: Option<&mut RefLogpCache>,
+    ) -> Result<(DpoLossOutput, bool), DpoError> {
+        self.check_batch(batch)?;
+        let b = batch.len();
+        let device = self.model.device();
+        let (reference, from_cache) = self.reference_logps(batch, cache)?; // [2B]
+        let (pair_pref, rows_pref) = pref.tensors(self.k, 0, b, device)?;
+        self.opt.zero_grad();
+        let ranges = self.micro_ranges(b);
+        if ranges.len() == 1 {
+            let lp = sequence_logps(&self.model, batch, Adapter::On { pref: &rows_pref }); // [2B]
+            let out = self.loss(&lp, &reference, batch, &pair_pref)?;
+            out.loss.backward();
+            return Ok((out, from_cache));
+        }
+        // Phase (a): the exact batch loss on a detached leaf gives g = ∂L/∂lp.
+        let lp_all = self.policy_logps_no_grad(batch, pref)?; // [2B]
+        let leaf = lp_all.detach().set_requires_grad(true); // [2B]
+        let out = self.loss(&leaf, &reference, batch, &pair_pref)?;
+        out.loss.backward();
+        let g = leaf.grad().detach(); // [2B]
+                                      // Phase (b): Σ g·lp per micro-batch accumulates ∂L/∂θ.
+        for (s, l) in ranges {
+            let (_, rows) = pref.tensors(self.k, s, l, device)?;
+            let lp = sequence_logps(&self.model, &batch.slice(s, l), Adapter::On { pref: &rows }); // [2l]
+            let (s, l) = (s as i64, l as i64);
+            let g_mb = Tensor::cat(&[g.narrow(0, s, l), g.narrow(0, b as i64 + s, l)], 0); // [2l]
+            (lp * g_mb).sum(Kind::Float).backward();
+        }
+        let out = DpoLossOutput { loss: out.loss.detach(), ..out };
+        Ok((out, from_cache))
+    }
+
+    /// One optimiser step on `batch` under `pref`; reference log-probs from `cache` when
+    /// given (missing pairs are computed and added; saving the cache is the caller's job).
+    #[tracing::instrument(skip_all, fields(step = self.steps_done))]
+    pub fn step(
+        &mut self,
+        batch: &PairBatch,
+        pref: StepPreference<'_>,
+        cache: Option<&mut RefLogpCache>,
+    ) -> Result<DpoStepMetrics, DpoError> {
+        let (out, from_cache) = self.accumulate_gradients(batch, pref, cache)?;
+        let grad_norm = self.clip_gradients();
+        let lr = self.lr_at(self.steps_done);
+        self.opt.set_lr(lr);
+        self.opt.step();
+        self.steps_done += 1;
+        let b = batch.len() as i64;
+        let beta = self.settings.beta;
+        Ok(DpoStepMetrics {
+            loss: scalar(&out.loss),
+            loss_per_obj: host(&out.loss_per_obj),
+            accuracy_per_obj: host(&out.accuracy_per_obj),
+            labelled_per_obj: host(&out.labelled_per_obj),
+            margin_mean: scalar(&out.margin.mean(Kind::Float)),
+            reward_mean: [
+                beta * scalar(&out.implicit_reward.narrow(0, 0, b).mean(Kind::Float)),
+                beta * scalar(&out.implicit_reward.narrow(0, b, b).mean(Kind::Float)),
+            ],
+            grad_norm,
+            lr,
+            pairs: batch.len(),
+            ref_from_cache: from_cache,
+            pref: pref.mean(),
+        })
+    }
+
+    /// Scales the adapter gradients to a global L2 norm of at most `max_grad_norm`; returns
+    /// the norm before clipping (one device sync).
+    fn clip_gradients(&self) -> f64 {
+        let grads: Vec<Tensor> = self
+            .adapter_vs
+            .trainable_variables()
+            .iter()
+            .map(|v| v.grad())
+            .filter(Tensor::defined)
+            .collect();
+        if grads.is_empty() {
+            return 0.0;
+        }
+        let sq: Vec<Tensor> =
+            grads.iter().map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float)).collect();
+        let norm = scalar(&Tensor::stack(&sq, 0).sum(Kind::Float).sqrt());
+        let max = self.settings.max_grad_norm;
+        if norm.is_finite() && norm > max {
+            let scale = max / (norm + 1e-6);
+            tch::no_grad(|| {
+                for g in &grads {
+                    let _ = g.shallow_clone().f_mul_scalar_(scale);
+                }
+            });
+        }
+        norm
+    }
+
+    /// Loss and accuracies of `batch` under `pref`, without a graph and without changing
+    /// anything but `cache`.
+    pub fn evaluate(
+        &self,
+        batch: &PairBatch,
+        pref: StepPreference<'_>,
+        cache: Option<&mut RefLogpCache>,
+    ) -> Result<DpoEvalMetrics, DpoError> {
+        self.check_batch(batch)?;
+        let device = self.model.device();
+        let (reference, _) = self.reference_logps(batch, cache)?; // [2B]
+        let policy = self.policy_logps_no_grad(batch, pref)?; // [2B]
+        let (pair_pref, _) = pref.tensors(self.k, 0, batch.len(), device)?;
+        let out = tch::no_grad(|| self.loss(&policy, &reference, batch, &pair_pref))?;
+        Ok(DpoEvalMetrics {
+            loss: scalar(&out.loss),
+            loss_per_obj: host(&out.loss_per_obj),
+            accuracy_per_obj: host(&out.accuracy_per_obj),
+            policy_ranking_accuracy_per_obj: host(&ranking_accuracy(&policy, &batch.labels)?),
+            base_ranking_accuracy_per_obj: host(&ranking_accuracy(&reference, &batch.labels)?),
+            labelled_per_obj: host(&out.labelled_per_obj),
+            margin_mean: scalar(&out.margin.mean(Kind::Float)),
+        })
+    }
+}

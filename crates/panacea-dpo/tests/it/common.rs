@@ -1,0 +1,69 @@
+//! Shared test helpers: a tiny random-init Llama with an SVD-LoRA adapter, and synthetic pairs.
+
+use panacea_core::adapter::SvdLoraConfig;
+use panacea_dpo::{DpoSettings, DpoTrainer, EncodedPair, PairBatch, SeqLogp};
+use panacea_lm::{init_random, Llama, LlamaConfig};
+use tch::{nn, Device, Kind, Tensor};
+
+/// The EOS of [`LlamaConfig::tiny`].
+pub(crate) const EOS: i64 = 2;
+
+/// A tiny Llama (2 layers, d = 64) with a rank-4 SVD-LoRA adapter for `k` objectives, and its
+/// trainer. Deterministic for a given `seed`. Returns the base VarStore too.
+pub(crate) fn tiny_trainer(
+    k: usize,
+    settings: DpoSettings,
+    seed: i64,
+) -> (nn::VarStore, DpoTrainer<Llama>) {
+    panacea_core::device::init_torch();
+    tch::manual_seed(seed);
+    let base_vs = nn::VarStore::new(Device::Cpu);
+    let adapter_vs = nn::VarStore::new(Device::Cpu);
+    let cfg = SvdLoraConfig { rank: 4, alpha: 8.0, ..SvdLoraConfig::new(k as i64) };
+    let model = Llama::new(&base_vs.root(), Some((&adapter_vs.root(), &cfg)), &LlamaConfig::tiny());
+    init_random(&base_vs, seed);
+    let trainer = DpoTrainer::new(model, adapter_vs, settings, k).expect("trainer");
+    (base_vs, trainer)
+}
+
+/// A pair from token lists (EOS appended by `EncodedPair::new`).
+pub(crate) fn pair(
+    index: usize,
+    prompt: &[i64],
+    r0: &[i64],
+    r1: &[i64],
+    labels: &[i8],
+) -> EncodedPair {
+    EncodedPair::new(index, prompt, [r0, r1], EOS, labels.to_vec(), 64)
+        .expect("valid labels")
+        .expect("pair kept")
+}
+
+/// Four pairs of different lengths, two dimensions, one label masked.
+pub(crate) fn mixed_pairs() -> Vec<EncodedPair> {
+    vec![
+        pair(0, &[100, 101, 102], &[200, 201], &[300, 301, 302, 303], &[1, -1]),
+        pair(1, &[110, 111], &[210, 211, 212], &[310], &[-1, 0]),
+        pair(2, &[120, 121, 122, 123], &[220], &[320, 321], &[1, 1]),
+        pair(3, &[130], &[230, 231, 232, 233, 234], &[330, 331], &[-1, 1]),
+    ]
+}
+
+/// Collates pairs with two objectives' labels.
+pub(crate) fn batch(pairs: &[EncodedPair], k: usize) -> PairBatch {
+    let refs: Vec<&EncodedPair> = pairs.iter().collect();
+    PairBatch::collate(&refs, k, 0, SeqLogp::ResponseSum, Device::Cpu).expect("batch")
+}
+
+/// Deep copies of every variable of `vs`, sorted by name.
+pub(crate) fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Largest absolute entry of a tensor.
+pub(crate) fn max_abs(t: &Tensor) -> f64 {
+    f64::try_from(t.abs().max().to_kind(Kind::Double)).expect("scalar")
+}
