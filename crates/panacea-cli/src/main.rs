@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod doctor;
+mod eval_front;
 mod export_peft;
 mod generate;
 mod metrics;
@@ -35,6 +36,8 @@ enum Command {
     ExportPeft(export_peft::Args),
     /// Every Pareto-front metric (HV, spacing, sparsity, R2, IGD, ε, …) of a points file.
     Metrics(metrics::Args),
+    /// Measure the Pareto front of adapters across a λ grid against the base and report it.
+    EvalFront(eval_front::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::ExportPeft(args) => export_peft::run(args),
         Command::Metrics(args) => metrics::run(args),
+        Command::EvalFront(args) => eval_front::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,1210 @@
+//! `panacea eval-front`: measures the Pareto front of one or more adapters across a preference
+//! grid and compares them in one report (method.md §4.2 grids, §8 evaluation, §9 baselines;
+//! style.md §3.3).
+//!
+//! Data flow:
+//!
+//! 1. the grid comes from `PreferenceSampler::{Grid2d, DasDennis}` (K = number of objectives);
+//! 2. every (λ, prompt, sample) row of one method is generated in mixed-λ batches: one λ per row,
+//!    `Adapter::On { pref }` with pref [B, K], so the whole grid runs in a few large batches;
+//!    the untrained base (`Adapter::Off`) is generated once per (prompt, sample) as a reference;
+//! 3. every response is scored by the configured gold scorers (the objective order is the λ
+//!    order); samples are averaged per prompt ([K][P][D]) and prompts per λ (one objective vector
+//!    per λ, with per-prompt percentile bootstrap intervals);
+//! 4. the plain fronts go to panacea-eval: HV against one reference point (auto over the union of
+//!    every front, base included, always reported), inner product on raw scores, sparsity,
+//!    spacing (project default and LibMOON's), IGD+ against the non-dominated union;
+//! 5. the run folder gets `front.json`, `report.json`, `report.md`, `points.csv`, `front.png`,
+//!    `front.svg`, the resolved `config.yaml` and `command.txt`.
+//!
+//! Every method is sampled with the same seed (common random numbers), so differences between
+//! methods come from the models, not from the sampling noise.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, ensure, Context};
+use panacea_core::checkpoint::{load_adapter, read_adapter_config, AdapterFolderConfig};
+use panacea_core::config::{Validate, Validator};
+use panacea_core::device::{DType, DeviceChoice};
+use panacea_core::{PreferenceSampler, PreferenceVector, RunRng};
+use panacea_data::{
+    ConciseScorer, HarmlessScorer, LengthMeasure, MiniLmEncoder, PositiveScorer, PromptSet,
+    RelevantScorer, Scorer, Split,
+};
+use panacea_eval::{
+    bootstrap_ci, igd_plus, nondominated, nondominated_mask, plot_fronts, spacing,
+    BootstrapOptions, ConfidenceInterval, Duplicates, Front, FrontReport, MethodInput, PlotOptions,
+    RefPoint, ReportOptions, Sense, SpacingVariant,
+};
+use panacea_lm::{Adapter, ChatTemplate, GenerateConfig, Llama, Sampling, Tokenizer};
+use serde::{Deserialize, Serialize};
+use tch::nn;
+
+/// Flags of `panacea eval-front`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The evaluation config (YAML).
+    #[arg(long, default_value = "configs/eval-front.yaml")]
+    config: PathBuf,
+    /// Override a config value, e.g. `--set prompts.count=8` (repeatable).
+    #[arg(long = "set")]
+    overrides: Vec<String>,
+    /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// A native Panacea adapter folder to evaluate on the grid (repeat to compare methods).
+    #[arg(long = "adapter")]
+    adapters: Vec<PathBuf>,
+    /// The table name of the matching --adapter, in the same order (default: the folder name).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Evaluate the newest adapter checkpoint of the latest PPO run under this folder.
+    #[arg(long)]
+    latest_ppo_run: Option<PathBuf>,
+    /// The run folder (default: runs/<yyyy-mm-dd-HHMM>-eval-front).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------
+
+/// The whole `eval-front` config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EvalFrontConfig {
+    /// Base model: a path (GGUF, HF folder) or a short name such as `smollm2-135m`.
+    pub(crate) model: String,
+    /// `auto`, `cpu`, `cuda` or `cuda:N` (default cpu); `--device` overrides it.
+    #[serde(default)]
+    pub(crate) device: DeviceChoice,
+    /// Base-model dtype: f32 or bf16 (adapters stay f32).
+    #[serde(default)]
+    pub(crate) dtype: DType,
+    /// Seed of the sampling RNG (the same for every method) and of the bootstrap.
+    #[serde(default)]
+    pub(crate) seed: u64,
+    /// Gold scorers, one per objective, in λ order.
+    pub(crate) objectives: Vec<GoldScorer>,
+    /// The preference grid: `{ kind: grid2d, n: 11 }` (K = 2) or `{ kind: das_dennis, h: 5 }`.
+    pub(crate) grid: PreferenceSampler,
+    /// Which prompts to answer.
+    pub(crate) prompts: PromptsConfig,
+    /// Seeded samples per (λ, prompt), ≥ 1.
+    pub(crate) samples_per_prompt: usize,
+    /// Decoding settings.
+    pub(crate) generation: GenerationConfig,
+    /// Rows (λ × prompt × sample) per generation batch, ≥ 1.
+    pub(crate) batch_size: usize,
+    /// Percentile bootstrap over prompts.
+    #[serde(default)]
+    pub(crate) bootstrap: BootstrapConfig,
+}
+
+/// A gold scorer (all higher-is-better utilities; ranges in panacea-data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum GoldScorer {
+    /// 1 − p(toxic) of the bundled alt-profanity-check model, in [0, 1].
+    Harmless,
+    /// VADER compound sentiment, in [−1, 1].
+    Positive,
+    /// Cosine of all-MiniLM-L6-v2 prompt and response embeddings, in [−1, 1]
+    /// (`cargo xtask fetch-scorers`).
+    Relevant {
+        /// Texts per encoder batch (default 32).
+        #[serde(default = "default_relevant_batch")]
+        batch_size: usize,
+    },
+    /// The paper's concise reward r_max, or r_max + 1 − |y|/c past c policy tokens.
+    Concise {
+        /// r_max (default 4).
+        #[serde(default = "default_r_max")]
+        r_max: f64,
+        /// c in policy tokens (default 50).
+        #[serde(default = "default_c")]
+        c: f64,
+    },
+}
+
+fn default_relevant_batch() -> usize {
+    32
+}
+fn default_r_max() -> f64 {
+    ConciseScorer::DEFAULT_R_MAX
+}
+fn default_c() -> f64 {
+    ConciseScorer::DEFAULT_C
+}
+
+impl GoldScorer {
+    /// The objective name (the scorer's `name()`).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            GoldScorer::Harmless => "harmless",
+            GoldScorer::Positive => "positive",
+            GoldScorer::Relevant { .. } => "relevant",
+            GoldScorer::Concise { .. } => "concise",
+        }
+    }
+
+    /// The scorer with default settings for an objective name, if it is a gold scorer's.
+    pub(crate) fn from_name(name: &str) -> Option<GoldScorer> {
+        Some(match name {
+            "harmless" => GoldScorer::Harmless,
+            "positive" => GoldScorer::Positive,
+            "relevant" => GoldScorer::Relevant { batch_size: default_relevant_batch() },
+            "concise" => GoldScorer::Concise { r_max: default_r_max(), c: default_c() },
+            _ => return None,
+        })
+    }
+
+    /// Builds the scorer; concise counts tokens of the policy's tokenizer.
+    fn build(&self, tokenizer: &Tokenizer, device: tch::Device) -> anyhow::Result<Box<dyn Scorer>> {
+        Ok(match self {
+            GoldScorer::Harmless => Box::new(HarmlessScorer::load_bundled()?),
+            GoldScorer::Positive => Box::new(PositiveScorer::new()),
+            GoldScorer::Relevant { batch_size } => {
+                let dir = MiniLmEncoder::default_dir()
+                    .context("neither PANACEA_CACHE nor HOME is set; cannot find MiniLM")?;
+                let enc = MiniLmEncoder::load(&dir, device).with_context(|| {
+                    format!(
+                        "loading the relevance encoder from {}\nhint: run `cargo xtask \
+                         fetch-scorers`",
+                        dir.display()
+                    )
+                })?;
+                Box::new(RelevantScorer::new(enc, *batch_size)?)
+            }
+            GoldScorer::Concise { r_max, c } => {
+                // |y| in policy tokens. Encoding UTF-8 text with a loaded BPE tokenizer does
+                // not fail; if it ever did, the character count bounds the token count.
+                let tok = tokenizer.clone();
+                let length = LengthMeasure::Custom(Box::new(move |text: &str| {
+                    tok.encode(text).map_or_else(|_| text.chars().count(), |ids| ids.len())
+                }));
+                Box::new(ConciseScorer::new(*r_max, *c, length)?)
+            }
+        })
+    }
+}
+
+/// Where prompts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PromptSource {
+    /// Do-Not-Answer + HarmBench (prompts to refuse).
+    Harmful,
+    /// HELM everyday instructions + templates.
+    Benign,
+    /// Both, alternating harmful and benign.
+    Mixed,
+}
+
+/// The eval prompt selection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PromptsConfig {
+    /// `harmful`, `benign` or `mixed` (bundled sets).
+    pub(crate) set: PromptSource,
+    /// `eval` (never trained on) or `train`.
+    pub(crate) split: Split,
+    /// The first `count` prompts of that split, in file order (≥ 1).
+    pub(crate) count: usize,
+}
+
+/// Decoding settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GenerationConfig {
+    /// Most new tokens per response, ≥ 1.
+    pub(crate) max_new_tokens: i64,
+    /// Softmax temperature; 0 means greedy (then samples_per_prompt > 1 repeats itself).
+    pub(crate) temperature: f64,
+    /// Nucleus threshold in (0, 1].
+    #[serde(default)]
+    pub(crate) top_p: Option<f64>,
+    /// Keep only the k most likely tokens (≥ 1).
+    #[serde(default)]
+    pub(crate) top_k: Option<i64>,
+    /// Render prompts with the ChatML template (default true).
+    #[serde(default = "yes")]
+    pub(crate) chat_template: bool,
+    /// System prompt of the template (default: SmolLM2's).
+    #[serde(default)]
+    pub(crate) system: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Bootstrap settings.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BootstrapConfig {
+    /// Resamples of the prompts (default 1000, ≥ 2).
+    #[serde(default = "default_resamples")]
+    pub(crate) n_resamples: usize,
+    /// Two-sided level in (0, 1) (default 0.95).
+    #[serde(default = "default_level")]
+    pub(crate) level: f64,
+}
+
+fn default_resamples() -> usize {
+    1000
+}
+fn default_level() -> f64 {
+    0.95
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        BootstrapConfig { n_resamples: default_resamples(), level: default_level() }
+    }
+}
+
+impl Validate for EvalFrontConfig {
+    fn validate(&self, v: &mut Validator) {
+        v.check(!self.model.trim().is_empty(), "model", "must name a model path or short name");
+        let k = self.objectives.len();
+        v.check(k >= 2, "objectives", format!("needs at least 2 gold scorers, got {k}"));
+        let mut names: Vec<&str> = self.objectives.iter().map(GoldScorer::name).collect();
+        names.sort_unstable();
+        names.dedup();
+        v.check(names.len() == k, "objectives", "lists the same scorer twice");
+        for (i, o) in self.objectives.iter().enumerate() {
+            match o {
+                GoldScorer::Relevant { batch_size } => {
+                    v.check(*batch_size >= 1, &format!("objectives.{i}.batch_size"), "must be ≥ 1")
+                }
+                GoldScorer::Concise { r_max, c } => {
+                    v.check(r_max.is_finite(), &format!("objectives.{i}.r_max"), "must be finite");
+                    v.positive(*c, &format!("objectives.{i}.c"));
+                }
+                GoldScorer::Harmless | GoldScorer::Positive => {}
+            }
+        }
+        v.section("grid", &self.grid);
+        match &self.grid {
+            PreferenceSampler::Grid2d { .. } | PreferenceSampler::DasDennis { .. } => {
+                if k >= 1 {
+                    if let Err(e) = self.grid.grid(k) {
+                        v.problem("grid", format!("{e}"));
+                    }
+                }
+            }
+            other => v.problem(
+                "grid",
+                format!(
+                    "{other:?} is not an evaluation grid\nhint: use {{ kind: grid2d, n: 11 }} \
+                     for 2 objectives or {{ kind: das_dennis, h: 5 }} for 3 or more"
+                ),
+            ),
+        }
+        v.check(self.prompts.count >= 1, "prompts.count", "must be ≥ 1");
+        v.check(self.samples_per_prompt >= 1, "samples_per_prompt", "must be ≥ 1");
+        v.check(self.batch_size >= 1, "batch_size", "must be ≥ 1");
+        let g = &self.generation;
+        v.check(g.max_new_tokens >= 1, "generation.max_new_tokens", "must be ≥ 1");
+        v.check(
+            g.temperature.is_finite() && g.temperature >= 0.0,
+            "generation.temperature",
+            format!("must be ≥ 0 (0 = greedy), got {}", g.temperature),
+        );
+        if let Some(p) = g.top_p {
+            v.check(p > 0.0 && p <= 1.0, "generation.top_p", format!("must be in (0, 1], got {p}"));
+        }
+        if let Some(tk) = g.top_k {
+            v.check(tk >= 1, "generation.top_k", format!("must be ≥ 1, got {tk}"));
+        }
+        v.check(self.bootstrap.n_resamples >= 2, "bootstrap.n_resamples", "must be ≥ 2");
+        v.check(
+            self.bootstrap.level > 0.0 && self.bootstrap.level < 1.0,
+            "bootstrap.level",
+            format!("must be in (0, 1), got {}", self.bootstrap.level),
+        );
+    }
+}
+
+impl EvalFrontConfig {
+    fn objective_names(&self) -> Vec<String> {
+        self.objectives.iter().map(|o| o.name().to_owned()).collect()
+    }
+
+    fn sampling(&self) -> Sampling {
+        let g = &self.generation;
+        if g.temperature == 0.0 {
+            Sampling::Greedy
+        } else {
+            Sampling::Sample { temperature: g.temperature, top_k: g.top_k, top_p: g.top_p }
+        }
+    }
+
+    /// The eval prompts (raw user text), `prompts.count` of them.
+    fn load_prompts(&self) -> anyhow::Result<Vec<String>> {
+        let pick = |set: PromptSet| -> anyhow::Result<Vec<String>> {
+            Ok(set
+                .load()
+                .with_context(|| format!("loading the bundled {set:?} prompts"))?
+                .into_iter()
+                .filter(|r| r.split == self.prompts.split)
+                .map(|r| r.prompt)
+                .collect())
+        };
+        let all = match self.prompts.set {
+            PromptSource::Harmful => pick(PromptSet::Harmful)?,
+            PromptSource::Benign => pick(PromptSet::Benign)?,
+            PromptSource::Mixed => {
+                let (h, b) = (pick(PromptSet::Harmful)?, pick(PromptSet::Benign)?);
+                let mut out = Vec::with_capacity(h.len() + b.len());
+                let (mut hi, mut bi) = (h.into_iter(), b.into_iter());
+                loop {
+                    match (hi.next(), bi.next()) {
+                        (None, None) => break,
+                        (x, y) => out.extend(x.into_iter().chain(y)),
+                    }
+                }
+                out
+            }
+        };
+        ensure!(
+            all.len() >= self.prompts.count,
+            "prompts.count = {} but the {:?} set has only {} {:?} prompts\nhint: lower \
+             prompts.count",
+            self.prompts.count,
+            self.prompts.set,
+            all.len(),
+            self.prompts.split
+        );
+        Ok(all.into_iter().take(self.prompts.count).collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation
+// ---------------------------------------------------------------------------------------------
+
+/// One method to evaluate on the grid.
+#[derive(Debug, Clone)]
+pub(crate) struct MethodSpec {
+    /// Table name.
+    pub(crate) label: String,
+    /// Native adapter folder.
+    pub(crate) adapter: PathBuf,
+}
+
+/// Everything measured: per method (base first) its front and per-prompt samples.
+#[derive(Debug)]
+pub(crate) struct Evaluation {
+    /// Objective names (λ order).
+    pub(crate) objectives: Vec<String>,
+    /// `(scorer range)` per objective.
+    pub(crate) ranges: Vec<(f64, f64)>,
+    /// Base first, then one per adapter.
+    pub(crate) methods: Vec<MethodInput>,
+    /// Adapter folder per method (None for the base).
+    pub(crate) sources: Vec<Option<PathBuf>>,
+    /// The prompts answered.
+    pub(crate) prompts: Vec<String>,
+    /// Example responses: (method, λ label, prompt, response), the first prompt and sample.
+    pub(crate) examples: Vec<(String, String, String, String)>,
+    /// Generated rows and seconds spent generating.
+    pub(crate) rows: usize,
+    /// Wall time of generation + scoring.
+    pub(crate) seconds: f64,
+}
+
+/// Generation + scoring of one model view over `rows` = (pref, prompt index) pairs, in
+/// `batch_size` chunks; returns one score vector [D] per row.
+#[allow(clippy::too_many_arguments)]
+fn generate_and_score(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    rendered: &[String],
+    prompts: &[String],
+    rows: &[(Option<&PreferenceVector>, usize)],
+    cfg: &EvalFrontConfig,
+    scorers: &[Box<dyn Scorer>],
+    device: tch::Device,
+) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+    let gen_cfg = GenerateConfig {
+        sampling: cfg.sampling(),
+        ..GenerateConfig::greedy(tokenizer, cfg.generation.max_new_tokens)
+    };
+    // The same sampling stream for every method: common random numbers.
+    let mut rng = RunRng::new(cfg.seed).sampling;
+    let mut texts = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(cfg.batch_size) {
+        let batch: Vec<String> = chunk.iter().map(|(_, p)| rendered[*p].clone()).collect();
+        let g = match chunk[0].0 {
+            None => {
+                panacea_lm::generate(model, tokenizer, &batch, Adapter::Off, &gen_cfg, &mut rng)?
+            }
+            Some(_) => {
+                let prefs: Vec<PreferenceVector> = chunk
+                    .iter()
+                    .map(|(l, _)| (*l).cloned().context("a base row in an adapter batch"))
+                    .collect::<anyhow::Result<_>>()?;
+                let pref = PreferenceVector::stack(&prefs, device)?; // [B, K]
+                panacea_lm::generate(
+                    model,
+                    tokenizer,
+                    &batch,
+                    Adapter::On { pref: &pref },
+                    &gen_cfg,
+                    &mut rng,
+                )?
+            }
+        };
+        texts.extend(g.texts);
+    }
+    let row_prompts: Vec<&str> = rows.iter().map(|(_, p)| prompts[*p].as_str()).collect();
+    let row_texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut scores = vec![Vec::with_capacity(scorers.len()); rows.len()];
+    for s in scorers {
+        let col = s
+            .score(&row_prompts, &row_texts)
+            .with_context(|| format!("scoring with {}", s.name()))?;
+        ensure!(col.len() == rows.len(), "scorer {} returned {} scores", s.name(), col.len());
+        for (row, v) in scores.iter_mut().zip(col) {
+            ensure!(v.is_finite(), "scorer {} returned a non-finite score {v}", s.name());
+            row.push(v);
+        }
+    }
+    Ok((scores, texts))
+}
+
+/// Mean over samples of rows laid out as [point][prompt][sample] → [point][prompt][D].
+fn per_prompt_means(
+    scores: &[Vec<f64>],
+    n_points: usize,
+    n_prompts: usize,
+    n_samples: usize,
+) -> Vec<Vec<Vec<f64>>> {
+    let d = scores.first().map_or(0, Vec::len);
+    (0..n_points)
+        .map(|k| {
+            (0..n_prompts)
+                .map(|p| {
+                    let mut mean = vec![0.0; d];
+                    for s in 0..n_samples {
+                        let row = &scores[(k * n_prompts + p) * n_samples + s];
+                        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+                    }
+                    mean.iter_mut().for_each(|m| *m /= n_samples as f64);
+                    mean
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs the base and every adapter over the grid. `model` is the loaded base model.
+pub(crate) fn evaluate(
+    cfg: &EvalFrontConfig,
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    methods: &[MethodSpec],
+    prompts: &[String],
+    device: tch::Device,
+) -> anyhow::Result<Evaluation> {
+    let t0 = std::time::Instant::now();
+    let objectives = cfg.objective_names();
+    let k = objectives.len();
+    let grid = cfg.grid.grid(k)?;
+    let scorers: Vec<Box<dyn Scorer>> =
+        cfg.objectives.iter().map(|o| o.build(tokenizer, device)).collect::<anyhow::Result<_>>()?;
+    let ranges = scorers.iter().map(|s| s.range()).collect();
+    let template = ChatTemplate {
+        default_system: Some(
+            cfg.generation
+                .system
+                .clone()
+                .unwrap_or_else(|| panacea_lm::chat::SMOLLM_SYSTEM_PROMPT.into()),
+        ),
+    };
+    let rendered: Vec<String> = prompts
+        .iter()
+        .map(|p| if cfg.generation.chat_template { template.user_prompt(p) } else { p.clone() })
+        .collect();
+    let (np, ns) = (prompts.len(), cfg.samples_per_prompt);
+    let mut out = Vec::new();
+    let mut sources = Vec::new();
+    let mut examples = Vec::new();
+    let mut n_rows = 0;
+
+    // The untrained base: one point, no preference.
+    let base_rows: Vec<(Option<&PreferenceVector>, usize)> =
+        (0..np).flat_map(|p| (0..ns).map(move |_| (None, p))).collect();
+    let (scores, texts) = generate_and_score(
+        model, tokenizer, &rendered, prompts, &base_rows, cfg, &scorers, device,
+    )?;
+    n_rows += base_rows.len();
+    examples.push(("base".into(), "Off".into(), prompts[0].clone(), texts[0].clone()));
+    let pp = per_prompt_means(&scores, 1, np, ns);
+    let front =
+        Front { prefs: vec![], points: panacea_eval::mean_front(&pp)?, labels: objectives.clone() };
+    tracing::info!("base: {:?}", front.points[0]);
+    out.push(MethodInput { name: "base".into(), front, per_prompt: Some(pp) });
+    sources.push(None);
+
+    for m in methods {
+        let folder = read_adapter_config(&m.adapter)
+            .with_context(|| format!("reading adapter {}", m.adapter.display()))?;
+        check_adapter_objectives(&folder, &objectives, &m.adapter)?;
+        let adapter_vs = nn::VarStore::new(device);
+        let svd = folder.svd_lora();
+        let policy = model.with_adapter(Some((&adapter_vs.root(), &svd)));
+        // Strict load against the folder's own settings: names and shapes must match this
+        // model exactly. The base-model hash is the trainer's; it is reported, not recomputed.
+        load_adapter(&m.adapter, &adapter_vs, &folder)
+            .with_context(|| format!("loading adapter {}", m.adapter.display()))?;
+        tracing::info!(
+            "{}: adapter {} (k = {}, base {} {})",
+            m.label,
+            m.adapter.display(),
+            folder.rank,
+            folder.base_model.name,
+            folder.base_model.hash
+        );
+        // Rows in [λ][prompt][sample] order: consecutive rows mix λs once a batch spans more
+        // than np·ns rows, and every batch has one λ per row either way.
+        let rows: Vec<(Option<&PreferenceVector>, usize)> = grid
+            .iter()
+            .flat_map(|l| (0..np).flat_map(move |p| (0..ns).map(move |_| (Some(l), p))))
+            .collect();
+        let (scores, texts) = generate_and_score(
+            &policy, tokenizer, &rendered, prompts, &rows, cfg, &scorers, device,
+        )?;
+        n_rows += rows.len();
+        for (i, l) in grid.iter().enumerate() {
+            examples.push((
+                m.label.clone(),
+                l.to_string(),
+                prompts[0].clone(),
+                texts[i * np * ns].clone(),
+            ));
+        }
+        let pp = per_prompt_means(&scores, grid.len(), np, ns);
+        let front = Front {
+            prefs: grid.iter().map(|l| l.as_slice().to_vec()).collect(),
+            points: panacea_eval::mean_front(&pp)?,
+            labels: objectives.clone(),
+        };
+        out.push(MethodInput { name: m.label.clone(), front, per_prompt: Some(pp) });
+        sources.push(Some(m.adapter.clone()));
+    }
+    Ok(Evaluation {
+        objectives,
+        ranges,
+        methods: out,
+        sources,
+        prompts: prompts.to_vec(),
+        examples,
+        rows: n_rows,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+fn check_adapter_objectives(
+    folder: &AdapterFolderConfig,
+    objectives: &[String],
+    dir: &Path,
+) -> anyhow::Result<()> {
+    ensure!(
+        folder.n_objectives as usize == objectives.len(),
+        "adapter {} has m = {} objectives {:?}, the config scores {} {:?}\nhint: list one gold \
+         scorer per adapter objective, in the adapter's order",
+        dir.display(),
+        folder.n_objectives,
+        folder.objectives,
+        objectives.len(),
+        objectives
+    );
+    if folder.objectives != objectives {
+        tracing::warn!(
+            "adapter {} was trained on objectives {:?}; λ dimension i is scored with gold \
+             scorer {:?}[i]",
+            dir.display(),
+            folder.objectives,
+            objectives
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+/// One front point with its per-objective bootstrap interval.
+#[derive(Debug, Serialize)]
+struct PointRow {
+    pref: Option<Vec<f64>>,
+    mean: Vec<f64>,
+    ci: Vec<ConfidenceInterval>,
+    nondominated_in_method: bool,
+}
+
+/// Metrics panacea-eval's `FrontReport` does not carry.
+#[derive(Debug, Serialize)]
+struct MethodExtra {
+    method: String,
+    adapter: Option<PathBuf>,
+    igd_plus_vs_union: f64,
+    spacing_l1_nminus1: f64,
+    spacing_libmoon_l2_n: f64,
+    points: Vec<PointRow>,
+}
+
+/// What `report.json` holds.
+#[derive(Debug, Serialize)]
+struct ReportJson<'a> {
+    tool: &'static str,
+    objectives: &'a [String],
+    objective_ranges: Vec<[f64; 2]>,
+    grid: &'a PreferenceSampler,
+    n_prompts: usize,
+    samples_per_prompt: usize,
+    seed: u64,
+    reference_point: &'a [f64],
+    reference_point_rule: &'a str,
+    inner_product_scaling: &'static str,
+    union_nondominated: Vec<Vec<f64>>,
+    report: &'a FrontReport,
+    methods: Vec<MethodExtra>,
+    generated_rows: usize,
+    seconds: f64,
+}
+
+const IP_SCALING: &str = "raw gold-scorer values, no normalisation: mean over λ of ⟨λ, ξ(λ)⟩";
+
+/// Files written into the run folder, and the report.
+pub(crate) struct Written {
+    pub(crate) report: FrontReport,
+    pub(crate) markdown: String,
+}
+
+/// Computes the metrics and writes every output file into `out`.
+pub(crate) fn write_report(
+    ev: &Evaluation,
+    cfg: &EvalFrontConfig,
+    out: &Path,
+) -> anyhow::Result<Written> {
+    let sense = Sense::Max;
+    let boot = BootstrapOptions {
+        n_resamples: cfg.bootstrap.n_resamples,
+        level: cfg.bootstrap.level,
+        seed: cfg.seed,
+    };
+    let options =
+        ReportOptions { sense, reference: RefPoint::Auto, bootstrap: boot, ..Default::default() };
+    let report = FrontReport::build(&ev.methods, &options)?;
+    let union: Vec<Vec<f64>> =
+        ev.methods.iter().flat_map(|m| m.front.points.iter().cloned()).collect();
+    let union_nd = nondominated(&union, sense, Duplicates::KeepOne)?;
+    let mut extras = Vec::new();
+    for (m, src) in ev.methods.iter().zip(&ev.sources) {
+        let f = &m.front;
+        let mask = nondominated_mask(&f.points, sense, Duplicates::KeepAll)?;
+        let pp = m.per_prompt.as_ref().context("per-prompt samples are always kept")?;
+        let mut points = Vec::new();
+        for (k, p) in f.points.iter().enumerate() {
+            let one = [pp[k].clone()];
+            let ci = (0..p.len())
+                .map(|j| bootstrap_ci(&one, |fr| Ok(fr[0][j]), &boot))
+                .collect::<Result<Vec<_>, _>>()?;
+            points.push(PointRow {
+                pref: f.prefs.get(k).cloned(),
+                mean: p.clone(),
+                ci,
+                nondominated_in_method: mask[k],
+            });
+        }
+        extras.push(MethodExtra {
+            method: m.name.clone(),
+            adapter: src.clone(),
+            igd_plus_vs_union: igd_plus(&f.points, &union_nd, sense)?,
+            spacing_l1_nminus1: spacing(&f.points, SpacingVariant::L1Nminus1)?,
+            spacing_libmoon_l2_n: spacing(&f.points, SpacingVariant::L2N)?,
+            points,
+        });
+    }
+    let markdown = markdown(ev, cfg, &report, &extras);
+    let json = ReportJson {
+        tool: "panacea eval-front",
+        objectives: &ev.objectives,
+        objective_ranges: ev.ranges.iter().map(|(a, b)| [*a, *b]).collect(),
+        grid: &cfg.grid,
+        n_prompts: ev.prompts.len(),
+        samples_per_prompt: cfg.samples_per_prompt,
+        seed: cfg.seed,
+        reference_point: &report.reference_point,
+        reference_point_rule: &report.reference_point_rule,
+        inner_product_scaling: IP_SCALING,
+        union_nondominated: union_nd,
+        report: &report,
+        methods: extras,
+        generated_rows: ev.rows,
+        seconds: ev.seconds,
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let write = |name: &str, text: &str| -> anyhow::Result<()> {
+        let p = out.join(name);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    write("report.json", &serde_json::to_string_pretty(&json)?)?;
+    write("report.md", &markdown)?;
+    write("points.csv", &FrontReport::points_csv(&ev.methods))?;
+    let fronts: Vec<serde_json::Value> = ev
+        .methods
+        .iter()
+        .zip(&ev.sources)
+        .map(|(m, src)| {
+            serde_json::json!({
+                "name": m.name, "adapter": src, "front": m.front, "per_prompt": m.per_prompt,
+            })
+        })
+        .collect();
+    let front_json = serde_json::json!({
+        "objectives": ev.objectives, "prompts": ev.prompts, "methods": fronts,
+    });
+    write("front.json", &serde_json::to_string_pretty(&front_json)?)?;
+    let plot_input: Vec<(String, Front)> =
+        ev.methods.iter().map(|m| (m.name.clone(), m.front.clone())).collect();
+    let plot = PlotOptions {
+        title: format!(
+            "Pareto front ({} prompts × {} samples)",
+            ev.prompts.len(),
+            cfg.samples_per_prompt
+        ),
+        sense,
+        reference_point: Some(report.reference_point.clone()),
+        pref_labels: true,
+        size: (900, 700),
+    };
+    for name in ["front.png", "front.svg"] {
+        plot_fronts(&out.join(name), &plot_input, &plot)?;
+    }
+    Ok(Written { report, markdown })
+}
+
+fn fmt_vec(v: &[f64]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
+    format!("({})", parts.join(", "))
+}
+
+fn markdown(
+    ev: &Evaluation,
+    cfg: &EvalFrontConfig,
+    report: &FrontReport,
+    extras: &[MethodExtra],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# eval-front\n");
+    let _ = writeln!(
+        s,
+        "Model `{}`; objectives {} (gold scorers, higher is better, λ order); grid {:?}; {} \
+         prompts ({:?}, {:?} split) × {} samples; max_new_tokens {}, temperature {}, top_p {:?}; \
+         seed {} (the same sampling stream for every method). {} rows generated in {:.1} s.\n",
+        cfg.model,
+        ev.objectives.join(", "),
+        cfg.grid,
+        ev.prompts.len(),
+        cfg.prompts.set,
+        cfg.prompts.split,
+        cfg.samples_per_prompt,
+        cfg.generation.max_new_tokens,
+        cfg.generation.temperature,
+        cfg.generation.top_p,
+        cfg.seed,
+        ev.rows,
+        ev.seconds
+    );
+    let _ = writeln!(
+        s,
+        "`base` is the untrained model (adapter off), one point. HV uses the reference point \
+         below (auto: min over the union of every front − 5 % of the range). Inner product: \
+         {IP_SCALING}. Sparsity on each method's non-dominated subset (PGMORL); spacing L1, \
+         1/(n−1) (Schott, project default); LibMOON's spacing (L2, 1/n) and IGD+ against the \
+         non-dominated union of every front are in the second table. LibMOON displays sparsity \
+         and spacing ×100; these are not scaled.\n"
+    );
+    s.push_str(&report.to_markdown());
+    let _ = writeln!(
+        s,
+        "\n| method | IGD+ vs union ↓ | spacing LibMOON (L2, 1/n) ↓ | spacing L1 1/(n−1) ↓ |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|");
+    for e in extras {
+        let _ = writeln!(
+            s,
+            "| {} | {:.4} | {:.4} | {:.4} |",
+            e.method, e.igd_plus_vs_union, e.spacing_libmoon_l2_n, e.spacing_l1_nminus1
+        );
+    }
+    let level = cfg.bootstrap.level * 100.0;
+    let _ = writeln!(s, "\n## Points ({level:.0}% bootstrap intervals over prompts)\n");
+    let mut header = "| method | λ |".to_string();
+    let mut rule = "|---|---|".to_string();
+    for o in &ev.objectives {
+        let _ = write!(header, " {o} |");
+        rule.push_str("---|");
+    }
+    let _ = writeln!(s, "{header} non-dominated |\n{rule}---|");
+    for e in extras {
+        for p in &e.points {
+            let pref = p.pref.as_ref().map_or("–".to_string(), |l| fmt_vec(l));
+            let cells: Vec<String> = p
+                .mean
+                .iter()
+                .zip(&p.ci)
+                .map(|(m, c)| format!("{m:.4} [{:.4}, {:.4}]", c.lower, c.upper))
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                e.method,
+                pref,
+                cells.join(" | "),
+                if p.nondominated_in_method { "yes" } else { "no" }
+            );
+        }
+    }
+    let _ = writeln!(s, "\n## Example responses (first prompt, first sample)\n");
+    for (m, l, p, r) in &ev.examples {
+        let short: String = r.chars().take(300).collect();
+        let _ = writeln!(s, "- **{m}** {l} — _{p}_ → {:?}", short);
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run folders and the latest PPO run
+// ---------------------------------------------------------------------------------------------
+
+/// UTC `yyyy-mm-dd-HHMM` of a Unix time (civil-from-days, H. Hinnant's algorithm).
+fn utc_stamp(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let secs = unix_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}-{:02}{:02}", secs / 3600, (secs % 3600) / 60)
+}
+
+/// A fresh `runs/<stamp>-eval-front[-n]` folder path (not yet created).
+fn default_out_dir(runs: &Path) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let base = format!("{}-eval-front", utc_stamp(now));
+    let mut dir = runs.join(&base);
+    let mut n = 2;
+    while dir.exists() {
+        dir = runs.join(format!("{base}-{n}"));
+        n += 1;
+    }
+    dir
+}
+
+/// Adapter folders (holding `adapter_config.json`) under `dir`, up to 3 levels deep.
+fn adapter_folders(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if dir.join(panacea_core::checkpoint::CONFIG_FILE).is_file()
+        && dir.join(panacea_core::checkpoint::WEIGHTS_FILE).is_file()
+    {
+        out.push(dir.to_owned());
+        return;
+    }
+    if depth == 0 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            adapter_folders(&p, depth - 1, out);
+        }
+    }
+}
+
+/// The trailing number of a checkpoint folder name (`step-000120` → 120), if any.
+fn step_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let digits: String = name
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse().ok()
+}
+
+/// The newest adapter checkpoint of the latest PPO run under `runs`: run folders whose name
+/// contains `ppo` (newest name first: names start with the UTC date), and in the first that
+/// holds any native adapter folder, the one with the highest step number (then the newest).
+pub(crate) fn latest_ppo_checkpoint(runs: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let entries = std::fs::read_dir(runs).with_context(|| {
+        format!(
+            "no run folder {}: no PPO run exists yet\nhint: train one with `cargo xtask \
+             train-ppo`, or pass --adapter DIR",
+            runs.display()
+        )
+    })?;
+    let mut candidates: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.contains("ppo") && !n.contains("eval-front"))
+        })
+        .collect();
+    candidates.sort();
+    for run in candidates.iter().rev() {
+        let mut found = Vec::new();
+        adapter_folders(run, 3, &mut found);
+        let newest = found.into_iter().max_by_key(|p| {
+            let mtime = std::fs::metadata(p.join(panacea_core::checkpoint::WEIGHTS_FILE))
+                .and_then(|m| m.modified())
+                .ok();
+            (step_of(p), mtime)
+        });
+        if let Some(adapter) = newest {
+            return Ok((run.clone(), adapter));
+        }
+        tracing::warn!("run {} has no adapter checkpoint yet; trying an older one", run.display());
+    }
+    bail!(
+        "no PPO run with an adapter checkpoint under {} ({} PPO run folder(s) found); nothing \
+         was evaluated\nhint: train one with `cargo xtask train-ppo`, or pass --adapter DIR",
+        runs.display(),
+        candidates.len()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut cfg: EvalFrontConfig = panacea_core::config::load_config(&args.config, &args.overrides)
+        .with_context(|| format!("loading config {}", args.config.display()))?;
+    if let Some(d) = args.device {
+        cfg.device = d;
+    }
+    ensure!(
+        args.labels.is_empty() || args.labels.len() == args.adapters.len(),
+        "{} --label for {} --adapter\nhint: give one label per adapter, in the same order, or none",
+        args.labels.len(),
+        args.adapters.len()
+    );
+    let mut methods: Vec<MethodSpec> = args
+        .adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| MethodSpec {
+            label: args.labels.get(i).cloned().unwrap_or_else(|| {
+                a.file_name()
+                    .map_or_else(|| format!("adapter{i}"), |n| n.to_string_lossy().to_string())
+            }),
+            adapter: a.clone(),
+        })
+        .collect();
+    if let Some(runs) = &args.latest_ppo_run {
+        let (run, adapter) = latest_ppo_checkpoint(runs)?;
+        eprintln!("evaluating {} (latest PPO run {})", adapter.display(), run.display());
+        // The adapter names its objectives; when they are all gold scorers, score those.
+        let folder = read_adapter_config(&adapter)?;
+        let from_adapter: Option<Vec<GoldScorer>> =
+            folder.objectives.iter().map(|n| GoldScorer::from_name(n)).collect();
+        if let Some(objs) = from_adapter
+            .filter(|o| o.iter().map(GoldScorer::name).collect::<Vec<_>>() != cfg.objective_names())
+        {
+            eprintln!("scoring the adapter's objectives {:?}", folder.objectives);
+            cfg.objectives = objs;
+        }
+        let label: String =
+            run.file_name().map_or_else(|| "panacea".into(), |n| n.to_string_lossy().to_string());
+        methods.push(MethodSpec { label: format!("panacea ({label})"), adapter });
+    }
+    if methods.is_empty() {
+        eprintln!("note: no --adapter given; only the base model is evaluated (a one-point front)");
+    }
+    let mut v = Validator::new();
+    cfg.validate(&mut v);
+    v.finish("the resolved config")?;
+    let device = cfg.device.resolve()?;
+    tracing::info!("running on {device:?}, dtype {}", cfg.dtype);
+    let prompts = cfg.load_prompts()?;
+    let m = panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
+        .with_context(|| format!("loading model {}", cfg.model))?;
+    let out = args.out.clone().unwrap_or_else(|| default_out_dir(Path::new("runs")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if args.out.is_none() {
+        std::fs::write(out.join(".gitignore"), "*\n")?;
+    }
+    std::fs::write(out.join("config.yaml"), panacea_core::config::to_yaml(&cfg)?)?;
+    let command: Vec<String> = std::env::args().collect();
+    std::fs::write(out.join("command.txt"), command.join(" ") + "\n")?;
+    let ev = evaluate(&cfg, &m.model, &m.tokenizer, &methods, &prompts, device)?;
+    let w = write_report(&ev, &cfg, &out)?;
+    println!("{}", w.markdown);
+    println!(
+        "reference point {} (auto); report in {}",
+        fmt_vec(&w.report.reference_point),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use panacea_core::checkpoint::{save_adapter, BaseModelId};
+    use panacea_core::SvdLoraConfig;
+    use panacea_lm::{init_random, LlamaConfig};
+
+    #[test]
+    fn utc_stamp_matches_known_dates() {
+        // 2026-11-27 04:14 UTC = 1_795_753_... computed as days since 1970 × 86400 + 4 h 14 min:
+        // 2026-11-27 is day 20_784 (Python: date(2026,11,27) - date(1970,1,1)).
+        assert_eq!(utc_stamp(20_784 * 86_400 + 4 * 3600 + 14 * 60 + 59), "2026-11-27-0414");
+        assert_eq!(utc_stamp(0), "1970-01-01-0000");
+        // 2000-02-29 (leap day) is day 11_016.
+        assert_eq!(utc_stamp(11_016 * 86_400), "2000-02-29-0000");
+    }
+
+    #[test]
+    fn latest_ppo_checkpoint_picks_newest_run_and_highest_step() {
+        let root =
+            std::env::temp_dir().join(format!("panacea-evalfront-runs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mk = |rel: &str| {
+            let d = root.join(rel);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("adapter_config.json"), "{}").expect("write");
+            std::fs::write(d.join("adapter_model.safetensors"), "").expect("write");
+        };
+        assert!(latest_ppo_checkpoint(&root).is_err(), "no runs folder at all");
+        mk("2026-11-26-1000-ppo/checkpoints/step-000200");
+        mk("2026-11-27-0900-ppo/checkpoints/step-000020");
+        mk("2026-11-27-0900-ppo/checkpoints/step-000100");
+        mk("2026-11-27-1000-dpo/checkpoints/step-000500");
+        std::fs::create_dir_all(root.join("2026-11-27-1100-ppo")).expect("in-progress run");
+        let (run, adapter) = latest_ppo_checkpoint(&root).expect("found");
+        assert!(run.ends_with("2026-11-27-0900-ppo"), "{}", run.display());
+        assert!(adapter.ends_with("step-000100"), "{}", adapter.display());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The whole pipeline on a tiny random Llama with the real tokenizer: 2-point grid, 2 eval
+    /// prompts, concise + positive scorers, one adapter folder plus the base.
+    #[test]
+    fn tiny_pipeline_writes_a_complete_report() {
+        panacea_core::device::init_torch();
+        let Ok(dir) = panacea_lm::resolve_model("smollm2-135m") else {
+            eprintln!("SKIPPED: smollm2-135m tokenizer not cached (`cargo xtask test` fetches it)");
+            return;
+        };
+        let tokenizer =
+            Tokenizer::from_file(&dir.join("tokenizer.json"), 2).expect("cached tokenizer loads");
+        let yaml = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/eval.yaml"),
+        )
+        .expect("configs/tiny/eval.yaml");
+        let cfg: EvalFrontConfig = panacea_core::config::parse_config(
+            &yaml,
+            "configs/tiny/eval.yaml",
+            &[
+                "objectives=[{kind: concise, c: 4}, {kind: positive}]".into(),
+                "grid={kind: grid2d, n: 2}".into(),
+                "prompts.count=2".into(),
+                "samples_per_prompt=1".into(),
+                "generation.max_new_tokens=6".into(),
+                "bootstrap.n_resamples=50".into(),
+            ],
+        )
+        .expect("tiny config parses");
+
+        let base_vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = Llama::new(&base_vs.root(), None, &LlamaConfig::tiny());
+        init_random(&base_vs, 3);
+        let svd = SvdLoraConfig::new(2);
+        let adapter_vs = nn::VarStore::new(tch::Device::Cpu);
+        let _policy = model.with_adapter(Some((&adapter_vs.root(), &svd)));
+        tch::no_grad(|| {
+            for (name, t) in adapter_vs.variables() {
+                if name.ends_with("svd_lora_pref_scale") || name.ends_with("svd_lora_sigma") {
+                    let _ = t.shallow_clone().normal_(0.0, 5.0);
+                }
+            }
+        });
+        let tmp = std::env::temp_dir().join(format!("panacea-evalfront-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let adapter_dir = tmp.join("adapter");
+        let folder = AdapterFolderConfig::new(
+            &svd,
+            &["concise".into(), "positive".into()],
+            BaseModelId { name: "tiny".into(), hash: "random-seed-3".into() },
+        )
+        .expect("folder config");
+        save_adapter(&adapter_dir, &adapter_vs, &folder).expect("save adapter");
+
+        let prompts = cfg.load_prompts().expect("bundled prompts");
+        assert_eq!(prompts.len(), 2);
+        let methods = [MethodSpec { label: "panacea".into(), adapter: adapter_dir }];
+        let ev = evaluate(&cfg, &model, &tokenizer, &methods, &prompts, tch::Device::Cpu)
+            .expect("evaluation runs");
+        // base: 2 prompts; adapter: 2 λ × 2 prompts.
+        assert_eq!(ev.rows, 2 + 4);
+        let out = tmp.join("run");
+        let w = write_report(&ev, &cfg, &out).expect("report written");
+
+        assert_eq!(w.report.methods.len(), 2);
+        assert_eq!(w.report.methods[0].method, "base");
+        assert_eq!(w.report.methods[0].n_points, 1);
+        assert_eq!(w.report.methods[1].n_points, 2, "one point per λ");
+        for name in
+            ["front.json", "report.md", "report.json", "points.csv", "front.png", "front.svg"]
+        {
+            let meta = std::fs::metadata(out.join(name)).expect(name);
+            assert!(meta.len() > 0, "{name} is empty");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("read"))
+                .expect("report.json parses");
+        let rp = json["reference_point"].as_array().expect("reference point");
+        assert_eq!(rp.len(), 2);
+        let methods = json["report"]["methods"].as_array().expect("methods");
+        for m in methods {
+            assert!(m["hypervolume"].as_f64().is_some_and(f64::is_finite), "{m}");
+        }
+        assert_eq!(json["methods"][1]["points"].as_array().map(Vec::len), Some(2));
+        assert_eq!(json["methods"][1]["points"][0]["pref"], serde_json::json!([0.0, 1.0]));
+        assert!(json["methods"][0]["points"][0]["pref"].is_null(), "the base has no λ");
+        // Scores lie in the scorers' ranges: concise ≤ r_max = 4, positive in [−1, 1].
+        for m in &ev.methods {
+            for p in &m.front.points {
+                assert!(p[0] <= 4.0, "concise {p:?}");
+                assert!((-1.0..=1.0).contains(&p[1]), "positive {p:?}");
+            }
+        }
+        let csv = std::fs::read_to_string(out.join("points.csv")).expect("csv");
+        assert_eq!(csv.lines().count(), 1 + 1 + 2, "header + base + 2 λ:\n{csv}");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
