@@ -12,6 +12,9 @@ mod export_peft;
 mod generate;
 mod metrics;
 mod perplexity;
+mod progress;
+mod run_dir;
+mod train_ppo;
 
 /// Panacea: one language model steered along the Pareto front of several objectives by a
 /// preference vector given at inference time.
@@ -36,6 +39,8 @@ enum Command {
     ExportPeft(export_peft::Args),
     /// Every Pareto-front metric (HV, spacing, sparsity, R2, IGD, ε, …) of a points file.
     Metrics(metrics::Args),
+    /// Multi-objective PPO with a preference-conditioned SVD-LoRA adapter (the main job).
+    TrainPpo(train_ppo::Args),
     /// Measure the Pareto front of adapters across a λ grid against the base and report it.
     EvalFront(eval_front::Args),
 }
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::ExportPeft(args) => export_peft::run(args),
         Command::Metrics(args) => metrics::run(args),
+        Command::TrainPpo(args) => train_ppo::run(args),
         Command::EvalFront(args) => eval_front::run(args),
     };
     match result {

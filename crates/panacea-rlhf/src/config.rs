@@ -1,10 +1,14 @@
-//! Settings of one PPO step (method.md §6.6). The CLI's run config nests this struct; every
-//! field has a safe default except where noted.
+//! Settings of one PPO step (method.md §6.6, [`PpoConfig`]) and of a whole `train-ppo` run
+//! ([`TrainPpoConfig`]: model, prompts, objectives and their sources, preference sampler,
+//! loop). Defaults exist only where they are safe; paths, objectives and K have none.
 
 use serde::{Deserialize, Serialize};
 
+use panacea_core::adapter::SvdLoraConfig;
 use panacea_core::aggregation::Aggregation;
 use panacea_core::config::{Validate, Validator};
+use panacea_core::objective::{Objective, ObjectiveKind};
+use panacea_core::preference::PreferenceSampler;
 
 use crate::lagrange::LagrangeConfig;
 
@@ -279,6 +283,260 @@ impl Validate for PpoConfig {
         if let Some(l) = &self.lagrange {
             v.section("lagrange", l);
         }
+    }
+}
+
+/// Which base model to load.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A short name from the model cache (`smollm2-135m`), a model folder or GGUF file, or
+    /// `tiny-random` (a 2-layer D = 64 random-init Llama with the real SmolLM2 tokenizer, for
+    /// smoke runs).
+    pub name: String,
+    /// The policy adapter (its `n_objectives` must equal the number of objectives).
+    pub adapter: SvdLoraConfig,
+    /// Seed of the `tiny-random` init.
+    #[serde(default)]
+    pub init_seed: i64,
+}
+
+/// Where the training prompts come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PromptSource {
+    /// The bundled prompt sets of panacea-data (train split for training, eval split for the
+    /// final comparison).
+    Bundled {
+        /// `benign`, `harmful` or both.
+        sets: Vec<BundledSet>,
+    },
+    /// A prompt JSONL file in panacea-data's prompt schema (its `split` field is honoured).
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// A bundled prompt set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BundledSet {
+    /// Everyday instructions.
+    Benign,
+    /// Prompts a model should refuse.
+    Harmful,
+}
+
+/// Prompt data settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The prompt source.
+    pub prompts: PromptSource,
+    /// Render prompts with the ChatML template.
+    #[serde(default = "yes")]
+    pub chat_template: bool,
+    /// Prompts longer than this many tokens are dropped, ≥ 2.
+    #[serde(default = "d_max_prompt")]
+    pub max_prompt_tokens: usize,
+}
+
+/// One objective's score function.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// VADER compound sentiment of the response, in [−1, 1].
+    Positive,
+    /// 1 − p(toxic) of the response (alt-profanity-check export), in [0, 1].
+    Harmless,
+    /// The concise rule r_max if |y| ≤ c else r_max + 1 − |y|/c, |y| in tokens.
+    Concise {
+        /// r_max.
+        #[serde(default = "d_r_max")]
+        r_max: f64,
+        /// c, in tokens, > 0.
+        c: f64,
+    },
+    /// A learned reward or cost model folder written by `panacea train-rm`.
+    ScoreModel {
+        /// The folder.
+        path: std::path::PathBuf,
+    },
+    /// Toy: fraction of even token ids in the response (tests and smoke runs).
+    EvenTokens,
+    /// Toy: fraction of odd token ids in the response.
+    OddTokens,
+    /// Toy: minus the response length in tokens.
+    NegativeLength,
+}
+
+/// One objective: what it is called, whether it is a reward or a cost, its scale and source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveSpec {
+    /// Short name (logs, metrics, fronts).
+    pub name: String,
+    /// Reward or cost.
+    pub kind: ObjectiveKind,
+    /// Multiplier on the normalised utility, > 0.
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// The score function.
+    pub source: SourceConfig,
+}
+
+impl ObjectiveSpec {
+    /// The core objective.
+    pub fn objective(&self) -> Objective {
+        Objective { name: self.name.clone(), kind: self.kind, scale: self.scale }
+    }
+}
+
+/// Loop settings (owned by the CLI's loop).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Number of PPO steps, ≥ 1.
+    pub steps: u64,
+    /// Prompts per step (rollout batch), a multiple of `ppo.ppo.mini_batch_size`.
+    pub batch_size: usize,
+    /// Log every N steps.
+    #[serde(default = "d_one_u64")]
+    pub log_every: u64,
+    /// Checkpoint every N steps (0: only at the end).
+    #[serde(default)]
+    pub save_every: u64,
+    /// Eval prompts used for the final e_1 / e_2 comparison (greedy), ≥ 1.
+    #[serde(default = "d_eval_prompts")]
+    pub eval_prompts: usize,
+}
+
+/// The whole `train-ppo` config file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainPpoConfig {
+    /// The run's single seed.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (`--device` overrides it).
+    #[serde(default = "d_device")]
+    pub device: String,
+    /// The base model and the policy adapter.
+    pub model: ModelConfig,
+    /// Prompt data.
+    pub data: DataConfig,
+    /// The objectives, in preference order (K = their number).
+    pub objectives: Vec<ObjectiveSpec>,
+    /// How λ is drawn each step (drawn before generation, fixed through the step).
+    #[serde(default)]
+    pub preference: PreferenceSampler,
+    /// The loop.
+    pub train: TrainConfig,
+    /// PPO itself.
+    #[serde(default)]
+    pub ppo: PpoConfig,
+}
+
+fn d_max_prompt() -> usize {
+    96
+}
+fn d_r_max() -> f64 {
+    4.0
+}
+fn d_one_u64() -> u64 {
+    1
+}
+fn d_eval_prompts() -> usize {
+    16
+}
+fn d_seed() -> u64 {
+    1
+}
+fn d_device() -> String {
+    "cpu".into()
+}
+
+impl Validate for TrainPpoConfig {
+    fn validate(&self, v: &mut Validator) {
+        let k = self.objectives.len();
+        v.check(k >= 1, "objectives", "give at least one objective");
+        v.check(
+            self.model.adapter.n_objectives == k as i64,
+            "model.adapter.n_objectives",
+            format!(
+                "must equal the number of objectives ({k}), got {}",
+                self.model.adapter.n_objectives
+            ),
+        );
+        v.check(self.model.adapter.rank >= 1, "model.adapter.rank", "must be ≥ 1");
+        v.check(!self.model.name.trim().is_empty(), "model.name", "must not be empty");
+        for (i, o) in self.objectives.iter().enumerate() {
+            let key = format!("objectives.{i}");
+            v.check(!o.name.trim().is_empty(), &format!("{key}.name"), "must not be empty");
+            v.positive(o.scale, &format!("{key}.scale"));
+            if let SourceConfig::Concise { c, r_max } = &o.source {
+                v.positive(*c, &format!("{key}.source.c"));
+                v.check(r_max.is_finite(), &format!("{key}.source.r_max"), "must be finite");
+            }
+            if let SourceConfig::ScoreModel { path } = &o.source {
+                v.check(
+                    path.is_dir(),
+                    &format!("{key}.source.path"),
+                    format!(
+                        "{} is not a folder; hint: run `panacea train-rm` first",
+                        path.display()
+                    ),
+                );
+            }
+        }
+        let mut names: Vec<&str> = self.objectives.iter().map(|o| o.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        v.check(names.len() == k, "objectives", "objective names must be unique");
+        if let Err(e) = self.preference.check(k) {
+            v.problem("preference", e.to_string());
+        }
+        if let Aggregation::Tchebycheff { ideal } = &self.ppo.aggregation {
+            v.check(
+                ideal.len() == k,
+                "ppo.aggregation.ideal",
+                format!("give {k} entries (one per objective), got {}", ideal.len()),
+            );
+        }
+        if let Some(l) = &self.ppo.lagrange {
+            v.check(
+                l.objective < k && self.objectives[l.objective].kind == ObjectiveKind::Cost,
+                "ppo.lagrange.objective",
+                format!("must index a cost objective (0..{k})"),
+            );
+        }
+        v.check(self.train.steps >= 1, "train.steps", "must be ≥ 1");
+        v.check(self.train.log_every >= 1, "train.log_every", "must be ≥ 1");
+        v.check(self.train.eval_prompts >= 1, "train.eval_prompts", "must be ≥ 1");
+        let mb = self.ppo.ppo.mini_batch_size;
+        v.check(
+            self.train.batch_size >= 1 && mb >= 1 && self.train.batch_size % mb == 0,
+            "train.batch_size",
+            format!(
+                "must be a positive multiple of ppo.ppo.mini_batch_size ({mb}), got {}",
+                self.train.batch_size
+            ),
+        );
+        v.check(self.data.max_prompt_tokens >= 2, "data.max_prompt_tokens", "must be ≥ 2");
+        match &self.data.prompts {
+            PromptSource::Bundled { sets } => {
+                v.check(!sets.is_empty(), "data.prompts.sets", "name at least one set");
+            }
+            PromptSource::File { path } => {
+                v.check(
+                    path.is_file(),
+                    "data.prompts.path",
+                    format!("{} is not a file", path.display()),
+                );
+            }
+        }
+        v.section("ppo", &self.ppo);
     }
 }
 

@@ -77,6 +77,28 @@ impl<M: ScoreModel> RewardSource for ModelSource<M> {
     }
 }
 
+/// Raw scores of every row under every source: one row of K scores per sequence.
+pub fn score_all(
+    sources: &[Box<dyn RewardSource>],
+    view: &RolloutView<'_>,
+) -> Result<Vec<Vec<f64>>, RlhfError> {
+    let b = view.seq.size()[0] as usize;
+    let mut rows = vec![vec![0.0; sources.len()]; b];
+    for (j, src) in sources.iter().enumerate() {
+        let s = src.score(view)?;
+        if s.len() != b {
+            return Err(RlhfError::Invalid {
+                what: format!("reward source {}", src.name()),
+                reason: format!("returned {} scores for {b} rows", s.len()),
+            });
+        }
+        for (row, v) in rows.iter_mut().zip(s) {
+            row[j] = v;
+        }
+    }
+    Ok(rows)
+}
+
 /// Generation settings for a rollout.
 pub fn generate_config(cfg: &RolloutConfig, eos_id: i64, pad_id: i64) -> GenerateConfig {
     GenerateConfig {

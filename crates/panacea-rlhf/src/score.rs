@@ -210,6 +210,70 @@ pub fn pair_loss(model: &impl ScoreModel, batch: &ScorePairBatch, eta: f64) -> S
     }
 }
 
+/// The metadata file of a saved score model folder.
+pub const SCORE_META_FILE: &str = "score_model.json";
+/// The weights file of a saved score model folder (adapter + head).
+pub const SCORE_WEIGHTS_FILE: &str = "score_model.safetensors";
+
+/// What a score model folder records next to its weights.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreModelMeta {
+    /// The backbone adapter's settings.
+    pub adapter: SvdLoraConfig,
+    /// Whether the model scores a reward or a cost.
+    pub kind: panacea_core::ObjectiveKind,
+    /// The base model it was trained on (name or path as given).
+    pub base_model: String,
+    /// Held-out pairwise accuracy at the end of training.
+    pub eval_accuracy: Option<f64>,
+    /// Held-out sign accuracy (cost models).
+    pub eval_sign_accuracy: Option<f64>,
+}
+
+/// Saves the score model's VarStore (adapter + head, sorted names) and `meta` into `dir`:
+/// weights first, metadata last, each written atomically.
+pub fn save_score_model(
+    dir: &std::path::Path,
+    vs: &nn::VarStore,
+    meta: &ScoreModelMeta,
+) -> Result<(), RlhfError> {
+    let ck = |message: String| RlhfError::Checkpoint { path: dir.to_owned(), message };
+    std::fs::create_dir_all(dir).map_err(|e| ck(format!("cannot create: {e}")))?;
+    let mut vars: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu).contiguous()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    panacea_core::checkpoint::write_safetensors_atomic(&dir.join(SCORE_WEIGHTS_FILE), &vars)?;
+    let text = serde_json::to_string_pretty(meta).map_err(|e| ck(e.to_string()))?;
+    panacea_core::checkpoint::write_atomic(&dir.join(SCORE_META_FILE), text.as_bytes())?;
+    Ok(())
+}
+
+/// Loads a score model folder onto `base`: its variables are created in `vs` (on the base's
+/// device) and filled from the weights file.
+pub fn load_score_model(
+    dir: &std::path::Path,
+    base: &Llama,
+    vs: &mut nn::VarStore,
+) -> Result<(LmScoreModel, ScoreModelMeta), RlhfError> {
+    let ck = |message: String| RlhfError::Checkpoint { path: dir.to_owned(), message };
+    let meta_path = dir.join(SCORE_META_FILE);
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+        ck(format!(
+            "cannot read {}: {e}; hint: train one with `panacea train-rm`",
+            meta_path.display()
+        ))
+    })?;
+    let meta: ScoreModelMeta =
+        serde_json::from_str(&text).map_err(|e| ck(format!("{}: {e}", meta_path.display())))?;
+    let model = LmScoreModel::new(base, &vs.root(), &meta.adapter);
+    vs.load(dir.join(SCORE_WEIGHTS_FILE)).map_err(|e| ck(format!("loading weights: {e}")))?;
+    Ok((model, meta))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

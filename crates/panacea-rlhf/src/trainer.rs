@@ -23,7 +23,7 @@ use crate::gae::gae;
 use crate::lagrange::{combine_advantages, Lagrangian};
 use crate::loss::{policy_loss, value_loss};
 use crate::rewards::{shape_rewards, ScoreNormaliser};
-use crate::rollout::{action_mask, generate_config, rollout, RewardSource, RolloutView};
+use crate::rollout::{action_mask, generate_config, rollout, score_all, RewardSource, RolloutView};
 use crate::RlhfError;
 
 /// What the trainer is built from.
@@ -202,6 +202,16 @@ impl PpoTrainer {
         })
     }
 
+    /// The reward sources, one per objective.
+    pub fn sources(&self) -> &[Box<dyn RewardSource>] {
+        &self.sources
+    }
+
+    /// The tokenizer used to decode responses, if any.
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
+    }
+
     /// K.
     pub fn k(&self) -> usize {
         self.objectives.len()
@@ -262,19 +272,7 @@ impl PpoTrainer {
             prompts: &batch.prompts,
             responses: &responses,
         };
-        let mut raw = vec![0.0f64; batch.len() * k];
-        for (j, src) in self.sources.iter().enumerate() {
-            let s = src.score(&view)?;
-            if s.len() != batch.len() {
-                return Err(RlhfError::Invalid {
-                    what: format!("reward source {}", src.name()),
-                    reason: format!("returned {} scores for {} rows", s.len(), batch.len()),
-                });
-            }
-            for (i, v) in s.into_iter().enumerate() {
-                raw[i * k + j] = v;
-            }
-        }
+        let raw: Vec<f64> = score_all(&self.sources, &view)?.concat();
         let raw_t = Tensor::from_slice(&raw).view([b, k as i64]); // [B, K] f64, CPU
         let util = utilities(&self.objectives, &raw_t)?; // [B, K]
         let util_host: Vec<f64> = Vec::try_from(util.flatten(0, -1))?;

@@ -1,0 +1,425 @@
+//! `panacea train-ppo`: preference-conditioned multi-objective PPO (Panacea, arXiv 2402.02030).
+//!
+//! [`run`] is the whole training loop, top to bottom (style.md §3.1): draw a prompt batch, draw
+//! λ **before** generation, call `PpoTrainer::step`, log, checkpoint. After the last step it
+//! generates greedily on held-out prompts under each vertex preference e_j (and the base model)
+//! and prints the objective vectors, which is where the Panacea property shows: e_j should
+//! favour objective j.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use panacea_core::config::{parse_config, to_yaml};
+use panacea_core::device::DeviceChoice;
+use panacea_core::objective::utilities;
+use panacea_core::{seed_everything, Adapter, PreferenceVector};
+use panacea_data::{
+    ConciseScorer, HarmlessScorer, LengthMeasure, PositiveScorer, PromptSet, Split,
+};
+use panacea_lm::generate::response_texts;
+use panacea_lm::{
+    generate_ids, init_random, ChatTemplate, GenerateConfig, Llama, LlamaConfig, Pretrained,
+    Sampling, Tokenizer,
+};
+use panacea_rlhf::config::{BundledSet, PromptSource, SourceConfig, TrainPpoConfig};
+use panacea_rlhf::rollout::{score_all, ModelSource, RewardSource, RolloutView, ScorerSource};
+use panacea_rlhf::score::load_score_model;
+use panacea_rlhf::testing::{EvenTokenFraction, NegativeLength, OddTokenFraction};
+use panacea_rlhf::{PpoParts, PpoTrainer, PromptBatch};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use tch::{nn, Kind, Tensor};
+
+use crate::progress::Progress;
+use crate::run_dir::{self, Manifest, RunDir};
+
+/// The embedded default: SmolLM2-135M, the bundled benign prompts, two built-in objectives,
+/// sized for a 2-core CPU.
+const DEFAULT_CONFIG: &str = include_str!("../../../configs/ppo-default.yaml");
+
+/// Flags of `panacea train-ppo`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// YAML config (default: the embedded configs/ppo-default.yaml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set train.steps=4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Folder that receives the run folder.
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+}
+
+/// The training loop.
+pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    // Config: struct defaults < YAML < --set, validated in one pass.
+    let (yaml, source, stem) = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            let stem = p.file_stem().map_or("ppo".into(), |s| s.to_string_lossy().into_owned());
+            (text, p.display().to_string(), stem)
+        }
+        None => {
+            (DEFAULT_CONFIG.to_owned(), "<embedded ppo-default.yaml>".into(), "ppo-default".into())
+        }
+    };
+    let cfg: TrainPpoConfig = parse_config(&yaml, &source, &args.set)?;
+    let device = match args.device {
+        Some(d) => d,
+        None => cfg.device.parse().context("config `device`")?,
+    }
+    .resolve()?;
+    tracing::info!("running on {device:?}, dtype f32, seed {}", cfg.seed);
+    let mut rng = seed_everything(cfg.seed);
+    let k = cfg.objectives.len();
+
+    // Model, prompts, reward sources, trainer.
+    let (base_vs, policy, adapter_vs, tokenizer) = load_policy(&cfg, device)?;
+    let (train_prompts, eval_prompts, data_files) = load_prompts(&cfg, &tokenizer)?;
+    let sources = build_sources(&cfg, &tokenizer, &policy)?;
+    let parts = PpoParts {
+        critic_adapter: cfg.model.adapter.clone(),
+        objectives: cfg.objectives.iter().map(|o| o.objective()).collect(),
+        sources,
+        eos_id: tokenizer.eos_id,
+        pad_id: tokenizer.pad_id,
+        tokenizer: Some(tokenizer.clone()),
+        total_steps: cfg.train.steps,
+        policy,
+        adapter_vs,
+    };
+    let mut trainer = PpoTrainer::new(cfg.ppo.clone(), parts)?;
+    tracing::info!(
+        "{} train / {} eval prompts; base {} tensors frozen; adapter {} tensors trainable",
+        train_prompts.len(),
+        eval_prompts.len(),
+        base_vs.variables().len(),
+        trainer.adapter_vs.trainable_variables().len()
+    );
+
+    // Run folder.
+    let mut run = RunDir::create(&args.runs_dir, &stem, &to_yaml(&cfg)?)?;
+    let mut data_hashes = Vec::new();
+    for f in &data_files {
+        data_hashes.push((f.display().to_string(), run_dir::sha256_file(f)?));
+    }
+    run.write_manifest(&Manifest {
+        job: "train-ppo".into(),
+        git_hash: run_dir::git_hash(),
+        libtorch_version: run_dir::libtorch_version(),
+        device: format!("{device:?}"),
+        seed: cfg.seed,
+        data_hashes,
+        started_utc: run_dir::utc_stamp(run_dir::now_secs()).1,
+    })?;
+    eprintln!("run folder: {}", run.path.display());
+
+    // The loop.
+    let names: Vec<String> = cfg.objectives.iter().map(|o| o.name.clone()).collect();
+    let mut cursor = PromptCursor::new(train_prompts.len());
+    let progress = Progress::new(cfg.train.steps, 0);
+    for step in 1..=cfg.train.steps {
+        let t0 = Instant::now();
+        let batch = cursor.next_batch(&train_prompts, cfg.train.batch_size, &mut rng.data);
+        let pref = cfg.preference.sample(k, &mut rng.preference)?; // fixed for the whole step
+        let m =
+            trainer.step(&batch, &pref, &mut rng).with_context(|| format!("PPO step {step}"))?;
+        let ms = t0.elapsed().as_millis();
+        let scores: Vec<String> =
+            names.iter().zip(&m.score_mean).map(|(n, s)| format!("{n} {s:.3}")).collect();
+        progress.step(format!("{} | kl {:.3}", scores.join(" "), m.kl));
+        if step % cfg.train.log_every == 0 || step == cfg.train.steps {
+            let mut json = m.to_json(&trainer.objectives);
+            json["time_ms"] = serde_json::json!(ms);
+            run.log_metrics(&json)?;
+            let scores: Vec<String> = names
+                .iter()
+                .zip(&m.score_mean)
+                .map(|(n, s)| format!("score[{n}] {s:.3}"))
+                .collect();
+            progress.println(&format!(
+                "step {step} | loss {:.3} | vloss {:.3} | kl {:.3} | {} | pref {:?} | len {:.1} | {ms} ms",
+                m.policy_loss,
+                m.value_loss,
+                m.kl,
+                scores.join(" "),
+                m.pref.iter().map(|p| (p * 100.0).round() / 100.0).collect::<Vec<_>>(),
+                m.response_len
+            ));
+        }
+        if (cfg.train.save_every > 0 && step % cfg.train.save_every == 0) || step == cfg.train.steps
+        {
+            save_checkpoint(&run, &trainer, step)?;
+        }
+    }
+    progress.finish();
+
+    // After training: greedy responses on held-out prompts under the base model and under
+    // each vertex preference, scored by every objective.
+    let eval = &eval_prompts[..eval_prompts.len().min(cfg.train.eval_prompts)];
+    let mut report = serde_json::Map::new();
+    let base_vec =
+        evaluate(&trainer, eval, None, cfg.ppo.rollout.max_new_tokens, cfg.train.batch_size)?;
+    eprintln!(
+        "objective vectors on {} held-out prompts (mean utility; {}):",
+        eval.len(),
+        names.join(", ")
+    );
+    eprintln!("  base model        {}", fmt_vec(&base_vec));
+    report.insert("base".into(), serde_json::json!(base_vec));
+    for (j, name) in names.iter().enumerate() {
+        let pref = PreferenceVector::vertex(k, j)?;
+        let v = evaluate(
+            &trainer,
+            eval,
+            Some(&pref),
+            cfg.ppo.rollout.max_new_tokens,
+            cfg.train.batch_size,
+        )?;
+        eprintln!("  λ = e_{} ({:<8}) {}", j + 1, name, fmt_vec(&v));
+        report.insert(format!("e{}", j + 1), serde_json::json!(v));
+    }
+    report.insert("objectives".into(), serde_json::json!(names));
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(report))?;
+    run_dir::write_atomic(&run.file("final_eval.json"), format!("{text}\n").as_bytes())?;
+    eprintln!("done: {}", run.path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fmt_vec(v: &[f64]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x:+.4}")).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Loads (or, for `tiny-random`, creates) the base model with the policy adapter.
+fn load_policy(
+    cfg: &TrainPpoConfig,
+    device: tch::Device,
+) -> Result<(nn::VarStore, Llama, nn::VarStore, Tokenizer)> {
+    let mut base_vs = nn::VarStore::new(device);
+    let adapter_vs = nn::VarStore::new(device);
+    let adapter = (&adapter_vs.root(), &cfg.model.adapter);
+    if cfg.model.name == "tiny-random" {
+        let dir = panacea_lm::resolve_model("smollm2-135m")
+            .context("tiny-random uses the SmolLM2 tokenizer")?;
+        let tok = Tokenizer::from_file(&dir.join("tokenizer.json"), 2)?;
+        let policy = Llama::new(&base_vs.root(), Some(adapter), &LlamaConfig::tiny());
+        init_random(&base_vs, cfg.model.init_seed);
+        // init_random reseeds libtorch; restore the run's seed so sampling follows it.
+        tch::manual_seed(cfg.seed as i64);
+        return Ok((base_vs, policy, adapter_vs, tok));
+    }
+    let pre = Pretrained::load(&cfg.model.name)
+        .with_context(|| format!("loading model {}", cfg.model.name))?;
+    let policy = pre.build(&mut base_vs, Some(adapter), Kind::Float)?;
+    base_vs.freeze();
+    Ok((base_vs, policy, adapter_vs, pre.tokenizer.clone()))
+}
+
+/// A rendered prompt and its token ids.
+type Prompt = (String, Vec<i64>);
+
+/// The train and eval prompts, rendered and tokenised, and the data files read.
+fn load_prompts(
+    cfg: &TrainPpoConfig,
+    tok: &Tokenizer,
+) -> Result<(Vec<Prompt>, Vec<Prompt>, Vec<PathBuf>)> {
+    let (records, files) = match &cfg.data.prompts {
+        PromptSource::Bundled { sets } => {
+            let mut recs = Vec::new();
+            let mut files = Vec::new();
+            for s in sets {
+                let set = match s {
+                    BundledSet::Benign => PromptSet::Benign,
+                    BundledSet::Harmful => PromptSet::Harmful,
+                };
+                recs.extend(set.load()?);
+                files.push(set.bundled_path());
+            }
+            (recs, files)
+        }
+        PromptSource::File { path } => (panacea_data::load_prompts(path)?, vec![path.clone()]),
+    };
+    let template = ChatTemplate::default();
+    let mut train = Vec::new();
+    let mut eval = Vec::new();
+    for r in records {
+        let text = if cfg.data.chat_template { template.user_prompt(&r.prompt) } else { r.prompt };
+        let ids = tok.encode(&text)?;
+        if ids.is_empty() || ids.len() > cfg.data.max_prompt_tokens {
+            continue;
+        }
+        match r.split {
+            Split::Train => train.push((text, ids)),
+            Split::Eval => eval.push((text, ids)),
+        }
+    }
+    if train.len() < cfg.train.batch_size || eval.is_empty() {
+        bail!(
+            "only {} train and {} eval prompts fit data.max_prompt_tokens = {}; hint: raise it \
+             or lower train.batch_size",
+            train.len(),
+            eval.len(),
+            cfg.data.max_prompt_tokens
+        );
+    }
+    Ok((train, eval, files))
+}
+
+/// One reward source per objective.
+fn build_sources(
+    cfg: &TrainPpoConfig,
+    tok: &Tokenizer,
+    base: &Llama,
+) -> Result<Vec<Box<dyn RewardSource>>> {
+    let mut out: Vec<Box<dyn RewardSource>> = Vec::new();
+    for o in &cfg.objectives {
+        let src: Box<dyn RewardSource> = match &o.source {
+            SourceConfig::Positive => Box::new(ScorerSource(Box::new(PositiveScorer::new()))),
+            SourceConfig::Harmless => {
+                Box::new(ScorerSource(Box::new(HarmlessScorer::load_bundled()?)))
+            }
+            SourceConfig::Concise { r_max, c } => {
+                let t = tok.clone();
+                let len = LengthMeasure::Custom(Box::new(move |text: &str| {
+                    t.encode(text).map(|ids| ids.len()).unwrap_or(0)
+                }));
+                Box::new(ScorerSource(Box::new(ConciseScorer::new(*r_max, *c, len)?)))
+            }
+            SourceConfig::ScoreModel { path } => {
+                let mut vs = nn::VarStore::new(panacea_lm::CausalLm::device(base));
+                let (model, meta) = load_score_model(path, base, &mut vs)
+                    .with_context(|| format!("objective {}", o.name))?;
+                if meta.kind != o.kind {
+                    bail!(
+                        "objective {} is a {:?} but the score model in {} was trained as a {:?}",
+                        o.name,
+                        o.kind,
+                        path.display(),
+                        meta.kind
+                    );
+                }
+                vs.freeze();
+                Box::new(ModelSource { name: o.name.clone(), model })
+            }
+            SourceConfig::EvenTokens => Box::new(EvenTokenFraction),
+            SourceConfig::OddTokens => Box::new(OddTokenFraction),
+            SourceConfig::NegativeLength => Box::new(NegativeLength),
+        };
+        out.push(src);
+    }
+    Ok(out)
+}
+
+/// The data cursor: a shuffled order of the train prompts, reshuffled each pass.
+struct PromptCursor {
+    order: Vec<usize>,
+    pos: usize,
+}
+
+impl PromptCursor {
+    fn new(n: usize) -> Self {
+        Self { order: (0..n).collect(), pos: n }
+    }
+
+    fn next_batch(&mut self, prompts: &[Prompt], b: usize, rng: &mut impl Rng) -> PromptBatch {
+        let mut batch = PromptBatch { prompts: Vec::with_capacity(b), ids: Vec::with_capacity(b) };
+        while batch.len() < b {
+            if self.pos >= self.order.len() {
+                self.order.shuffle(rng);
+                self.pos = 0;
+            }
+            let (text, ids) = &prompts[self.order[self.pos]];
+            batch.prompts.push(text.clone());
+            batch.ids.push(ids.clone());
+            self.pos += 1;
+        }
+        batch
+    }
+}
+
+/// Adapter and critic tensors, then the small state file last, each written atomically.
+fn save_checkpoint(run: &RunDir, t: &PpoTrainer, step: u64) -> Result<()> {
+    let sorted = |vs: &nn::VarStore| {
+        let mut v: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, x)| (n, x.detach().to_device(tch::Device::Cpu).contiguous()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let write = |name: String, vars: Vec<(String, Tensor)>| -> Result<()> {
+        panacea_core::checkpoint::write_safetensors_atomic(&run.file(&name), &vars)
+            .with_context(|| format!("writing {name}"))
+    };
+    write(format!("adapter-{step}.safetensors"), sorted(&t.adapter_vs))?;
+    write(format!("critic-{step}.safetensors"), sorted(&t.critic.vs))?;
+    let state = serde_json::json!({
+        "step": step,
+        "normaliser": t.normaliser,
+        "lagrangian": t.lagrangian,
+    });
+    run_dir::write_atomic(
+        &run.file(&format!("state-{step}.json")),
+        format!("{}\n", serde_json::to_string_pretty(&state)?).as_bytes(),
+    )
+}
+
+/// Mean utility per objective of greedy responses to `prompts` under `pref` (None: the base
+/// model, `Adapter::Off`).
+fn evaluate(
+    t: &PpoTrainer,
+    prompts: &[Prompt],
+    pref: Option<&PreferenceVector>,
+    max_new_tokens: i64,
+    batch_size: usize,
+) -> Result<Vec<f64>> {
+    let tok = t.tokenizer().context("evaluation needs the tokenizer")?;
+    let gen_cfg = GenerateConfig {
+        max_new_tokens,
+        sampling: Sampling::Greedy,
+        eos_id: tok.eos_id,
+        pad_id: tok.pad_id,
+    };
+    let device = panacea_lm::CausalLm::device(&t.policy);
+    let mut rows: Vec<Vec<f64>> = Vec::new();
+    // Greedy decoding draws nothing from the RNG; it is only there to satisfy the signature.
+    let mut unused = rand::rngs::mock::StepRng::new(0, 0);
+    for chunk in prompts.chunks(batch_size.max(1)) {
+        let ids: Vec<Vec<i64>> = chunk.iter().map(|(_, i)| i.clone()).collect();
+        let texts: Vec<String> = chunk.iter().map(|(p, _)| p.clone()).collect();
+        let pref_t = pref.map(|p| {
+            p.to_tensor(device)
+                .to_kind(Kind::Float)
+                .unsqueeze(0)
+                .expand([ids.len() as i64, -1], false)
+        });
+        let adapter = match &pref_t {
+            Some(p) => Adapter::On { pref: p },
+            None => Adapter::Off,
+        };
+        let g = tch::no_grad(|| generate_ids(&t.policy, &ids, adapter, &gen_cfg, &mut unused))?;
+        let responses = response_texts(&g, tok)?;
+        let view = RolloutView {
+            seq: &g.ids,
+            mask: &g.attention_mask,
+            response_ids: &g.response_ids,
+            response_mask: &g.response_mask,
+            prompts: &texts,
+            responses: &responses,
+        };
+        rows.extend(score_all(t.sources(), &view)?);
+    }
+    let k = t.objectives.len();
+    let raw = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, k as i64]);
+    let util = utilities(&t.objectives, &raw)?.mean_dim([0i64].as_slice(), false, Kind::Double);
+    Ok(Vec::try_from(util)?)
+}
