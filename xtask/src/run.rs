@@ -74,41 +74,14 @@ pub(crate) fn doctor() -> Result<ExitCode> {
     Ok(status_to_exit(status))
 }
 
-/// `cargo xtask train-ppo`: the main job.
-pub(crate) fn train_ppo(_args: &[String]) -> Result<ExitCode> {
-    eprintln!(
-        "training is not available yet: multi-objective PPO (`panacea train-ppo`) has not landed. \
-         Nothing was run. `cargo xtask test` runs everything that exists today."
-    );
-    Ok(ExitCode::from(2))
-}
-
-/// `cargo xtask eval-front [args]`: `panacea eval-front` (release) with the libtorch
-/// environment. Without arguments it evaluates the newest adapter checkpoint of the latest PPO
-/// run under `runs/` against the base with `configs/eval-front.yaml`; when there is no PPO run it
-/// says so and fails without building or running anything.
-pub(crate) fn eval_front(args: &[String]) -> Result<ExitCode> {
-    let mut full = vec!["eval-front".to_owned()];
-    if args.is_empty() {
-        let runs = workspace_root().join("runs");
-        let has_ppo_run = std::fs::read_dir(&runs).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                e.path().is_dir() && name.contains("ppo") && !name.contains("eval-front")
-            })
-        });
-        if !has_ppo_run {
-            eprintln!(
-                "no PPO run under {}: nothing to evaluate, no results were produced.\nhint: train \
-                 one with `cargo xtask train-ppo`, or evaluate adapter folders with `cargo xtask \
-                 eval-front --adapter DIR [--label NAME]...`",
-                runs.display()
-            );
-            return Ok(ExitCode::from(1));
-        }
+/// `cargo xtask train-ppo [args]`: the main job, `panacea train-ppo` (release) with the
+/// libtorch environment. Without `--config` it runs the embedded default (SmolLM2-135M, the
+/// bundled prompts, two built-in objectives, CPU); the model is fetched first when missing.
+pub(crate) fn train_ppo(args: &[String]) -> Result<ExitCode> {
+    if !args.iter().any(|a| a == "--config" || a.starts_with("--config=")) {
         crate::fetch::ensure_model("smollm2-135m")?;
-        full.extend(["--latest-ppo-run".to_owned(), runs.display().to_string()]);
     }
+    let mut full = vec!["train-ppo".to_owned()];
     full.extend_from_slice(args);
     panacea(&full)
 }

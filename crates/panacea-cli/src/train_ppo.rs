@@ -11,6 +11,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use panacea_core::checkpoint::{
+    save_adapter, write_safetensors_atomic, AdapterFolderConfig, BaseModelId,
+};
 use panacea_core::config::{parse_config, to_yaml};
 use panacea_core::device::DeviceChoice;
 use panacea_core::objective::utilities;
@@ -30,6 +33,7 @@ use panacea_rlhf::testing::{EvenTokenFraction, NegativeLength, OddTokenFraction}
 use panacea_rlhf::{PpoParts, PpoTrainer, PromptBatch};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use sha2::{Digest, Sha256};
 use tch::{nn, Kind, Tensor};
 
 use crate::progress::Progress;
@@ -105,8 +109,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     );
 
     // Run folder.
+    let base_hash = hash_base(&base_vs)?;
+    let folder_cfg = AdapterFolderConfig::new(
+        &cfg.model.adapter,
+        &cfg.objectives.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
+        BaseModelId { name: cfg.model.name.clone(), hash: base_hash.clone() },
+    )?;
     let mut run = RunDir::create(&args.runs_dir, &stem, &to_yaml(&cfg)?)?;
-    let mut data_hashes = Vec::new();
+    let mut data_hashes = vec![("base model weights".to_owned(), base_hash)];
     for f in &data_files {
         data_hashes.push((f.display().to_string(), run_dir::sha256_file(f)?));
     }
@@ -156,7 +166,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         }
         if (cfg.train.save_every > 0 && step % cfg.train.save_every == 0) || step == cfg.train.steps
         {
-            save_checkpoint(&run, &trainer, step)?;
+            let dir = save_checkpoint(&run, &trainer, &folder_cfg, step)?;
+            progress.println(&format!("checkpoint {}", dir.display()));
         }
     }
     progress.finish();
@@ -345,32 +356,58 @@ impl PromptCursor {
     }
 }
 
-/// Adapter and critic tensors, then the small state file last, each written atomically.
-fn save_checkpoint(run: &RunDir, t: &PpoTrainer, step: u64) -> Result<()> {
-    let sorted = |vs: &nn::VarStore| {
-        let mut v: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .map(|(n, x)| (n, x.detach().to_device(tch::Device::Cpu).contiguous()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
-    let write = |name: String, vars: Vec<(String, Tensor)>| -> Result<()> {
-        panacea_core::checkpoint::write_safetensors_atomic(&run.file(&name), &vars)
-            .with_context(|| format!("writing {name}"))
-    };
-    write(format!("adapter-{step}.safetensors"), sorted(&t.adapter_vs))?;
-    write(format!("critic-{step}.safetensors"), sorted(&t.critic.vs))?;
+/// `checkpoints/step-NNNNNN/`: a native adapter folder (adapter_config.json +
+/// adapter_model.safetensors, readable by `panacea eval-front` and `export-peft`), the critic's
+/// tensors and the trainer state. Tensors first, state last, each file written atomically, so a
+/// folder with a state file is complete.
+fn save_checkpoint(
+    run: &RunDir,
+    t: &PpoTrainer,
+    folder_cfg: &AdapterFolderConfig,
+    step: u64,
+) -> Result<PathBuf> {
+    let dir = run.file("checkpoints").join(format!("step-{step:06}"));
+    save_adapter(&dir, &t.adapter_vs, folder_cfg)
+        .with_context(|| format!("writing adapter checkpoint {}", dir.display()))?;
+    let mut critic: Vec<(String, Tensor)> = t
+        .critic
+        .vs
+        .variables()
+        .into_iter()
+        .map(|(n, x)| (n, x.detach().to_device(tch::Device::Cpu).contiguous()))
+        .collect();
+    critic.sort_by(|a, b| a.0.cmp(&b.0));
+    write_safetensors_atomic(&dir.join("critic.safetensors"), &critic)
+        .context("writing critic checkpoint")?;
     let state = serde_json::json!({
         "step": step,
         "normaliser": t.normaliser,
         "lagrangian": t.lagrangian,
     });
     run_dir::write_atomic(
-        &run.file(&format!("state-{step}.json")),
+        &dir.join("state.json"),
         format!("{}\n", serde_json::to_string_pretty(&state)?).as_bytes(),
-    )
+    )?;
+    Ok(dir)
+}
+
+/// Hex SHA-256 over every base variable in sorted name order (name, kind, shape, bytes): the
+/// same recipe as panacea-dpo's `hash_var_store`, so PPO and DPO adapters of one base agree.
+fn hash_base(vs: &nn::VarStore) -> Result<String> {
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for name in names {
+        let t = vars[name].detach().to_device(tch::Device::Cpu).contiguous();
+        h.update(name.as_bytes());
+        h.update(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
+        let n = t.numel() * t.kind().elt_size_in_bytes();
+        let mut buf = vec![0u8; n];
+        t.f_copy_data_u8(&mut buf, t.numel())?;
+        h.update(&buf);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Mean utility per objective of greedy responses to `prompts` under `pref` (None: the base
