@@ -86,6 +86,36 @@ pub(crate) fn train_ppo(args: &[String]) -> Result<ExitCode> {
     panacea(&full)
 }
 
+/// `cargo xtask eval-front [args]`: `panacea eval-front` (release) with the libtorch
+/// environment. Without arguments it evaluates the newest adapter checkpoint of the latest PPO
+/// run under `runs/` against the base with `configs/eval-front.yaml`; when there is no PPO run it
+/// says so and fails without building or running anything.
+pub(crate) fn eval_front(args: &[String]) -> Result<ExitCode> {
+    let mut full = vec!["eval-front".to_owned()];
+    if args.is_empty() {
+        let runs = workspace_root().join("runs");
+        let has_ppo_run = std::fs::read_dir(&runs).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                e.path().is_dir() && name.contains("ppo") && !name.contains("eval-front")
+            })
+        });
+        if !has_ppo_run {
+            eprintln!(
+                "no PPO run under {}: nothing to evaluate, no results were produced.\nhint: train \
+                 one with `cargo xtask train-ppo`, or evaluate adapter folders with `cargo xtask \
+                 eval-front --adapter DIR [--label NAME]...`",
+                runs.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+        crate::fetch::ensure_model("smollm2-135m")?;
+        full.extend(["--latest-ppo-run".to_owned(), runs.display().to_string()]);
+    }
+    full.extend_from_slice(args);
+    panacea(&full)
+}
+
 /// `cargo xtask panacea ...`: the release `panacea` binary with the libtorch environment.
 pub(crate) fn panacea(args: &[String]) -> Result<ExitCode> {
     let lt = libtorch::ensure()?;
