@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use panacea_core::device::{DType, DeviceChoice};
+use panacea_core::preference::PreferenceVector;
 use panacea_lm::{Adapter, ChatTemplate, GenerateConfig, Sampling};
 use rand::SeedableRng;
 
@@ -52,6 +53,12 @@ pub(crate) struct Args {
     /// f32 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: DType,
+    /// A native Panacea adapter folder (adapter_config.json + adapter_model.safetensors).
+    #[arg(long, requires = "pref")]
+    adapter: Option<PathBuf>,
+    /// Preference vector λ for the adapter, e.g. `0.7,0.3` (one weight per objective, sum 1).
+    #[arg(long, requires = "adapter")]
+    pref: Option<PreferenceVector>,
     /// Print one JSON object per prompt.
     #[arg(long)]
     json: bool,
@@ -90,6 +97,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let device = args.device.resolve()?;
     tracing::info!("running on {device:?}, dtype {}", args.dtype);
     let m = panacea_lm::load_model(&args.model, device, args.dtype.kind())?;
+    // With --adapter, a second view of the same base carries the trained adapter; λ is the
+    // argument of every forward (Adapter::On), never state in the model.
+    let adapter_vs = tch::nn::VarStore::new(device);
+    let (adapted, pref) = match (&args.adapter, &args.pref) {
+        (Some(dir), Some(pref)) => {
+            let folder = panacea_core::checkpoint::read_adapter_config(dir)?;
+            pref.expect_len(folder.n_objectives as usize)?;
+            let view = m.model.with_adapter(Some((&adapter_vs.root(), &folder.svd_lora())));
+            panacea_core::checkpoint::load_adapter(dir, &adapter_vs, &folder)?;
+            tracing::info!("adapter {} with λ = {:?}", dir.display(), pref.as_slice());
+            (Some(view), Some(pref.to_tensor(device)))
+        }
+        _ => (None, None),
+    };
+    let (model, adapter) = match (&adapted, &pref) {
+        (Some(view), Some(p)) => (view, Adapter::On { pref: p }),
+        _ => (&m.model, Adapter::Off),
+    };
     let template = ChatTemplate {
         default_system: Some(
             args.system.clone().unwrap_or_else(|| panacea_lm::chat::SMOLLM_SYSTEM_PROMPT.into()),
@@ -109,7 +134,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     for (chunk_idx, chunk) in rendered.chunks(args.batch_size.max(1)).enumerate() {
         let t0 = std::time::Instant::now();
-        let g = panacea_lm::generate(&m.model, &m.tokenizer, chunk, Adapter::Off, &cfg, &mut rng)?;
+        let g = panacea_lm::generate(model, &m.tokenizer, chunk, adapter, &cfg, &mut rng)?;
         let lens: Vec<i64> =
             Vec::try_from(g.response_mask.sum_dim_intlist(1, false, tch::Kind::Int64))?;
         tracing::info!(
