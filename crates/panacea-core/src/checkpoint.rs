@@ -34,6 +34,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const CONFIG_FILE: &str = "adapter_config.json";
 /// The tensor file of a native or PEFT folder.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// The provenance file of a PEFT export (preference, objectives, base model).
+pub const PEFT_PROVENANCE_FILE: &str = "panacea_export.json";
 
 /// Which base model an adapter was trained on. The hash is computed by the model loader (e.g.
 /// over the weight files); this crate only compares it.
@@ -434,8 +436,9 @@ pub struct PeftExportSummary {
 
 /// Exports the native folder `adapter_dir` at the fixed preference `pref` as a plain PEFT LoRA
 /// folder `out_dir`: `adapter_model.safetensors` with
-/// `base_model.model.<module>.lora_{A,B}.weight` and an `adapter_config.json` with
-/// `peft_type: LORA`, `r = lora_alpha = k + m`.
+/// `base_model.model.<module>.lora_{A,B}.weight`, an `adapter_config.json` with
+/// `peft_type: LORA`, `r = lora_alpha = k + m`, and [`PEFT_PROVENANCE_FILE`] recording λ, the
+/// objectives and the base model.
 pub fn export_peft(
     adapter_dir: &Path,
     pref: &PreferenceVector,
@@ -469,13 +472,17 @@ pub fn export_peft(
         "use_dora": false,
         "modules_to_save": null,
         "target_modules": config.target_modules,
-        "panacea": {
-            "preference": pref.as_slice(),
-            "objectives": config.objectives,
-            "base_model_hash": config.base_model.hash,
-            "source_adapter_type": config.adapter_type,
-        },
     });
     write_json(&out_dir.join(CONFIG_FILE), &peft_config)?;
+    // Provenance in a file of its own: PEFT warns about unknown keys in its config.
+    let provenance = serde_json::json!({
+        "preference": pref.as_slice(),
+        "objectives": config.objectives,
+        "base_model": config.base_model,
+        "source_adapter_type": config.adapter_type,
+        "rank": config.rank,
+        "alpha": config.alpha,
+    });
+    write_json(&out_dir.join(PEFT_PROVENANCE_FILE), &provenance)?;
     Ok(PeftExportSummary { modules: modules.len(), rank: r })
 }

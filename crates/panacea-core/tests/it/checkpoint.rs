@@ -5,7 +5,7 @@ use std::path::Path;
 use panacea_core::adapter::{Adapter, SvdLoraConfig, SvdLoraLinear};
 use panacea_core::checkpoint::{
     export_peft, load_adapter, read_adapter_config, save_adapter, AdapterFolderConfig, BaseModelId,
-    CONFIG_FILE, WEIGHTS_FILE,
+    CONFIG_FILE, PEFT_PROVENANCE_FILE, WEIGHTS_FILE,
 };
 use panacea_core::preference::PreferenceVector;
 use panacea_core::CoreError;
@@ -69,13 +69,13 @@ fn checkpoint_error(result: Result<AdapterFolderConfig, CoreError>, file: &str, 
     }
 }
 
-fn only_final_files(dir: &Path) {
+fn only_final_files(dir: &Path, want: &[&str]) {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("read dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, [CONFIG_FILE, WEIGHTS_FILE], "no temporary files may remain");
+    assert_eq!(names, want, "no temporary files may remain");
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn save_then_load_round_trips_exactly() {
     let dir = temp_dir("roundtrip");
     let a = model(&c, 2, 8);
     save_adapter(&dir, &a.adapter, &meta(&c, "abc")).expect("save");
-    only_final_files(&dir);
+    only_final_files(&dir, &[CONFIG_FILE, WEIGHTS_FILE]);
     let b = model(&c, 2, 8);
     let x = Tensor::randn([2, 3, 8], (Kind::Float, Device::Cpu));
     let pref = Tensor::from_slice(&[0.3f32, 0.7]);
@@ -177,7 +177,7 @@ fn peft_export_reproduces_delta_w() {
     let pref: PreferenceVector = "0.7,0.3".parse().expect("valid");
     let summary = export_peft(&dir, &pref, &out).expect("export");
     assert_eq!((summary.modules, summary.rank), (4, 5));
-    only_final_files(&out);
+    only_final_files(&out, &[CONFIG_FILE, WEIGHTS_FILE, PEFT_PROVENANCE_FILE]);
     let tensors: std::collections::HashMap<String, Tensor> =
         Tensor::read_safetensors(out.join(WEIGHTS_FILE)).expect("read").into_iter().collect();
     assert_eq!(tensors.len(), 8);
@@ -199,6 +199,11 @@ fn peft_export_reproduces_delta_w() {
     assert_eq!(config["r"], 5);
     assert_eq!(config["lora_alpha"], 5);
     assert_eq!(config["target_modules"], serde_json::json!(c.target_modules));
+    let provenance: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(PEFT_PROVENANCE_FILE)).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(provenance["preference"], serde_json::json!([0.7, 0.3]));
     // A preference of the wrong length is refused.
     let three = PreferenceVector::uniform(3).expect("valid");
     assert!(matches!(export_peft(&dir, &three, &out), Err(CoreError::Preference { .. })));
