@@ -21,6 +21,7 @@ Commands:
   doctor         report libtorch, CUDA, threads and cache folders; non-zero on a problem
   test [args]    set-up, then every test of the workspace (extra args go to cargo test)
   train-ppo      the main job: multi-objective PPO on the embedded default config
+  train-dpo [args]  multi-objective DPO (`panacea train-dpo`, release); no args: embedded default
   eval-front [args]  Pareto front of adapters across a λ grid vs the base (`panacea
                  eval-front`, release); no args: the latest PPO run under runs/
   panacea [args] run the `panacea` binary (release) with the libtorch environment
@@ -69,6 +70,7 @@ fn real_main() -> Result<ExitCode> {
         "make-pairs" => make_pairs::make_pairs(&rest),
         "test" => run::test(&rest),
         "train-ppo" => run::train_ppo(&rest),
+        "train-dpo" => run::train_dpo(&rest),
         "eval-front" => run::eval_front(&rest),
         "panacea" => run::panacea(&rest),
         "env" => {

@@ -86,6 +86,18 @@ pub(crate) fn train_ppo(args: &[String]) -> Result<ExitCode> {
     panacea(&full)
 }
 
+/// `cargo xtask train-dpo [args]`: `panacea train-dpo` (release) with the libtorch
+/// environment; without arguments it runs the embedded default config (SmolLM2-135M, CPU).
+/// The default's model is fetched into the cache first when it is missing.
+pub(crate) fn train_dpo(args: &[String]) -> Result<ExitCode> {
+    if !args.iter().any(|a| a == "--config" || a.starts_with("--config=") || a == "--resume") {
+        crate::fetch::ensure_model("smollm2-135m")?;
+    }
+    let mut full = vec!["train-dpo".to_owned()];
+    full.extend_from_slice(args);
+    panacea(&full)
+}
+
 /// `cargo xtask eval-front [args]`: `panacea eval-front` (release) with the libtorch
 /// environment. Without arguments it evaluates the newest adapter checkpoint of the latest PPO
 /// run under `runs/` against the base with `configs/eval-front.yaml`; when there is no PPO run it

@@ -84,7 +84,7 @@ pub fn hash_var_store(vs: &nn::VarStore) -> Result<String, DpoError> {
         h.update(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
         let n = t.numel() * t.kind().elt_size_in_bytes();
         let mut buf = vec![0u8; n];
-        t.f_copy_data_u8(&mut buf, n)?;
+        t.f_copy_data_u8(&mut buf, t.numel())?;
         h.update(&buf);
     }
     Ok(hex(&h.finalize()))
@@ -296,6 +296,20 @@ mod tests {
             assert!(c2.lookup(&[0], Device::Cpu).is_none());
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn var_store_hash_is_stable_and_sees_a_changed_weight() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros_no_train("w", &[3, 2]);
+        let _ = vs.root().zeros_no_train("b", &[2]);
+        let h0 = hash_var_store(&vs).expect("hash");
+        assert_eq!(h0, hash_var_store(&vs).expect("hash"));
+        assert_eq!(h0.len(), 64);
+        tch::no_grad(|| {
+            let _ = w.shallow_clone().get(1).get(0).fill_(1e-7);
+        });
+        assert_ne!(h0, hash_var_store(&vs).expect("hash"));
     }
 
     #[test]

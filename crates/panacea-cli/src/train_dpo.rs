@@ -1,0 +1,463 @@
+//! `panacea train-dpo`: multi-objective DPO with a preference-conditioned SVD-LoRA adapter
+//! (Panacea, arXiv 2402.02030; method.md §7). The training loop is [`run`], top to bottom:
+//! config → device → model + adapter → pairs → reference cache → run folder → loop (batch, λ,
+//! `DpoTrainer::step`, metrics, evaluation, checkpoints) → final evaluation and checkpoint.
+//!
+//! Without `--config` the embedded default (`configs/dpo-default.yaml`: SmolLM2-135M, the
+//! bundled pairs, two objectives, CPU) runs. `--resume RUN_DIR` continues a run from its last
+//! checkpoint: the adapter, the step, the data order and the RNG streams are restored; Adam's
+//! moments are not (they restart from zero).
+//!
+//! Run folder (the shared [`crate::run_dir::RunDir`]): `config.yaml` (resolved), `command.txt`,
+//! `manifest.json`, `metrics.jsonl`, `.gitignore`, plus `dpo_data.json` (what tokenisation kept
+//! and dropped, the base-model hash) and `checkpoint-<step>/` (the native adapter folder and
+//! `trainer_state.json`, written to a temporary folder and renamed into place).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use panacea_core::checkpoint::{load_adapter, save_adapter, AdapterFolderConfig, BaseModelId};
+use panacea_core::config::{parse_config, to_yaml};
+use panacea_core::device::DeviceChoice;
+use panacea_core::preference::PreferenceVector;
+use panacea_core::seed::{seed_everything, RunRng, RunRngState};
+use panacea_data::{load_pairs, ReadOptions};
+use panacea_dpo::data::{encode_pairs, EncodeReport};
+use panacea_dpo::ref_cache::{hash_pairs, hash_var_store, CacheStatus};
+use panacea_dpo::{
+    DpoRunConfig, DpoTrainer, EncodedPair, PairBatch, PairLoader, RefCacheKey, RefLogpCache,
+    StepPreference,
+};
+use panacea_lm::{ChatTemplate, Llama};
+use serde::{Deserialize, Serialize};
+
+use crate::progress::Progress;
+use crate::run_dir::{
+    git_hash, libtorch_version, now_secs, sha256_file, utc_stamp, write_atomic, Manifest, RunDir,
+};
+
+/// The embedded default run (`configs/dpo-default.yaml`).
+const DEFAULT_CONFIG: &str = include_str!("../../../configs/dpo-default.yaml");
+
+/// Flags of `panacea train-dpo`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// YAML config; without it the embedded default runs.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set train.steps=10` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Continue the run in this folder from its last checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Parent folder of new run folders.
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+}
+
+/// Saved with every checkpoint: what a resumed run needs besides the adapter.
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    step: usize,
+    rng: RunRngState,
+    loader: PairLoader,
+}
+
+/// The training loop.
+pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    // 1. Config: file (or the embedded default, or the resumed run's), overrides, validation.
+    let (text, source) = match (&args.resume, &args.config) {
+        (Some(dir), _) => {
+            let p = dir.join("config.yaml");
+            (std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?, p)
+        }
+        (None, Some(p)) => (
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            p.clone(),
+        ),
+        (None, None) => (DEFAULT_CONFIG.to_owned(), PathBuf::from("dpo-default.yaml")),
+    };
+    let mut cfg: DpoRunConfig = parse_config(&text, &source.display().to_string(), &args.sets)?;
+    if let Some(d) = args.device {
+        cfg.device = d;
+    }
+    let k = cfg.k();
+    let device = cfg.device.resolve()?;
+    if cfg.threads > 0 {
+        tch::set_num_threads(cfg.threads as i32);
+    }
+    eprintln!("running on {device:?}, dtype {}, {} objectives {:?}", cfg.dtype, k, cfg.objectives);
+    let mut rng = seed_everything(cfg.seed);
+
+    // 2. Model: the frozen base, and the policy view with the SVD-LoRA adapter on it.
+    let loaded = panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
+        .with_context(|| format!("loading model {}", cfg.model))?;
+    let base_hash = hash_var_store(&loaded.base_vs)?;
+    let adapter_vs = tch::nn::VarStore::new(device);
+    let policy: Llama = loaded.model.with_adapter(Some((&adapter_vs.root(), &cfg.adapter)));
+    let folder_cfg = AdapterFolderConfig::new(
+        &cfg.adapter,
+        &cfg.objectives,
+        BaseModelId { name: cfg.model.clone(), hash: base_hash.clone() },
+    )?;
+
+    // 3. Pairs: read, tokenise (ChatML prompt + response + EOS), drop and count the unusable.
+    let template = ChatTemplate::default();
+    let read = |path: &Path, limit: usize| -> Result<(Vec<EncodedPair>, EncodeReport)> {
+        let path = resolve_data_path(path);
+        let opts = ReadOptions {
+            format: cfg.data.format,
+            dims: cfg.objectives.clone(),
+            skip_invalid: false,
+        };
+        let (mut records, _) =
+            load_pairs(&path, opts).with_context(|| format!("reading pairs {}", path.display()))?;
+        if limit > 0 {
+            records.truncate(limit);
+        }
+        let (pairs, report) =
+            encode_pairs(&records, k, &loaded.tokenizer, &template, cfg.data.max_len)?;
+        eprintln!(
+            "{}: {} pairs kept, {} dropped (identical {}, unlabelled {}, prompt too long {}), \
+             {} truncated, labelled per objective {:?}",
+            path.display(),
+            report.kept,
+            report.dropped(),
+            report.dropped_identical,
+            report.dropped_unlabelled,
+            report.dropped_prompt_too_long,
+            report.truncated,
+            report.labelled_per_obj
+        );
+        if pairs.is_empty() {
+            bail!("{} has no usable pairs", path.display());
+        }
+        Ok((pairs, report))
+    };
+    let (train, train_report) = read(&cfg.data.train, cfg.data.max_train_pairs)?;
+    let (eval, eval_report) = match &cfg.data.eval {
+        Some(p) => {
+            let (pairs, report) = read(p, cfg.data.max_eval_pairs)?;
+            (Some(pairs), Some(report))
+        }
+        None => (None, None),
+    };
+
+    // 4. Reference log-prob caches (train and eval), keyed by data, base weights and settings.
+    let settings_key = format!(
+        "seq_logp={:?} dtype={} device={}",
+        cfg.dpo.seq_logp,
+        cfg.dtype,
+        if device.is_cuda() { "cuda" } else { "cpu" }
+    );
+    let cache_dir = cfg.ref_cache.dir.clone().unwrap_or_else(|| {
+        panacea_lm::load::cache_root()
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("dpo-ref-logp")
+    });
+    let open_cache = |pairs: &[EncodedPair], what: &str| -> Option<RefLogpCache> {
+        if !cfg.ref_cache.enabled {
+            return None;
+        }
+        let key = RefCacheKey {
+            data: hash_pairs(pairs),
+            base_model: base_hash.clone(),
+            settings: settings_key.clone(),
+        };
+        let (cache, status) = RefLogpCache::open(&cache_dir, key);
+        match status {
+            CacheStatus::New => {
+                eprintln!("{what} reference cache: new ({})", cache.path().display())
+            }
+            CacheStatus::Loaded { entries } => {
+                eprintln!("{what} reference cache: {entries} pairs ({})", cache.path().display())
+            }
+            CacheStatus::Invalidated { reason } => {
+                eprintln!("{what} reference cache: invalidated, rebuilding ({reason})")
+            }
+        }
+        Some(cache)
+    };
+    let mut train_cache = open_cache(&train, "train");
+    let mut eval_cache = eval.as_deref().and_then(|e| open_cache(e, "eval"));
+
+    // 5. Trainer, run folder, resume.
+    let mut trainer = DpoTrainer::new(policy, adapter_vs, cfg.dpo.clone(), k)?;
+    let mut loader = PairLoader::new(train.len(), cfg.train.batch_size)?;
+    let mut start = 0;
+    let mut run = match &args.resume {
+        Some(dir) => {
+            let run = RunDir::open(dir)?;
+            let (step, ckpt) = latest_checkpoint(dir)?
+                .with_context(|| format!("{} has no checkpoint to resume from", dir.display()))?;
+            load_adapter(&ckpt.join("adapter"), &trainer.adapter_vs, &folder_cfg)?;
+            let state: TrainerState = serde_json::from_slice(
+                &std::fs::read(ckpt.join("trainer_state.json"))
+                    .context("reading trainer_state.json")?,
+            )?;
+            rng = RunRng::from_state(&state.rng);
+            loader = state.loader;
+            start = state.step;
+            trainer.set_steps_done(step);
+            eprintln!("resuming {} from step {start}", dir.display());
+            run
+        }
+        None => {
+            let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned());
+            let run = RunDir::create(&args.runs_dir, &stem.unwrap_or_default(), &to_yaml(&cfg)?)?;
+            let mut data_hashes = Vec::new();
+            for p in std::iter::once(&cfg.data.train).chain(cfg.data.eval.as_ref()) {
+                let p = resolve_data_path(p);
+                data_hashes.push((p.display().to_string(), sha256_file(&p)?));
+            }
+            run.write_manifest(&Manifest {
+                job: "train-dpo".into(),
+                git_hash: git_hash(),
+                libtorch_version: libtorch_version(),
+                device: format!("{device:?}"),
+                seed: cfg.seed,
+                data_hashes,
+                started_utc: utc_stamp(now_secs()).1,
+            })?;
+            let info = serde_json::json!({
+                "base_model": cfg.model,
+                "base_model_hash": base_hash,
+                "train_pairs": train_report,
+                "eval_pairs": eval_report,
+            });
+            write_atomic(
+                &run.file("dpo_data.json"),
+                serde_json::to_string_pretty(&info)?.as_bytes(),
+            )?;
+            run
+        }
+    };
+    eprintln!("run folder {}", run.path.display());
+
+    // 6. The loop.
+    let steps = cfg.train.steps;
+    let bar = Progress::new(steps as u64, start as u64);
+    let evaluate = |trainer: &DpoTrainer<Llama>, cache: &mut Option<RefLogpCache>, step: usize| {
+        eval.as_deref().map(|pairs| evaluate(trainer, pairs, &cfg, cache, step)).transpose()
+    };
+    if start == 0 {
+        if let Some(line) = evaluate(&trainer, &mut eval_cache, 0)? {
+            bar.println(&line.human);
+            run.log_metrics(&line.json)?;
+        }
+    }
+    for step in start..steps {
+        let t0 = Instant::now();
+        let idx = loader.next_batch(train.len(), &mut rng.data);
+        let rows: Vec<&EncodedPair> = idx.iter().map(|&i| &train[i]).collect();
+        let batch =
+            PairBatch::collate(&rows, k, loaded.tokenizer.pad_id, cfg.dpo.seq_logp, device)?;
+        let m = if cfg.train.per_pair_preference {
+            let prefs = cfg.preference.sample_rows(k, rows.len(), &mut rng.preference)?;
+            trainer.step(&batch, StepPreference::PerPair(&prefs), train_cache.as_mut())?
+        } else {
+            let pref = cfg.preference.sample(k, &mut rng.preference)?;
+            trainer.step(&batch, StepPreference::Shared(&pref), train_cache.as_mut())?
+        };
+        let done = step + 1;
+        let ms = t0.elapsed().as_millis();
+        bar.step(format!("loss {:.3} acc {:?}", m.loss, round2(&m.accuracy_per_obj)));
+        if done % cfg.train.log_every == 0 || done == steps {
+            let mut j = BTreeMap::new();
+            j.insert("step".to_owned(), serde_json::json!(done));
+            j.insert("epoch".to_owned(), serde_json::json!(loader.epoch()));
+            j.insert("dpo/loss".to_owned(), serde_json::json!(m.loss));
+            for (i, name) in cfg.objectives.iter().enumerate() {
+                j.insert(format!("dpo/loss/{name}"), serde_json::json!(m.loss_per_obj[i]));
+                j.insert(format!("dpo/accuracy/{name}"), serde_json::json!(m.accuracy_per_obj[i]));
+                j.insert(format!("dpo/pref/{name}"), serde_json::json!(m.pref[i]));
+            }
+            j.insert("dpo/margin".to_owned(), serde_json::json!(m.margin_mean));
+            j.insert("dpo/reward/response_0".to_owned(), serde_json::json!(m.reward_mean[0]));
+            j.insert("dpo/reward/response_1".to_owned(), serde_json::json!(m.reward_mean[1]));
+            j.insert("dpo/grad_norm".to_owned(), serde_json::json!(m.grad_norm));
+            j.insert("dpo/lr".to_owned(), serde_json::json!(m.lr));
+            j.insert("dpo/ref_from_cache".to_owned(), serde_json::json!(m.ref_from_cache));
+            j.insert("time/step_ms".to_owned(), serde_json::json!(ms));
+            j.insert(
+                "time/pairs_per_s".to_owned(),
+                serde_json::json!(m.pairs as f64 * 1000.0 / ms.max(1) as f64),
+            );
+            run.log_metrics(&serde_json::to_value(&j)?)?;
+            let per: Vec<String> = cfg
+                .objectives
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    format!(
+                        "loss[{n}] {:.3} acc[{n}] {:.2}",
+                        m.loss_per_obj[i], m.accuracy_per_obj[i]
+                    )
+                })
+                .collect();
+            bar.println(&format!(
+                "step {done} | loss {:.4} | {} | margin {:.3} | pref {:?} | {ms} ms",
+                m.loss,
+                per.join(" "),
+                m.margin_mean,
+                round2(&m.pref)
+            ));
+        }
+        let last = done == steps;
+        if (cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0) || last {
+            if let Some(line) = evaluate(&trainer, &mut eval_cache, done)? {
+                bar.println(&line.human);
+                run.log_metrics(&line.json)?;
+            }
+        }
+        if (cfg.train.save_every > 0 && done % cfg.train.save_every == 0) || last {
+            let state = TrainerState { step: done, rng: rng.state(), loader: loader.clone() };
+            let dir = save_checkpoint(&run.path, &trainer, &folder_cfg, &state)?;
+            for c in [&mut train_cache, &mut eval_cache].into_iter().flatten() {
+                c.save()?;
+            }
+            bar.println(&format!("saved {}", dir.display()));
+        }
+    }
+    bar.finish();
+    eprintln!("done: {steps} steps; run folder {}", run.path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One evaluation record: a log line and the metrics.jsonl object.
+struct EvalLine {
+    human: String,
+    json: serde_json::Value,
+}
+
+/// Implicit-reward and likelihood-ranking accuracy per objective on the eval pairs under each
+/// vertex λ = e_j, pooled over batches (weighted by labelled pairs).
+fn evaluate(
+    trainer: &DpoTrainer<Llama>,
+    pairs: &[EncodedPair],
+    cfg: &DpoRunConfig,
+    cache: &mut Option<RefLogpCache>,
+    step: usize,
+) -> Result<EvalLine> {
+    let k = cfg.k();
+    let dev = panacea_lm::CausalLm::device(&trainer.model);
+    let mut j = BTreeMap::new();
+    j.insert("step".to_owned(), serde_json::json!(step));
+    let mut human = format!("eval step {step} |");
+    for v in 0..k {
+        let pref = PreferenceVector::vertex(k, v)?;
+        let mut acc = vec![0.0; k];
+        let mut policy_rank = vec![0.0; k];
+        let mut base_rank = vec![0.0; k];
+        let mut loss = vec![0.0; k];
+        let mut count = vec![0.0; k];
+        for chunk in pairs.chunks(cfg.train.batch_size.max(1)) {
+            let rows: Vec<&EncodedPair> = chunk.iter().collect();
+            let batch = PairBatch::collate(&rows, k, 0, cfg.dpo.seq_logp, dev)?;
+            let m = trainer.evaluate(&batch, StepPreference::Shared(&pref), cache.as_mut())?;
+            for i in 0..k {
+                let n = m.labelled_per_obj[i];
+                acc[i] += m.accuracy_per_obj[i] * n;
+                policy_rank[i] += m.policy_ranking_accuracy_per_obj[i] * n;
+                base_rank[i] += m.base_ranking_accuracy_per_obj[i] * n;
+                loss[i] += m.loss_per_obj[i] * n;
+                count[i] += n;
+            }
+        }
+        let tag = &cfg.objectives[v];
+        human.push_str(&format!(" pref=e[{tag}]:"));
+        for (i, name) in cfg.objectives.iter().enumerate() {
+            let n = count[i].max(1.0);
+            j.insert(format!("eval/e_{tag}/accuracy/{name}"), serde_json::json!(acc[i] / n));
+            j.insert(
+                format!("eval/e_{tag}/ranking_accuracy/{name}"),
+                serde_json::json!(policy_rank[i] / n),
+            );
+            j.insert(
+                format!("eval/base/ranking_accuracy/{name}"),
+                serde_json::json!(base_rank[i] / n),
+            );
+            j.insert(format!("eval/e_{tag}/loss/{name}"), serde_json::json!(loss[i] / n));
+            human.push_str(&format!(
+                " acc[{name}] {:.2} rank[{name}] {:.2} (base {:.2})",
+                acc[i] / n,
+                policy_rank[i] / n,
+                base_rank[i] / n
+            ));
+        }
+    }
+    Ok(EvalLine { human, json: serde_json::to_value(&j)? })
+}
+
+fn round2(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| (x * 100.0).round() / 100.0).collect()
+}
+
+/// A data path as given, else relative to the workspace (so the embedded default works from
+/// any working directory of a source checkout).
+fn resolve_data_path(p: &Path) -> PathBuf {
+    if p.is_absolute() || p.exists() {
+        p.to_owned()
+    } else {
+        let w = panacea_data::workspace_path(&p.to_string_lossy());
+        if w.exists() {
+            w
+        } else {
+            p.to_owned()
+        }
+    }
+}
+
+/// `checkpoint-<step>/{adapter/, trainer_state.json}`, written to a temporary folder and renamed.
+fn save_checkpoint(
+    run_dir: &Path,
+    trainer: &DpoTrainer<Llama>,
+    folder_cfg: &AdapterFolderConfig,
+    state: &TrainerState,
+) -> Result<PathBuf> {
+    let dir = run_dir.join(format!("checkpoint-{:06}", state.step));
+    let tmp = run_dir.join(format!(".checkpoint-{:06}.tmp", state.step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    save_adapter(&tmp.join("adapter"), &trainer.adapter_vs, folder_cfg)?;
+    write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).with_context(|| format!("moving {} into place", tmp.display()))?;
+    Ok(dir)
+}
+
+/// The checkpoint with the highest step in `run_dir`, if any.
+fn latest_checkpoint(run_dir: &Path) -> Result<Option<(usize, PathBuf)>> {
+    let mut best: Option<(usize, PathBuf)> = None;
+    for e in std::fs::read_dir(run_dir).with_context(|| format!("reading {}", run_dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(step) = name.strip_prefix("checkpoint-").and_then(|s| s.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if e.path().join("trainer_state.json").is_file() && best.as_ref().is_none_or(|b| step > b.0)
+        {
+            best = Some((step, e.path()));
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn embedded_default_config_is_valid() {
+        let cfg: panacea_dpo::DpoRunConfig =
+            panacea_core::config::parse_config(super::DEFAULT_CONFIG, "dpo-default.yaml", &[])
+                .expect("the embedded default parses and validates");
+        assert_eq!(cfg.k(), 2);
+    }
+}
