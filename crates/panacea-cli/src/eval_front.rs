@@ -422,6 +422,7 @@ pub(crate) struct Evaluation {
 /// `batch_size` chunks; returns one score vector [D] per row.
 #[allow(clippy::too_many_arguments)]
 fn generate_and_score(
+    label: &str,
     model: &Llama,
     tokenizer: &Tokenizer,
     rendered: &[String],
@@ -438,7 +439,9 @@ fn generate_and_score(
     // The same sampling stream for every method: common random numbers.
     let mut rng = RunRng::new(cfg.seed).sampling;
     let mut texts = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(cfg.batch_size) {
+    let n_batches = rows.len().div_ceil(cfg.batch_size);
+    for (i, chunk) in rows.chunks(cfg.batch_size).enumerate() {
+        let t0 = std::time::Instant::now();
         let batch: Vec<String> = chunk.iter().map(|(_, p)| rendered[*p].clone()).collect();
         let g = match chunk[0].0 {
             None => {
@@ -461,6 +464,12 @@ fn generate_and_score(
             }
         };
         texts.extend(g.texts);
+        tracing::info!(
+            "{label}: batch {}/{n_batches} ({} rows) generated in {:.1} s",
+            i + 1,
+            chunk.len(),
+            t0.elapsed().as_secs_f64()
+        );
     }
     let row_prompts: Vec<&str> = rows.iter().map(|(_, p)| prompts[*p].as_str()).collect();
     let row_texts: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -541,7 +550,7 @@ pub(crate) fn evaluate(
     let base_rows: Vec<(Option<&PreferenceVector>, usize)> =
         (0..np).flat_map(|p| (0..ns).map(move |_| (None, p))).collect();
     let (scores, texts) = generate_and_score(
-        model, tokenizer, &rendered, prompts, &base_rows, cfg, &scorers, device,
+        "base", model, tokenizer, &rendered, prompts, &base_rows, cfg, &scorers, device,
     )?;
     n_rows += base_rows.len();
     examples.push(("base".into(), "Off".into(), prompts[0].clone(), texts[0].clone()));
@@ -578,7 +587,7 @@ pub(crate) fn evaluate(
             .flat_map(|l| (0..np).flat_map(move |p| (0..ns).map(move |_| (Some(l), p))))
             .collect();
         let (scores, texts) = generate_and_score(
-            &policy, tokenizer, &rendered, prompts, &rows, cfg, &scorers, device,
+            &m.label, &policy, tokenizer, &rendered, prompts, &rows, cfg, &scorers, device,
         )?;
         n_rows += rows.len();
         for (i, l) in grid.iter().enumerate() {
@@ -996,6 +1005,44 @@ pub(crate) fn latest_ppo_checkpoint(runs: &Path) -> anyhow::Result<(PathBuf, Pat
     )
 }
 
+/// The objectives section of a training run's resolved `config.yaml` (other keys ignored).
+#[derive(Debug, Deserialize)]
+struct RunObjectives {
+    objectives: Vec<RunObjective>,
+}
+
+/// One trained objective: its name and, for built-in rewards, its scorer settings.
+#[derive(Debug, Deserialize)]
+struct RunObjective {
+    name: String,
+    #[serde(default)]
+    source: Option<serde_json::Value>,
+}
+
+impl Validate for RunObjectives {
+    fn validate(&self, _v: &mut Validator) {}
+}
+
+/// The gold scorers a training run optimised, in its objective order: each objective's
+/// `source` when it is a gold scorer's settings (`{ kind: concise, r_max: 4.0, c: 6.0 }`), else
+/// the scorer of the same name with default settings. `None` when the run has no readable
+/// config or an objective is not a gold scorer (e.g. a learned reward model).
+fn objectives_of_run(run: &Path) -> Option<Vec<GoldScorer>> {
+    let path = run.join("config.yaml");
+    let text = std::fs::read_to_string(&path).ok()?;
+    let cfg: RunObjectives =
+        panacea_core::config::parse_config(&text, &path.display().to_string(), &[]).ok()?;
+    cfg.objectives
+        .iter()
+        .map(|o| {
+            o.source
+                .clone()
+                .and_then(|s| serde_json::from_value::<GoldScorer>(s).ok())
+                .or_else(|| GoldScorer::from_name(&o.name))
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command
 // ---------------------------------------------------------------------------------------------
@@ -1027,14 +1074,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(runs) = &args.latest_ppo_run {
         let (run, adapter) = latest_ppo_checkpoint(runs)?;
         eprintln!("evaluating {} (latest PPO run {})", adapter.display(), run.display());
-        // The adapter names its objectives; when they are all gold scorers, score those.
+        // Score what the run optimised when every objective is a gold scorer (same settings,
+        // e.g. concise's c), falling back to the adapter's objective names.
         let folder = read_adapter_config(&adapter)?;
-        let from_adapter: Option<Vec<GoldScorer>> =
-            folder.objectives.iter().map(|n| GoldScorer::from_name(n)).collect();
-        if let Some(objs) = from_adapter
-            .filter(|o| o.iter().map(GoldScorer::name).collect::<Vec<_>>() != cfg.objective_names())
-        {
-            eprintln!("scoring the adapter's objectives {:?}", folder.objectives);
+        let trained = objectives_of_run(&run)
+            .or_else(|| folder.objectives.iter().map(|n| GoldScorer::from_name(n)).collect());
+        if let Some(objs) = trained.filter(|o| *o != cfg.objectives) {
+            eprintln!("scoring the run's objectives {objs:?} (from its config / adapter)");
             cfg.objectives = objs;
         }
         let label: String =
@@ -1108,6 +1154,19 @@ mod tests {
         let (run, adapter) = latest_ppo_checkpoint(&root).expect("found");
         assert!(run.ends_with("2026-11-27-0900-ppo"), "{}", run.display());
         assert!(adapter.ends_with("step-000100"), "{}", adapter.display());
+        // The run's objectives, with the settings it trained with (the PPO config schema).
+        assert_eq!(objectives_of_run(&run), None, "no config.yaml yet");
+        std::fs::write(
+            run.join("config.yaml"),
+            "seed: 1\nobjectives:\n  - name: positive\n    kind: reward\n    source: { kind: \
+             positive }\n  - name: concise\n    kind: reward\n    source: { kind: concise, \
+             r_max: 4.0, c: 6.0 }\n",
+        )
+        .expect("write");
+        assert_eq!(
+            objectives_of_run(&run),
+            Some(vec![GoldScorer::Positive, GoldScorer::Concise { r_max: 4.0, c: 6.0 }])
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 
