@@ -271,3 +271,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn committed_smollm2_dataset_loads_strictly_and_matches_its_stats() {
+    let dir = panacea_data::workspace_path("data/pairs");
+    let stats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("stats.json")).expect("data/pairs/stats.json"),
+    )
+    .expect("stats.json is JSON");
+    let dims = ["harmless", "positive", "relevant", "concise"];
+    let (generic, rg) = panacea_data::load_pairs(
+        &dir.join("smollm2-generic.jsonl"),
+        opts(PairFormat::Generic, &dims, false),
+    )
+    .expect("generic pairs load strictly");
+    assert_eq!(generic.len() as u64, stats["pairs"]["generic"].as_u64().expect("count"));
+    for (k, d) in dims.iter().enumerate() {
+        assert_eq!(
+            rg.labelled[k] as u64,
+            stats["pairs"]["labelled_per_dim"][d].as_u64().expect("count"),
+            "{d}"
+        );
+    }
+    assert!(generic
+        .iter()
+        .all(|r| r.response_0 != r.response_1 && r.scores.iter().all(Option::is_some)));
+    let (pku, _) = panacea_data::load_pairs(
+        &dir.join("smollm2-pku.jsonl"),
+        opts(PairFormat::PkuSaferlhf, &["helpful", "harmless"], false),
+    )
+    .expect("pku pairs load strictly");
+    assert_eq!(pku.len() as u64, stats["pairs"]["pku"].as_u64().expect("count"));
+    assert!(pku.iter().all(|r| r.labels.iter().all(|&t| t != 0)));
+}
