@@ -44,6 +44,9 @@ pub(crate) struct Args {
     /// Seed of the sampling RNG.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Never stop at EOS: every row generates exactly --max-new-tokens (for throughput runs).
+    #[arg(long)]
+    ignore_eos: bool,
     /// Prompts per forward batch.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
@@ -129,19 +132,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Sampling::Sample { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p }
     };
-    let cfg =
+    let mut cfg =
         GenerateConfig { sampling, ..GenerateConfig::greedy(&m.tokenizer, args.max_new_tokens) };
+    if args.ignore_eos {
+        cfg.eos_id = -1;
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     for (chunk_idx, chunk) in rendered.chunks(args.batch_size.max(1)).enumerate() {
         let t0 = std::time::Instant::now();
         let g = panacea_lm::generate(model, &m.tokenizer, chunk, adapter, &cfg, &mut rng)?;
         let lens: Vec<i64> =
             Vec::try_from(g.response_mask.sum_dim_intlist(1, false, tch::Kind::Int64))?;
+        let secs = t0.elapsed().as_secs_f64();
+        let new_tokens = lens.iter().sum::<i64>();
         tracing::info!(
-            "batch of {} in {:.2} s ({} new tokens)",
+            "batch of {} in {secs:.2} s ({new_tokens} new tokens, {:.1} tokens/s)",
             chunk.len(),
-            t0.elapsed().as_secs_f64(),
-            lens.iter().sum::<i64>()
+            new_tokens as f64 / secs
         );
         for (j, text) in g.texts.iter().enumerate() {
             let i = chunk_idx * args.batch_size.max(1) + j;
