@@ -42,16 +42,16 @@ struct Args {
     #[arg(long, default_value = "data/pairs")]
     out_dir: PathBuf,
     /// How many benign prompts (first ones of the train split of data/prompts/benign.jsonl).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 32)]
     benign: usize,
     /// How many harmful prompts (first ones of the train split of data/prompts/harmful.jsonl).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 32)]
     harmful: usize,
     /// Responses sampled per prompt.
     #[arg(long, default_value_t = 4)]
     k: usize,
     /// Most new tokens per response.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = 40)]
     max_new_tokens: i64,
     /// Sampling temperature (> 0).
     #[arg(long, default_value_t = 0.9)]
@@ -63,10 +63,10 @@ struct Args {
     #[arg(long, default_value_t = 2402)]
     seed: u64,
     /// Rows (prompt × sample) per generation batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Concise rule: tokens (SmolLM2 tokenizer) allowed before the reward falls. The paper's
-    /// re-implementation uses 50 with long responses; 24 suits --max-new-tokens 48.
+    /// re-implementation uses 50 with long responses; 24 suits --max-new-tokens 40.
     #[arg(long, default_value_t = 24.0)]
     concise_c: f64,
     /// Concise rule: the reward of a short enough response.
