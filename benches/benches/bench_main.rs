@@ -6,4 +6,8 @@
 
 mod benchmarks;
 
-criterion::criterion_main!(benchmarks::hypervolume::benches, benchmarks::lm_decode::benches, benchmarks::svd_lora::benches);
+criterion::criterion_main!(
+    benchmarks::hypervolume::benches,
+    benchmarks::lm_decode::benches,
+    benchmarks::svd_lora::benches
+);

@@ -16,7 +16,7 @@
 /// Adds the clipped point (x, y) to a staircase sorted by x ascending (y strictly descending)
 /// and returns the area it newly covers inside [.., r0] × [.., r1].
 #[inline]
-fn stair_insert(stair: &mut Vec<[f64; 2]>, x: f64, y: f64, r0: f64, r1: f64) -> f64 {
+pub(crate) fn stair_insert(stair: &mut Vec<[f64; 2]>, x: f64, y: f64, r0: f64, r1: f64) -> f64 {
     let start = stair.partition_point(|s| s[0] < x);
     // A staircase point with x' ≤ x and y' ≤ y dominates (x, y). The candidate with the largest
     // x' ≤ x is either at `start` (equal x) or just before it.

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Time moocore (and pygmo, if installed) on the hypervolume fronts of the Rust criterion bench.
+
+The fronts are generated with the same SplitMix64 generator as `benches/src/lib.rs`
+(`sphere_front`), bit for bit, so both sides time identical points. The script also writes the
+values it computed to `benches/data/hv_reference.json`; the Rust bench checks its own values
+against them (relative 1e-12) before timing.
+
+Usage (single thread, as in shared/spec/metrics.md §3):
+    pip install moocore pygmo
+    OMP_NUM_THREADS=1 python3 scripts/moocore_bench.py [--out benches/data/hv_reference.json]
+
+Prints a Markdown table of median wall times per call (Python call overhead included).
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+MASK = (1 << 64) - 1
+SIZES = [(2, 1000), (2, 10000), (3, 1000), (3, 10000), (4, 1000), (5, 1000),
+         (6, 100), (6, 300), (7, 100), (7, 300), (8, 100), (8, 300)]
+# moocore's FPL takes ~105 s at d = 8, n = 300 (metrics.md §3): skip it there.
+SKIP_MOOCORE = {(8, 300)}
+
+
+class SplitMix64:
+    def __init__(self, seed):
+        self.state = seed & MASK
+
+    def next_u64(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+        return z ^ (z >> 31)
+
+    def unit(self):
+        return ((self.next_u64() >> 12) * 2 + 1) / 9007199254740992.0
+
+
+def sphere_front(n, d):
+    g = SplitMix64(d * 100000 + n)
+    pts = []
+    for _ in range(n):
+        v = [g.unit() for _ in range(d)]
+        ss = 0.0
+        for x in v:
+            ss += x * x
+        norm = math.sqrt(ss)
+        pts.append([x / norm for x in v])
+    return pts
+
+
+def median_time(fn, budget_s=2.0, max_reps=200):
+    fn()  # warm-up
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), len(times)
+
+
+def fmt(t):
+    if t is None:
+        return "–"
+    if t < 1e-3:
+        return f"{t * 1e6:.0f} µs"
+    if t < 1:
+        return f"{t * 1e3:.2f} ms"
+    return f"{t:.2f} s"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "benches", "data", "hv_reference.json"))
+    args = ap.parse_args()
+    import numpy as np
+    import moocore
+    try:
+        import pygmo
+    except ImportError:
+        pygmo = None
+    results = {}
+    print(f"moocore {moocore.__version__}" + (f", pygmo {pygmo.__version__}" if pygmo else ", pygmo not installed"),
+          f", numpy {np.__version__}, Python {sys.version.split()[0]}")
+    print()
+    print("| front | moocore | pygmo |")
+    print("|---|---|---|")
+    for d, n in SIZES:
+        name = f"sphere_d{d}_n{n}"
+        pts = np.array(sphere_front(n, d))
+        ref = np.full(d, 1.1)
+        entry = {"d": d, "n": n, "ref": 1.1}
+        t_moo = t_pg = None
+        if (d, n) not in SKIP_MOOCORE:
+            entry["hv"] = float(moocore.hypervolume(pts, ref=ref))
+            entry["source"] = f"moocore {moocore.__version__}"
+            t_moo, _ = median_time(lambda: moocore.hypervolume(pts, ref=ref))
+        if pygmo is not None:
+            hv_pg = pygmo.hypervolume(pts).compute(ref)
+            entry["hv_pygmo"] = float(hv_pg)
+            if "hv" not in entry:
+                entry["hv"] = float(hv_pg)
+                entry["source"] = f"pygmo {pygmo.__version__}"
+            t_pg, _ = median_time(lambda: pygmo.hypervolume(pts).compute(ref))
+        entry["moocore_s"] = t_moo
+        entry["pygmo_s"] = t_pg
+        results[name] = entry
+        print(f"| {name} | {fmt(t_moo)} | {fmt(t_pg)} |", flush=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
