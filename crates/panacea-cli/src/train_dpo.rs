@@ -110,24 +110,29 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
 
     // 3. Pairs: read, tokenise (ChatML prompt + response + EOS), drop and count the unusable.
     let template = ChatTemplate::default();
-    let read = |path: &Path, limit: usize| -> Result<(Vec<EncodedPair>, EncodeReport)> {
+    let load = |path: &Path| -> Result<Vec<panacea_data::PairRecord>> {
         let path = resolve_data_path(path);
         let opts = ReadOptions {
             format: cfg.data.format,
             dims: cfg.objectives.clone(),
             skip_invalid: false,
         };
-        let (mut records, _) =
+        let (records, _) =
             load_pairs(&path, opts).with_context(|| format!("reading pairs {}", path.display()))?;
+        Ok(records)
+    };
+    let encode = |mut records: Vec<panacea_data::PairRecord>,
+                  limit: usize,
+                  what: &str|
+     -> Result<(Vec<EncodedPair>, EncodeReport)> {
         if limit > 0 {
             records.truncate(limit);
         }
         let (pairs, report) =
             encode_pairs(&records, k, &loaded.tokenizer, &template, cfg.data.max_len)?;
         eprintln!(
-            "{}: {} pairs kept, {} dropped (identical {}, unlabelled {}, prompt too long {}), \
+            "{what} pairs: {} kept, {} dropped (identical {}, unlabelled {}, prompt too long {}), \
              {} truncated, labelled per objective {:?}",
-            path.display(),
             report.kept,
             report.dropped(),
             report.dropped_identical,
@@ -137,14 +142,32 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             report.labelled_per_obj
         );
         if pairs.is_empty() {
-            bail!("{} has no usable pairs", path.display());
+            bail!("no usable {what} pairs");
         }
         Ok((pairs, report))
     };
-    let (train, train_report) = read(&cfg.data.train, cfg.data.max_train_pairs)?;
-    let (eval, eval_report) = match &cfg.data.eval {
-        Some(p) => {
-            let (pairs, report) = read(p, cfg.data.max_eval_pairs)?;
+    let mut train_records = load(&cfg.data.train)?;
+    let eval_records = match &cfg.data.eval {
+        Some(p) => Some(load(p)?),
+        None if cfg.data.eval_prompt_stride > 0 => {
+            let (train_part, eval_part) =
+                split_by_prompt(std::mem::take(&mut train_records), cfg.data.eval_prompt_stride);
+            train_records = train_part;
+            if train_records.is_empty() || eval_part.is_empty() {
+                bail!(
+                    "data.eval_prompt_stride = {} leaves an empty split of {}",
+                    cfg.data.eval_prompt_stride,
+                    cfg.data.train.display()
+                );
+            }
+            Some(eval_part)
+        }
+        None => None,
+    };
+    let (train, train_report) = encode(train_records, cfg.data.max_train_pairs, "train")?;
+    let (eval, eval_report) = match eval_records {
+        Some(r) => {
+            let (pairs, report) = encode(r, cfg.data.max_eval_pairs, "eval")?;
             (Some(pairs), Some(report))
         }
         None => (None, None),
@@ -396,6 +419,26 @@ fn evaluate(
     Ok(EvalLine { human, json: serde_json::to_value(&j)? })
 }
 
+/// Splits records by prompt: the prompts with first-appearance index i where i % stride ==
+/// stride − 1 (and all their pairs) go to the second list.
+fn split_by_prompt(
+    records: Vec<panacea_data::PairRecord>,
+    stride: usize,
+) -> (Vec<panacea_data::PairRecord>, Vec<panacea_data::PairRecord>) {
+    let mut order: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for r in records {
+        let next = order.len();
+        let i = *order.entry(r.prompt.clone()).or_insert(next);
+        if i % stride == stride - 1 {
+            eval.push(r);
+        } else {
+            train.push(r);
+        }
+    }
+    (train, eval)
+}
+
 fn round2(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| (x * 100.0).round() / 100.0).collect()
 }
@@ -459,5 +502,24 @@ mod tests {
             panacea_core::config::parse_config(super::DEFAULT_CONFIG, "dpo-default.yaml", &[])
                 .expect("the embedded default parses and validates");
         assert_eq!(cfg.k(), 2);
+    }
+
+    #[test]
+    fn split_by_prompt_moves_whole_prompts() {
+        let rec = |p: &str| panacea_data::PairRecord {
+            prompt: p.into(),
+            response_0: "a".into(),
+            response_1: "b".into(),
+            labels: vec![1],
+            scores: vec![None],
+            line: 1,
+        };
+        // Prompts in first-appearance order: x (0), y (1), z (2), w (3); stride 2 → y and w.
+        let records = ["x", "y", "x", "z", "y", "w"].map(rec).to_vec();
+        let (train, eval) = super::split_by_prompt(records, 2);
+        let names =
+            |v: &[panacea_data::PairRecord]| v.iter().map(|r| r.prompt.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&train), ["x", "x", "z"]);
+        assert_eq!(names(&eval), ["y", "y", "w"]);
     }
 }

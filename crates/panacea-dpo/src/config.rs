@@ -104,6 +104,11 @@ pub struct DpoDataConfig {
     /// Evaluation pairs (JSONL); without it no evaluation runs.
     #[serde(default)]
     pub eval: Option<PathBuf>,
+    /// Without `eval`: every n-th distinct prompt of the training file (in order of first
+    /// appearance: prompts n−1, 2n−1, …), with all its pairs, becomes the evaluation split and
+    /// leaves training. Whole prompts move, so no prompt is in both splits. 0 = no evaluation.
+    #[serde(default)]
+    pub eval_prompt_stride: usize,
     /// `generic`, `pku-saferlhf` or `hh-rlhf`.
     pub format: PairFormat,
     /// Use at most this many training pairs (the file's first ones); 0 = all.
@@ -236,6 +241,16 @@ impl Validate for DpoRunConfig {
         if let Err(e) = self.preference.check(k) {
             v.problem("preference", e.to_string());
         }
+        v.check(
+            !(self.data.eval.is_some() && self.data.eval_prompt_stride > 0),
+            "data.eval_prompt_stride",
+            "give either data.eval or data.eval_prompt_stride, not both",
+        );
+        v.check(
+            self.data.eval_prompt_stride != 1,
+            "data.eval_prompt_stride",
+            "1 would move every prompt to evaluation; use 0 (none) or ≥ 2",
+        );
         v.check(self.data.max_len >= 8, "data.max_len", "must be ≥ 8 tokens");
         v.check(self.train.steps >= 1, "train.steps", "must be ≥ 1");
         v.check(self.train.batch_size >= 1, "train.batch_size", "must be ≥ 1");
