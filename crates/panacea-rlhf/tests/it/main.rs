@@ -3,3 +3,4 @@
 
 mod ppo;
 mod pure;
+mod score;
