@@ -24,9 +24,17 @@ pub(crate) fn real_tokenizer() -> Option<Tokenizer> {
     Some(Tokenizer::from_file(&dir.join("tokenizer.json"), 2).expect("cached tokenizer.json loads"))
 }
 
+/// libtorch start-up for tests. The harness already runs tests on parallel threads, and on a
+/// loaded 2-core machine a second intra-op thread per test makes OpenMP barriers wait for
+/// descheduled threads (several times slower), so each test computes on one thread.
+pub(crate) fn setup() {
+    panacea_core::device::init_torch();
+    tch::set_num_threads(1);
+}
+
 /// A tiny random-init Llama (2 layers, D = 64, the real vocabulary size).
 pub(crate) fn tiny(seed: i64) -> (nn::VarStore, Llama) {
-    panacea_core::device::init_torch();
+    setup();
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Llama::new(&vs.root(), None, &LlamaConfig::tiny());
     init_random(&vs, seed);

@@ -114,6 +114,7 @@ fn parse(bytes: &[u8]) -> Result<GgufHeader, LmError> {
 
 #[test]
 fn parses_metadata_and_tensors_of_a_valid_file() {
+    crate::common::setup();
     let bytes = sample();
     let h = parse(&bytes).expect("valid file");
     assert_eq!(h.version, 3);
@@ -163,6 +164,7 @@ fn assert_format_error(
 
 #[test]
 fn truncated_tensor_data_names_file_offset_and_tensor() {
+    crate::common::setup();
     let bytes = sample();
     let cut = &bytes[..bytes.len() - 10];
     assert_format_error(parse(cut), true, Some("wq8"), "truncated");
@@ -170,6 +172,7 @@ fn truncated_tensor_data_names_file_offset_and_tensor() {
 
 #[test]
 fn truncated_header_is_an_error() {
+    crate::common::setup();
     let bytes = sample();
     for len in [0, 3, 7, 20, 40, 100] {
         assert_format_error(parse(&bytes[..len]), true, None, "");
@@ -178,6 +181,7 @@ fn truncated_header_is_an_error() {
 
 #[test]
 fn bad_magic_and_version_are_named() {
+    crate::common::setup();
     let mut bytes = sample();
     bytes[0] = b'X';
     assert_format_error(parse(&bytes), true, None, "not a GGUF file");
@@ -188,6 +192,7 @@ fn bad_magic_and_version_are_named() {
 
 #[test]
 fn unknown_quantisation_type_lists_the_supported_ones() {
+    crate::common::setup();
     let bytes = Writer::default().tensor("odd", &[32], 2, &[0u8; 18]).bytes(); // 2 = Q4_0
     assert_format_error(parse(&bytes), true, Some("odd"), "unsupported ggml type 2");
     let msg = parse(&bytes).expect_err("unsupported").to_string();
@@ -198,6 +203,7 @@ fn unknown_quantisation_type_lists_the_supported_ones() {
 
 #[test]
 fn huge_counts_do_not_allocate_or_panic() {
+    crate::common::setup();
     let mut bytes = b"GGUF".to_vec();
     bytes.extend(3u32.to_le_bytes());
     bytes.extend(u64::MAX.to_le_bytes());
@@ -213,6 +219,7 @@ fn huge_counts_do_not_allocate_or_panic() {
 
 #[test]
 fn fuzzed_headers_never_panic() {
+    crate::common::setup();
     let valid = sample();
     let mut rng = rand::rngs::StdRng::seed_from_u64(2402_02030);
     let mut errors = 0;

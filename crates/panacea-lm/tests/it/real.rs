@@ -13,7 +13,7 @@ use crate::tokenizer::{PASSAGE, PASSAGE_IDS};
 #[test]
 fn smollm2_matches_the_transformers_reference_and_answers_paris() {
     let Some(dir) = smollm_dir() else { return };
-    panacea_core::device::init_torch();
+    crate::common::setup();
     let m = load_model(dir.to_str().expect("utf-8 path"), Device::Cpu, Kind::Float).expect("load");
     assert_eq!(m.model.config.num_hidden_layers, 30);
 

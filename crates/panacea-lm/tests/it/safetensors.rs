@@ -20,6 +20,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn write_then_read_round_trips_names_shapes_dtypes_and_values() {
+    crate::common::setup();
     let dir = tmp("roundtrip");
     let path = dir.join("model.safetensors");
     write(&path, &tensors()).expect("write");
@@ -37,6 +38,7 @@ fn write_then_read_round_trips_names_shapes_dtypes_and_values() {
 
 #[test]
 fn sharded_index_is_followed() {
+    crate::common::setup();
     let dir = tmp("sharded");
     let t = tensors();
     write(&dir.join("model-00001-of-00002.safetensors"), &t[..1]).expect("shard 1");
@@ -54,6 +56,7 @@ fn sharded_index_is_followed() {
 
 #[test]
 fn truncated_file_names_file_offset_and_tensor() {
+    crate::common::setup();
     let dir = tmp("truncated");
     let path = dir.join("model.safetensors");
     write(&path, &tensors()).expect("write");
@@ -68,6 +71,7 @@ fn truncated_file_names_file_offset_and_tensor() {
 
 #[test]
 fn corrupt_headers_are_errors_not_panics() {
+    crate::common::setup();
     let p = std::path::Path::new("x.safetensors");
     assert!(parse(&[], p).is_err());
     assert!(parse(&u64::MAX.to_le_bytes(), p).is_err());

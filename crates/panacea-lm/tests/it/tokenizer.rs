@@ -15,6 +15,7 @@ pub(crate) const PASSAGE_IDS: [i64; 21] = [
 
 #[test]
 fn encodes_the_reference_passage_to_the_reference_ids() {
+    crate::common::setup();
     let Some(tok) = real_tokenizer() else { return };
     assert_eq!(tok.encode(PASSAGE).expect("encode"), PASSAGE_IDS);
     assert_eq!(tok.vocab_size(), 49_152);
@@ -22,6 +23,7 @@ fn encodes_the_reference_passage_to_the_reference_ids() {
 
 #[test]
 fn decode_of_encode_is_the_identity() {
+    crate::common::setup();
     let Some(tok) = real_tokenizer() else { return };
     let cases = [
         "Hello, world!",
@@ -41,12 +43,14 @@ fn decode_of_encode_is_the_identity() {
 
 #[test]
 fn digits_are_split_one_per_token() {
+    crate::common::setup();
     let Some(tok) = real_tokenizer() else { return };
     assert_eq!(tok.encode("2024").expect("encode").len(), 4);
 }
 
 #[test]
 fn special_tokens_have_their_ids_and_are_skippable() {
+    crate::common::setup();
     let Some(tok) = real_tokenizer() else { return };
     assert_eq!(tok.token_id("<|endoftext|>"), Some(0));
     assert_eq!(tok.token_id("<|im_start|>"), Some(1));
@@ -60,6 +64,7 @@ fn special_tokens_have_their_ids_and_are_skippable() {
 
 #[test]
 fn chat_prompt_starts_with_im_start_system_newline() {
+    crate::common::setup();
     let Some(tok) = real_tokenizer() else { return };
     let prompt = ChatTemplate::default().user_prompt("What is the capital of France?");
     let ids = tok.encode(&prompt).expect("encode");
