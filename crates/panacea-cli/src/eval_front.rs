@@ -19,6 +19,12 @@
 //!
 //! Every method is sampled with the same seed (common random numbers), so differences between
 //! methods come from the models, not from the sampling noise.
+//!
+//! Rewarded Soups (method.md §9, `--soup A,B`): one adapter per objective i, trained at λ = e_i
+//! (an m-objective Panacea adapter is read at e_i, a single-objective one at [1]). This tool
+//! interpolates the **merged ΔW**, not the factors: θ(λ) = W0 + Σ_i λ_i ΔW_i, which is exactly
+//! linear in λ. The soup is merged into the base weights for one λ at a time (the originals are
+//! kept and copied back afterwards), so its batches hold one λ each.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -28,6 +34,7 @@ use anyhow::{bail, ensure, Context};
 use panacea_core::checkpoint::{load_adapter, read_adapter_config, AdapterFolderConfig};
 use panacea_core::config::{Validate, Validator};
 use panacea_core::device::{DType, DeviceChoice};
+use panacea_core::SvdLoraLinear;
 use panacea_core::{PreferenceSampler, PreferenceVector, RunRng};
 use panacea_data::{
     ConciseScorer, HarmlessScorer, LengthMeasure, MiniLmEncoder, PositiveScorer, PromptSet,
@@ -60,6 +67,13 @@ pub(crate) struct Args {
     /// The table name of the matching --adapter, in the same order (default: the folder name).
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// A Rewarded Soups baseline: comma-separated adapter folders, one per objective in λ
+    /// order, each trained at λ = e_i; ΔW is interpolated (repeat for several soups).
+    #[arg(long = "soup")]
+    soups: Vec<String>,
+    /// The table name of the matching --soup (default: rewarded-soups).
+    #[arg(long = "soup-label")]
+    soup_labels: Vec<String>,
     /// Evaluate the newest adapter checkpoint of the latest PPO run under this folder.
     #[arg(long)]
     latest_ppo_run: Option<PathBuf>,
@@ -397,6 +411,34 @@ pub(crate) struct MethodSpec {
     pub(crate) adapter: PathBuf,
 }
 
+/// A Rewarded Soups baseline: one adapter folder per objective, in λ order.
+#[derive(Debug, Clone)]
+pub(crate) struct SoupSpec {
+    /// Table name.
+    pub(crate) label: String,
+    /// Adapter i was trained at λ = e_i.
+    pub(crate) adapters: Vec<PathBuf>,
+}
+
+/// Every adapted projection of a model, in layer order.
+fn projections(model: &Llama) -> Vec<&SvdLoraLinear> {
+    model
+        .layers
+        .iter()
+        .flat_map(|l| {
+            [
+                &l.self_attn.q_proj,
+                &l.self_attn.k_proj,
+                &l.self_attn.v_proj,
+                &l.self_attn.o_proj,
+                &l.mlp.gate_proj,
+                &l.mlp.up_proj,
+                &l.mlp.down_proj,
+            ]
+        })
+        .collect()
+}
+
 /// Everything measured: per method (base first) its front and per-prompt samples.
 #[derive(Debug)]
 pub(crate) struct Evaluation {
@@ -406,8 +448,8 @@ pub(crate) struct Evaluation {
     pub(crate) ranges: Vec<(f64, f64)>,
     /// Base first, then one per adapter.
     pub(crate) methods: Vec<MethodInput>,
-    /// Adapter folder per method (None for the base).
-    pub(crate) sources: Vec<Option<PathBuf>>,
+    /// Adapter folder(s) per method (None for the base).
+    pub(crate) sources: Vec<Option<String>>,
     /// The prompts answered.
     pub(crate) prompts: Vec<String>,
     /// Example responses: (method, λ label, prompt, response), the first prompt and sample.
@@ -518,6 +560,7 @@ pub(crate) fn evaluate(
     model: &Llama,
     tokenizer: &Tokenizer,
     methods: &[MethodSpec],
+    soups: &[SoupSpec],
     prompts: &[String],
     device: tch::Device,
 ) -> anyhow::Result<Evaluation> {
@@ -605,7 +648,31 @@ pub(crate) fn evaluate(
             labels: objectives.clone(),
         };
         out.push(MethodInput { name: m.label.clone(), front, per_prompt: Some(pp) });
-        sources.push(Some(m.adapter.clone()));
+        sources.push(Some(m.adapter.display().to_string()));
+    }
+
+    for soup in soups {
+        let (scores, texts) = evaluate_soup(
+            soup, model, tokenizer, &rendered, prompts, &grid, cfg, &scorers, device,
+        )?;
+        n_rows += scores.len();
+        for (i, l) in grid.iter().enumerate() {
+            examples.push((
+                soup.label.clone(),
+                l.to_string(),
+                prompts[0].clone(),
+                texts[i * np * ns].clone(),
+            ));
+        }
+        let pp = per_prompt_means(&scores, grid.len(), np, ns);
+        let front = Front {
+            prefs: grid.iter().map(|l| l.as_slice().to_vec()).collect(),
+            points: panacea_eval::mean_front(&pp)?,
+            labels: objectives.clone(),
+        };
+        out.push(MethodInput { name: soup.label.clone(), front, per_prompt: Some(pp) });
+        let names: Vec<String> = soup.adapters.iter().map(|a| a.display().to_string()).collect();
+        sources.push(Some(format!("soup of {}", names.join(" + "))));
     }
     Ok(Evaluation {
         objectives,
@@ -617,6 +684,90 @@ pub(crate) fn evaluate(
         rows: n_rows,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Generates and scores the soup θ(λ) = W0 + Σ_i λ_i ΔW_i for every grid λ, one λ per batch
+/// (merged weights), rows in [λ][prompt][sample] order. The base weights are restored exactly.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_soup(
+    soup: &SoupSpec,
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    rendered: &[String],
+    prompts: &[String],
+    grid: &[PreferenceVector],
+    cfg: &EvalFrontConfig,
+    scorers: &[Box<dyn Scorer>],
+    device: tch::Device,
+) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+    let k = cfg.objectives.len();
+    ensure!(
+        soup.adapters.len() == k,
+        "soup {} has {} adapters for {k} objectives\nhint: give one adapter per objective, \
+         trained at λ = e_i, in λ order",
+        soup.label,
+        soup.adapters.len()
+    );
+    let mut stores = Vec::with_capacity(k);
+    let mut views = Vec::with_capacity(k);
+    let mut prefs = Vec::with_capacity(k);
+    for (i, dir) in soup.adapters.iter().enumerate() {
+        let folder = read_adapter_config(dir)
+            .with_context(|| format!("reading soup adapter {}", dir.display()))?;
+        let pref = match folder.n_objectives {
+            1 => PreferenceVector::new(vec![1.0])?,
+            m if m as usize == k => PreferenceVector::vertex(k, i)?,
+            m => bail!("soup adapter {} has m = {m} objectives; expected 1 or {k}", dir.display()),
+        };
+        let vs = nn::VarStore::new(device);
+        let view = model.with_adapter(Some((&vs.root(), &folder.svd_lora())));
+        load_adapter(dir, &vs, &folder)
+            .with_context(|| format!("loading soup adapter {}", dir.display()))?;
+        tracing::info!("{}: ingredient {i} = {} at λ = {pref}", soup.label, dir.display());
+        stores.push(vs);
+        views.push(view);
+        prefs.push(pref.to_tensor(device));
+    }
+    let base = projections(model);
+    let parts: Vec<Vec<&SvdLoraLinear>> = views.iter().map(projections).collect();
+    let originals: Vec<tch::Tensor> = base.iter().map(|p| p.weight.copy()).collect();
+    let (np, ns) = (prompts.len(), cfg.samples_per_prompt);
+    let rows: Vec<(Option<&PreferenceVector>, usize)> =
+        (0..np).flat_map(|p| (0..ns).map(move |_| (None, p))).collect();
+    let mut scores = Vec::with_capacity(grid.len() * rows.len());
+    let mut texts = Vec::with_capacity(grid.len() * rows.len());
+    let restore = || {
+        tch::no_grad(|| {
+            for (p, w0) in base.iter().zip(&originals) {
+                p.weight.shallow_clone().copy_(w0);
+            }
+        })
+    };
+    for l in grid {
+        tch::no_grad(|| {
+            for (j, (p, w0)) in base.iter().zip(&originals).enumerate() {
+                // A fresh buffer: `to_kind` to the same kind aliases, and `+=` would then
+                // overwrite the kept original.
+                let mut w = w0.to_kind(tch::Kind::Float).copy(); // [d_out, d_in]
+                for ((part, pref), li) in parts.iter().zip(&prefs).zip(l.as_slice()) {
+                    if let Some(lora) = &part[j].lora {
+                        w += lora.delta_weight(pref) * *li; // [d_out, d_in]
+                    }
+                }
+                p.weight.shallow_clone().copy_(&w.to_kind(w0.kind()));
+            }
+        });
+        let label = format!("{} λ={l}", soup.label);
+        let result = generate_and_score(
+            &label, model, tokenizer, rendered, prompts, &rows, cfg, scorers, device,
+        );
+        restore();
+        let (s, t) = result?;
+        scores.extend(s);
+        texts.extend(t);
+    }
+    drop(stores);
+    Ok((scores, texts))
 }
 
 fn check_adapter_objectives(
@@ -663,7 +814,7 @@ struct PointRow {
 #[derive(Debug, Serialize)]
 struct MethodExtra {
     method: String,
-    adapter: Option<PathBuf>,
+    adapter: Option<String>,
     igd_plus_vs_union: f64,
     spacing_l1_nminus1: f64,
     spacing_libmoon_l2_n: f64,
@@ -1071,6 +1222,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             adapter: a.clone(),
         })
         .collect();
+    ensure!(
+        args.soup_labels.is_empty() || args.soup_labels.len() == args.soups.len(),
+        "{} --soup-label for {} --soup\nhint: give one label per soup, in the same order, or none",
+        args.soup_labels.len(),
+        args.soups.len()
+    );
+    let soups: Vec<SoupSpec> = args
+        .soups
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SoupSpec {
+            label: args.soup_labels.get(i).cloned().unwrap_or_else(|| {
+                if i == 0 {
+                    "rewarded-soups".to_owned()
+                } else {
+                    format!("rewarded-soups-{}", i + 1)
+                }
+            }),
+            adapters: s.split(',').map(|p| PathBuf::from(p.trim())).collect(),
+        })
+        .collect();
     if let Some(runs) = &args.latest_ppo_run {
         let (run, adapter) = latest_ppo_checkpoint(runs)?;
         eprintln!("evaluating {} (latest PPO run {})", adapter.display(), run.display());
@@ -1087,7 +1259,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             run.file_name().map_or_else(|| "panacea".into(), |n| n.to_string_lossy().to_string());
         methods.push(MethodSpec { label: format!("panacea ({label})"), adapter });
     }
-    if methods.is_empty() {
+    if methods.is_empty() && soups.is_empty() {
         eprintln!("note: no --adapter given; only the base model is evaluated (a one-point front)");
     }
     let mut v = Validator::new();
@@ -1106,7 +1278,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(out.join("config.yaml"), panacea_core::config::to_yaml(&cfg)?)?;
     let command: Vec<String> = std::env::args().collect();
     std::fs::write(out.join("command.txt"), command.join(" ") + "\n")?;
-    let ev = evaluate(&cfg, &m.model, &m.tokenizer, &methods, &prompts, device)?;
+    let ev = evaluate(&cfg, &m.model, &m.tokenizer, &methods, &soups, &prompts, device)?;
     let w = write_report(&ev, &cfg, &out)?;
     println!("{}", w.markdown);
     println!(
@@ -1194,6 +1366,8 @@ mod tests {
                 "prompts.count=2".into(),
                 "samples_per_prompt=1".into(),
                 "generation.max_new_tokens=6".into(),
+                // Greedy, so the soup-vs-adapter check below compares models, not RNG draws.
+                "generation.temperature=0".into(),
                 "bootstrap.n_resamples=50".into(),
             ],
         )
@@ -1225,15 +1399,29 @@ mod tests {
 
         let prompts = cfg.load_prompts().expect("bundled prompts");
         assert_eq!(prompts.len(), 2);
-        let methods = [MethodSpec { label: "panacea".into(), adapter: adapter_dir }];
-        let ev = evaluate(&cfg, &model, &tokenizer, &methods, &prompts, tch::Device::Cpu)
+        let methods = [MethodSpec { label: "panacea".into(), adapter: adapter_dir.clone() }];
+        // A soup of the same adapter read at e_1 and at e_2: at a vertex λ = e_j it is ΔW(e_j)
+        // merged, so it must reproduce the adapter's own point there (merged = unmerged).
+        let soups =
+            [SoupSpec { label: "soup".into(), adapters: vec![adapter_dir.clone(), adapter_dir] }];
+        let ev = evaluate(&cfg, &model, &tokenizer, &methods, &soups, &prompts, tch::Device::Cpu)
             .expect("evaluation runs");
-        // base: 2 prompts; adapter: 2 λ × 2 prompts.
-        assert_eq!(ev.rows, 2 + 4);
+        // base: 2 prompts; adapter and soup: 2 λ × 2 prompts each.
+        assert_eq!(ev.rows, 2 + 4 + 4);
+        let (panacea, soup) = (&ev.methods[1].front, &ev.methods[2].front);
+        for (a, b) in panacea.points.iter().zip(&soup.points) {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() < 1e-9, "soup at a vertex {b:?} vs adapter {a:?}");
+            }
+        }
+        // The base weights were restored: the base model still gives the base's point.
+        let again = evaluate(&cfg, &model, &tokenizer, &[], &[], &prompts, tch::Device::Cpu)
+            .expect("base again");
+        assert_eq!(again.methods[0].front.points, ev.methods[0].front.points);
         let out = tmp.join("run");
         let w = write_report(&ev, &cfg, &out).expect("report written");
 
-        assert_eq!(w.report.methods.len(), 2);
+        assert_eq!(w.report.methods.len(), 3);
         assert_eq!(w.report.methods[0].method, "base");
         assert_eq!(w.report.methods[0].n_points, 1);
         assert_eq!(w.report.methods[1].n_points, 2, "one point per λ");
@@ -1263,7 +1451,7 @@ mod tests {
             }
         }
         let csv = std::fs::read_to_string(out.join("points.csv")).expect("csv");
-        assert_eq!(csv.lines().count(), 1 + 1 + 2, "header + base + 2 λ:\n{csv}");
+        assert_eq!(csv.lines().count(), 1 + 1 + 2 + 2, "header + base + 2 λ × 2 methods:\n{csv}");
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }
