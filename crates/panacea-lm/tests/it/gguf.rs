@@ -57,6 +57,17 @@ impl Writer {
         self.n_kv += 1;
         self
     }
+    fn kv_i32s(&mut self, k: &str, v: &[i32]) -> &mut Self {
+        put_str(&mut self.kv, k);
+        self.kv.extend(9u32.to_le_bytes());
+        self.kv.extend(5u32.to_le_bytes());
+        self.kv.extend((v.len() as u64).to_le_bytes());
+        for x in v {
+            self.kv.extend(x.to_le_bytes());
+        }
+        self.n_kv += 1;
+        self
+    }
     fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, bytes: &[u8]) -> &mut Self {
         while self.data.len() % 32 != 0 {
             self.data.push(0);
@@ -255,4 +266,93 @@ fn fuzzed_headers_never_panic() {
         }
     }
     assert!(errors > 2000, "most corrupt inputs must be rejected, got {errors} errors");
+}
+
+/// HF rows → GGUF rows: GGUF row head·h + 2i + j holds HF row head·h + j·h/2 + i
+/// (llama.cpp's converter permutation, spec/models.md §1.6).
+fn permute_rows(hf: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let h = rows / n_heads;
+    let mut out = vec![0f32; rows * cols];
+    for head in 0..n_heads {
+        for i in 0..h / 2 {
+            for j in 0..2 {
+                let g = head * h + 2 * i + j;
+                let f = head * h + j * (h / 2) + i;
+                out[g * cols..(g + 1) * cols].copy_from_slice(&hf[f * cols..(f + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_tiny_llama_gguf_loads_with_unpermuted_qk_config_and_tokenizer() {
+    crate::common::setup();
+    use panacea_lm::{Adapter, CausalLm, Pretrained};
+    // D = 8, 2 heads of 4, 1 KV head, FFN 16, 1 layer, 4 tokens.
+    let seq = |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|v| v as f32 * scale).collect() };
+    let q_hf = seq(64, 0.01);
+    let k_hf = seq(32, -0.02);
+    let mut w = Writer::default();
+    w.kv_str("general.architecture", "llama")
+        .kv_u32("llama.block_count", 1)
+        .kv_u32("llama.embedding_length", 8)
+        .kv_u32("llama.feed_forward_length", 16)
+        .kv_u32("llama.attention.head_count", 2)
+        .kv_u32("llama.attention.head_count_kv", 1)
+        .kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        .kv_f32("llama.rope.freq_base", 10000.0)
+        .kv_str("tokenizer.ggml.model", "gpt2")
+        .kv_str("tokenizer.ggml.pre", "smollm")
+        .kv_strs("tokenizer.ggml.tokens", &["a", "b", "ab", "<|im_end|>"])
+        .kv_i32s("tokenizer.ggml.token_type", &[1, 1, 1, 3])
+        .kv_strs("tokenizer.ggml.merges", &["a b"])
+        .kv_u32("tokenizer.ggml.eos_token_id", 3)
+        .tensor("token_embd.weight", &[8, 4], 0, &f32_bytes(&seq(32, 0.03)))
+        .tensor("output_norm.weight", &[8], 0, &f32_bytes(&[1.0; 8]))
+        .tensor("blk.0.attn_norm.weight", &[8], 0, &f32_bytes(&[1.0; 8]))
+        .tensor("blk.0.ffn_norm.weight", &[8], 0, &f32_bytes(&[1.0; 8]))
+        .tensor("blk.0.attn_q.weight", &[8, 8], 0, &f32_bytes(&permute_rows(&q_hf, 2, 8, 8)))
+        .tensor("blk.0.attn_k.weight", &[8, 4], 0, &f32_bytes(&permute_rows(&k_hf, 1, 4, 8)))
+        .tensor("blk.0.attn_v.weight", &[8, 4], 0, &f32_bytes(&seq(32, 0.01)))
+        .tensor("blk.0.attn_output.weight", &[8, 8], 0, &f32_bytes(&seq(64, 0.001)))
+        .tensor("blk.0.ffn_gate.weight", &[8, 16], 0, &f32_bytes(&seq(128, 0.001)))
+        .tensor("blk.0.ffn_up.weight", &[8, 16], 0, &f32_bytes(&seq(128, 0.002)))
+        .tensor("blk.0.ffn_down.weight", &[16, 8], 0, &f32_bytes(&seq(128, -0.001)));
+    let path = std::env::temp_dir().join(format!("panacea-lm-tiny-{}.gguf", std::process::id()));
+    std::fs::write(&path, w.bytes()).expect("write gguf");
+    let pre = Pretrained::from_gguf(&path).expect("tiny gguf loads");
+    let _ = std::fs::remove_file(&path);
+    let c = &pre.config;
+    assert_eq!((c.hidden_size, c.num_attention_heads, c.kv_heads(), c.vocab_size), (8, 2, 1, 4));
+    assert!(c.tie_word_embeddings, "no output.weight → tied");
+    assert_eq!(c.eos_token_id, Some(3));
+    let get = |n: &str| {
+        let t = &pre.tensors.iter().find(|(name, _)| name == n).expect(n).1;
+        (t.size(), Vec::<f32>::try_from(t.flatten(0, -1)).expect("values"))
+    };
+    assert_eq!(get("model.layers.0.self_attn.q_proj.weight"), (vec![8, 8], q_hf));
+    assert_eq!(get("model.layers.0.self_attn.k_proj.weight"), (vec![4, 8], k_hf));
+    assert_eq!(get("model.layers.0.mlp.down_proj.weight").0, vec![8, 16]);
+    // Tokenizer from metadata: BPE merge "a b" → "ab"; the CONTROL token is special.
+    assert_eq!(pre.tokenizer.encode("ab").expect("encode"), vec![2]);
+    assert_eq!(pre.tokenizer.encode("ba<|im_end|>").expect("encode"), vec![1, 0, 3]);
+    assert_eq!(pre.tokenizer.eos_id, 3);
+    // Every variable of the model gets a weight, and the forward runs.
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let model = pre.build(&mut vs, None, tch::Kind::Float).expect("build");
+    let x = tch::Tensor::from_slice(&[0i64, 1, 2]).view([1, 3]);
+    let logits = model.logits(&x, &x.ones_like(), Adapter::Off);
+    assert_eq!(logits.size(), [1, 3, 4]);
+    // Saved as safetensors + config.json + tokenizer.json, it loads back identically.
+    let dir = std::env::temp_dir().join(format!("panacea-lm-tiny-{}", std::process::id()));
+    pre.save_dir(&dir).expect("save");
+    let back = Pretrained::from_dir(&dir).expect("reload");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(back.config, pre.config);
+    assert_eq!(back.tensors.len(), pre.tensors.len());
+    for ((n1, t1), (n2, t2)) in back.tensors.iter().zip(&pre.tensors) {
+        assert_eq!(n1, n2);
+        assert!(t1.equal(t2), "{n1}");
+    }
 }
