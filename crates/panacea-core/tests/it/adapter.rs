@@ -321,3 +321,38 @@ fn sigma_and_scale_are_excluded_from_weight_decay() {
     // U ← U − lr·wd·U = 0.95·U.
     assert!(max_abs_diff(&lora.u, &(u0 * 0.95)) < 1e-7, "U should be decayed");
 }
+
+#[test]
+fn adapter_master_weights_stay_f32_under_a_bf16_base() {
+    setup();
+    let c = cfg(4, 2, 8.0);
+    let mut l = layer(&c, 16, 8, Kind::Float);
+    randomise_diagonal(&l);
+    l.base_vs.bfloat16();
+    let x = Tensor::randn([2, 3, 16], (Kind::BFloat16, Device::Cpu));
+    let pref = Tensor::from_slice(&[0.3f32, 0.7]);
+    let y = l.layer.forward(&x, Adapter::On { pref: &pref });
+    assert_eq!(y.kind(), Kind::BFloat16);
+    y.to_kind(Kind::Float).sum(Kind::Float).backward();
+    let lora = l.layer.lora.as_ref().expect("adapted");
+    for (name, t) in adapter_variables(&l.adapter_vs) {
+        assert_eq!(t.kind(), Kind::Float, "{name} must stay f32");
+    }
+    assert_eq!(lora.u.grad().kind(), Kind::Float);
+    // The bf16 result agrees with the f32 formula to bf16 precision.
+    let x32 = x.to_kind(Kind::Float);
+    let bias32 = l.layer.bias.as_ref().map(|b| b.to_kind(Kind::Float));
+    let want = tch::no_grad(|| {
+        x32.linear(&l.layer.weight.to_kind(Kind::Float), bias32.as_ref())
+            + lora.forward(&x32, &pref)
+    });
+    let y32 = y.to_kind(Kind::Float);
+    let rel =
+        (&y32 - &want).abs().max().double_value(&[]) / want.abs().max().double_value(&[]).max(1e-6);
+    assert!(rel < 3e-2, "bf16 vs f32: relative {rel}");
+    // Merging a bf16 base rounds once from W0 and keeps W0 untouched.
+    let w0 = l.layer.weight.copy();
+    tch::no_grad(|| l.layer.merge(&pref)).expect("merge");
+    l.layer.unmerge();
+    assert!(l.layer.weight.equal(&w0));
+}
