@@ -1347,6 +1347,9 @@ mod tests {
     #[test]
     fn tiny_pipeline_writes_a_complete_report() {
         panacea_core::device::init_torch();
+        // One intra-op thread: the tiny model gains nothing from more, and test binaries run
+        // their tests in parallel on small shared machines.
+        tch::set_num_threads(1);
         let Ok(dir) = panacea_lm::resolve_model("smollm2-135m") else {
             eprintln!("SKIPPED: smollm2-135m tokenizer not cached (`cargo xtask test` fetches it)");
             return;
