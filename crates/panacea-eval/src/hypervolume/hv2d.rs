@@ -1,12 +1,13 @@
 //! Exact 2-D hypervolume by a sweep, O(n log n) (Beume et al., IEEE TEVC 13(5) 2009, the
 //! 2-D case of the dimension sweep; metrics.md §2).
 //!
-//! Sort by f1 ascending (ties by f2), keep the running minimum of f2; every point that lowers it
+//! Sort by f1 ascending, keep the running minimum of f2; every point that lowers it
 //! adds the rectangle [a1, r1] × [a2, y_prev].
 
 /// HV of minimisation points that all strictly dominate `r`.
 pub(crate) fn hv2d(points: &mut [[f64; 2]], r: [f64; 2]) -> f64 {
-    points.sort_unstable_by(|a, b| a[0].total_cmp(&b[0]).then(a[1].total_cmp(&b[1])));
+    // Ties in f1 may come in any order: a later, lower f2 adds the rest of the same column.
+    points.sort_unstable_by_key(|a| super::hv3d::order_key(a[0]));
     let mut y_prev = r[1];
     let mut volume = 0.0;
     for p in points.iter() {

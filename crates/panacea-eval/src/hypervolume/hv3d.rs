@@ -15,7 +15,7 @@ use super::hv4d::stair_insert;
 
 /// Maps a finite f64 to a u64 with the same order, so the tree compares plain integers.
 #[inline]
-fn key(x: f64) -> u64 {
+pub(crate) fn order_key(x: f64) -> u64 {
     let bits = (x + 0.0).to_bits(); // + 0.0 turns −0.0 into +0.0
     if bits >> 63 == 1 {
         !bits
@@ -37,7 +37,7 @@ pub(crate) fn hv3d(points: &mut [[f64; 3]], r: [f64; 3]) -> f64 {
         return 0.0;
     }
     // Order among equal f3 does not matter: the volume between them is area × 0.
-    points.sort_unstable_by(|a, b| a[2].total_cmp(&b[2]));
+    points.sort_unstable_by_key(|a| order_key(a[2]));
     let mut stair: Vec<[f64; 2]> = Vec::new();
     let mut area = 0.0;
     let mut volume = 0.0;
@@ -45,7 +45,7 @@ pub(crate) fn hv3d(points: &mut [[f64; 3]], r: [f64; 3]) -> f64 {
     for (i, p) in points.iter().enumerate() {
         if stair.len() > VEC_LIMIT {
             let tree: BTreeMap<u64, (f64, f64)> =
-                stair.iter().map(|s| (key(s[0]), (s[0], s[1]))).collect();
+                stair.iter().map(|s| (order_key(s[0]), (s[0], s[1]))).collect();
             return volume + sweep_tree(&points[i..], r, tree, area, z_prev);
         }
         volume += area * (p[2] - z_prev);
@@ -69,7 +69,7 @@ fn sweep_tree(
     for p in points {
         volume += area * (p[2] - z_prev);
         z_prev = p[2];
-        let kx = key(p[0]);
+        let kx = order_key(p[0]);
         // The staircase point with the largest f1 ≤ p1 dominates p's projection iff its f2 ≤ p2.
         let left_y = match stair.range(..=kx).next_back() {
             Some((_, &(_, y))) if y <= p[1] => continue,
@@ -105,7 +105,7 @@ fn sweep_tree(
 /// Test hook: the same sweep with the `BTreeMap` staircase from the first point.
 #[cfg(test)]
 pub(crate) fn hv3d_tree_only(points: &mut [[f64; 3]], r: [f64; 3]) -> f64 {
-    points.sort_unstable_by(|a, b| a[2].total_cmp(&b[2]));
+    points.sort_unstable_by_key(|a| order_key(a[2]));
     match points.first() {
         Some(p) => sweep_tree(points, r, BTreeMap::new(), 0.0, p[2]),
         None => 0.0,

@@ -90,12 +90,9 @@ pub(crate) fn hv4d(points: &mut [[f64; 4]], r: [f64; 4]) -> f64 {
     if points.is_empty() {
         return 0.0;
     }
-    points.sort_unstable_by(|a, b| {
-        a[3].total_cmp(&b[3])
-            .then(a[2].total_cmp(&b[2]))
-            .then(a[1].total_cmp(&b[1]))
-            .then(a[0].total_cmp(&b[0]))
-    });
+    // Among equal f4 the order does not matter: the slab between them has zero height, and V3
+    // after the tie is the volume of the same set.
+    points.sort_unstable_by_key(|a| super::hv3d::order_key(a[3]));
     let r3 = [r[0], r[1], r[2]];
     let mut set: Vec<[f64; 3]> = Vec::with_capacity(points.len());
     let mut stair: Vec<[f64; 2]> = Vec::new();
