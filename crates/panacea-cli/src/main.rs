@@ -16,6 +16,7 @@ mod progress;
 mod run_dir;
 mod train_dpo;
 mod train_ppo;
+mod train_rm;
 
 /// Panacea: one language model steered along the Pareto front of several objectives by a
 /// preference vector given at inference time.
@@ -40,6 +41,10 @@ enum Command {
     ExportPeft(export_peft::Args),
     /// Every Pareto-front metric (HV, spacing, sparsity, R2, IGD, ε, …) of a points file.
     Metrics(metrics::Args),
+    /// Multi-objective PPO with a preference-conditioned SVD-LoRA adapter (the main job).
+    TrainPpo(train_ppo::Args),
+    /// Train reward/cost score models (backbone + scalar head) on preference pairs.
+    TrainRm(train_rm::Args),
     /// Measure the Pareto front of adapters across a λ grid against the base and report it.
     EvalFront(eval_front::Args),
     /// Multi-objective DPO of the preference adapter (linear or Tchebycheff aggregation).
@@ -65,6 +70,8 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::ExportPeft(args) => export_peft::run(args),
         Command::Metrics(args) => metrics::run(args),
+        Command::TrainPpo(args) => train_ppo::run(args),
+        Command::TrainRm(args) => train_rm::run(args),
         Command::TrainDpo(args) => train_dpo::run(args),
         Command::TrainPpo(args) => train_ppo::run(args),
         Command::EvalFront(args) => eval_front::run(args),
