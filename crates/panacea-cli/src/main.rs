@@ -41,16 +41,14 @@ enum Command {
     ExportPeft(export_peft::Args),
     /// Every Pareto-front metric (HV, spacing, sparsity, R2, IGD, ε, …) of a points file.
     Metrics(metrics::Args),
-    /// Multi-objective PPO with a preference-conditioned SVD-LoRA adapter (the main job).
-    TrainPpo(train_ppo::Args),
-    /// Train reward/cost score models (backbone + scalar head) on preference pairs.
-    TrainRm(train_rm::Args),
     /// Measure the Pareto front of adapters across a λ grid against the base and report it.
     EvalFront(eval_front::Args),
     /// Multi-objective DPO of the preference adapter (linear or Tchebycheff aggregation).
     TrainDpo(train_dpo::Args),
     /// Multi-objective PPO with a preference-conditioned SVD-LoRA adapter (the main job).
     TrainPpo(train_ppo::Args),
+    /// Train reward/cost score models (backbone + scalar head) on preference pairs.
+    TrainRm(train_rm::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,10 +68,9 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::ExportPeft(args) => export_peft::run(args),
         Command::Metrics(args) => metrics::run(args),
-        Command::TrainPpo(args) => train_ppo::run(args),
-        Command::TrainRm(args) => train_rm::run(args),
         Command::TrainDpo(args) => train_dpo::run(args),
         Command::TrainPpo(args) => train_ppo::run(args),
+        Command::TrainRm(args) => train_rm::run(args),
         Command::EvalFront(args) => eval_front::run(args),
     };
     match result {
