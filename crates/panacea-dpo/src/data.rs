@@ -63,9 +63,10 @@ pub enum DropReason {
 }
 
 impl EncodedPair {
-    /// Builds a pair from token ids. Each response gets `eos` appended; when prompt + response
-    /// + EOS exceeds `max_len` the response is cut at the limit (and then has no EOS).
-    /// `Err(reason)` when the pair must be dropped; labels must be in {+1, −1, 0}.
+    /// Builds a pair from token ids. Each response gets `eos` appended; when the prompt, the
+    /// response and the EOS exceed `max_len` tokens, the response is cut at the limit (and then
+    /// has no EOS). `Ok(Err(reason))` when the pair must be dropped; an error when a label is
+    /// not in {+1, −1, 0}.
     pub fn new(
         index: usize,
         prompt: &[i64],

@@ -280,7 +280,7 @@ impl<M: CausalLm> DpoTrainer<M> {
             }
         });
         let v = Tensor::cat(&[Tensor::cat(&halves[0], 0), Tensor::cat(&halves[1], 0)], 0); // [2B]
-        if let Some(c) = cache.as_deref_mut() {
+        if let Some(c) = cache {
             c.insert(&batch.index, &v)?;
         }
         Ok((v, false))
