@@ -161,6 +161,14 @@ pub(crate) struct Args {
     runs_dir: PathBuf,
 }
 
+#[cfg(test)]
+impl Args {
+    /// Flags for tests.
+    pub(crate) fn for_test(config: PathBuf, set: Vec<String>, runs_dir: PathBuf) -> Self {
+        Self { config, set, device: Some(DeviceChoice::Cpu), runs_dir }
+    }
+}
+
 /// Trains every configured score model in turn.
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let yaml = std::fs::read_to_string(&args.config)
