@@ -69,7 +69,9 @@ pub(crate) fn cache_dir() -> Result<PathBuf> {
 pub(crate) fn find() -> Result<Option<Libtorch>> {
     if let Some(p) = std::env::var_os("LIBTORCH").filter(|p| !p.is_empty()) {
         return from_dir(Path::new(&p), Source::Env)
-            .with_context(|| format!("LIBTORCH={} is not a usable libtorch", Path::new(&p).display()))
+            .with_context(|| {
+                format!("LIBTORCH={} is not a usable libtorch", Path::new(&p).display())
+            })
             .map(Some);
     }
     let marker = cache_dir()?.join("READY");
@@ -78,10 +80,9 @@ pub(crate) fn find() -> Result<Option<Libtorch>> {
     }
     let text = std::fs::read_to_string(&marker)
         .with_context(|| format!("reading {}", marker.display()))?;
-    let root = text
-        .lines()
-        .find_map(|l| l.strip_prefix("root="))
-        .with_context(|| format!("{} has no root= line (delete it to reinstall)", marker.display()))?;
+    let root = text.lines().find_map(|l| l.strip_prefix("root=")).with_context(|| {
+        format!("{} has no root= line (delete it to reinstall)", marker.display())
+    })?;
     match from_dir(Path::new(root), Source::Cache) {
         Ok(lt) => Ok(Some(lt)),
         // The marker points at a removed or damaged install: treat the cache as empty.
@@ -100,8 +101,13 @@ pub(crate) fn ensure() -> Result<Libtorch> {
 fn from_dir(root: &Path, source: Source) -> Result<Libtorch> {
     let lib = root.join("lib").join("libtorch_cpu.so");
     ensure!(lib.exists(), "{} does not exist", lib.display());
-    ensure!(root.join("include").join("torch").is_dir(), "{}/include/torch is missing", root.display());
-    let version = read_version(root).with_context(|| format!("reading the version of {}", root.display()))?;
+    ensure!(
+        root.join("include").join("torch").is_dir(),
+        "{}/include/torch is missing",
+        root.display()
+    );
+    let version =
+        read_version(root).with_context(|| format!("reading the version of {}", root.display()))?;
     let plain = version.split('+').next().unwrap_or_default();
     ensure!(
         plain == TORCH_VERSION,
@@ -141,11 +147,9 @@ fn install(dir: &Path) -> Result<Libtorch> {
                 .with_context(|| format!("removing the broken venv {}", venv.display()))?;
         }
         eprintln!("xtask: creating a Python venv at {}", venv.display());
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .context("running python3 (hint: install Python 3 with its venv module, or set LIBTORCH)")?;
+        let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context(
+            "running python3 (hint: install Python 3 with its venv module, or set LIBTORCH)",
+        )?;
         ensure!(status.success(), "`python3 -m venv {}` failed", venv.display());
     }
     eprintln!(
@@ -163,7 +167,11 @@ fn install(dir: &Path) -> Result<Libtorch> {
         .output()
         .context("asking the venv where torch lives")?;
     if !out.status.success() {
-        bail!("`import torch` failed in {}: {}", venv.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "`import torch` failed in {}: {}",
+            venv.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let lt = from_dir(&root, Source::Cache)?;

@@ -36,6 +36,10 @@ mod tests {
             })
             .map(|f| f.display().to_string())
             .collect();
-        assert!(missing.is_empty(), "files without a leading `//!` doc comment:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "files without a leading `//!` doc comment:\n{}",
+            missing.join("\n")
+        );
     }
 }

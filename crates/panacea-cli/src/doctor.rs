@@ -35,7 +35,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
         println!("{v}");
     } else {
-        println!("libtorch library  {}", libtorch_lib.as_deref().unwrap_or("(not found in /proc/self/maps)"));
+        println!(
+            "libtorch library  {}",
+            libtorch_lib.as_deref().unwrap_or("(not found in /proc/self/maps)")
+        );
         match &init.cuda_load_error {
             None => println!("libtorch_cuda.so  loaded"),
             Some(e) => println!("libtorch_cuda.so  not loaded ({e})"),

@@ -135,7 +135,10 @@ impl Validator {
         if self.problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::Invalid { source_name: source_name.to_owned(), problems: self.problems })
+            Err(ConfigError::Invalid {
+                source_name: source_name.to_owned(),
+                problems: self.problems,
+            })
         }
     }
 }
@@ -168,7 +171,8 @@ pub fn parse_config<T: DeserializeOwned + Validate>(
         key,
         message,
     };
-    let mut root: Value = serde_yaml::from_str(yaml).map_err(|e| parse_err(".".into(), e.to_string()))?;
+    let mut root: Value =
+        serde_yaml::from_str(yaml).map_err(|e| parse_err(".".into(), e.to_string()))?;
     if root.is_null() {
         root = Value::Mapping(Mapping::new());
     }
@@ -196,8 +200,7 @@ pub fn apply_override(root: &mut Value, expr: &str) -> Result<(), ConfigError> {
     if key.is_empty() || key.split('.').any(str::is_empty) {
         return Err(bad("the key must be a dotted path such as ppo.lr".into()));
     }
-    let value: Value =
-        serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    let value: Value = serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
     let mut node = root;
     for segment in key.split('.') {
         node = match node {

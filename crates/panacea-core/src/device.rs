@@ -71,11 +71,9 @@ impl DeviceChoice {
         init_torch();
         match self {
             DeviceChoice::Cpu => Ok(tch::Device::Cpu),
-            DeviceChoice::Auto => Ok(if tch::Cuda::is_available() {
-                tch::Device::Cuda(0)
-            } else {
-                tch::Device::Cpu
-            }),
+            DeviceChoice::Auto => {
+                Ok(if tch::Cuda::is_available() { tch::Device::Cuda(0) } else { tch::Device::Cpu })
+            }
             DeviceChoice::Cuda(n) => {
                 if !tch::Cuda::is_available() {
                     return Err(CoreError::Device {
