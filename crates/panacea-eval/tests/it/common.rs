@@ -5,23 +5,21 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// `shared/testdata/metrics`, found next to the workspace (`<workspace>/../shared`) or inside it
-/// (`<workspace>/shared`), or at `$PANACEA_SHARED_DIR/testdata/metrics`.
+/// The known-answer files: `$PANACEA_SHARED_DIR/testdata/metrics` when set, else the copy vendored
+/// in this crate (`tests/data/metrics`, taken verbatim from the project's shared test data; see its
+/// README for provenance and licences), so the crate tests stand alone in any checkout.
 pub(crate) fn testdata_dir() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut candidates = Vec::new();
-    if let Ok(dir) = std::env::var("PANACEA_SHARED_DIR") {
-        candidates.push(PathBuf::from(dir));
-    }
-    candidates.push(manifest.join("../../shared"));
-    candidates.push(manifest.join("../../../shared"));
-    for c in &candidates {
-        let dir = c.join("testdata/metrics");
-        if dir.join("hv_cases.json").is_file() {
-            return dir;
-        }
-    }
-    panic!("shared/testdata/metrics not found in {candidates:?} (hint: set PANACEA_SHARED_DIR to the shared/ folder)");
+    let vendored = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/metrics");
+    let dir = match std::env::var("PANACEA_SHARED_DIR") {
+        Ok(shared) => PathBuf::from(shared).join("testdata/metrics"),
+        Err(_) => vendored,
+    };
+    assert!(
+        dir.join("hv_cases.json").is_file(),
+        "{} has no hv_cases.json (hint: unset PANACEA_SHARED_DIR to use the vendored copy)",
+        dir.display()
+    );
+    dir
 }
 
 /// The `cases` array of one shared file.
