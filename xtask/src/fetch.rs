@@ -147,8 +147,10 @@ pub(crate) fn ensure_model(name: &str) -> Result<PathBuf> {
     let _ = std::fs::remove_file(&marker);
     eprintln!("xtask: converting {} into {}", gguf.display(), dir.display());
     let lt = libtorch::ensure()?;
+    // Not --quiet: on a fresh machine this is the workspace's first build (several minutes), and
+    // its progress is all a CI log would otherwise show.
     let status = crate::run::cargo(&lt)
-        .args(["run", "--quiet", "-p", "panacea-cli", "--", "convert", "--input"])
+        .args(["run", "-p", "panacea-cli", "--", "convert", "--input"])
         .arg(&gguf)
         .arg("--output")
         .arg(&dir)
