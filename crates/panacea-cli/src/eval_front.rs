@@ -26,6 +26,7 @@
 //! linear in λ. The soup is merged into the base weights for one λ at a time (the originals are
 //! kept and copied back afterwards), so its batches hold one λ each.
 
+use crate::run_dir;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -1047,28 +1048,9 @@ fn markdown(
 // Run folders and the latest PPO run
 // ---------------------------------------------------------------------------------------------
 
-/// UTC `yyyy-mm-dd-HHMM` of a Unix time (civil-from-days, H. Hinnant's algorithm).
-fn utc_stamp(unix_secs: u64) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let secs = unix_secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}-{:02}{:02}", secs / 3600, (secs % 3600) / 60)
-}
-
 /// A fresh `runs/<stamp>-eval-front[-n]` folder path (not yet created).
 fn default_out_dir(runs: &Path) -> PathBuf {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let base = format!("{}-eval-front", utc_stamp(now));
+    let base = format!("{}-eval-front", run_dir::utc_stamp(run_dir::now_secs()).0);
     let mut dir = runs.join(&base);
     let mut n = 2;
     while dir.exists() {
@@ -1295,16 +1277,6 @@ mod tests {
     use panacea_core::checkpoint::{save_adapter, BaseModelId};
     use panacea_core::SvdLoraConfig;
     use panacea_lm::{init_random, LlamaConfig};
-
-    #[test]
-    fn utc_stamp_matches_known_dates() {
-        // 2026-11-27 04:14 UTC = 1_795_753_... computed as days since 1970 × 86400 + 4 h 14 min:
-        // 2026-11-27 is day 20_784 (Python: date(2026,11,27) - date(1970,1,1)).
-        assert_eq!(utc_stamp(20_784 * 86_400 + 4 * 3600 + 14 * 60 + 59), "2026-11-27-0414");
-        assert_eq!(utc_stamp(0), "1970-01-01-0000");
-        // 2000-02-29 (leap day) is day 11_016.
-        assert_eq!(utc_stamp(11_016 * 86_400), "2000-02-29-0000");
-    }
 
     #[test]
     fn latest_ppo_checkpoint_picks_newest_run_and_highest_step() {
