@@ -33,7 +33,6 @@ use panacea_rlhf::testing::{EvenTokenFraction, NegativeLength, OddTokenFraction}
 use panacea_rlhf::{PpoParts, PpoTrainer, PromptBatch};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use tch::{nn, Kind, Tensor};
 
 use crate::progress::Progress;
@@ -109,7 +108,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     );
 
     // Run folder.
-    let base_hash = hash_base(&base_vs)?;
+    // The same recipe as DPO, so PPO and DPO adapters of one base carry the same base hash.
+    let base_hash = panacea_dpo::ref_cache::hash_var_store(&base_vs)?;
     let folder_cfg = AdapterFolderConfig::new(
         &cfg.model.adapter,
         &cfg.objectives.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
@@ -389,25 +389,6 @@ fn save_checkpoint(
         format!("{}\n", serde_json::to_string_pretty(&state)?).as_bytes(),
     )?;
     Ok(dir)
-}
-
-/// Hex SHA-256 over every base variable in sorted name order (name, kind, shape, bytes): the
-/// same recipe as panacea-dpo's `hash_var_store`, so PPO and DPO adapters of one base agree.
-fn hash_base(vs: &nn::VarStore) -> Result<String> {
-    let vars = vs.variables();
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    let mut h = Sha256::new();
-    for name in names {
-        let t = vars[name].detach().to_device(tch::Device::Cpu).contiguous();
-        h.update(name.as_bytes());
-        h.update(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
-        let n = t.numel() * t.kind().elt_size_in_bytes();
-        let mut buf = vec![0u8; n];
-        t.f_copy_data_u8(&mut buf, t.numel())?;
-        h.update(&buf);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Mean utility per objective of greedy responses to `prompts` under `pref` (None: the base
