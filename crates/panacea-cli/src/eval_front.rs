@@ -634,21 +634,16 @@ pub(crate) fn evaluate(
             &m.label, &policy, tokenizer, &rendered, prompts, &rows, cfg, &scorers, device,
         )?;
         n_rows += rows.len();
-        for (i, l) in grid.iter().enumerate() {
-            examples.push((
-                m.label.clone(),
-                l.to_string(),
-                prompts[0].clone(),
-                texts[i * np * ns].clone(),
-            ));
-        }
-        let pp = per_prompt_means(&scores, grid.len(), np, ns);
-        let front = Front {
-            prefs: grid.iter().map(|l| l.as_slice().to_vec()).collect(),
-            points: panacea_eval::mean_front(&pp)?,
-            labels: objectives.clone(),
-        };
-        out.push(MethodInput { name: m.label.clone(), front, per_prompt: Some(pp) });
+        out.push(grid_method(
+            &m.label,
+            &grid,
+            prompts,
+            ns,
+            &objectives,
+            &scores,
+            &texts,
+            &mut examples,
+        )?);
         sources.push(Some(m.adapter.display().to_string()));
     }
 
@@ -657,21 +652,16 @@ pub(crate) fn evaluate(
             soup, model, tokenizer, &rendered, prompts, &grid, cfg, &scorers, device,
         )?;
         n_rows += scores.len();
-        for (i, l) in grid.iter().enumerate() {
-            examples.push((
-                soup.label.clone(),
-                l.to_string(),
-                prompts[0].clone(),
-                texts[i * np * ns].clone(),
-            ));
-        }
-        let pp = per_prompt_means(&scores, grid.len(), np, ns);
-        let front = Front {
-            prefs: grid.iter().map(|l| l.as_slice().to_vec()).collect(),
-            points: panacea_eval::mean_front(&pp)?,
-            labels: objectives.clone(),
-        };
-        out.push(MethodInput { name: soup.label.clone(), front, per_prompt: Some(pp) });
+        out.push(grid_method(
+            &soup.label,
+            &grid,
+            prompts,
+            ns,
+            &objectives,
+            &scores,
+            &texts,
+            &mut examples,
+        )?);
         let names: Vec<String> = soup.adapters.iter().map(|a| a.display().to_string()).collect();
         sources.push(Some(format!("soup of {}", names.join(" + "))));
     }
@@ -685,6 +675,37 @@ pub(crate) fn evaluate(
         rows: n_rows,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// One method's front over the grid from its scored rows (in [λ][prompt][sample] order), and
+/// one example response per λ (the first prompt's first sample) for the report.
+#[allow(clippy::too_many_arguments)]
+fn grid_method(
+    label: &str,
+    grid: &[PreferenceVector],
+    prompts: &[String],
+    samples_per_prompt: usize,
+    objectives: &[String],
+    scores: &[Vec<f64>],
+    texts: &[String],
+    examples: &mut Vec<(String, String, String, String)>,
+) -> anyhow::Result<MethodInput> {
+    let (np, ns) = (prompts.len(), samples_per_prompt);
+    for (i, l) in grid.iter().enumerate() {
+        examples.push((
+            label.to_owned(),
+            l.to_string(),
+            prompts[0].clone(),
+            texts[i * np * ns].clone(),
+        ));
+    }
+    let pp = per_prompt_means(scores, grid.len(), np, ns);
+    let front = Front {
+        prefs: grid.iter().map(|l| l.as_slice().to_vec()).collect(),
+        points: panacea_eval::mean_front(&pp)?,
+        labels: objectives.to_vec(),
+    };
+    Ok(MethodInput { name: label.to_owned(), front, per_prompt: Some(pp) })
 }
 
 /// Generates and scores the soup θ(λ) = W0 + Σ_i λ_i ΔW_i for every grid λ, one λ per batch
