@@ -138,9 +138,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     for step in 1..=cfg.train.steps {
         let t0 = Instant::now();
         let batch = cursor.next_batch(&train_prompts, cfg.train.batch_size, &mut rng.data);
-        let pref = cfg.preference.sample(k, &mut rng.preference)?; // fixed for the whole step
+        // λ is drawn before generation and fixed for the whole step (per row when configured).
+        let prefs = if cfg.train.preference_per_row {
+            cfg.preference.sample_rows(k, batch.len(), &mut rng.preference)?
+        } else {
+            vec![cfg.preference.sample(k, &mut rng.preference)?]
+        };
         let m =
-            trainer.step(&batch, &pref, &mut rng).with_context(|| format!("PPO step {step}"))?;
+            trainer.step(&batch, &prefs, &mut rng).with_context(|| format!("PPO step {step}"))?;
         let ms = t0.elapsed().as_millis();
         let scores: Vec<String> =
             names.iter().zip(&m.score_mean).map(|(n, s)| format!("{n} {s:.3}")).collect();

@@ -410,6 +410,11 @@ pub struct TrainConfig {
     /// Eval prompts used for the final e_1 / e_2 comparison (greedy), ≥ 1.
     #[serde(default = "d_eval_prompts")]
     pub eval_prompts: usize,
+    /// Draw one λ per prompt row instead of one per step (method.md §2.2, [ours]): each
+    /// rollout then covers several points of the simplex, and each row keeps its λ through
+    /// the whole step. The paper shares one λ per step (false).
+    #[serde(default)]
+    pub preference_per_row: bool,
 }
 
 /// The whole `train-ppo` config file.

@@ -65,10 +65,28 @@ impl RewardSource for NegativeLength {
 /// A tiny random-init policy on the CPU: (base VarStore, adapter VarStore, model). The base
 /// has [`LlamaConfig::tiny`]'s shapes (2 layers, D = 64, the real 49,152-token vocabulary).
 pub fn tiny_policy(adapter: &SvdLoraConfig, seed: i64) -> (nn::VarStore, nn::VarStore, Llama) {
+    tiny_policy_with(&LlamaConfig::tiny(), adapter, seed)
+}
+
+/// [`LlamaConfig::tiny`] with a 16-token vocabulary: a random-init policy then puts visible
+/// probability on every token, so token-level toy rewards give a learning signal from step 1
+/// (with 49,152 tokens each one starts near 2·10⁻⁵).
+pub fn toy_vocab_config() -> LlamaConfig {
+    LlamaConfig { vocab_size: 16, ..LlamaConfig::tiny() }
+}
+
+/// A random-init policy of the given shape on the CPU: (base VarStore, adapter VarStore, model).
+pub fn tiny_policy_with(
+    config: &LlamaConfig,
+    adapter: &SvdLoraConfig,
+    seed: i64,
+) -> (nn::VarStore, nn::VarStore, Llama) {
     let base_vs = nn::VarStore::new(Device::Cpu);
     let adapter_vs = nn::VarStore::new(Device::Cpu);
-    let model =
-        Llama::new(&base_vs.root(), Some((&adapter_vs.root(), adapter)), &LlamaConfig::tiny());
+    // The adapter's U and V are drawn from libtorch's global generator while the model is
+    // built; seed it first so the policy does not depend on what ran before.
+    tch::manual_seed(seed);
+    let model = Llama::new(&base_vs.root(), Some((&adapter_vs.root(), adapter)), config);
     init_random(&base_vs, seed);
     (base_vs, adapter_vs, model)
 }

@@ -53,7 +53,7 @@ pub struct PpoParts {
 pub struct PpoStepMetrics {
     /// 1-based step number.
     pub step: u64,
-    /// The preference of this step: [K].
+    /// The preference of this step (the mean over rows when each row has its own): [K].
     pub pref: Vec<f64>,
     /// Every distinct preference row the PPO update fed to the policy and the critic.
     pub pref_used: Vec<Vec<f64>>,
@@ -217,40 +217,59 @@ impl PpoTrainer {
         self.objectives.len()
     }
 
-    /// One PPO step under the preference `pref` (sampled by the caller before generation).
+    /// One PPO step under the preferences `prefs`, sampled by the caller before generation:
+    /// one vector shared by every row (the paper), or one per prompt row (method.md §2.2,
+    /// per-row preference), so one rollout covers several points of the simplex.
     #[tracing::instrument(skip_all, fields(step = self.step + 1))]
     pub fn step(
         &mut self,
         batch: &PromptBatch,
-        pref: &PreferenceVector,
+        prefs: &[PreferenceVector],
         rng: &mut RunRng,
     ) -> Result<PpoStepMetrics, RlhfError> {
         self.step += 1;
-        let exp = self.make_experience(batch, pref, rng)?;
+        let exp = self.make_experience(batch, prefs, rng)?;
         self.learn(&exp, rng)
+    }
+
+    /// The step's preference rows [B, K] (f32): `prefs` holds one vector for every row or
+    /// exactly one per row.
+    fn preference_rows(&self, prefs: &[PreferenceVector], b: usize) -> Result<Tensor, RlhfError> {
+        let k = self.k();
+        for p in prefs {
+            p.expect_len(k)?;
+        }
+        let flat: Vec<f32> = match prefs.len() {
+            1 => prefs[0].as_slice().iter().map(|&x| x as f32).cycle().take(b * k).collect(),
+            n if n == b => prefs.iter().flat_map(|p| p.as_slice().iter().map(|&x| x as f32)).collect(),
+            n => {
+                return Err(RlhfError::Invalid {
+                    what: "step preferences".into(),
+                    reason: format!(
+                        "{n} preference vectors for {b} prompt rows; hint: pass one shared \
+                         vector or one per row"
+                    ),
+                })
+            }
+        };
+        Ok(Tensor::from_slice(&flat).view([b as i64, k as i64]).to_device(self.policy.device()))
     }
 
     /// Steps 1–5 of style.md §3.1: rollout, scores, log-probs, values, rewards, advantages.
     pub fn make_experience(
         &mut self,
         batch: &PromptBatch,
-        pref: &PreferenceVector,
+        prefs: &[PreferenceVector],
         rng: &mut RunRng,
     ) -> Result<Experience, RlhfError> {
         let k = self.k();
-        pref.expect_len(k)?;
         if batch.is_empty() {
             return Err(RlhfError::Invalid { what: "prompt batch".into(), reason: "empty".into() });
         }
         let step = self.step;
         let dev = self.policy.device();
         let b = batch.len() as i64;
-        let pref_t = pref
-            .to_tensor(dev)
-            .to_kind(Kind::Float)
-            .unsqueeze(0)
-            .expand([b, k as i64], false)
-            .contiguous(); // [B, K]
+        let pref_t = self.preference_rows(prefs, batch.len())?; // [B, K]
 
         // 1. Rollout under On{λ}.
         let gen = rollout(&self.policy, batch, &pref_t, &self.gen_cfg, &mut rng.sampling)?;
@@ -467,8 +486,12 @@ impl PpoTrainer {
             .mean(Kind::Float)
             .double_value(&[]);
         let response_len = exp.act_mask.sum(Kind::Float).double_value(&[]) / b as f64;
-        let pref: Vec<f64> =
-            Vec::try_from(exp.pref.get(0).to_kind(Kind::Double).to_device(tch::Device::Cpu))?;
+        let pref: Vec<f64> = Vec::try_from(
+            exp.pref
+                .to_kind(Kind::Double)
+                .mean_dim([0i64].as_slice(), false, Kind::Double)
+                .to_device(tch::Device::Cpu),
+        )?;
         Ok(PpoStepMetrics {
             step,
             pref,

@@ -78,7 +78,7 @@ fn ppo_steps_move_every_adapter_tensor_and_no_base_tensor_with_lambda_fixed() {
             // Split the step to look at the experience: it records the λ it was generated
             // with, on every row, and the update uses exactly that λ.
             t.step += 1;
-            let exp = t.make_experience(&batch, &pref, &mut rng).expect("experience");
+            let exp = t.make_experience(&batch, std::slice::from_ref(&pref), &mut rng).expect("experience");
             let rows: Vec<Vec<f64>> =
                 Vec::try_from(exp.pref.to_kind(tch::Kind::Double)).expect("rows");
             for r in &rows {
@@ -95,7 +95,7 @@ fn ppo_steps_move_every_adapter_tensor_and_no_base_tensor_with_lambda_fixed() {
             );
             assert_eq!(m.pref_used[0], rows[0]);
         } else {
-            let m = t.step(&batch, &pref, &mut rng).expect("step");
+            let m = t.step(&batch, std::slice::from_ref(&pref), &mut rng).expect("step");
             assert_eq!(m.step, step);
             assert_eq!(m.pref_used.len(), 1);
             for (a, b) in m.pref_used[0].iter().zip(pref.as_slice()) {
@@ -141,7 +141,7 @@ fn lagrangian_runs_alongside_preference_conditioning() {
     );
     let mut rng = seed_everything(5);
     let pref = PreferenceVector::new(vec![0.2, 0.5, 0.3]).expect("pref");
-    let m = t.step(&prompts(), &pref, &mut rng).expect("step");
+    let m = t.step(&prompts(), std::slice::from_ref(&pref), &mut rng).expect("step");
     // The cost of objective 1 is the raw score of OddTokenFraction ∈ [0, 1], far above the
     // threshold −100, so μ grows: log μ = 0 + 0.01·(mean cost + 100)·1 > 0.
     let mu = m.lagrange_mu.expect("mu");
@@ -164,11 +164,112 @@ fn non_finite_score_stops_the_step_and_names_it() {
         trainer(config(), vec![Box::new(NanSource)], vec![Objective::reward("bad")]);
     let mut rng = seed_everything(1);
     let pref = PreferenceVector::new(vec![1.0]).expect("pref");
-    match t.step(&prompts(), &pref, &mut rng) {
+    match t.step(&prompts(), std::slice::from_ref(&pref), &mut rng) {
         Err(RlhfError::NonFinite { step, what, .. }) => {
             assert_eq!(step, 1);
             assert_eq!(what, "score[bad]");
         }
         other => panic!("expected NonFinite, got {other:?}"),
+    }
+}
+
+/// Mean even-token fraction of 64 sampled responses (8 draws of each of 8 prompts) under
+/// `adapter`, with a fixed sampling seed so the three settings compared see the same noise.
+fn even_fraction(t: &PpoTrainer, adapter: Option<&PreferenceVector>) -> f64 {
+    use panacea_core::adapter::Adapter;
+    use rand::SeedableRng;
+    let ids: Vec<Vec<i64>> = (0..64).map(|i| vec![1, 3 + (i % 8) as i64]).collect();
+    let cfg = panacea_lm::GenerateConfig {
+        max_new_tokens: 8,
+        sampling: panacea_lm::Sampling::Sample { temperature: 1.0, top_k: None, top_p: None },
+        eos_id: 2,
+        pad_id: 2,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let pref_t = adapter.map(|p| {
+        p.to_tensor(tch::Device::Cpu).to_kind(tch::Kind::Float).unsqueeze(0).expand([64, 2], false)
+    });
+    let mode = match &pref_t {
+        Some(p) => Adapter::On { pref: p },
+        None => Adapter::Off,
+    };
+    let g = tch::no_grad(|| panacea_lm::generate_ids(&t.policy, &ids, mode, &cfg, &mut rng))
+        .expect("generate");
+    let view = RolloutView {
+        seq: &g.ids,
+        mask: &g.attention_mask,
+        response_ids: &g.response_ids,
+        response_mask: &g.response_mask,
+        prompts: &[],
+        responses: &[],
+    };
+    let v = EvenTokenFraction.score(&view).expect("score");
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Trains the parity pair (even vs odd token ids, in direct conflict) on a 16-token random-init
+/// policy for 40 steps and returns the even fraction under the base, λ = e_1 and λ = e_2.
+fn train_parity(per_row: bool) -> (f64, f64, f64) {
+    panacea_core::device::init_torch();
+    let mut adapter = SvdLoraConfig::new(2);
+    adapter.rank = 4;
+    adapter.alpha = 32.0;
+    let (_base_vs, adapter_vs, policy) = panacea_rlhf::testing::tiny_policy_with(
+        &panacea_rlhf::testing::toy_vocab_config(),
+        &adapter,
+        7,
+    );
+    let mut cfg = PpoConfig::default();
+    cfg.rollout.max_new_tokens = 8;
+    cfg.ppo.mini_batch_size = 8;
+    cfg.ppo.update_iters = 2;
+    cfg.optim.actor_lr = 1e-2;
+    cfg.optim.critic_lr = 1e-2;
+    cfg.optim.warmup_ratio = 0.0;
+    let steps = 40u64;
+    let parts = PpoParts {
+        policy,
+        adapter_vs,
+        critic_adapter: adapter,
+        objectives: vec![Objective::reward("even"), Objective::reward("odd")],
+        sources: vec![Box::new(EvenTokenFraction), Box::new(OddTokenFraction)],
+        tokenizer: None,
+        eos_id: 2,
+        pad_id: 2,
+        total_steps: steps,
+    };
+    let mut t = PpoTrainer::new(cfg, parts).expect("trainer");
+    let mut rng: RunRng = seed_everything(3);
+    let sampler = PreferenceSampler::Dirichlet { vertex_prob: 0.3 };
+    let ids: Vec<Vec<i64>> = (0..16).map(|i| vec![1, 3 + (i % 8) as i64]).collect();
+    let batch = PromptBatch { prompts: vec![String::new(); 16], ids };
+    let base = even_fraction(&t, None);
+    for _ in 0..steps {
+        let prefs = if per_row {
+            sampler.sample_rows(2, batch.len(), &mut rng.preference).expect("prefs")
+        } else {
+            vec![sampler.sample(2, &mut rng.preference).expect("pref")]
+        };
+        let m = t.step(&batch, &prefs, &mut rng).expect("step");
+        let distinct = m.pref_used.len();
+        assert!(if per_row { distinct > 1 } else { distinct == 1 }, "{:?}", m.pref_used);
+    }
+    let e1 = even_fraction(&t, Some(&PreferenceVector::vertex(2, 0).expect("e1")));
+    let e2 = even_fraction(&t, Some(&PreferenceVector::vertex(2, 1).expect("e2")));
+    (base, e1, e2)
+}
+
+#[test]
+fn ppo_moves_even_and_odd_objectives_apart_along_the_preference() {
+    // After training, sampling under λ = e_1 must give more even tokens than the base and
+    // λ = e_2 fewer: the direction check the main job asks for, on a model small enough for
+    // CI. One λ per step (the paper) and one per row (ours) must both separate.
+    for per_row in [false, true] {
+        let (base, e1, e2) = train_parity(per_row);
+        eprintln!("per_row {per_row}: even fraction base {base:.3}, e1 {e1:.3}, e2 {e2:.3}");
+        assert!(
+            e1 > base + 0.05 && e2 < base - 0.05 && e1 - e2 > 0.2,
+            "per_row {per_row}: base {base:.3}, e1 {e1:.3}, e2 {e2:.3}"
+        );
     }
 }

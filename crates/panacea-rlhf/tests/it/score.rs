@@ -97,6 +97,6 @@ fn reward_model_learns_held_out_pairs_round_trips_and_drives_ppo() {
     let batch =
         PromptBatch { prompts: vec![String::new(); 2], ids: vec![vec![1, 10], vec![1, 11, 12]] };
     let pref = PreferenceVector::new(vec![0.5, 0.5]).expect("pref");
-    let m = t.step(&batch, &pref, &mut run_rng).expect("step");
+    let m = t.step(&batch, std::slice::from_ref(&pref), &mut run_rng).expect("step");
     assert!(m.score_mean[0].is_finite() && m.policy_loss.is_finite(), "{m:?}");
 }
