@@ -10,6 +10,7 @@ mod doctor;
 mod eval_front;
 mod export_peft;
 mod generate;
+mod interrupt;
 mod metrics;
 mod perplexity;
 mod progress;

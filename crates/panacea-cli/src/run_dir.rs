@@ -1,6 +1,7 @@
 //! Run folders: `runs/<yyyy-mm-dd-HHMM>-<config-stem>/` holding the resolved config, the
 //! command line, a manifest (git hash, libtorch version, data hashes, seed), `metrics.jsonl`,
-//! checkpoints written atomically (temporary file, then rename) and a `.gitignore` with `*`.
+//! checkpoint folders written atomically (`checkpoints/step-NNNNNN/`, staged then renamed) and a
+//! `.gitignore` with `*`.
 //! Generic over the job: PPO, reward-model and DPO training all use it.
 
 use std::fs::{File, OpenOptions};
@@ -89,7 +90,65 @@ impl RunDir {
     pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
+
+    /// Writes `checkpoints/step-NNNNNN/` as a whole: `fill` writes the job's files (the native
+    /// adapter folder files, trainer tensors) into a staging folder, then the loop state goes
+    /// in as [`LOOP_STATE_FILE`] and the folder is renamed into place. A checkpoint folder
+    /// therefore either is complete or does not exist, whatever stops the process.
+    pub(crate) fn save_checkpoint<S: serde::Serialize>(
+        &self,
+        step: u64,
+        loop_state: &S,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let parent = self.path.join(CHECKPOINTS_DIR);
+        let dir = parent.join(format!("step-{step:06}"));
+        let tmp = parent.join(format!(".step-{step:06}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        fill(&tmp).with_context(|| format!("writing checkpoint {}", dir.display()))?;
+        let text = serde_json::to_string_pretty(loop_state)?;
+        write_atomic(&tmp.join(LOOP_STATE_FILE), format!("{text}\n").as_bytes())?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("replacing checkpoint {}", dir.display()))?;
+        }
+        std::fs::rename(&tmp, &dir)
+            .with_context(|| format!("moving {} into place", tmp.display()))?;
+        Ok(dir)
+    }
+
+    /// The complete checkpoint with the highest step, if any: (step, folder, loop state).
+    pub(crate) fn latest_checkpoint<S: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Option<(u64, PathBuf, S)>> {
+        let parent = self.path.join(CHECKPOINTS_DIR);
+        let Ok(entries) = std::fs::read_dir(&parent) else { return Ok(None) };
+        let mut best: Option<(u64, PathBuf)> = None;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            if e.path().join(LOOP_STATE_FILE).is_file() && best.as_ref().is_none_or(|b| step > b.0)
+            {
+                best = Some((step, e.path()));
+            }
+        }
+        let Some((step, dir)) = best else { return Ok(None) };
+        let path = dir.join(LOOP_STATE_FILE);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let state = serde_json::from_slice(&bytes).with_context(|| {
+            format!("parsing {}; hint: was it written by this version?", path.display())
+        })?;
+        Ok(Some((step, dir, state)))
+    }
 }
+
+/// Checkpoint folders live here inside a run folder.
+pub(crate) const CHECKPOINTS_DIR: &str = "checkpoints";
+/// The training loop's own state (step, RNG streams, data cursor) in a checkpoint folder.
+pub(crate) const LOOP_STATE_FILE: &str = "trainer_state.json";
 
 fn open_append(path: &Path) -> Result<File> {
     OpenOptions::new()

@@ -5,13 +5,14 @@
 //!
 //! Without `--config` the embedded default (`configs/dpo-default.yaml`: SmolLM2-135M, the
 //! bundled pairs, two objectives, CPU) runs. `--resume RUN_DIR` continues a run from its last
-//! checkpoint: the adapter, the step, the data order and the RNG streams are restored; Adam's
-//! moments are not (they restart from zero).
+//! checkpoint: the adapter, AdamW's moments, the step, the data order and the RNG streams are
+//! restored. Ctrl-C finishes the step, writes a checkpoint and exits with code 130.
 //!
 //! Run folder (the shared [`crate::run_dir::RunDir`]): `config.yaml` (resolved), `command.txt`,
 //! `manifest.json`, `metrics.jsonl`, `.gitignore`, plus `dpo_data.json` (what tokenisation kept
-//! and dropped, the base-model hash) and `checkpoint-<step>/` (the native adapter folder and
-//! `trainer_state.json`, written to a temporary folder and renamed into place).
+//! and dropped, the base-model hash) and `checkpoints/step-NNNNNN/` (the native adapter folder
+//! files, `optim.safetensors` and `trainer_state.json`, staged and renamed into place by
+//! [`crate::run_dir::RunDir::save_checkpoint`], the layout PPO uses too).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,7 +63,10 @@ pub(crate) struct Args {
     runs_dir: PathBuf,
 }
 
-/// Saved with every checkpoint: what a resumed run needs besides the adapter.
+/// AdamW's moments in a checkpoint folder.
+const OPTIM_FILE: &str = "optim.safetensors";
+
+/// Saved with every checkpoint: what a resumed run needs besides the adapter and the moments.
 #[derive(Serialize, Deserialize)]
 struct TrainerState {
     step: usize,
@@ -218,17 +222,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let mut run = match &args.resume {
         Some(dir) => {
             let run = RunDir::open(dir)?;
-            let (step, ckpt) = latest_checkpoint(dir)?
+            let (_, ckpt, state): (u64, PathBuf, TrainerState) = run
+                .latest_checkpoint()?
                 .with_context(|| format!("{} has no checkpoint to resume from", dir.display()))?;
-            load_adapter(&ckpt.join("adapter"), &trainer.adapter_vs, &folder_cfg)?;
-            let state: TrainerState = serde_json::from_slice(
-                &std::fs::read(ckpt.join("trainer_state.json"))
-                    .context("reading trainer_state.json")?,
-            )?;
+            load_adapter(&ckpt, &trainer.adapter_vs, &folder_cfg)?;
+            trainer.restore_optimizer(&ckpt.join(OPTIM_FILE), state.step)?;
             rng = RunRng::from_state(&state.rng);
             loader = state.loader;
             start = state.step;
-            trainer.set_steps_done(step);
             eprintln!("resuming {} from step {start}", dir.display());
             run
         }
@@ -263,6 +264,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         }
     };
     eprintln!("run folder {}", run.path.display());
+    let interrupt = crate::interrupt::Interrupt::install()?;
 
     // 6. The loop.
     let steps = cfg.train.steps;
@@ -340,13 +342,25 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
                 run.log_metrics(&line.json)?;
             }
         }
-        if (cfg.train.save_every > 0 && done % cfg.train.save_every == 0) || last {
+        let interrupted = interrupt.requested();
+        if (cfg.train.save_every > 0 && done % cfg.train.save_every == 0) || last || interrupted {
             let state = TrainerState { step: done, rng: rng.state(), loader: loader.clone() };
-            let dir = save_checkpoint(&run.path, &trainer, &folder_cfg, &state)?;
+            let dir = run.save_checkpoint(done as u64, &state, |dir| {
+                save_adapter(dir, &trainer.adapter_vs, &folder_cfg)?;
+                Ok(trainer.save_optimizer(&dir.join(OPTIM_FILE))?)
+            })?;
             for c in [&mut train_cache, &mut eval_cache].into_iter().flatten() {
                 c.save()?;
             }
             bar.println(&format!("saved {}", dir.display()));
+        }
+        if interrupted {
+            bar.finish();
+            eprintln!(
+                "interrupted after step {done}; continue with `panacea train-dpo --resume {}`",
+                run.path.display()
+            );
+            return Ok(ExitCode::from(130));
         }
     }
     bar.finish();
@@ -456,42 +470,6 @@ fn resolve_data_path(p: &Path) -> PathBuf {
             p.to_owned()
         }
     }
-}
-
-/// `checkpoint-<step>/{adapter/, trainer_state.json}`, written to a temporary folder and renamed.
-fn save_checkpoint(
-    run_dir: &Path,
-    trainer: &DpoTrainer<Llama>,
-    folder_cfg: &AdapterFolderConfig,
-    state: &TrainerState,
-) -> Result<PathBuf> {
-    let dir = run_dir.join(format!("checkpoint-{:06}", state.step));
-    let tmp = run_dir.join(format!(".checkpoint-{:06}.tmp", state.step));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    save_adapter(&tmp.join("adapter"), &trainer.adapter_vs, folder_cfg)?;
-    write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).with_context(|| format!("moving {} into place", tmp.display()))?;
-    Ok(dir)
-}
-
-/// The checkpoint with the highest step in `run_dir`, if any.
-fn latest_checkpoint(run_dir: &Path) -> Result<Option<(usize, PathBuf)>> {
-    let mut best: Option<(usize, PathBuf)> = None;
-    for e in std::fs::read_dir(run_dir).with_context(|| format!("reading {}", run_dir.display()))? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(step) = name.strip_prefix("checkpoint-").and_then(|s| s.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        if e.path().join("trainer_state.json").is_file() && best.as_ref().is_none_or(|b| step > b.0)
-        {
-            best = Some((step, e.path()));
-        }
-    }
-    Ok(best)
 }
 
 #[cfg(test)]

@@ -11,13 +11,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use panacea_core::checkpoint::{
-    save_adapter, write_safetensors_atomic, AdapterFolderConfig, BaseModelId,
-};
+use panacea_core::checkpoint::{load_adapter, save_adapter, AdapterFolderConfig, BaseModelId};
 use panacea_core::config::{parse_config, to_yaml};
 use panacea_core::device::DeviceChoice;
 use panacea_core::objective::utilities;
-use panacea_core::{seed_everything, Adapter, PreferenceVector};
+use panacea_core::seed::RunRngState;
+use panacea_core::{seed_everything, Adapter, PreferenceVector, RunRng};
 use panacea_data::{
     ConciseScorer, HarmlessScorer, LengthMeasure, PositiveScorer, PromptSet, Split,
 };
@@ -35,6 +34,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tch::{nn, Kind, Tensor};
 
+use crate::interrupt::Interrupt;
 use crate::progress::Progress;
 use crate::run_dir::{self, Manifest, RunDir};
 
@@ -54,22 +54,45 @@ pub(crate) struct Args {
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
+    /// Continue the run in this folder from its newest checkpoint (its config.yaml is used;
+    /// `--set` may still override, e.g. `--set train.steps=40` to train longer).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
+    resume: Option<PathBuf>,
     /// Folder that receives the run folder.
     #[arg(long, default_value = "runs")]
     runs_dir: PathBuf,
 }
 
+/// The loop's own state, saved as `trainer_state.json` in every checkpoint folder beside the
+/// adapter and the trainer's files ([`PpoTrainer::save_state`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoopState {
+    /// Steps completed.
+    step: u64,
+    /// Every RNG stream's position.
+    rng: RunRngState,
+    /// The data cursor (order of the current pass and position in it).
+    cursor: PromptCursor,
+}
+
 /// The training loop.
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
     // Config: struct defaults < YAML < --set, validated in one pass.
-    let (yaml, source, stem) = match &args.config {
-        Some(p) => {
+    let (yaml, source, stem) = match (&args.resume, &args.config) {
+        (Some(dir), _) => {
+            let p = dir.join("config.yaml");
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("reading {}; hint: pass a run folder", p.display()))?;
+            (text, p.display().to_string(), String::new())
+        }
+        (None, Some(p)) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading config {}", p.display()))?;
             let stem = p.file_stem().map_or("ppo".into(), |s| s.to_string_lossy().into_owned());
             (text, p.display().to_string(), stem)
         }
-        None => {
+        (None, None) => {
             (DEFAULT_CONFIG.to_owned(), "<embedded ppo-default.yaml>".into(), "ppo-default".into())
         }
     };
@@ -115,27 +138,61 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         &cfg.objectives.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
         BaseModelId { name: cfg.model.name.clone(), hash: base_hash.clone() },
     )?;
-    let mut run = RunDir::create(&args.runs_dir, &stem, &to_yaml(&cfg)?)?;
-    let mut data_hashes = vec![("base model weights".to_owned(), base_hash)];
-    for f in &data_files {
-        data_hashes.push((f.display().to_string(), run_dir::sha256_file(f)?));
-    }
-    run.write_manifest(&Manifest {
-        job: "train-ppo".into(),
-        git_hash: run_dir::git_hash(),
-        libtorch_version: run_dir::libtorch_version(),
-        device: format!("{device:?}"),
-        seed: cfg.seed,
-        data_hashes,
-        started_utc: run_dir::utc_stamp(run_dir::now_secs()).1,
-    })?;
+    let n_train = train_prompts.len();
+    let (mut run, start, mut cursor) = match &args.resume {
+        Some(dir) => {
+            let run = RunDir::open(dir)?;
+            let (step, ckpt, state): (u64, PathBuf, LoopState) =
+                run.latest_checkpoint()?.with_context(|| {
+                    format!("{} has no complete checkpoint to resume from", dir.display())
+                })?;
+            load_adapter(&ckpt, &trainer.adapter_vs, &folder_cfg)?;
+            trainer.restore_state(&ckpt)?;
+            if state.cursor.order.len() != n_train {
+                bail!(
+                    "{}: the checkpoint's data cursor covers {} prompts, the data now has {n_train}; \
+                     hint: the prompt files changed since the run started",
+                    ckpt.display(),
+                    state.cursor.order.len()
+                );
+            }
+            rng = RunRng::from_state(&state.rng);
+            eprintln!("resuming {} from step {step}", run.path.display());
+            (run, step, state.cursor)
+        }
+        None => {
+            let run = RunDir::create(&args.runs_dir, &stem, &to_yaml(&cfg)?)?;
+            let mut data_hashes = vec![("base model weights".to_owned(), base_hash)];
+            for f in &data_files {
+                data_hashes.push((f.display().to_string(), run_dir::sha256_file(f)?));
+            }
+            run.write_manifest(&Manifest {
+                job: "train-ppo".into(),
+                git_hash: run_dir::git_hash(),
+                libtorch_version: run_dir::libtorch_version(),
+                device: format!("{device:?}"),
+                seed: cfg.seed,
+                data_hashes,
+                started_utc: run_dir::utc_stamp(run_dir::now_secs()).1,
+            })?;
+            (run, 0, PromptCursor::new(n_train))
+        }
+    };
     eprintln!("run folder: {}", run.path.display());
+    let interrupt = Interrupt::install()?;
 
     // The loop.
     let names: Vec<String> = cfg.objectives.iter().map(|o| o.name.clone()).collect();
-    let mut cursor = PromptCursor::new(train_prompts.len());
-    let progress = Progress::new(cfg.train.steps, 0);
-    for step in 1..=cfg.train.steps {
+    let progress = Progress::new(cfg.train.steps, start);
+    let save =
+        |run: &RunDir, trainer: &PpoTrainer, step: u64, rng: &RunRng, cursor: &PromptCursor| {
+            let state = LoopState { step, rng: rng.state(), cursor: cursor.clone() };
+            run.save_checkpoint(step, &state, |dir| {
+                save_adapter(dir, &trainer.adapter_vs, &folder_cfg)?;
+                Ok(trainer.save_state(dir)?)
+            })
+        };
+    for step in start + 1..=cfg.train.steps {
         let t0 = Instant::now();
         let batch = cursor.next_batch(&train_prompts, cfg.train.batch_size, &mut rng.data);
         // λ is drawn before generation and fixed for the whole step (per row when configured).
@@ -169,10 +226,21 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
                 m.response_len
             ));
         }
-        if (cfg.train.save_every > 0 && step % cfg.train.save_every == 0) || step == cfg.train.steps
+        let interrupted = interrupt.requested();
+        if (cfg.train.save_every > 0 && step % cfg.train.save_every == 0)
+            || step == cfg.train.steps
+            || interrupted
         {
-            let dir = save_checkpoint(&run, &trainer, &folder_cfg, step)?;
+            let dir = save(&run, &trainer, step, &rng, &cursor)?;
             progress.println(&format!("checkpoint {}", dir.display()));
+        }
+        if interrupted {
+            progress.finish();
+            eprintln!(
+                "interrupted after step {step}; continue with `panacea train-ppo --resume {}`",
+                run.path.display()
+            );
+            return Ok(ExitCode::from(130));
         }
     }
     progress.finish();
@@ -228,8 +296,6 @@ fn load_policy(
         let tok = Tokenizer::from_file(&dir.join("tokenizer.json"), 2)?;
         let policy = Llama::new(&base_vs.root(), Some(adapter), &LlamaConfig::tiny());
         init_random(&base_vs, cfg.model.init_seed);
-        // init_random reseeds libtorch; restore the run's seed so sampling follows it.
-        tch::manual_seed(cfg.seed as i64);
         return Ok((base_vs, policy, adapter_vs, tok));
     }
     let pre = Pretrained::load(&cfg.model.name)
@@ -335,6 +401,7 @@ fn build_sources(
 }
 
 /// The data cursor: a shuffled order of the train prompts, reshuffled each pass.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct PromptCursor {
     order: Vec<usize>,
     pos: usize,
@@ -359,41 +426,6 @@ impl PromptCursor {
         }
         batch
     }
-}
-
-/// `checkpoints/step-NNNNNN/`: a native adapter folder (adapter_config.json +
-/// adapter_model.safetensors, readable by `panacea eval-front` and `export-peft`), the critic's
-/// tensors and the trainer state. Tensors first, state last, each file written atomically, so a
-/// folder with a state file is complete.
-fn save_checkpoint(
-    run: &RunDir,
-    t: &PpoTrainer,
-    folder_cfg: &AdapterFolderConfig,
-    step: u64,
-) -> Result<PathBuf> {
-    let dir = run.file("checkpoints").join(format!("step-{step:06}"));
-    save_adapter(&dir, &t.adapter_vs, folder_cfg)
-        .with_context(|| format!("writing adapter checkpoint {}", dir.display()))?;
-    let mut critic: Vec<(String, Tensor)> = t
-        .critic
-        .vs
-        .variables()
-        .into_iter()
-        .map(|(n, x)| (n, x.detach().to_device(tch::Device::Cpu).contiguous()))
-        .collect();
-    critic.sort_by(|a, b| a.0.cmp(&b.0));
-    write_safetensors_atomic(&dir.join("critic.safetensors"), &critic)
-        .context("writing critic checkpoint")?;
-    let state = serde_json::json!({
-        "step": step,
-        "normaliser": t.normaliser,
-        "lagrangian": t.lagrangian,
-    });
-    run_dir::write_atomic(
-        &dir.join("state.json"),
-        format!("{}\n", serde_json::to_string_pretty(&state)?).as_bytes(),
-    )?;
-    Ok(dir)
 }
 
 /// Mean utility per objective of greedy responses to `prompts` under `pref` (None: the base
@@ -487,6 +519,7 @@ mod tests {
                 "train.eval_prompts=2".into(),
             ],
             device: Some(DeviceChoice::Cpu),
+            resume: None,
             runs_dir: runs.clone(),
         };
         run(args).expect("train-ppo");
@@ -501,10 +534,81 @@ mod tests {
             assert!(ppo_dir.join(f).is_file(), "{f} missing");
         }
         let ck = ppo_dir.join("checkpoints/step-000001");
-        for f in
-            ["adapter_config.json", "adapter_model.safetensors", "critic.safetensors", "state.json"]
-        {
+        for f in [
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "critic.safetensors",
+            "actor_optim.safetensors",
+            "ppo_state.json",
+            "trainer_state.json",
+        ] {
             assert!(ck.join(f).is_file(), "checkpoint {f} missing");
+        }
+        std::fs::remove_dir_all(&runs).expect("clean up");
+    }
+
+    /// A run stopped after step 2 and resumed ends on the same bits as the uninterrupted run:
+    /// the tiny config runs 4 steps with checkpoints at 2 and 4; a copy of its folder without
+    /// the step-4 checkpoint stands for a run killed after step 2, and is resumed.
+    #[test]
+    fn resumed_cli_run_matches_the_uninterrupted_one_bit_for_bit() {
+        if panacea_lm::resolve_model("smollm2-135m").is_err() {
+            eprintln!("skipped: smollm2-135m is not in the model cache");
+            return;
+        }
+        let runs = std::env::temp_dir().join(format!("panacea-ppo-resume-{}", std::process::id()));
+        let args = |resume: Option<PathBuf>| Args {
+            config: resume.is_none().then(|| root().join("configs/tiny/ppo.yaml")),
+            set: vec![
+                "train.steps=4".into(),
+                "train.save_every=2".into(),
+                "train.preference_per_row=true".into(),
+            ],
+            device: Some(DeviceChoice::Cpu),
+            resume,
+            runs_dir: runs.clone(),
+        };
+        run(args(None)).expect("uninterrupted run");
+        let straight =
+            std::fs::read_dir(&runs).expect("runs").flatten().next().expect("run").path();
+        let killed = runs.join("killed");
+        std::fs::create_dir_all(killed.join("checkpoints")).expect("mkdir");
+        for f in ["config.yaml", "manifest.json"] {
+            std::fs::copy(straight.join(f), killed.join(f)).expect("copy");
+        }
+        let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).expect("metrics");
+        let first_two: Vec<&str> = metrics.lines().take(2).collect();
+        std::fs::write(killed.join("metrics.jsonl"), format!("{}\n", first_two.join("\n")))
+            .expect("write");
+        let step2 = straight.join("checkpoints/step-000002");
+        let copy2 = killed.join("checkpoints/step-000002");
+        std::fs::create_dir_all(&copy2).expect("mkdir");
+        for e in std::fs::read_dir(&step2).expect("step 2").flatten() {
+            std::fs::copy(e.path(), copy2.join(e.file_name())).expect("copy");
+        }
+        run(args(Some(killed.clone()))).expect("resumed run");
+        // The resumed run continued at step 3 rather than starting over.
+        let steps: Vec<u64> = std::fs::read_to_string(killed.join("metrics.jsonl"))
+            .expect("metrics")
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["step"]
+                    .as_u64()
+                    .expect("step")
+            })
+            .collect();
+        assert_eq!(steps, [1, 2, 3, 4]);
+        for f in [
+            "adapter_model.safetensors",
+            "critic.safetensors",
+            "actor_optim.safetensors",
+            "critic_optim.safetensors",
+            "ppo_state.json",
+            "trainer_state.json",
+        ] {
+            let a = std::fs::read(straight.join("checkpoints/step-000004").join(f)).expect("a");
+            let b = std::fs::read(killed.join("checkpoints/step-000004").join(f)).expect("b");
+            assert!(a == b, "{f} differs between the uninterrupted and the resumed run");
         }
         std::fs::remove_dir_all(&runs).expect("clean up");
     }

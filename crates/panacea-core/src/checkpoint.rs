@@ -294,7 +294,18 @@ pub fn load_adapter(
     if !problems.is_empty() {
         return Err(ckpt_err(&config_path, problems.join("; ")));
     }
-    let path = dir.join(WEIGHTS_FILE);
+    copy_into_var_store(&dir.join(WEIGHTS_FILE), tensors, vs)?;
+    Ok(config)
+}
+
+/// Copies `tensors` (read from `path`) into the variables of `vs`, strictly: the names must be
+/// exactly the VarStore's and every shape must match. Nothing is copied unless every check
+/// passes.
+fn copy_into_var_store(
+    path: &Path,
+    tensors: Vec<(String, Tensor)>,
+    vs: &nn::VarStore,
+) -> Result<(), CoreError> {
     let mut file: BTreeMap<String, Tensor> = tensors.into_iter().collect();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -304,7 +315,7 @@ pub fn load_adapter(
             None => missing.push(name.clone()),
             Some(t) if t.size() != var.size() => {
                 return Err(ckpt_err(
-                    &path,
+                    path,
                     format!(
                         "tensor {name} has shape {:?}, the model expects {:?}; hint: the adapter \
                          was built with other settings or another base model",
@@ -318,7 +329,7 @@ pub fn load_adapter(
     }
     if !missing.is_empty() {
         return Err(ckpt_err(
-            &path,
+            path,
             format!(
                 "missing tensor(s) {}; hint: was it saved from this model?",
                 missing.join(", ")
@@ -330,7 +341,7 @@ pub fn load_adapter(
     if !extra.is_empty() {
         let extra: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
         return Err(ckpt_err(
-            &path,
+            path,
             format!(
                 "unexpected tensor(s) {} not in the model; hint: check target_modules and the \
                  number of layers",
@@ -342,9 +353,24 @@ pub fn load_adapter(
     for (name, var) in &mut vars {
         let t = file.remove(name).expect("checked above: every variable is in the file");
         var.f_copy_(&t.to_kind(var.kind()).to_device(var.device()))
-            .map_err(|e| ckpt_err(&path, format!("cannot copy tensor {name}: {e}")))?;
+            .map_err(|e| ckpt_err(path, format!("cannot copy tensor {name}: {e}")))?;
     }
-    Ok(config)
+    Ok(())
+}
+
+/// Writes every variable of `vs` (sorted by name, on the CPU) to the safetensors file `path`,
+/// atomically. The companion of [`load_var_store`] for state that is not an adapter folder
+/// (critics, score heads).
+pub fn save_var_store(path: &Path, vs: &nn::VarStore) -> Result<(), CoreError> {
+    write_safetensors_atomic(path, &sorted_variables(vs))
+}
+
+/// Loads a file written by [`save_var_store`] into `vs` with the checks of [`load_adapter`]:
+/// exactly the same names and shapes, or an error naming the tensor and nothing copied.
+pub fn load_var_store(path: &Path, vs: &nn::VarStore) -> Result<(), CoreError> {
+    let tensors = Tensor::read_safetensors(path)
+        .map_err(|e| ckpt_err(path, format!("cannot read tensors: {e}")))?;
+    copy_into_var_store(path, tensors, vs)
 }
 
 /// One module of a PEFT LoRA export: `lora_B·lora_A = ΔW(λ)`.

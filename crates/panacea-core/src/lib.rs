@@ -8,6 +8,7 @@
 //! - [`aggregation`]: linear and Tchebycheff scalarisation of utilities and of losses.
 //! - [`objective`]: rewards vs costs; the project's only negation of costs.
 //! - [`ops`]: token log-probs, masked means and whitening shared by the trainers.
+//! - [`optim`]: AdamW whose moments can be saved and restored exactly (bit-exact resume).
 //! - [`seed`]: one seed, named RNG streams, resumable state.
 //! - [`device`]: the libtorch start-up hook ([`device::init_torch`]) and device/dtype choices.
 //! - [`config`]: strict YAML configs with `--set a.b=c` overrides and one validation pass.
@@ -26,6 +27,7 @@ pub mod device;
 pub mod error;
 pub mod objective;
 pub mod ops;
+pub mod optim;
 pub mod preference;
 pub mod seed;
 

@@ -6,7 +6,7 @@
 //! 3. reference log-probs under Adapter::Off (same weights) or the cache      ref [2B]
 //! 4. per-dimension losses from h = (lp_0 − ref_0) − (lp_1 − ref_1)           [B, K]
 //! 5. per-dimension masked batch means → LS or Tchebycheff (z = 0)            []
-//! 6. zero_grad → backward → clip_grad_norm → Adam step, adapter VarStore only
+//! 6. zero_grad → backward → clip_grad_norm → AdamW step, adapter VarStore only
 //! ```
 //!
 //! **Micro-batches.** With `micro_batch_size` < B the step accumulates gradients over
@@ -19,15 +19,17 @@
 //! of a forward + backward), and is exact for every aggregation, masks and per-pair λ included.
 //! With one micro-batch the loss is back-propagated directly.
 //!
-//! The optimiser is Adam without weight decay over the adapter VarStore alone: the base
-//! weights are never in it, λ is an input (never a variable), and σ and s are not decayed
-//! (method.md §10, pitfall 4). Adam's moments are not saved with checkpoints.
+//! The optimiser is AdamW (β = (0.9, 0.999)) without weight decay over the adapter VarStore
+//! alone: the base weights are never in it, λ is an input (never a variable), and σ and s are
+//! not decayed (method.md §10, pitfall 4). Its moments are saved with checkpoints
+//! ([`DpoTrainer::save_optimizer`]), so a resumed run continues exactly.
 
 use panacea_core::adapter::Adapter;
+use panacea_core::optim::{AdamW, AdamWConfig};
 use panacea_core::preference::PreferenceVector;
 use panacea_lm::CausalLm;
 use serde::Serialize;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::DpoSettings;
 use crate::data::PairBatch;
@@ -179,7 +181,7 @@ pub struct DpoTrainer<M: CausalLm> {
     pub model: M,
     /// The trainable adapter variables (the only ones the optimiser sees).
     pub adapter_vs: nn::VarStore,
-    opt: nn::Optimizer,
+    opt: AdamW,
     /// Loss and optimisation settings.
     pub settings: DpoSettings,
     k: usize,
@@ -213,18 +215,18 @@ impl<M: CausalLm> DpoTrainer<M> {
                     .into(),
             ));
         }
-        let opt = nn::Adam::default().build(&adapter_vs, settings.lr)?;
+        // β2 = 0.999: TRL's and PyTorch's AdamW default.
+        let opt = AdamW::new(
+            &adapter_vs,
+            AdamWConfig { beta2: 0.999, ..Default::default() },
+            settings.lr,
+        )?;
         Ok(Self { model, adapter_vs, opt, settings, k, steps_done: 0 })
     }
 
-    /// Optimiser steps taken (including those restored with [`DpoTrainer::set_steps_done`]).
+    /// Optimiser steps taken (including those restored with [`DpoTrainer::restore_optimizer`]).
     pub fn steps_done(&self) -> usize {
         self.steps_done
-    }
-
-    /// Sets the step counter after resuming from a checkpoint (drives the warm-up).
-    pub fn set_steps_done(&mut self, steps: usize) {
-        self.steps_done = steps;
     }
 
     /// The learning rate of step `step` (0-based): linear warm-up, then constant.
@@ -369,7 +371,7 @@ impl<M: CausalLm> DpoTrainer<M> {
         cache: Option<&mut RefLogpCache>,
     ) -> Result<DpoStepMetrics, DpoError> {
         let (out, from_cache) = self.accumulate_gradients(batch, pref, cache)?;
-        let grad_norm = self.clip_gradients();
+        let grad_norm = self.opt.clip_grad_norm(self.settings.max_grad_norm);
         let lr = self.lr_at(self.steps_done);
         self.opt.set_lr(lr);
         self.opt.step();
@@ -394,32 +396,22 @@ impl<M: CausalLm> DpoTrainer<M> {
         })
     }
 
-    /// Scales the adapter gradients to a global L2 norm of at most `max_grad_norm`; returns
-    /// the norm before clipping (one device sync).
-    fn clip_gradients(&self) -> f64 {
-        let grads: Vec<Tensor> = self
-            .adapter_vs
-            .trainable_variables()
-            .iter()
-            .map(|v| v.grad())
-            .filter(Tensor::defined)
-            .collect();
-        if grads.is_empty() {
-            return 0.0;
-        }
-        let sq: Vec<Tensor> =
-            grads.iter().map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float)).collect();
-        let norm = scalar(&Tensor::stack(&sq, 0).sum(Kind::Float).sqrt());
-        let max = self.settings.max_grad_norm;
-        if norm.is_finite() && norm > max {
-            let scale = max / (norm + 1e-6);
-            tch::no_grad(|| {
-                for g in &grads {
-                    let _ = g.shallow_clone().f_mul_scalar_(scale);
-                }
-            });
-        }
-        norm
+    /// Writes the optimiser's moments to `path` (safetensors, atomically); the step count is
+    /// the caller's `steps_done`, restored with [`DpoTrainer::restore_optimizer`].
+    pub fn save_optimizer(&self, path: &std::path::Path) -> Result<(), DpoError> {
+        Ok(self.opt.save(path)?)
+    }
+
+    /// Restores the moments written by [`DpoTrainer::save_optimizer`] and sets the step counter
+    /// to `steps_done` (warm-up and bias correction continue where they stopped).
+    pub fn restore_optimizer(
+        &mut self,
+        path: &std::path::Path,
+        steps_done: usize,
+    ) -> Result<(), DpoError> {
+        self.opt.restore(path, steps_done as u64)?;
+        self.steps_done = steps_done;
+        Ok(())
     }
 
     /// Loss and accuracies of `batch` under `pref`, without a graph and without changing

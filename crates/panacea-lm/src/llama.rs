@@ -514,10 +514,13 @@ impl CausalLm for Llama {
 }
 
 /// Fills every variable of a base VarStore with a seeded random init (normal, std 0.02, for
-/// matrices and biases; norms stay at 1). Variables are visited in sorted name order, so the
-/// same seed gives the same model. For tests and throughput runs only.
+/// matrices and biases; norms stay at 1). Variables are visited in sorted name order and the
+/// numbers come from a ChaCha8 stream on the host, not from libtorch's global generator, so the
+/// same seed gives the same model even while other threads draw from libtorch (parallel tests).
+/// For tests and throughput runs only.
 pub fn init_random(base_vs: &nn::VarStore, seed: i64) {
-    tch::manual_seed(seed);
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed as u64);
     let vars = base_vs.variables();
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
@@ -526,9 +529,22 @@ pub fn init_random(base_vs: &nn::VarStore, seed: i64) {
             let v = &vars[name];
             if name.ends_with("norm.weight") {
                 let _ = v.shallow_clone().fill_(1.0);
-            } else {
-                let _ = v.shallow_clone().normal_(0.0, 0.02);
+                continue;
             }
+            // Box–Muller: two uniforms in (0, 1] give two independent standard normals.
+            let n = v.numel();
+            let mut values = Vec::with_capacity(n + 1);
+            while values.len() < n {
+                let u1: f64 = 1.0 - rng.gen::<f64>();
+                let u2: f64 = rng.gen::<f64>();
+                let r = (-2.0 * u1.ln()).sqrt();
+                let angle = std::f64::consts::TAU * u2;
+                values.push((0.02 * r * angle.cos()) as f32);
+                values.push((0.02 * r * angle.sin()) as f32);
+            }
+            values.truncate(n);
+            let t = Tensor::from_slice(&values).view(v.size().as_slice()).to_kind(v.kind());
+            let _ = v.shallow_clone().copy_(&t);
         }
     });
 }

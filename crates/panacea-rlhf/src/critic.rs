@@ -4,8 +4,9 @@
 //! optimiser, so the actor's optimiser never sees them.
 
 use panacea_core::adapter::{Adapter, SvdLoraConfig};
+use panacea_core::optim::{AdamW, AdamWConfig};
 use panacea_lm::{CausalLm, Llama};
-use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use crate::RlhfError;
 
@@ -19,8 +20,8 @@ pub struct MultiCritic {
     pub head_w: Tensor,
     /// Heads' bias [K].
     pub head_b: Tensor,
-    /// Adam(0.9, 0.95) over `vs`.
-    pub opt: nn::Optimizer,
+    /// AdamW(0.9, 0.95) over `vs` (its moments are saved with checkpoints).
+    pub opt: AdamW,
 }
 
 impl std::fmt::Debug for MultiCritic {
@@ -47,8 +48,7 @@ impl MultiCritic {
         let heads = root.sub("value_heads");
         let head_w = heads.zeros("weight", &[k, d]);
         let head_b = heads.zeros("bias", &[k]);
-        let opt = nn::Adam { beta1: 0.9, beta2: 0.95, wd: weight_decay, ..Default::default() }
-            .build(&vs, lr)?;
+        let opt = AdamW::new(&vs, AdamWConfig { weight_decay, ..Default::default() }, lr)?;
         Ok(Self { vs, backbone, head_w, head_b, opt })
     }
 

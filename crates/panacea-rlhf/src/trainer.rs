@@ -6,14 +6,19 @@
 //! epoch and minibatch) reads it from there. The public re-implementation that resamples λ
 //! after the rollout optimises experience under the wrong preference (method.md §10 item 1).
 
-use panacea_core::adapter::{Adapter, SvdLoraConfig, NO_DECAY_GROUP};
+use panacea_core::adapter::{Adapter, SvdLoraConfig};
+use panacea_core::checkpoint::{load_var_store, save_var_store, write_atomic};
 use panacea_core::objective::{utilities, Objective};
 use panacea_core::ops::{gather_log_probs, masked_mean, masked_whiten};
+use panacea_core::optim::{AdamW, AdamWConfig};
 use panacea_core::{PreferenceVector, RunRng};
 use panacea_lm::generate::response_texts;
 use panacea_lm::{CausalLm, GenerateConfig, Llama, Tokenizer};
 use rand::seq::SliceRandom;
-use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use tch::{nn, Kind, Tensor};
 
 use crate::config::PpoConfig;
 use crate::critic::MultiCritic;
@@ -113,6 +118,32 @@ impl PpoStepMetrics {
     }
 }
 
+/// The critic's variables in a checkpoint folder.
+pub const CRITIC_FILE: &str = "critic.safetensors";
+/// The actor optimiser's moments in a checkpoint folder.
+pub const ACTOR_OPTIM_FILE: &str = "actor_optim.safetensors";
+/// The critic optimiser's moments in a checkpoint folder.
+pub const CRITIC_OPTIM_FILE: &str = "critic_optim.safetensors";
+/// The trainer's counters and statistics ([`PpoState`]) in a checkpoint folder.
+pub const PPO_STATE_FILE: &str = "ppo_state.json";
+
+/// What the trainer needs to continue besides tensors: written last, so a folder with this file
+/// holds every tensor file too.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PpoState {
+    /// Steps completed.
+    pub step: u64,
+    /// Actor optimiser steps (AdamW's bias-correction t).
+    pub actor_opt_steps: u64,
+    /// Critic optimiser steps.
+    pub critic_opt_steps: u64,
+    /// Running score statistics.
+    pub normaliser: ScoreNormaliser,
+    /// The Lagrange multiplier state, when configured.
+    pub lagrangian: Option<Lagrangian>,
+}
+
 /// Multi-objective PPO on an SVD-LoRA policy with a λ-conditioned multi-head critic.
 pub struct PpoTrainer {
     /// Settings.
@@ -121,8 +152,9 @@ pub struct PpoTrainer {
     pub policy: Llama,
     /// The adapter's variables.
     pub adapter_vs: nn::VarStore,
-    /// Adam(0.9, 0.95) over `adapter_vs` (σ and s in the no-decay group).
-    pub actor_opt: nn::Optimizer,
+    /// AdamW(0.9, 0.95) over `adapter_vs` (σ and s in the no-decay group); its moments are
+    /// saved with checkpoints.
+    pub actor_opt: AdamW,
     /// The critic with its own VarStore and optimiser.
     pub critic: MultiCritic,
     /// The objectives.
@@ -174,10 +206,11 @@ impl PpoTrainer {
             None => None,
         };
         let o = &cfg.optim;
-        let mut actor_opt =
-            nn::Adam { beta1: 0.9, beta2: 0.95, wd: o.weight_decay, ..Default::default() }
-                .build(&parts.adapter_vs, o.actor_lr)?;
-        actor_opt.set_weight_decay_group(NO_DECAY_GROUP, 0.0);
+        let actor_opt = AdamW::new(
+            &parts.adapter_vs,
+            AdamWConfig { weight_decay: o.weight_decay, ..Default::default() },
+            o.actor_lr,
+        )?;
         let critic = MultiCritic::new(
             &parts.policy,
             &parts.critic_adapter,
@@ -200,6 +233,57 @@ impl PpoTrainer {
             step: 0,
             total_steps: parts.total_steps,
         })
+    }
+
+    /// Writes what the trainer owns besides the policy adapter into the folder `dir` (which
+    /// must exist): the critic, both optimisers' moments and [`PpoState`], each file atomically
+    /// and the state last. The caller saves the adapter and its own loop state beside them.
+    pub fn save_state(&self, dir: &Path) -> Result<(), RlhfError> {
+        save_var_store(&dir.join(CRITIC_FILE), &self.critic.vs)?;
+        self.actor_opt.save(&dir.join(ACTOR_OPTIM_FILE))?;
+        self.critic.opt.save(&dir.join(CRITIC_OPTIM_FILE))?;
+        let state = PpoState {
+            step: self.step,
+            actor_opt_steps: self.actor_opt.steps(),
+            critic_opt_steps: self.critic.opt.steps(),
+            normaliser: self.normaliser.clone(),
+            lagrangian: self.lagrangian.clone(),
+        };
+        let text = serde_json::to_string_pretty(&state)
+            .map_err(|e| RlhfError::Invalid { what: "PPO state".into(), reason: e.to_string() })?;
+        write_atomic(&dir.join(PPO_STATE_FILE), format!("{text}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// Restores what [`PpoTrainer::save_state`] wrote (the adapter is loaded by the caller).
+    /// Shapes and names are checked strictly; the objectives must match the checkpoint's.
+    pub fn restore_state(&mut self, dir: &Path) -> Result<(), RlhfError> {
+        let path = dir.join(PPO_STATE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| RlhfError::Invalid {
+            what: path.display().to_string(),
+            reason: format!("cannot read: {e}; hint: is this a PPO checkpoint folder?"),
+        })?;
+        let state: PpoState = serde_json::from_str(&text).map_err(|e| RlhfError::Invalid {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if state.normaliser.k() != self.k() {
+            return Err(RlhfError::Invalid {
+                what: path.display().to_string(),
+                reason: format!(
+                    "the checkpoint has {} objectives, this run {}",
+                    state.normaliser.k(),
+                    self.k()
+                ),
+            });
+        }
+        load_var_store(&dir.join(CRITIC_FILE), &self.critic.vs)?;
+        self.actor_opt.restore(&dir.join(ACTOR_OPTIM_FILE), state.actor_opt_steps)?;
+        self.critic.opt.restore(&dir.join(CRITIC_OPTIM_FILE), state.critic_opt_steps)?;
+        self.step = state.step;
+        self.normaliser = state.normaliser;
+        self.lagrangian = state.lagrangian;
+        Ok(())
     }
 
     /// The reward sources, one per objective.
@@ -241,7 +325,9 @@ impl PpoTrainer {
         }
         let flat: Vec<f32> = match prefs.len() {
             1 => prefs[0].as_slice().iter().map(|&x| x as f32).cycle().take(b * k).collect(),
-            n if n == b => prefs.iter().flat_map(|p| p.as_slice().iter().map(|&x| x as f32)).collect(),
+            n if n == b => {
+                prefs.iter().flat_map(|p| p.as_slice().iter().map(|&x| x as f32)).collect()
+            }
             n => {
                 return Err(RlhfError::Invalid {
                     what: "step preferences".into(),
