@@ -15,6 +15,7 @@ mod metrics;
 mod perplexity;
 mod progress;
 mod run_dir;
+mod tensorboard;
 mod train_dpo;
 mod train_ppo;
 mod train_rm;

@@ -1,5 +1,6 @@
 //! Run folders: `runs/<yyyy-mm-dd-HHMM>-<config-stem>/` holding the resolved config, the
-//! command line, a manifest (git hash, libtorch version, data hashes, seed), `metrics.jsonl`,
+//! command line, a manifest (git hash, libtorch version, data hashes, seed), `metrics.jsonl`
+//! and the same numbers as a TensorBoard event file (`tensorboard --logdir runs/`),
 //! checkpoint folders written atomically (`checkpoints/step-NNNNNN/`, staged then renamed) and a
 //! `.gitignore` with `*`.
 //! Generic over the job: PPO, reward-model and DPO training all use it.
@@ -12,12 +13,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::tensorboard::{scalars_of, EventWriter};
+
+/// Seconds since the Unix epoch with sub-second precision (TensorBoard's wall time).
+fn wall_time() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// An open run folder.
 #[derive(Debug)]
 pub(crate) struct RunDir {
     /// The folder.
     pub(crate) path: PathBuf,
     metrics: File,
+    events: EventWriter,
 }
 
 /// What goes into `manifest.json`.
@@ -58,7 +67,8 @@ impl RunDir {
         let command: Vec<String> = std::env::args().collect();
         write_atomic(&path.join("command.txt"), format!("{}\n", command.join(" ")).as_bytes())?;
         let metrics = open_append(&path.join("metrics.jsonl"))?;
-        Ok(Self { path, metrics })
+        let events = EventWriter::create(&path, wall_time())?;
+        Ok(Self { path, metrics, events })
     }
 
     /// Re-opens an existing run folder (for `--resume`); metrics are appended.
@@ -71,7 +81,8 @@ impl RunDir {
             );
         }
         let metrics = open_append(&path.join("metrics.jsonl"))?;
-        Ok(Self { path: path.to_owned(), metrics })
+        let events = EventWriter::create(path, wall_time())?;
+        Ok(Self { path: path.to_owned(), metrics, events })
     }
 
     /// Writes `manifest.json`.
@@ -80,10 +91,15 @@ impl RunDir {
         write_atomic(&self.path.join("manifest.json"), format!("{text}\n").as_bytes())
     }
 
-    /// Appends one JSON object as a line of `metrics.jsonl` and flushes it.
+    /// Appends one JSON object as a line of `metrics.jsonl` and flushes it; its numeric fields
+    /// also go to the TensorBoard event file, at the object's `step`.
     pub(crate) fn log_metrics(&mut self, value: &serde_json::Value) -> Result<()> {
         writeln!(self.metrics, "{value}").context("writing metrics.jsonl")?;
-        self.metrics.flush().context("flushing metrics.jsonl")
+        self.metrics.flush().context("flushing metrics.jsonl")?;
+        if let Some((step, scalars)) = scalars_of(value) {
+            self.events.scalars(step, wall_time(), &scalars)?;
+        }
+        Ok(())
     }
 
     /// A path inside the run folder.
