@@ -25,7 +25,7 @@ use panacea_core::config::{parse_config, to_yaml};
 use panacea_core::device::DeviceChoice;
 use panacea_core::preference::PreferenceVector;
 use panacea_core::seed::{seed_everything, RunRng, RunRngState};
-use panacea_data::{load_pairs, ReadOptions};
+use panacea_data::ReadOptions;
 use panacea_dpo::data::{encode_pairs, EncodeReport};
 use panacea_dpo::ref_cache::{hash_pairs, hash_var_store, CacheStatus};
 use panacea_dpo::{
@@ -55,6 +55,10 @@ pub(crate) struct Args {
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
+    /// Skip malformed pair lines (counted and reported, the first few by file and line)
+    /// instead of stopping at the first one.
+    #[arg(long)]
+    skip_invalid: bool,
     /// Continue the run in this folder from its last checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
@@ -119,11 +123,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         let opts = ReadOptions {
             format: cfg.data.format,
             dims: cfg.objectives.clone(),
-            skip_invalid: false,
+            skip_invalid: args.skip_invalid,
         };
-        let (records, _) =
-            load_pairs(&path, opts).with_context(|| format!("reading pairs {}", path.display()))?;
-        Ok(records)
+        crate::train_rm::load_pairs_reporting(&path, opts)
     };
     let encode = |mut records: Vec<panacea_data::PairRecord>,
                   limit: usize,

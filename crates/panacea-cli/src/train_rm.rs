@@ -156,6 +156,10 @@ pub(crate) struct Args {
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
+    /// Skip malformed pair lines (counted and reported, the first few by file and line)
+    /// instead of stopping at the first one.
+    #[arg(long)]
+    skip_invalid: bool,
     /// Folder that receives the run folder.
     #[arg(long, default_value = "runs")]
     runs_dir: PathBuf,
@@ -165,8 +169,30 @@ pub(crate) struct Args {
 impl Args {
     /// Flags for tests.
     pub(crate) fn for_test(config: PathBuf, set: Vec<String>, runs_dir: PathBuf) -> Self {
-        Self { config, set, device: Some(DeviceChoice::Cpu), runs_dir }
+        Self { config, set, device: Some(DeviceChoice::Cpu), skip_invalid: false, runs_dir }
     }
+}
+
+/// Reads a pair file with `opts`; with `skip_invalid`, says how many lines were skipped and
+/// shows the first reasons (file, line, field), so nothing is dropped silently.
+pub(crate) fn load_pairs_reporting(
+    path: &std::path::Path,
+    opts: ReadOptions,
+) -> Result<Vec<panacea_data::PairRecord>> {
+    let (records, report) =
+        load_pairs(path, opts).with_context(|| format!("reading pairs {}", path.display()))?;
+    if report.skipped > 0 {
+        eprintln!(
+            "{}: skipped {} malformed line(s) of {}; first:",
+            path.display(),
+            report.skipped,
+            report.records + report.skipped + report.blank_lines
+        );
+        for e in &report.first_errors {
+            eprintln!("  {e}");
+        }
+    }
+    Ok(records)
 }
 
 /// Trains every configured score model in turn.
@@ -198,8 +224,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
 
     // Pairs → token ids of prompt + response (+ EOS), split by a seeded shuffle.
     let dims: Vec<String> = cfg.models.iter().map(|m| m.dim.clone()).collect();
-    let opts = ReadOptions { format: cfg.data.format, dims: dims.clone(), skip_invalid: false };
-    let (mut records, _) = load_pairs(&cfg.data.path, opts)?;
+    let opts = ReadOptions {
+        format: cfg.data.format,
+        dims: dims.clone(),
+        skip_invalid: args.skip_invalid,
+    };
+    let mut records = load_pairs_reporting(&cfg.data.path, opts)?;
     records.shuffle(&mut rng.data);
     let n_eval = ((records.len() as f64 * cfg.data.eval_fraction).round() as usize).max(1);
     if records.len() < n_eval + 1 {
@@ -317,4 +347,41 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A malformed line stops the run with its file and line number; `--skip-invalid` trains
+    /// on the rest instead. Needs the cached SmolLM2 tokenizer.
+    #[test]
+    fn malformed_pair_line_fails_by_default_and_is_skipped_on_request() {
+        if panacea_lm::resolve_model("smollm2-135m").is_err() {
+            eprintln!("skipped: smollm2-135m is not in the model cache");
+            return;
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = std::env::temp_dir().join(format!("panacea-rm-skip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let good =
+            std::fs::read_to_string(root.join("data/tiny/pairs_generic.jsonl")).expect("pairs");
+        let mut lines: Vec<&str> = good.lines().collect();
+        lines.insert(2, r#"{"prompt": "hi", "response_0": "a"}"#);
+        let data = dir.join("pairs.jsonl");
+        std::fs::write(&data, lines.join("\n") + "\n").expect("write");
+        let args = |skip: bool| {
+            let mut a = Args::for_test(
+                root.join("configs/tiny/rm.yaml"),
+                vec![format!("data.path={}", data.display()), "train.epochs=1".into()],
+                dir.join("runs"),
+            );
+            a.skip_invalid = skip;
+            a
+        };
+        let err = format!("{:#}", run(args(false)).expect_err("a malformed line must fail"));
+        assert!(err.contains("pairs.jsonl:3") && err.contains("response_1"), "{err}");
+        run(args(true)).expect("skipping the malformed line");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }
