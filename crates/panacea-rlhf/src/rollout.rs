@@ -134,3 +134,35 @@ pub fn action_mask(g: &Generation) -> Tensor {
     let lead = Tensor::zeros([b, g.prompt_len - 1], (Kind::Float, device)); // [B, P − 1]
     Tensor::cat(&[lead, g.response_mask.to_kind(Kind::Float)], 1) // [B, A]
 }
+
+/// Token log-probs of a rollout under `adapter`, computing the LM head only where it matters:
+/// seq [B, T] with the response from column `prompt_len` on → (log-probs [B, A] with zeros on
+/// the P − 1 prompt positions, response logits [B, N, V]). The head is about a fifth of
+/// SmolLM2-135M's forward FLOPs and most positions of a rollout are prompt, so this saves a
+/// sizeable share of each PPO forward; on the response positions it equals
+/// `gather_log_probs(policy.logits(..))`.
+pub fn response_log_probs(
+    policy: &Llama,
+    seq: &Tensor,
+    mask: &Tensor,
+    adapter: Adapter<'_>,
+    prompt_len: i64,
+) -> Result<(Tensor, Tensor), RlhfError> {
+    use panacea_lm::CausalLm;
+    let (b, t) = (seq.size()[0], seq.size()[1]);
+    let n = t - prompt_len;
+    if prompt_len < 1 || n < 1 {
+        return Err(RlhfError::Invalid {
+            what: "response log-probs".into(),
+            reason: format!("prompt length {prompt_len} with sequence length {t}"),
+        });
+    }
+    let hidden = policy.hidden_states(seq, mask, adapter); // [B, T, D]
+    let logits = policy.lm_head(&hidden.narrow(1, prompt_len - 1, n)); // [B, N, V]
+    let next = seq.narrow(1, prompt_len, n).unsqueeze(-1); // [B, N, 1]
+    let logits_f = logits.to_kind(Kind::Float);
+    let picked = logits_f.gather(2, &next, false).squeeze_dim(-1); // [B, N]
+    let lp = picked - logits_f.logsumexp([-1], false); // [B, N]
+    let lead = Tensor::zeros([b, prompt_len - 1], (Kind::Float, lp.device())); // [B, P − 1]
+    Ok((Tensor::cat(&[lead, lp], 1), logits)) // [B, A], [B, N, V]
+}

@@ -9,7 +9,7 @@
 use panacea_core::adapter::{Adapter, SvdLoraConfig};
 use panacea_core::checkpoint::{load_var_store, save_var_store, write_atomic};
 use panacea_core::objective::{utilities, Objective};
-use panacea_core::ops::{gather_log_probs, masked_mean, masked_whiten};
+use panacea_core::ops::{masked_mean, masked_whiten};
 use panacea_core::optim::{AdamW, AdamWConfig};
 use panacea_core::{PreferenceVector, RunRng};
 use panacea_lm::generate::response_texts;
@@ -28,7 +28,9 @@ use crate::gae::gae;
 use crate::lagrange::{combine_advantages, Lagrangian};
 use crate::loss::{policy_loss, value_loss};
 use crate::rewards::{shape_rewards, ScoreNormaliser};
-use crate::rollout::{action_mask, generate_config, rollout, score_all, RewardSource, RolloutView};
+use crate::rollout::{
+    action_mask, generate_config, response_log_probs, rollout, score_all, RewardSource, RolloutView,
+};
 use crate::RlhfError;
 
 /// What the trainer is built from.
@@ -406,11 +408,10 @@ impl PpoTrainer {
         let seq = &gen.ids; // [B, T]
         let mask = &gen.attention_mask; // [B, T]
         let (old_lp, ref_lp, old_values) = tch::no_grad(|| -> Result<_, RlhfError> {
-            let on = self.policy.logits(seq, mask, Adapter::On { pref: &pref_t }); // [B, T, V]
-            let old_lp = gather_log_probs(&on, seq)?; // [B, A]
-            drop(on);
-            let off = self.policy.logits(seq, mask, Adapter::Off); // [B, T, V]
-            let ref_lp = gather_log_probs(&off, seq)?; // [B, A]
+            let p = gen.prompt_len;
+            let on = Adapter::On { pref: &pref_t };
+            let (old_lp, _) = response_log_probs(&self.policy, seq, mask, on, p)?; // [B, A]
+            let (ref_lp, _) = response_log_probs(&self.policy, seq, mask, Adapter::Off, p)?; // [B, A]
             let values = self.critic.values(seq, mask, &pref_t); // [B, A, K]
             Ok((old_lp, ref_lp, values))
         })?;
@@ -519,8 +520,9 @@ impl PpoTrainer {
                 }
 
                 // Actor.
-                let logits = self.policy.logits(&seq, &mask, Adapter::On { pref: &pref }); // [b, T, V]
-                let lp = gather_log_probs(&logits, &seq)?; // [b, A]
+                let on = Adapter::On { pref: &pref };
+                let (lp, logits) =
+                    response_log_probs(&self.policy, &seq, &mask, on, exp.prompt_len)?; // [b, A], [b, N, V]
                 let pl =
                     policy_loss(&lp, &sel(&exp.old_lp), &sel(&exp.advantages), &act, p.clip_ratio);
                 let ploss = ensure_finite(step, "policy loss", pl.loss.double_value(&[]))?;
@@ -529,14 +531,15 @@ impl PpoTrainer {
                 self.actor_opt.clip_grad_norm(o.grad_clip);
                 self.actor_opt.step();
                 let entropy = tch::no_grad(|| {
-                    let t = logits.size()[1];
-                    let logp = logits.detach().narrow(1, 0, t - 1).log_softmax(-1, Kind::Float); // [b, A, V]
+                    let logp = logits.detach().log_softmax(-1, Kind::Float); // [b, N, V]
                     let ent = -(logp.exp() * &logp).sum_dim_intlist(
                         [-1i64].as_slice(),
                         false,
                         Kind::Float,
-                    ); // [b, A]
-                    masked_mean(&ent, &act).double_value(&[])
+                    ); // [b, N]
+                    let n = ent.size()[1];
+                    let resp_act = act.narrow(1, exp.prompt_len - 1, n); // [b, N]
+                    masked_mean(&ent, &resp_act).double_value(&[])
                 });
                 drop(logits);
 

@@ -329,3 +329,29 @@ fn resumed_run_ends_bit_exact_with_the_uninterrupted_one() {
     assert_eq!(straight.normaliser, resumed.normaliser);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn response_only_log_probs_equal_the_full_head_on_response_positions() {
+    use panacea_core::adapter::Adapter;
+    use panacea_core::ops::gather_log_probs;
+    use panacea_lm::CausalLm;
+    use panacea_rlhf::rollout::response_log_probs;
+    panacea_core::device::init_torch();
+    let adapter = SvdLoraConfig::new(2);
+    let (_b, _a, policy) = tiny_policy(&adapter, 9);
+    // B = 2, P = 3 (row 1 left-padded), N = 4.
+    let seq =
+        Tensor::from_slice(&[5i64, 6, 7, 8, 9, 10, 11, 2, 2, 6, 70, 80, 90, 100]).view([2, 7]);
+    let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0]).view([2, 7]);
+    let pref = Tensor::from_slice(&[0.3f32, 0.7, 1.0, 0.0]).view([2, 2]);
+    for a in [Adapter::Off, Adapter::On { pref: &pref }] {
+        let full = gather_log_probs(&policy.logits(&seq, &mask, a), &seq).expect("full"); // [B, 6]
+        let (part, logits) = response_log_probs(&policy, &seq, &mask, a, 3).expect("part");
+        assert_eq!(part.size(), [2, 6]);
+        assert_eq!(logits.size(), [2, 4, 49_152]);
+        let lead = part.narrow(1, 0, 2);
+        assert!(lead.abs().max().double_value(&[]) == 0.0);
+        let diff = (part.narrow(1, 2, 4) - full.narrow(1, 2, 4)).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "max difference {diff}");
+    }
+}
