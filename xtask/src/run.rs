@@ -99,12 +99,17 @@ pub(crate) fn train_dpo(args: &[String]) -> Result<ExitCode> {
 }
 
 /// `cargo xtask eval-front [args]`: `panacea eval-front` (release) with the libtorch
-/// environment. Without arguments it evaluates the newest adapter checkpoint of the latest PPO
-/// run under `runs/` against the base with `configs/eval-front.yaml`; when there is no PPO run it
-/// says so and fails without building or running anything.
+/// environment. Unless the arguments name a model (`--adapter`, `--soup`, `--latest-ppo-run`)
+/// it evaluates the newest adapter checkpoint of the latest PPO run under `runs/` against the
+/// base with `configs/eval-front.yaml` (so `cargo xtask eval-front --compare rs,dps` compares
+/// that run with its baselines); when there is no PPO run it says so and fails without building
+/// or running anything.
 pub(crate) fn eval_front(args: &[String]) -> Result<ExitCode> {
     let mut full = vec!["eval-front".to_owned()];
-    if args.is_empty() {
+    let names_a_model = args.iter().any(|a| {
+        ["--adapter", "--soup", "--latest-ppo-run"].iter().any(|flag| a.starts_with(flag))
+    });
+    if !names_a_model {
         let runs = workspace_root().join("runs");
         let has_ppo_run = std::fs::read_dir(&runs).is_ok_and(|entries| {
             entries.flatten().any(|e| {

@@ -78,6 +78,13 @@ pub(crate) struct Args {
     /// Evaluate the newest adapter checkpoint of the latest PPO run under this folder.
     #[arg(long)]
     latest_ppo_run: Option<PathBuf>,
+    /// Baselines to train (or reuse) with the Panacea PPO run's own config at equal total
+    /// compute and add to the table: `rs` (Rewarded Soups), `dps` (discrete policy set).
+    #[arg(long, value_delimiter = ',')]
+    compare: Vec<crate::baselines::Baseline>,
+    /// Total PPO steps for each baseline family (default: the Panacea run's `train.steps`).
+    #[arg(long)]
+    baseline_steps: Option<u64>,
     /// The run folder (default: runs/<yyyy-mm-dd-HHMM>-eval-front).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -421,6 +428,32 @@ pub(crate) struct SoupSpec {
     pub(crate) adapters: Vec<PathBuf>,
 }
 
+/// A DPS baseline (method.md §9): one scalarised model per λ of a small set; a grid λ is
+/// answered by the model trained at the nearest member λ (Euclidean; ties go to the first).
+#[derive(Debug, Clone)]
+pub(crate) struct DpsSpec {
+    /// Table name.
+    pub(crate) label: String,
+    /// (training λ, adapter folder) per member.
+    pub(crate) members: Vec<(PreferenceVector, PathBuf)>,
+}
+
+impl DpsSpec {
+    /// Index of the member nearest to `pref`.
+    fn nearest(&self, pref: &PreferenceVector) -> usize {
+        let dist = |m: &PreferenceVector| -> f64 {
+            m.as_slice().iter().zip(pref.as_slice()).map(|(a, b)| (a - b) * (a - b)).sum()
+        };
+        let mut best = 0;
+        for (j, (m, _)) in self.members.iter().enumerate() {
+            if dist(m) < dist(&self.members[best].0) {
+                best = j;
+            }
+        }
+        best
+    }
+}
+
 /// Every adapted projection of a model, in layer order.
 fn projections(model: &Llama) -> Vec<&SvdLoraLinear> {
     model
@@ -562,6 +595,7 @@ pub(crate) fn evaluate(
     tokenizer: &Tokenizer,
     methods: &[MethodSpec],
     soups: &[SoupSpec],
+    dps: &[DpsSpec],
     prompts: &[String],
     device: tch::Device,
 ) -> anyhow::Result<Evaluation> {
@@ -664,6 +698,25 @@ pub(crate) fn evaluate(
         )?);
         let names: Vec<String> = soup.adapters.iter().map(|a| a.display().to_string()).collect();
         sources.push(Some(format!("soup of {}", names.join(" + "))));
+    }
+
+    for set in dps {
+        let (scores, texts) =
+            evaluate_dps(set, model, tokenizer, &rendered, prompts, &grid, cfg, &scorers, device)?;
+        n_rows += scores.len();
+        out.push(grid_method(
+            &set.label,
+            &grid,
+            prompts,
+            ns,
+            &objectives,
+            &scores,
+            &texts,
+            &mut examples,
+        )?);
+        let names: Vec<String> =
+            set.members.iter().map(|(l, a)| format!("{} at λ = {l}", a.display())).collect();
+        sources.push(Some(format!("DPS of {}", names.join(", "))));
     }
     Ok(Evaluation {
         objectives,
@@ -789,6 +842,55 @@ fn evaluate_soup(
         texts.extend(t);
     }
     drop(stores);
+    Ok((scores, texts))
+}
+
+/// Generates and scores DPS over the grid, rows in [λ][prompt][sample] order: each member that
+/// is nearest to some grid λ answers every prompt once, under `Adapter::On` at its own training
+/// λ, and its rows serve every grid λ it is nearest to.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_dps(
+    set: &DpsSpec,
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    rendered: &[String],
+    prompts: &[String],
+    grid: &[PreferenceVector],
+    cfg: &EvalFrontConfig,
+    scorers: &[Box<dyn Scorer>],
+    device: tch::Device,
+) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+    ensure!(!set.members.is_empty(), "DPS {} has no members", set.label);
+    let objectives = cfg.objective_names();
+    let nearest: Vec<usize> = grid.iter().map(|l| set.nearest(l)).collect();
+    let (np, ns) = (prompts.len(), cfg.samples_per_prompt);
+    let mut answered: Vec<Option<(Vec<Vec<f64>>, Vec<String>)>> = vec![None; set.members.len()];
+    for (j, (pref, dir)) in set.members.iter().enumerate() {
+        if !nearest.contains(&j) {
+            continue;
+        }
+        let folder = read_adapter_config(dir)
+            .with_context(|| format!("reading DPS adapter {}", dir.display()))?;
+        check_adapter_objectives(&folder, &objectives, dir)?;
+        let vs = nn::VarStore::new(device);
+        let view = model.with_adapter(Some((&vs.root(), &folder.svd_lora())));
+        load_adapter(dir, &vs, &folder)
+            .with_context(|| format!("loading DPS adapter {}", dir.display()))?;
+        tracing::info!("{}: member {j} = {} at λ = {pref}", set.label, dir.display());
+        let rows: Vec<(Option<&PreferenceVector>, usize)> =
+            (0..np).flat_map(|p| (0..ns).map(move |_| (Some(pref), p))).collect();
+        let label = format!("{} λ={pref}", set.label);
+        answered[j] = Some(generate_and_score(
+            &label, &view, tokenizer, rendered, prompts, &rows, cfg, scorers, device,
+        )?);
+    }
+    let mut scores = Vec::with_capacity(grid.len() * np * ns);
+    let mut texts = Vec::with_capacity(grid.len() * np * ns);
+    for j in nearest {
+        let (s, t) = answered[j].as_ref().expect("every nearest member was generated above");
+        scores.extend(s.iter().cloned());
+        texts.extend(t.iter().cloned());
+    }
     Ok((scores, texts))
 }
 
@@ -1231,7 +1333,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.soup_labels.len(),
         args.soups.len()
     );
-    let soups: Vec<SoupSpec> = args
+    let mut soups: Vec<SoupSpec> = args
         .soups
         .iter()
         .enumerate()
@@ -1246,8 +1348,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             adapters: s.split(',').map(|p| PathBuf::from(p.trim())).collect(),
         })
         .collect();
+    let mut panacea_run: Option<PathBuf> = None;
     if let Some(runs) = &args.latest_ppo_run {
         let (run, adapter) = latest_ppo_checkpoint(runs)?;
+        panacea_run = Some(run.clone());
         eprintln!("evaluating {} (latest PPO run {})", adapter.display(), run.display());
         // Score what the run optimised when every objective is a gold scorer (same settings,
         // e.g. concise's c), falling back to the adapter's objective names.
@@ -1261,6 +1365,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let label: String =
             run.file_name().map_or_else(|| "panacea".into(), |n| n.to_string_lossy().to_string());
         methods.push(MethodSpec { label: format!("panacea ({label})"), adapter });
+    }
+    let mut dps = Vec::new();
+    if !args.compare.is_empty() {
+        // The Panacea run: the latest PPO run, else the run folder around the first --adapter
+        // (runs/<run>/checkpoints/step-N).
+        let run = panacea_run
+            .or_else(|| args.adapters.first().and_then(|a| a.parent()?.parent().map(Path::to_path_buf)))
+            .context("--compare needs a PPO run; pass --latest-ppo-run DIR or --adapter inside a run folder")?;
+        let trained = crate::baselines::train_baselines(
+            &run,
+            &args.compare,
+            args.baseline_steps,
+            args.device,
+        )?;
+        soups.extend(trained.soup);
+        dps.extend(trained.dps);
     }
     if methods.is_empty() && soups.is_empty() {
         eprintln!("note: no --adapter given; only the base model is evaluated (a one-point front)");
@@ -1281,7 +1401,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(out.join("config.yaml"), panacea_core::config::to_yaml(&cfg)?)?;
     let command: Vec<String> = std::env::args().collect();
     std::fs::write(out.join("command.txt"), command.join(" ") + "\n")?;
-    let ev = evaluate(&cfg, &m.model, &m.tokenizer, &methods, &soups, &prompts, device)?;
+    let ev = evaluate(&cfg, &m.model, &m.tokenizer, &methods, &soups, &dps, &prompts, device)?;
     let w = write_report(&ev, &cfg, &out)?;
     println!("{}", w.markdown);
     println!(
@@ -1398,26 +1518,41 @@ mod tests {
         let methods = [MethodSpec { label: "panacea".into(), adapter: adapter_dir.clone() }];
         // A soup of the same adapter read at e_1 and at e_2: at a vertex λ = e_j it is ΔW(e_j)
         // merged, so it must reproduce the adapter's own point there (merged = unmerged).
-        let soups =
-            [SoupSpec { label: "soup".into(), adapters: vec![adapter_dir.clone(), adapter_dir] }];
-        let ev = evaluate(&cfg, &model, &tokenizer, &methods, &soups, &prompts, tch::Device::Cpu)
-            .expect("evaluation runs");
-        // base: 2 prompts; adapter and soup: 2 λ × 2 prompts each.
-        assert_eq!(ev.rows, 2 + 4 + 4);
-        let (panacea, soup) = (&ev.methods[1].front, &ev.methods[2].front);
-        for (a, b) in panacea.points.iter().zip(&soup.points) {
-            for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() < 1e-9, "soup at a vertex {b:?} vs adapter {a:?}");
+        let soups = [SoupSpec {
+            label: "soup".into(),
+            adapters: vec![adapter_dir.clone(), adapter_dir.clone()],
+        }];
+        // DPS with the same adapter as member at e_1 and at e_2, listed against the grid's
+        // order ([0, 1] first): each vertex must be answered by the member at that vertex, so
+        // DPS reproduces the adapter's own points in grid order.
+        let dps = [DpsSpec {
+            label: "dps".into(),
+            members: vec![
+                (PreferenceVector::vertex(2, 0).expect("e1"), adapter_dir.clone()),
+                (PreferenceVector::vertex(2, 1).expect("e2"), adapter_dir),
+            ],
+        }];
+        let ev =
+            evaluate(&cfg, &model, &tokenizer, &methods, &soups, &dps, &prompts, tch::Device::Cpu)
+                .expect("evaluation runs");
+        // base: 2 prompts; adapter, soup and DPS: 2 λ × 2 prompts each.
+        assert_eq!(ev.rows, 2 + 4 + 4 + 4);
+        let panacea = &ev.methods[1].front;
+        for other in [&ev.methods[2].front, &ev.methods[3].front] {
+            for (a, b) in panacea.points.iter().zip(&other.points) {
+                for (x, y) in a.iter().zip(b) {
+                    assert!((x - y).abs() < 1e-9, "vertex point {b:?} vs adapter {a:?}");
+                }
             }
         }
         // The base weights were restored: the base model still gives the base's point.
-        let again = evaluate(&cfg, &model, &tokenizer, &[], &[], &prompts, tch::Device::Cpu)
+        let again = evaluate(&cfg, &model, &tokenizer, &[], &[], &[], &prompts, tch::Device::Cpu)
             .expect("base again");
         assert_eq!(again.methods[0].front.points, ev.methods[0].front.points);
         let out = tmp.join("run");
         let w = write_report(&ev, &cfg, &out).expect("report written");
 
-        assert_eq!(w.report.methods.len(), 3);
+        assert_eq!(w.report.methods.len(), 4);
         assert_eq!(w.report.methods[0].method, "base");
         assert_eq!(w.report.methods[0].n_points, 1);
         assert_eq!(w.report.methods[1].n_points, 2, "one point per λ");
@@ -1447,7 +1582,7 @@ mod tests {
             }
         }
         let csv = std::fs::read_to_string(out.join("points.csv")).expect("csv");
-        assert_eq!(csv.lines().count(), 1 + 1 + 2 + 2, "header + base + 2 λ × 2 methods:\n{csv}");
+        assert_eq!(csv.lines().count(), 1 + 1 + 3 * 2, "header + base + 2 λ × 3 methods:\n{csv}");
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }

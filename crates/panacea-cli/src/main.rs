@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod baselines;
 mod convert;
 mod doctor;
 mod eval_front;

@@ -61,6 +61,31 @@ pub(crate) struct Args {
     /// Folder that receives the run folder.
     #[arg(long, default_value = "runs")]
     runs_dir: PathBuf,
+    /// The run folder's name after its date (default: the config file's stem).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+impl Args {
+    /// A new run of `config` with `set` overrides in `runs_dir/<date>-<name>` (eval-front's
+    /// baselines).
+    pub(crate) fn new_run(
+        config: PathBuf,
+        set: Vec<String>,
+        device: Option<DeviceChoice>,
+        runs_dir: PathBuf,
+        name: String,
+    ) -> Self {
+        Self { config: Some(config), set, device, resume: None, runs_dir, name: Some(name) }
+    }
+}
+
+/// How a training run ended.
+pub(crate) struct Trained {
+    /// Its run folder.
+    pub(crate) run_dir: PathBuf,
+    /// True when Ctrl-C stopped it before the last step.
+    pub(crate) interrupted: bool,
 }
 
 /// The loop's own state, saved as `trainer_state.json` in every checkpoint folder beside the
@@ -76,8 +101,14 @@ struct LoopState {
     cursor: PromptCursor,
 }
 
-/// The training loop.
+/// `panacea train-ppo`.
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    let t = train(args)?;
+    Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+/// The training loop; returns the run folder.
+pub(crate) fn train(args: Args) -> Result<Trained> {
     // Config: struct defaults < YAML < --set, validated in one pass.
     let (yaml, source, stem) = match (&args.resume, &args.config) {
         (Some(dir), _) => {
@@ -161,7 +192,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             (run, step, state.cursor)
         }
         None => {
-            let run = RunDir::create(&args.runs_dir, &stem, &to_yaml(&cfg)?)?;
+            let name = args.name.as_deref().unwrap_or(&stem);
+            let run = RunDir::create(&args.runs_dir, name, &to_yaml(&cfg)?)?;
             let mut data_hashes = vec![("base model weights".to_owned(), base_hash)];
             for f in &data_files {
                 data_hashes.push((f.display().to_string(), run_dir::sha256_file(f)?));
@@ -240,7 +272,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
                 "interrupted after step {step}; continue with `panacea train-ppo --resume {}`",
                 run.path.display()
             );
-            return Ok(ExitCode::from(130));
+            return Ok(Trained { run_dir: run.path.clone(), interrupted: true });
         }
     }
     progress.finish();
@@ -274,7 +306,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(report))?;
     run_dir::write_atomic(&run.file("final_eval.json"), format!("{text}\n").as_bytes())?;
     eprintln!("done: {}", run.path.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(Trained { run_dir: run.path.clone(), interrupted: false })
 }
 
 fn fmt_vec(v: &[f64]) -> String {
@@ -521,6 +553,7 @@ mod tests {
             device: Some(DeviceChoice::Cpu),
             resume: None,
             runs_dir: runs.clone(),
+            name: None,
         };
         run(args).expect("train-ppo");
         let ppo_dir = std::fs::read_dir(&runs)
@@ -567,6 +600,7 @@ mod tests {
             device: Some(DeviceChoice::Cpu),
             resume,
             runs_dir: runs.clone(),
+            name: None,
         };
         run(args(None)).expect("uninterrupted run");
         let straight =
