@@ -390,8 +390,12 @@ fn evaluate(
     let mut j = BTreeMap::new();
     j.insert("step".to_owned(), serde_json::json!(step));
     let mut human = format!("eval step {step} |");
-    for v in 0..k {
-        let pref = PreferenceVector::vertex(k, v)?;
+    // The vertices e_v and the centre: their policy ranking accuracies form a small front whose
+    // hypervolume (reference 0: accuracies lie in [0, 1]) is logged as `eval/hv` each evaluation.
+    let mut front: Vec<Vec<f64>> = Vec::with_capacity(k + 1);
+    for v in 0..=k {
+        let pref =
+            if v < k { PreferenceVector::vertex(k, v)? } else { PreferenceVector::uniform(k)? };
         let mut acc = vec![0.0; k];
         let mut policy_rank = vec![0.0; k];
         let mut base_rank = vec![0.0; k];
@@ -410,7 +414,8 @@ fn evaluate(
                 count[i] += n;
             }
         }
-        let tag = &cfg.objectives[v];
+        let tag = cfg.objectives.get(v).map_or("mid", String::as_str);
+        front.push((0..k).map(|i| policy_rank[i] / count[i].max(1.0)).collect());
         human.push_str(&format!(" pref=e[{tag}]:"));
         for (i, name) in cfg.objectives.iter().enumerate() {
             let n = count[i].max(1.0);
@@ -432,6 +437,13 @@ fn evaluate(
             ));
         }
     }
+    let hv = panacea_eval::hypervolume(
+        &front,
+        panacea_eval::Sense::Max,
+        &panacea_eval::RefPoint::Explicit(vec![0.0; k]),
+    )?;
+    j.insert("eval/hv".to_owned(), serde_json::json!(hv.value));
+    human.push_str(&format!(" | hv {:.4}", hv.value));
     Ok(EvalLine { human, json: serde_json::to_value(&j)? })
 }
 

@@ -16,7 +16,7 @@ use panacea_core::config::{parse_config, to_yaml};
 use panacea_core::device::DeviceChoice;
 use panacea_core::objective::utilities;
 use panacea_core::seed::RunRngState;
-use panacea_core::{seed_everything, Adapter, PreferenceVector, RunRng};
+use panacea_core::{seed_everything, Adapter, PreferenceSampler, PreferenceVector, RunRng};
 use panacea_data::{
     ConciseScorer, HarmlessScorer, LengthMeasure, PositiveScorer, PromptSet, Split,
 };
@@ -224,6 +224,22 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
                 Ok(trainer.save_state(dir)?)
             })
         };
+    // The hypervolume curve: a small λ grid on a few eval prompts, against a reference fixed
+    // by the base model's vector (so values are comparable across steps and resumes).
+    let hv_prompts = &eval_prompts[..eval_prompts.len().min(cfg.train.hv_prompts)];
+    let hv_grid = PreferenceSampler::DasDennis { h: 2 }.grid(k)?;
+    let hv_reference: Option<Vec<f64>> = if cfg.train.hv_every > 0 {
+        let base = evaluate(
+            &trainer,
+            hv_prompts,
+            None,
+            cfg.ppo.rollout.max_new_tokens,
+            cfg.train.batch_size,
+        )?;
+        Some(base.iter().map(|x| x - 1.0).collect())
+    } else {
+        None
+    };
     for step in start + 1..=cfg.train.steps {
         let t0 = Instant::now();
         let batch = cursor.next_batch(&train_prompts, cfg.train.batch_size, &mut rng.data);
@@ -256,6 +272,36 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
                 scores.join(" "),
                 m.pref.iter().map(|p| (p * 100.0).round() / 100.0).collect::<Vec<_>>(),
                 m.response_len
+            ));
+        }
+        if let Some(reference) = hv_reference.as_ref().filter(|_| step % cfg.train.hv_every == 0) {
+            let mut front = Vec::with_capacity(hv_grid.len());
+            for pref in &hv_grid {
+                let max_new = cfg.ppo.rollout.max_new_tokens;
+                front.push(evaluate(
+                    &trainer,
+                    hv_prompts,
+                    Some(pref),
+                    max_new,
+                    cfg.train.batch_size,
+                )?);
+            }
+            let hv = panacea_eval::hypervolume(
+                &front,
+                panacea_eval::Sense::Max,
+                &panacea_eval::RefPoint::Explicit(reference.clone()),
+            )?;
+            let mut json = serde_json::json!({"step": step, "eval/hv": hv.value});
+            for (pref, point) in hv_grid.iter().zip(&front) {
+                json[format!("eval/front/{pref}")] = serde_json::json!(point);
+            }
+            run.log_metrics(&json)?;
+            progress.println(&format!(
+                "step {step} | hypervolume {:.4} over {} λ × {} prompts (reference {})",
+                hv.value,
+                hv_grid.len(),
+                hv_prompts.len(),
+                fmt_vec(reference)
             ));
         }
         let interrupted = interrupt.requested();
@@ -549,6 +595,8 @@ mod tests {
                 format!("objectives.1.source.path={}", rm_dir.join("score-harmless").display()),
                 "train.steps=1".into(),
                 "train.eval_prompts=2".into(),
+                "train.hv_every=1".into(),
+                "train.hv_prompts=2".into(),
             ],
             device: Some(DeviceChoice::Cpu),
             resume: None,
@@ -566,6 +614,13 @@ mod tests {
         {
             assert!(ppo_dir.join(f).is_file(), "{f} missing");
         }
+        let metrics = std::fs::read_to_string(ppo_dir.join("metrics.jsonl")).expect("metrics");
+        let hv: Vec<f64> = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["eval/hv"].as_f64())
+            .collect();
+        assert_eq!(hv.len(), 1, "one hypervolume point at step 1:\n{metrics}");
+        assert!(hv[0].is_finite() && hv[0] >= 0.0);
         let ck = ppo_dir.join("checkpoints/step-000001");
         for f in [
             "adapter_config.json",

@@ -415,6 +415,18 @@ pub struct TrainConfig {
     /// the whole step. The paper shares one λ per step (false).
     #[serde(default)]
     pub preference_per_row: bool,
+    /// Every N steps (0: never), greedy answers to `hv_prompts` eval prompts under the
+    /// Das–Dennis λ grid with H = 2 (K = 2: e_1, (½, ½), e_2) give a front whose hypervolume
+    /// is logged as `eval/hv` (reference: the base model's vector minus 1 in every objective).
+    #[serde(default)]
+    pub hv_every: u64,
+    /// Eval prompts answered for the hypervolume curve, ≥ 1.
+    #[serde(default = "d_hv_prompts")]
+    pub hv_prompts: usize,
+}
+
+fn d_hv_prompts() -> usize {
+    4
 }
 
 /// The whole `train-ppo` config file.
@@ -519,6 +531,7 @@ impl Validate for TrainPpoConfig {
         v.check(self.train.steps >= 1, "train.steps", "must be ≥ 1");
         v.check(self.train.log_every >= 1, "train.log_every", "must be ≥ 1");
         v.check(self.train.eval_prompts >= 1, "train.eval_prompts", "must be ≥ 1");
+        v.check(self.train.hv_prompts >= 1, "train.hv_prompts", "must be ≥ 1");
         let mb = self.ppo.ppo.mini_batch_size;
         v.check(
             self.train.batch_size >= 1 && mb >= 1 && self.train.batch_size % mb == 0,
