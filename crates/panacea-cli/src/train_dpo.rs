@@ -504,6 +504,7 @@ mod tests {
             response_1: "b".into(),
             labels: vec![1],
             scores: vec![None],
+            safety: None,
             line: 1,
         };
         // Prompts in first-appearance order: x (0), y (1), z (2), w (3); stride 2 → y and w.

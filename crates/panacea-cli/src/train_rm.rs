@@ -195,6 +195,9 @@ pub(crate) fn load_pairs_reporting(
     Ok(records)
 }
 
+/// (winner ids, loser ids, (winner is safe, loser is safe)) of one labelled pair.
+type LabelledPair = (Vec<i64>, Vec<i64>, Option<(bool, bool)>);
+
 /// Trains every configured score model in turn.
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let yaml = std::fs::read_to_string(&args.config)
@@ -264,12 +267,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     eprintln!("run folder: {}", run.path.display());
 
     for (d, target) in cfg.models.iter().enumerate() {
-        // (winner, loser) token ids of pairs labelled in this dimension.
-        let side = |i: usize| -> Option<(Vec<i64>, Vec<i64>)> {
+        // (winner, loser) token ids of pairs labelled in this dimension, with the pair's
+        // (winner is safe, loser is safe) labels where the file has them.
+        let side = |i: usize| -> Option<LabelledPair> {
             let (a, b) = &encoded[i];
+            let s = records[i].safety;
             match records[i].labels[d] {
-                1 => Some((a.clone(), b.clone())),
-                -1 => Some((b.clone(), a.clone())),
+                1 => Some((a.clone(), b.clone(), s.map(|s| (s[0], s[1])))),
+                -1 => Some((b.clone(), a.clone(), s.map(|s| (s[1], s[0])))),
                 _ => None,
             }
         };
@@ -283,15 +288,33 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
                 eval.len()
             );
         }
+        // A cost model uses safe-rlhf's cost loss with the safety-sign terms when every pair
+        // has safety labels (PKU-SafeRLHF's is_response_*_safe); otherwise Bradley–Terry on
+        // costs, said once here.
+        let sign_terms =
+            target.kind == ObjectiveKind::Cost && train.iter().chain(&eval).all(|p| p.2.is_some());
+        if target.kind == ObjectiveKind::Cost && !sign_terms {
+            eprintln!(
+                "{}: some pairs have no safety labels, so the cost model trains with \
+                 Bradley–Terry only (no sign terms); PKU-SafeRLHF files carry them",
+                target.dim
+            );
+        }
         let vs = nn::VarStore::new(device);
         let adapter = score_adapter_config(cfg.model.rank, cfg.model.alpha);
         let model = LmScoreModel::new(&base, &vs.root(), &adapter);
         let mut opt = nn::Adam { beta1: 0.9, beta2: 0.95, wd: 0.0, ..Default::default() }
             .build(&vs, cfg.train.lr)?;
-        // A reward model ranks the winner higher; a cost model ranks the loser (the less safe
-        // response) higher: batch "better" is then the loser.
-        let batch_of = |pairs: &[(Vec<i64>, Vec<i64>)]| -> Result<ScorePairBatch> {
-            let (w, l): (Vec<Vec<i64>>, Vec<Vec<i64>>) = pairs.iter().cloned().unzip();
+        // Reward: the winner scores higher (BT). Cost with sign terms: `cost_loss(safer,
+        // unsafer)` takes the winner (the safer response) first. Cost without: BT with the
+        // loser (the less safe response) as the higher-scoring side.
+        let batch_of = |pairs: &[LabelledPair]| -> Result<ScorePairBatch> {
+            let w: Vec<Vec<i64>> = pairs.iter().map(|p| p.0.clone()).collect();
+            let l: Vec<Vec<i64>> = pairs.iter().map(|p| p.1.clone()).collect();
+            if sign_terms {
+                let safety: Vec<(bool, bool)> = pairs.iter().filter_map(|p| p.2).collect();
+                return Ok(ScorePairBatch::from_tokens(&w, &l, Some(&safety), tok.pad_id, device)?);
+            }
             let (hi, lo) = match target.kind {
                 ObjectiveKind::Reward => (w, l),
                 ObjectiveKind::Cost => (l, w),
@@ -321,11 +344,13 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             }
             let ev = tch::no_grad(|| pair_loss(&model, &eval_batch, 0.0));
             let acc = ev.accuracy.double_value(&[]);
+            let sign_acc = ev.sign_accuracy.as_ref().map(|t| t.double_value(&[]));
             eprintln!(
-                "{} epoch {epoch}: eval loss {:.4}, pairwise accuracy {:.3} on {} held-out pairs",
+                "{} epoch {epoch}: eval loss {:.4}, pairwise accuracy {:.3}{} on {} held-out pairs",
                 target.dim,
                 ev.loss.double_value(&[]),
                 acc,
+                sign_acc.map_or(String::new(), |a| format!(", sign accuracy {a:.3}")),
                 eval.len()
             );
             if epoch == cfg.train.epochs {
@@ -335,11 +360,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
                     kind: target.kind,
                     base_model: cfg.model.name.clone(),
                     eval_accuracy: Some(acc),
-                    eval_sign_accuracy: None,
+                    eval_sign_accuracy: sign_acc,
                 };
                 save_score_model(&dir, &vs, &meta)?;
                 run.log_metrics(&serde_json::json!({
                     format!("rm/eval_accuracy/{}", target.dim): acc,
+                    format!("rm/eval_sign_accuracy/{}", target.dim): sign_acc,
                     "folder": dir.display().to_string(),
                 }))?;
                 eprintln!("saved {}", dir.display());
@@ -383,5 +409,49 @@ mod tests {
         assert!(err.contains("pairs.jsonl:3") && err.contains("response_1"), "{err}");
         run(args(true)).expect("skipping the malformed line");
         std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// Trained on a PKU-SafeRLHF file, the harmless cost model uses the safety-sign terms and
+    /// records its held-out sign accuracy; the generic file (no safety labels) gives none.
+    #[test]
+    fn cost_model_uses_safety_signs_when_the_file_has_them() {
+        if panacea_lm::resolve_model("smollm2-135m").is_err() {
+            eprintln!("skipped: smollm2-135m is not in the model cache");
+            return;
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let runs = std::env::temp_dir().join(format!("panacea-rm-sign-{}", std::process::id()));
+        let sign_accuracy = |data: &str, format: &str| {
+            let before: Vec<PathBuf> = std::fs::read_dir(&runs)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            let args = Args::for_test(
+                root.join("configs/tiny/rm.yaml"),
+                vec![
+                    format!("data.path={}", root.join(data).display()),
+                    format!("data.format={format}"),
+                    "train.epochs=1".into(),
+                ],
+                runs.clone(),
+            );
+            run(args).expect("train-rm");
+            let run_dir = std::fs::read_dir(&runs)
+                .expect("runs")
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| !before.contains(p))
+                .expect("new run folder");
+            let meta: ScoreModelMeta = serde_json::from_str(
+                &std::fs::read_to_string(run_dir.join("score-harmless/score_model.json"))
+                    .expect("meta"),
+            )
+            .expect("parse meta");
+            assert_eq!(meta.kind, ObjectiveKind::Cost);
+            meta.eval_sign_accuracy
+        };
+        let with = sign_accuracy("data/tiny/pairs_pku.jsonl", "pku-saferlhf");
+        assert!(with.is_some_and(|a| (0.0..=1.0).contains(&a)), "{with:?}");
+        assert_eq!(sign_accuracy("data/tiny/pairs_generic.jsonl", "generic"), None);
+        std::fs::remove_dir_all(&runs).expect("clean up");
     }
 }

@@ -155,6 +155,9 @@ pub fn build_pairs(
                 response_1: sp.responses[j].clone(),
                 prefs,
                 scores: Some(scores),
+                // Safety labels go to the PKU file (is_response_*_safe); the generic file keeps
+                // its published shape.
+                safe: None,
             });
             stats.generic += 1;
             if let (Some(better), Some(safer)) = (winners[helpful], winners[harmless]) {

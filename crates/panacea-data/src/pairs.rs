@@ -50,6 +50,10 @@ pub struct PairRecord {
     /// `scores[k]`: the raw gold scores `[s_0, s_1]` of dimension `dims[k]`, where the file has
     /// them (generic schema only).
     pub scores: Vec<Option<[f64; 2]>>,
+    /// Whether response 0 and response 1 are safe, where the file says so (PKU-SafeRLHF's
+    /// `is_response_{0,1}_safe`, the generic schema's optional `safe`); cost models use them
+    /// for safe-rlhf's sign terms.
+    pub safety: Option<[bool; 2]>,
     /// The 1-based line the record came from.
     pub line: usize,
 }
@@ -69,6 +73,9 @@ pub struct GenericPair {
     /// Per dimension, the raw gold scores of response 0 and response 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scores: Option<BTreeMap<String, [f64; 2]>>,
+    /// Whether response 0 and response 1 are safe (optional; cost models' sign terms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe: Option<[bool; 2]>,
 }
 
 /// A record of PKU-SafeRLHF's schema.
@@ -249,7 +256,7 @@ impl<R: BufRead> PairReader<R> {
     fn parse(&self, line: &Line) -> Result<PairRecord, DataError> {
         let path = self.lines.path();
         let k = self.opts.dims.len();
-        let (prompt, response_0, response_1, labels, scores) = match self.opts.format {
+        let (prompt, response_0, response_1, labels, scores, safety) = match self.opts.format {
             PairFormat::Generic => {
                 let g: GenericPair = parse_line(path, line)?;
                 let mut labels = Vec::with_capacity(k);
@@ -271,7 +278,7 @@ impl<R: BufRead> PairReader<R> {
                     }
                     scores.push(s);
                 }
-                (g.prompt, g.response_0, g.response_1, labels, scores)
+                (g.prompt, g.response_0, g.response_1, labels, scores, g.safe)
             }
             PairFormat::PkuSaferlhf => {
                 let p: PkuRecord = parse_line(path, line)?;
@@ -286,7 +293,8 @@ impl<R: BufRead> PairReader<R> {
                         PkuDim::Safer => safer,
                     })
                     .collect();
-                (p.prompt, p.response_0, p.response_1, labels, vec![None; k])
+                let safety = Some([p.is_response_0_safe, p.is_response_1_safe]);
+                (p.prompt, p.response_0, p.response_1, labels, vec![None; k], safety)
             }
             PairFormat::HhRlhf => {
                 let h: HhRecord = parse_line(path, line)?;
@@ -304,10 +312,17 @@ impl<R: BufRead> PairReader<R> {
                             .to_owned(),
                     ));
                 }
-                (prompt.to_owned(), chosen.to_owned(), rejected.to_owned(), vec![1], vec![None])
+                (
+                    prompt.to_owned(),
+                    chosen.to_owned(),
+                    rejected.to_owned(),
+                    vec![1],
+                    vec![None],
+                    None,
+                )
             }
         };
-        Ok(PairRecord { prompt, response_0, response_1, labels, scores, line: line.number })
+        Ok(PairRecord { prompt, response_0, response_1, labels, scores, safety, line: line.number })
     }
 }
 
