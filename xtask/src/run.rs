@@ -1,5 +1,6 @@
 //! Commands that run cargo (and so the libtorch-linked crates) with the right environment.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
@@ -84,6 +85,50 @@ pub(crate) fn train_ppo(args: &[String]) -> Result<ExitCode> {
     let mut full = vec!["train-ppo".to_owned()];
     full.extend_from_slice(args);
     panacea(&full)
+}
+
+/// `cargo xtask train-ppo-learned [args]`: the learned-reward path at full size in two stages:
+/// `panacea train-rm --config configs/rm-hh.yaml` (a helpful reward and a harmless cost model)
+/// into `runs/learned-rm/`, then `panacea train-ppo --config configs/ppo-learned.yaml` with the
+/// two new score-model folders filled in; `args` go to the PPO stage.
+pub(crate) fn train_ppo_learned(args: &[String]) -> Result<ExitCode> {
+    crate::fetch::ensure_model("smollm2-135m")?;
+    let root = workspace_root();
+    let rm_runs = root.join("runs").join("learned-rm");
+    let before = run_folders(&rm_runs);
+    let rm = [
+        "train-rm".to_owned(),
+        "--config".to_owned(),
+        root.join("configs/rm-hh.yaml").display().to_string(),
+        "--runs-dir".to_owned(),
+        rm_runs.display().to_string(),
+    ];
+    let code = panacea(&rm)?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let Some(rm_run) = run_folders(&rm_runs).into_iter().filter(|p| !before.contains(p)).max() else {
+        anyhow::bail!("train-rm finished but left no run folder in {}", rm_runs.display());
+    };
+    eprintln!("score models from {}", rm_run.display());
+    let mut full = vec![
+        "train-ppo".to_owned(),
+        "--config".to_owned(),
+        root.join("configs/ppo-learned.yaml").display().to_string(),
+        "--set".to_owned(),
+        format!("objectives.0.source.path={}", rm_run.join("score-helpful").display()),
+        "--set".to_owned(),
+        format!("objectives.1.source.path={}", rm_run.join("score-harmless").display()),
+    ];
+    full.extend_from_slice(args);
+    panacea(&full)
+}
+
+/// The sub-folders of `dir` (none when it does not exist).
+fn run_folders(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default()
 }
 
 /// `cargo xtask train-dpo [args]`: `panacea train-dpo` (release) with the libtorch
