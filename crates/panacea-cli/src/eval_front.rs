@@ -38,8 +38,8 @@ use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::SvdLoraLinear;
 use panacea_core::{PreferenceSampler, PreferenceVector, RunRng};
 use panacea_data::{
-    ConciseScorer, HarmlessScorer, LengthMeasure, MiniLmEncoder, PositiveScorer, PromptSet,
-    RelevantScorer, Scorer, Split,
+    ConciseScorer, HarmlessScorer, LengthMeasure, MiniLmEncoder, NegativeScorer, PositiveScorer,
+    PromptSet, RelevantScorer, Scorer, Split,
 };
 use panacea_eval::{
     bootstrap_ci, igd_plus, nondominated, nondominated_mask, plot_fronts, spacing,
@@ -134,6 +134,8 @@ pub(crate) enum GoldScorer {
     Harmless,
     /// VADER compound sentiment, in [−1, 1].
     Positive,
+    /// Minus the VADER compound, in [−1, 1].
+    Negative,
     /// Cosine of all-MiniLM-L6-v2 prompt and response embeddings, in [−1, 1]
     /// (`cargo xtask fetch-scorers`).
     Relevant {
@@ -168,6 +170,7 @@ impl GoldScorer {
         match self {
             GoldScorer::Harmless => "harmless",
             GoldScorer::Positive => "positive",
+            GoldScorer::Negative => "negative",
             GoldScorer::Relevant { .. } => "relevant",
             GoldScorer::Concise { .. } => "concise",
         }
@@ -178,6 +181,7 @@ impl GoldScorer {
         Some(match name {
             "harmless" => GoldScorer::Harmless,
             "positive" => GoldScorer::Positive,
+            "negative" => GoldScorer::Negative,
             "relevant" => GoldScorer::Relevant { batch_size: default_relevant_batch() },
             "concise" => GoldScorer::Concise { r_max: default_r_max(), c: default_c() },
             _ => return None,
@@ -189,6 +193,7 @@ impl GoldScorer {
         Ok(match self {
             GoldScorer::Harmless => Box::new(HarmlessScorer::load_bundled()?),
             GoldScorer::Positive => Box::new(PositiveScorer::new()),
+            GoldScorer::Negative => Box::new(NegativeScorer::new()),
             GoldScorer::Relevant { batch_size } => {
                 let dir = MiniLmEncoder::default_dir()
                     .context("neither PANACEA_CACHE nor HOME is set; cannot find MiniLM")?;
@@ -307,7 +312,7 @@ impl Validate for EvalFrontConfig {
                     v.check(r_max.is_finite(), &format!("objectives.{i}.r_max"), "must be finite");
                     v.positive(*c, &format!("objectives.{i}.c"));
                 }
-                GoldScorer::Harmless | GoldScorer::Positive => {}
+                GoldScorer::Harmless | GoldScorer::Positive | GoldScorer::Negative => {}
             }
         }
         v.section("grid", &self.grid);
@@ -894,6 +899,24 @@ fn evaluate_dps(
     Ok((scores, texts))
 }
 
+/// Fails unless every adapter folder in `dirs` records `base_hash` as its base model's hash.
+fn check_base_models(dirs: &[&Path], model: &str, base_hash: &str) -> anyhow::Result<()> {
+    for dir in dirs {
+        let folder = read_adapter_config(dir)
+            .with_context(|| format!("reading adapter {}", dir.display()))?;
+        ensure!(
+            folder.base_model.hash == base_hash,
+            "adapter {} was trained on base model {} (hash {}), but this evaluation loads {model} \
+             (hash {base_hash})\nhint: evaluate with the base the adapter was trained on \
+             (`--set model=...`)",
+            dir.display(),
+            folder.base_model.name,
+            folder.base_model.hash
+        );
+    }
+    Ok(())
+}
+
 fn check_adapter_objectives(
     folder: &AdapterFolderConfig,
     objectives: &[String],
@@ -1271,6 +1294,9 @@ struct RunObjectives {
 #[derive(Debug, Deserialize)]
 struct RunObjective {
     name: String,
+    /// `reward` or `cost`.
+    #[serde(default)]
+    kind: Option<String>,
     #[serde(default)]
     source: Option<serde_json::Value>,
 }
@@ -1291,8 +1317,12 @@ fn objectives_of_run(run: &Path) -> Option<Vec<GoldScorer>> {
     cfg.objectives
         .iter()
         .map(|o| {
+            // A gold scorer declared a cost was optimised negated: only its name can say
+            // which (higher-is-better) gold scorer measures it, e.g. `negative`.
+            let as_cost = o.kind.as_deref() == Some("cost");
             o.source
                 .clone()
+                .filter(|_| !as_cost)
                 .and_then(|s| serde_json::from_value::<GoldScorer>(s).ok())
                 .or_else(|| GoldScorer::from_name(&o.name))
         })
@@ -1393,6 +1423,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let prompts = cfg.load_prompts()?;
     let m = panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
         .with_context(|| format!("loading model {}", cfg.model))?;
+    // Every adapter must have been trained on exactly these base weights.
+    let base_hash = panacea_core::checkpoint::hash_var_store(&m.base_vs)?;
+    let folders: Vec<&Path> = methods
+        .iter()
+        .map(|mm| mm.adapter.as_path())
+        .chain(soups.iter().flat_map(|s| s.adapters.iter().map(PathBuf::as_path)))
+        .chain(dps.iter().flat_map(|d| d.members.iter().map(|(_, a)| a.as_path())))
+        .collect();
+    check_base_models(&folders, &cfg.model, &base_hash)?;
     let out = args.out.clone().unwrap_or_else(|| default_out_dir(Path::new("runs")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     if args.out.is_none() {
@@ -1452,6 +1491,15 @@ mod tests {
             objectives_of_run(&run),
             Some(vec![GoldScorer::Positive, GoldScorer::Concise { r_max: 4.0, c: 6.0 }])
         );
+        // A gold scorer declared a cost is measured by the scorer its name gives, never by
+        // the (un-negated) source: here `negative`, i.e. −VADER.
+        std::fs::write(
+            run.join("config.yaml"),
+            "objectives:\n  - name: positive\n    kind: reward\n    source: { kind: positive \
+             }\n  - name: negative\n    kind: cost\n    source: { kind: positive }\n",
+        )
+        .expect("write");
+        assert_eq!(objectives_of_run(&run), Some(vec![GoldScorer::Positive, GoldScorer::Negative]));
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -1512,6 +1560,10 @@ mod tests {
         )
         .expect("folder config");
         save_adapter(&adapter_dir, &adapter_vs, &folder).expect("save adapter");
+        let err = check_base_models(&[adapter_dir.as_path()], "tiny", "another-hash")
+            .expect_err("a different base must be refused");
+        assert!(format!("{err}").contains("random-seed-3"), "{err}");
+        check_base_models(&[adapter_dir.as_path()], "tiny", "random-seed-3").expect("same base");
 
         let prompts = cfg.load_prompts().expect("bundled prompts");
         assert_eq!(prompts.len(), 2);

@@ -18,7 +18,7 @@ use panacea_core::objective::utilities;
 use panacea_core::seed::RunRngState;
 use panacea_core::{seed_everything, Adapter, PreferenceSampler, PreferenceVector, RunRng};
 use panacea_data::{
-    ConciseScorer, HarmlessScorer, LengthMeasure, PositiveScorer, PromptSet, Split,
+    ConciseScorer, HarmlessScorer, LengthMeasure, NegativeScorer, PositiveScorer, PromptSet, Split,
 };
 use panacea_lm::generate::response_texts;
 use panacea_lm::{
@@ -443,6 +443,7 @@ fn build_sources(
     for o in &cfg.objectives {
         let src: Box<dyn RewardSource> = match &o.source {
             SourceConfig::Positive => Box::new(ScorerSource(Box::new(PositiveScorer::new()))),
+            SourceConfig::Negative => Box::new(ScorerSource(Box::new(NegativeScorer::new()))),
             SourceConfig::Harmless => {
                 Box::new(ScorerSource(Box::new(HarmlessScorer::load_bundled()?)))
             }

@@ -512,3 +512,25 @@ pub fn export_peft(
     write_json(&out_dir.join(PEFT_PROVENANCE_FILE), &provenance)?;
     Ok(PeftExportSummary { modules: modules.len(), rank: r })
 }
+
+/// Hex SHA-256 over every variable of `vs` in sorted name order: name, kind, shape and bytes.
+/// Adapter folders record it as their base model's hash, so an adapter is never applied to
+/// other weights by mistake. Reads all weights to the host once (about a second for 135M
+/// parameters).
+pub fn hash_var_store(vs: &nn::VarStore) -> Result<String, CoreError> {
+    use sha2::{Digest, Sha256};
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for name in names {
+        let t = vars[name].detach().to_device(tch::Device::Cpu).contiguous();
+        h.update(name.as_bytes());
+        h.update(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
+        let n = t.numel() * t.kind().elt_size_in_bytes();
+        let mut buf = vec![0u8; n];
+        t.f_copy_data_u8(&mut buf, t.numel())?;
+        h.update(&buf);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

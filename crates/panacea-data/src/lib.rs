@@ -37,7 +37,7 @@ pub use pairs::{
     load_pairs, open_pairs, read_pairs, GenericPair, PairFormat, PairReader, PairRecord, PkuRecord,
     ReadOptions, ReadReport,
 };
-pub use positive::PositiveScorer;
+pub use positive::{NegativeScorer, PositiveScorer};
 pub use prompts::{load_prompts, split_of, PromptRecord, PromptSet, Split};
 pub use relevant::RelevantScorer;
 pub use scorer::Scorer;

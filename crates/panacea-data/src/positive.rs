@@ -1,4 +1,4 @@
-//! The positive scorer: the VADER compound sentiment score (Hutto & Gilbert, ICWSM 2014) of the
+//! The positive and negative scorers: the VADER compound sentiment score (Hutto & Gilbert, ICWSM 2014) of the
 //! response, from the MIT crate `vader_sentiment` 0.1.1, which embeds `vader_lexicon.txt` and
 //! the emoji lexicon.
 //!
@@ -67,5 +67,34 @@ impl Scorer for PositiveScorer {
     fn score(&self, prompts: &[&str], responses: &[&str]) -> Result<Vec<f64>, DataError> {
         check_batch(self.name(), prompts, responses)?;
         responses.iter().map(|r| self.compound(r)).collect()
+    }
+}
+
+/// Negativity: minus the VADER compound of the response. Range `[−1, 1]`; higher is more
+/// negative. In direct conflict with [`PositiveScorer`] by construction, which gives a
+/// two-objective task whose front and directions are known (the PPO default's second
+/// objective). The prompt is ignored.
+#[derive(Debug, Default)]
+pub struct NegativeScorer(PositiveScorer);
+
+impl NegativeScorer {
+    /// The scorer with VADER's bundled lexicons.
+    pub fn new() -> Self {
+        Self(PositiveScorer::new())
+    }
+}
+
+impl Scorer for NegativeScorer {
+    fn name(&self) -> &str {
+        "negative"
+    }
+
+    fn range(&self) -> (f64, f64) {
+        (-1.0, 1.0)
+    }
+
+    fn score(&self, prompts: &[&str], responses: &[&str]) -> Result<Vec<f64>, DataError> {
+        check_batch(self.name(), prompts, responses)?;
+        responses.iter().map(|r| self.0.compound(r).map(|c| -c)).collect()
     }
 }

@@ -71,24 +71,8 @@ pub fn hash_pairs(pairs: &[EncodedPair]) -> String {
     hex(&h.finalize())
 }
 
-/// Hex SHA-256 over every variable of `vs` in sorted name order: name, kind, shape and bytes.
-/// Reads all weights to the host once (about a second for 135M parameters).
-pub fn hash_var_store(vs: &nn::VarStore) -> Result<String, DpoError> {
-    let vars = vs.variables();
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    let mut h = Sha256::new();
-    for name in names {
-        let t = vars[name].detach().to_device(Device::Cpu).contiguous();
-        h.update(name.as_bytes());
-        h.update(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
-        let n = t.numel() * t.kind().elt_size_in_bytes();
-        let mut buf = vec![0u8; n];
-        t.f_copy_data_u8(&mut buf, t.numel())?;
-        h.update(&buf);
-    }
-    Ok(hex(&h.finalize()))
-}
+/// The base-model hash (moved to panacea-core so every trainer and eval-front share it).
+pub use panacea_core::checkpoint::hash_var_store;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

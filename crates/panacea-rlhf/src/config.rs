@@ -348,6 +348,9 @@ pub struct DataConfig {
 pub enum SourceConfig {
     /// VADER compound sentiment of the response, in [−1, 1].
     Positive,
+    /// Minus the VADER compound of the response, in [−1, 1] (in direct conflict with
+    /// `positive`).
+    Negative,
     /// 1 − p(toxic) of the response (alt-profanity-check export), in [0, 1].
     Harmless,
     /// The concise rule r_max if |y| ≤ c else r_max + 1 − |y|/c, |y| in tokens.

@@ -47,3 +47,15 @@ const PINNED: &[(&str, f64)] = &[
     ("I can't help with that request.", -0.308926),
     ("\u{1f600} great", 0.764969),
 ];
+
+#[test]
+fn negative_scorer_is_minus_the_compound_per_response() {
+    let texts = ["What a wonderful, happy day!", "This is terrible and sad.", "The door is blue."];
+    let pos = PositiveScorer::new().score(&["", "", ""], &texts).expect("positive");
+    let neg = panacea_data::NegativeScorer::new().score(&["", "", ""], &texts).expect("negative");
+    assert!(pos[0] > 0.5 && pos[1] < -0.5 && pos[2] == 0.0, "{pos:?}");
+    for (p, n) in pos.iter().zip(&neg) {
+        assert_eq!(*n, -p);
+    }
+    assert!(panacea_data::NegativeScorer::new().score(&[""], &["a", "b"]).is_err());
+}
