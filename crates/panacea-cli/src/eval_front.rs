@@ -143,6 +143,18 @@ pub(crate) enum GoldScorer {
         #[serde(default = "default_relevant_batch")]
         batch_size: usize,
     },
+    /// A learned reward or cost model folder from `panacea train-rm`, on the evaluated base
+    /// model: it scores the ChatML-rendered prompt + response + EOS at the last token, as PPO
+    /// scored rollouts; a cost is negated, so higher is better like every other scorer.
+    ScoreModel {
+        /// The objective's name (the trained objective's, e.g. `helpful`).
+        name: String,
+        /// The score-model folder.
+        path: PathBuf,
+        /// True for a cost model (its score is negated).
+        #[serde(default)]
+        cost: bool,
+    },
     /// The paper's concise reward r_max, or r_max + 1 − |y|/c past c policy tokens.
     Concise {
         /// r_max (default 4).
@@ -152,6 +164,95 @@ pub(crate) enum GoldScorer {
         #[serde(default = "default_c")]
         c: f64,
     },
+}
+
+/// A learned score model as a higher-is-better [`Scorer`] (see [`GoldScorer::ScoreModel`]).
+struct LearnedScorer {
+    name: String,
+    model: panacea_rlhf::score::LmScoreModel,
+    /// Holds the model's adapter and head.
+    _vs: nn::VarStore,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    negate: bool,
+}
+
+impl LearnedScorer {
+    fn load(
+        name: &str,
+        path: &Path,
+        cost: bool,
+        base: &Llama,
+        tokenizer: &Tokenizer,
+    ) -> anyhow::Result<Self> {
+        let mut vs = nn::VarStore::new(panacea_lm::CausalLm::device(base));
+        let (model, meta) = panacea_rlhf::score::load_score_model(path, base, &mut vs)
+            .with_context(|| format!("objective {name}: loading score model {}", path.display()))?;
+        let is_cost = meta.kind == panacea_core::ObjectiveKind::Cost;
+        ensure!(
+            is_cost == cost,
+            "objective {name}: {} holds a {:?} model but the objective says cost = {cost}",
+            path.display(),
+            meta.kind
+        );
+        vs.freeze();
+        Ok(Self {
+            name: name.to_owned(),
+            model,
+            _vs: vs,
+            tokenizer: tokenizer.clone(),
+            template: ChatTemplate::default(),
+            negate: cost,
+        })
+    }
+}
+
+impl Scorer for LearnedScorer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Unbounded: a learned score has no fixed range.
+    fn range(&self) -> (f64, f64) {
+        (f64::NEG_INFINITY, f64::INFINITY)
+    }
+
+    fn score(
+        &self,
+        prompts: &[&str],
+        responses: &[&str],
+    ) -> Result<Vec<f64>, panacea_data::DataError> {
+        use panacea_rlhf::score::ScoreModel;
+        let err = |message: String| panacea_data::DataError::Scorer {
+            scorer: self.name.clone(),
+            message,
+        };
+        if prompts.len() != responses.len() {
+            return Err(err(format!(
+                "{} prompts for {} responses",
+                prompts.len(),
+                responses.len()
+            )));
+        }
+        let device = panacea_lm::CausalLm::device(&self.model.backbone);
+        let mut out = Vec::with_capacity(prompts.len());
+        for (ps, rs) in prompts.chunks(16).zip(responses.chunks(16)) {
+            let mut rows = Vec::with_capacity(ps.len());
+            for (p, r) in ps.iter().zip(rs) {
+                let text = format!("{}{r}", self.template.user_prompt(p));
+                let mut ids = self.tokenizer.encode(&text).map_err(|e| err(e.to_string()))?;
+                ids.push(self.tokenizer.eos_id);
+                rows.push(ids);
+            }
+            let (ids, mask) = panacea_rlhf::score::right_pad(&rows, self.tokenizer.pad_id, device);
+            let s = tch::no_grad(|| self.model.end_scores(&ids, &mask)); // [b]
+            let s: Vec<f64> =
+                Vec::try_from(s.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))
+                    .map_err(|e: tch::TchError| err(e.to_string()))?;
+            out.extend(s.into_iter().map(|x| if self.negate { -x } else { x }));
+        }
+        Ok(out)
+    }
 }
 
 fn default_relevant_batch() -> usize {
@@ -166,8 +267,9 @@ fn default_c() -> f64 {
 
 impl GoldScorer {
     /// The objective name (the scorer's `name()`).
-    pub(crate) fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &str {
         match self {
+            GoldScorer::ScoreModel { name, .. } => name,
             GoldScorer::Harmless => "harmless",
             GoldScorer::Positive => "positive",
             GoldScorer::Negative => "negative",
@@ -188,9 +290,18 @@ impl GoldScorer {
         })
     }
 
-    /// Builds the scorer; concise counts tokens of the policy's tokenizer.
-    fn build(&self, tokenizer: &Tokenizer, device: tch::Device) -> anyhow::Result<Box<dyn Scorer>> {
+    /// Builds the scorer; concise counts tokens of the policy's tokenizer; a learned score
+    /// model is loaded onto `base`.
+    fn build(
+        &self,
+        tokenizer: &Tokenizer,
+        base: &Llama,
+        device: tch::Device,
+    ) -> anyhow::Result<Box<dyn Scorer>> {
         Ok(match self {
+            GoldScorer::ScoreModel { name, path, cost } => {
+                Box::new(LearnedScorer::load(name, path, *cost, base, tokenizer)?)
+            }
             GoldScorer::Harmless => Box::new(HarmlessScorer::load_bundled()?),
             GoldScorer::Positive => Box::new(PositiveScorer::new()),
             GoldScorer::Negative => Box::new(NegativeScorer::new()),
@@ -313,6 +424,12 @@ impl Validate for EvalFrontConfig {
                     v.positive(*c, &format!("objectives.{i}.c"));
                 }
                 GoldScorer::Harmless | GoldScorer::Positive | GoldScorer::Negative => {}
+                GoldScorer::ScoreModel { path, .. } => v.check(
+                    path.join(panacea_rlhf::score::SCORE_META_FILE).is_file(),
+                    &format!("objectives.{i}.path"),
+                    "is not a score-model folder (no score_model.json); hint: pass a folder \
+                     written by `panacea train-rm`",
+                ),
             }
         }
         v.section("grid", &self.grid);
@@ -608,8 +725,11 @@ pub(crate) fn evaluate(
     let objectives = cfg.objective_names();
     let k = objectives.len();
     let grid = cfg.grid.grid(k)?;
-    let scorers: Vec<Box<dyn Scorer>> =
-        cfg.objectives.iter().map(|o| o.build(tokenizer, device)).collect::<anyhow::Result<_>>()?;
+    let scorers: Vec<Box<dyn Scorer>> = cfg
+        .objectives
+        .iter()
+        .map(|o| o.build(tokenizer, model, device))
+        .collect::<anyhow::Result<_>>()?;
     let ranges = scorers.iter().map(|s| s.range()).collect();
     let template = ChatTemplate {
         default_system: Some(
@@ -1320,6 +1440,16 @@ fn objectives_of_run(run: &Path) -> Option<Vec<GoldScorer>> {
             // A gold scorer declared a cost was optimised negated: only its name can say
             // which (higher-is-better) gold scorer measures it, e.g. `negative`.
             let as_cost = o.kind.as_deref() == Some("cost");
+            if let Some(path) = o.source.as_ref().and_then(|s| {
+                (s.get("kind")?.as_str()? == "score_model").then(|| s.get("path")?.as_str())?
+            }) {
+                // The run's learned reward/cost model measures its own objective.
+                return Some(GoldScorer::ScoreModel {
+                    name: o.name.clone(),
+                    path: PathBuf::from(path),
+                    cost: as_cost,
+                });
+            }
             o.source
                 .clone()
                 .filter(|_| !as_cost)
@@ -1500,6 +1630,29 @@ mod tests {
         )
         .expect("write");
         assert_eq!(objectives_of_run(&run), Some(vec![GoldScorer::Positive, GoldScorer::Negative]));
+        // Learned score models measure their own objectives, costs flagged for negation.
+        std::fs::write(
+            run.join("config.yaml"),
+            "objectives:\n  - name: helpful\n    kind: reward\n    source: { kind: score_model, \
+             path: R/score-helpful }\n  - name: harmless\n    kind: cost\n    source: { kind: \
+             score_model, path: R/score-harmless }\n",
+        )
+        .expect("write");
+        assert_eq!(
+            objectives_of_run(&run),
+            Some(vec![
+                GoldScorer::ScoreModel {
+                    name: "helpful".into(),
+                    path: "R/score-helpful".into(),
+                    cost: false
+                },
+                GoldScorer::ScoreModel {
+                    name: "harmless".into(),
+                    path: "R/score-harmless".into(),
+                    cost: true
+                },
+            ])
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -1636,5 +1789,75 @@ mod tests {
         let csv = std::fs::read_to_string(out.join("points.csv")).expect("csv");
         assert_eq!(csv.lines().count(), 1 + 1 + 3 * 2, "header + base + 2 λ × 3 methods:\n{csv}");
         let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    /// A learned reward and a learned cost model as eval objectives: each scores rendered
+    /// prompt + response at the last token, the cost negated; a kind mismatch is refused.
+    #[test]
+    fn learned_score_models_are_objectives_with_costs_negated() {
+        panacea_core::device::init_torch();
+        let Ok(dir) = panacea_lm::resolve_model("smollm2-135m") else {
+            eprintln!("SKIPPED: smollm2-135m tokenizer not cached (`cargo xtask test` fetches it)");
+            return;
+        };
+        let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), 2).expect("tokenizer");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let runs = std::env::temp_dir().join(format!("panacea-eval-rm-{}", std::process::id()));
+        let args = crate::train_rm::Args::for_test(
+            root.join("configs/tiny/rm.yaml"),
+            vec![
+                "train.epochs=1".into(),
+                format!("data.path={}", root.join("data/tiny/pairs_generic.jsonl").display()),
+            ],
+            runs.clone(),
+        );
+        crate::train_rm::run(args).expect("train-rm");
+        let rm = std::fs::read_dir(&runs).expect("runs").flatten().next().expect("run").path();
+        // The score models' base: configs/tiny/rm.yaml's tiny-random body with init seed 1.
+        let base_vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = Llama::new(&base_vs.root(), None, &LlamaConfig::tiny());
+        init_random(&base_vs, 1);
+        let scorer = |name: &str, cost: bool| {
+            GoldScorer::ScoreModel {
+                name: name.into(),
+                path: rm.join(format!("score-{name}")),
+                cost,
+            }
+            .build(&tokenizer, &model, tch::Device::Cpu)
+        };
+        let (prompts, responses) = (["Hi there", "Tell me a joke"], ["Hello!", "No."]);
+        let helpful = scorer("helpful", false).expect("reward model");
+        let harmless = scorer("harmless", true).expect("cost model");
+        assert!(scorer("harmless", false).is_err(), "a cost model read as a reward must fail");
+        assert_eq!(helpful.name(), "helpful");
+        let h = helpful.score(&prompts, &responses).expect("helpful scores");
+        let c = harmless.score(&prompts, &responses).expect("harmless scores");
+        // The same texts through the cost model directly: the scorer returns their negation.
+        let mut vs = nn::VarStore::new(tch::Device::Cpu);
+        let (cm, _) =
+            panacea_rlhf::score::load_score_model(&rm.join("score-harmless"), &model, &mut vs)
+                .expect("load");
+        let rows: Vec<Vec<i64>> = prompts
+            .iter()
+            .zip(&responses)
+            .map(|(p, r)| {
+                let mut ids = tokenizer
+                    .encode(&format!("{}{r}", ChatTemplate::default().user_prompt(p)))
+                    .expect("encode");
+                ids.push(tokenizer.eos_id);
+                ids
+            })
+            .collect();
+        let (ids, mask) = panacea_rlhf::score::right_pad(&rows, tokenizer.pad_id, tch::Device::Cpu);
+        let direct: Vec<f64> = Vec::try_from(
+            tch::no_grad(|| panacea_rlhf::score::ScoreModel::end_scores(&cm, &ids, &mask))
+                .to_kind(tch::Kind::Double),
+        )
+        .expect("direct");
+        for (got, want) in c.iter().zip(&direct) {
+            assert!((got + want).abs() < 1e-6, "cost {got} vs −{want}");
+        }
+        assert!(h.iter().all(|x| x.is_finite()) && h.len() == 2);
+        std::fs::remove_dir_all(&runs).expect("clean up");
     }
 }
