@@ -616,20 +616,31 @@ pub(crate) struct Evaluation {
     pub(crate) seconds: f64,
 }
 
+/// What every method's evaluation shares: the base model, the prompts (raw and rendered), the
+/// λ grid, the settings and the scorers.
+struct EvalContext<'a> {
+    /// The loaded base model (soups merge into its weights and restore them).
+    base: &'a Llama,
+    tokenizer: &'a Tokenizer,
+    /// Prompts as the model sees them (ChatML when configured).
+    rendered: &'a [String],
+    /// Prompts as the scorers see them.
+    prompts: &'a [String],
+    grid: &'a [PreferenceVector],
+    cfg: &'a EvalFrontConfig,
+    scorers: &'a [Box<dyn Scorer>],
+    device: tch::Device,
+}
+
 /// Generation + scoring of one model view over `rows` = (pref, prompt index) pairs, in
 /// `batch_size` chunks; returns one score vector [D] per row.
-#[allow(clippy::too_many_arguments)]
 fn generate_and_score(
+    ctx: &EvalContext<'_>,
     label: &str,
     model: &Llama,
-    tokenizer: &Tokenizer,
-    rendered: &[String],
-    prompts: &[String],
     rows: &[(Option<&PreferenceVector>, usize)],
-    cfg: &EvalFrontConfig,
-    scorers: &[Box<dyn Scorer>],
-    device: tch::Device,
 ) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+    let EvalContext { tokenizer, rendered, prompts, cfg, scorers, device, .. } = *ctx;
     let gen_cfg = GenerateConfig {
         sampling: cfg.sampling(),
         ..GenerateConfig::greedy(tokenizer, cfg.generation.max_new_tokens)
@@ -744,6 +755,16 @@ pub(crate) fn evaluate(
         .map(|p| if cfg.generation.chat_template { template.user_prompt(p) } else { p.clone() })
         .collect();
     let (np, ns) = (prompts.len(), cfg.samples_per_prompt);
+    let ctx = EvalContext {
+        base: model,
+        tokenizer,
+        rendered: &rendered,
+        prompts,
+        grid: &grid,
+        cfg,
+        scorers: &scorers,
+        device,
+    };
     let mut out = Vec::new();
     let mut sources = Vec::new();
     let mut examples = Vec::new();
@@ -752,9 +773,7 @@ pub(crate) fn evaluate(
     // The untrained base: one point, no preference.
     let base_rows: Vec<(Option<&PreferenceVector>, usize)> =
         (0..np).flat_map(|p| (0..ns).map(move |_| (None, p))).collect();
-    let (scores, texts) = generate_and_score(
-        "base", model, tokenizer, &rendered, prompts, &base_rows, cfg, &scorers, device,
-    )?;
+    let (scores, texts) = generate_and_score(&ctx, "base", model, &base_rows)?;
     n_rows += base_rows.len();
     examples.push(("base".into(), "Off".into(), prompts[0].clone(), texts[0].clone()));
     let pp = per_prompt_means(&scores, 1, np, ns);
@@ -789,9 +808,7 @@ pub(crate) fn evaluate(
             .iter()
             .flat_map(|l| (0..np).flat_map(move |p| (0..ns).map(move |_| (Some(l), p))))
             .collect();
-        let (scores, texts) = generate_and_score(
-            &m.label, &policy, tokenizer, &rendered, prompts, &rows, cfg, &scorers, device,
-        )?;
+        let (scores, texts) = generate_and_score(&ctx, &m.label, &policy, &rows)?;
         n_rows += rows.len();
         out.push(grid_method(
             &m.label,
@@ -807,9 +824,7 @@ pub(crate) fn evaluate(
     }
 
     for soup in soups {
-        let (scores, texts) = evaluate_soup(
-            soup, model, tokenizer, &rendered, prompts, &grid, cfg, &scorers, device,
-        )?;
+        let (scores, texts) = evaluate_soup(&ctx, soup)?;
         n_rows += scores.len();
         out.push(grid_method(
             &soup.label,
@@ -826,8 +841,7 @@ pub(crate) fn evaluate(
     }
 
     for set in dps {
-        let (scores, texts) =
-            evaluate_dps(set, model, tokenizer, &rendered, prompts, &grid, cfg, &scorers, device)?;
+        let (scores, texts) = evaluate_dps(&ctx, set)?;
         n_rows += scores.len();
         out.push(grid_method(
             &set.label,
@@ -888,18 +902,11 @@ fn grid_method(
 
 /// Generates and scores the soup θ(λ) = W0 + Σ_i λ_i ΔW_i for every grid λ, one λ per batch
 /// (merged weights), rows in [λ][prompt][sample] order. The base weights are restored exactly.
-#[allow(clippy::too_many_arguments)]
 fn evaluate_soup(
+    ctx: &EvalContext<'_>,
     soup: &SoupSpec,
-    model: &Llama,
-    tokenizer: &Tokenizer,
-    rendered: &[String],
-    prompts: &[String],
-    grid: &[PreferenceVector],
-    cfg: &EvalFrontConfig,
-    scorers: &[Box<dyn Scorer>],
-    device: tch::Device,
 ) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+    let EvalContext { base: model, prompts, grid, cfg, device, .. } = *ctx;
     let k = cfg.objectives.len();
     ensure!(
         soup.adapters.len() == k,
@@ -958,9 +965,7 @@ fn evaluate_soup(
             }
         });
         let label = format!("{} λ={l}", soup.label);
-        let result = generate_and_score(
-            &label, model, tokenizer, rendered, prompts, &rows, cfg, scorers, device,
-        );
+        let result = generate_and_score(ctx, &label, model, &rows);
         restore();
         let (s, t) = result?;
         scores.extend(s);
@@ -973,18 +978,11 @@ fn evaluate_soup(
 /// Generates and scores DPS over the grid, rows in [λ][prompt][sample] order: each member that
 /// is nearest to some grid λ answers every prompt once, under `Adapter::On` at its own training
 /// λ, and its rows serve every grid λ it is nearest to.
-#[allow(clippy::too_many_arguments)]
 fn evaluate_dps(
+    ctx: &EvalContext<'_>,
     set: &DpsSpec,
-    model: &Llama,
-    tokenizer: &Tokenizer,
-    rendered: &[String],
-    prompts: &[String],
-    grid: &[PreferenceVector],
-    cfg: &EvalFrontConfig,
-    scorers: &[Box<dyn Scorer>],
-    device: tch::Device,
 ) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+    let EvalContext { base: model, prompts, grid, cfg, device, .. } = *ctx;
     ensure!(!set.members.is_empty(), "DPS {} has no members", set.label);
     let objectives = cfg.objective_names();
     let nearest: Vec<usize> = grid.iter().map(|l| set.nearest(l)).collect();
@@ -1005,9 +1003,7 @@ fn evaluate_dps(
         let rows: Vec<(Option<&PreferenceVector>, usize)> =
             (0..np).flat_map(|p| (0..ns).map(move |_| (Some(pref), p))).collect();
         let label = format!("{} λ={pref}", set.label);
-        answered[j] = Some(generate_and_score(
-            &label, &view, tokenizer, rendered, prompts, &rows, cfg, scorers, device,
-        )?);
+        answered[j] = Some(generate_and_score(ctx, &label, &view, &rows)?);
     }
     let mut scores = Vec::with_capacity(grid.len() * np * ns);
     let mut texts = Vec::with_capacity(grid.len() * np * ns);
