@@ -163,11 +163,7 @@ mod tests {
     /// trains nothing and returns the same folders. Needs the cached SmolLM2 tokenizer.
     #[test]
     fn baselines_train_fixed_preference_runs_at_equal_compute_and_are_reused() {
-        if panacea_lm::resolve_model("smollm2-135m").is_err() {
-            eprintln!("skipped: smollm2-135m is not in the model cache");
-            return;
-        }
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let Some(root) = crate::test_support::workspace_with_smollm2() else { return };
         let runs = std::env::temp_dir().join(format!("panacea-baselines-{}", std::process::id()));
         let args = train_ppo::Args::new_run(
             root.join("configs/tiny/ppo.yaml"),

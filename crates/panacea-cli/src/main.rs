@@ -17,6 +17,8 @@ mod perplexity;
 mod progress;
 mod run_dir;
 mod tensorboard;
+#[cfg(test)]
+mod test_support;
 mod train_dpo;
 mod train_ppo;
 mod train_rm;

@@ -562,24 +562,17 @@ fn evaluate(
 mod tests {
     use super::*;
 
-    fn root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-    }
-
     /// The learned-reward path end to end on the tiny configs: `train-rm` writes two score
     /// models, `train-ppo` trains one step with them and leaves a checkpoint folder and the
     /// final objective vectors. Needs the cached SmolLM2 tokenizer (`cargo xtask fetch-model
     /// smollm2-135m`); without it the test says so and checks nothing else.
     #[test]
     fn tiny_learned_reward_pipeline_runs_end_to_end() {
-        if panacea_lm::resolve_model("smollm2-135m").is_err() {
-            eprintln!("skipped: smollm2-135m is not in the model cache");
-            return;
-        }
+        let Some(root) = crate::test_support::workspace_with_smollm2() else { return };
         let runs = std::env::temp_dir().join(format!("panacea-tiny-ppo-{}", std::process::id()));
         let rm = crate::train_rm::Args::for_test(
-            root().join("configs/tiny/rm.yaml"),
-            vec![format!("data.path={}", root().join("data/tiny/pairs_generic.jsonl").display())],
+            root.join("configs/tiny/rm.yaml"),
+            vec![format!("data.path={}", root.join("data/tiny/pairs_generic.jsonl").display())],
             runs.clone(),
         );
         crate::train_rm::run(rm).expect("train-rm");
@@ -590,7 +583,7 @@ mod tests {
             .find(|p| p.to_string_lossy().contains("train-rm"))
             .expect("rm run folder");
         let args = Args {
-            config: Some(root().join("configs/tiny/ppo-learned.yaml")),
+            config: Some(root.join("configs/tiny/ppo-learned.yaml")),
             set: vec![
                 format!("objectives.0.source.path={}", rm_dir.join("score-helpful").display()),
                 format!("objectives.1.source.path={}", rm_dir.join("score-harmless").display()),
@@ -641,13 +634,10 @@ mod tests {
     /// the step-4 checkpoint stands for a run killed after step 2, and is resumed.
     #[test]
     fn resumed_cli_run_matches_the_uninterrupted_one_bit_for_bit() {
-        if panacea_lm::resolve_model("smollm2-135m").is_err() {
-            eprintln!("skipped: smollm2-135m is not in the model cache");
-            return;
-        }
+        let Some(root) = crate::test_support::workspace_with_smollm2() else { return };
         let runs = std::env::temp_dir().join(format!("panacea-ppo-resume-{}", std::process::id()));
         let args = |resume: Option<PathBuf>| Args {
-            config: resume.is_none().then(|| root().join("configs/tiny/ppo.yaml")),
+            config: resume.is_none().then(|| root.join("configs/tiny/ppo.yaml")),
             set: vec![
                 "train.steps=4".into(),
                 "train.save_every=2".into(),

@@ -383,11 +383,7 @@ mod tests {
     /// on the rest instead. Needs the cached SmolLM2 tokenizer.
     #[test]
     fn malformed_pair_line_fails_by_default_and_is_skipped_on_request() {
-        if panacea_lm::resolve_model("smollm2-135m").is_err() {
-            eprintln!("skipped: smollm2-135m is not in the model cache");
-            return;
-        }
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let Some(root) = crate::test_support::workspace_with_smollm2() else { return };
         let dir = std::env::temp_dir().join(format!("panacea-rm-skip-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let good =
@@ -415,11 +411,7 @@ mod tests {
     /// records its held-out sign accuracy; the generic file (no safety labels) gives none.
     #[test]
     fn cost_model_uses_safety_signs_when_the_file_has_them() {
-        if panacea_lm::resolve_model("smollm2-135m").is_err() {
-            eprintln!("skipped: smollm2-135m is not in the model cache");
-            return;
-        }
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let Some(root) = crate::test_support::workspace_with_smollm2() else { return };
         let runs = std::env::temp_dir().join(format!("panacea-rm-sign-{}", std::process::id()));
         let sign_accuracy = |data: &str, format: &str| {
             let before: Vec<PathBuf> = std::fs::read_dir(&runs)
