@@ -21,6 +21,7 @@ Commands:
   doctor         report libtorch, CUDA, threads and cache folders; non-zero on a problem
   test [args]    set-up, then every test of the workspace (extra args go to cargo test)
   train-ppo      the main job: multi-objective PPO on the embedded default config
+  train-rm [args]  reward/cost models (`panacea train-rm`, release); no args: configs/rm-hh.yaml
   train-ppo-learned [args]  the learned-reward path: train-rm (configs/rm-hh.yaml), then
                  PPO with those reward and cost models (configs/ppo-learned.yaml)
   train-dpo [args]  multi-objective DPO (`panacea train-dpo`, release); no args: embedded default
@@ -75,6 +76,7 @@ fn real_main() -> Result<ExitCode> {
         "train-ppo" => run::train_ppo(&rest),
         "train-dpo" => run::train_dpo(&rest),
         "train-ppo-learned" => run::train_ppo_learned(&rest),
+        "train-rm" => run::train_rm(&rest),
         "eval-front" => run::eval_front(&rest),
         "panacea" => run::panacea(&rest),
         "env" => {

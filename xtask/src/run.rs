@@ -87,6 +87,21 @@ pub(crate) fn train_ppo(args: &[String]) -> Result<ExitCode> {
     panacea(&full)
 }
 
+/// `cargo xtask train-rm [args]`: `panacea train-rm` (release); without `--config` it trains
+/// the helpful reward and harmless cost models of `configs/rm-hh.yaml` on SmolLM2-135M.
+pub(crate) fn train_rm(args: &[String]) -> Result<ExitCode> {
+    crate::fetch::ensure_model("smollm2-135m")?;
+    let mut full = vec!["train-rm".to_owned()];
+    if !args.iter().any(|a| a == "--config" || a.starts_with("--config=")) {
+        full.extend([
+            "--config".to_owned(),
+            workspace_root().join("configs/rm-hh.yaml").display().to_string(),
+        ]);
+    }
+    full.extend_from_slice(args);
+    panacea(&full)
+}
+
 /// `cargo xtask train-ppo-learned [args]`: the learned-reward path at full size in two stages:
 /// `panacea train-rm --config configs/rm-hh.yaml` (a helpful reward and a harmless cost model)
 /// into `runs/learned-rm/`, then `panacea train-ppo --config configs/ppo-learned.yaml` with the
@@ -107,7 +122,8 @@ pub(crate) fn train_ppo_learned(args: &[String]) -> Result<ExitCode> {
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
-    let Some(rm_run) = run_folders(&rm_runs).into_iter().filter(|p| !before.contains(p)).max() else {
+    let Some(rm_run) = run_folders(&rm_runs).into_iter().filter(|p| !before.contains(p)).max()
+    else {
         anyhow::bail!("train-rm finished but left no run folder in {}", rm_runs.display());
     };
     eprintln!("score models from {}", rm_run.display());
