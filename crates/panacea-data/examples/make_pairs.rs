@@ -42,13 +42,13 @@ struct Args {
     #[arg(long, default_value = "data/pairs")]
     out_dir: PathBuf,
     /// How many benign prompts (first ones of the train split of data/prompts/benign.jsonl).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 40)]
     benign: usize,
     /// How many harmful prompts (first ones of the train split of data/prompts/harmful.jsonl).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 40)]
     harmful: usize,
-    /// Responses sampled per prompt.
-    #[arg(long, default_value_t = 4)]
+    /// Responses sampled per prompt (k(k − 1)/2 candidate pairs each).
+    #[arg(long, default_value_t = 8)]
     k: usize,
     /// Most new tokens per response.
     #[arg(long, default_value_t = 40)]
