@@ -163,8 +163,11 @@ impl FromStr for PreferenceVector {
 }
 
 impl fmt::Display for PreferenceVector {
+    /// `[0.7,0.3]`: each weight rounded to 12 decimals first, so grid points computed as
+    /// `1 − 0.7` print as `0.3` rather than `0.30000000000000004`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|v| format!("{v}")).collect();
+        let parts: Vec<String> =
+            self.0.iter().map(|v| format!("{}", (v * 1e12).round() / 1e12)).collect();
         write!(f, "[{}]", parts.join(","))
     }
 }
@@ -408,6 +411,14 @@ mod tests {
     fn rejects_sum_above_one() {
         let err = PreferenceVector::new(vec![0.5, 0.6]).expect_err("sum 1.1");
         assert!(err.to_string().contains("sum to 1.1"), "{err}");
+    }
+
+    #[test]
+    fn displays_grid_weights_without_float_noise() {
+        let p = PreferenceVector::new(vec![0.7, 1.0 - 0.7]).expect("valid");
+        assert_eq!(p.as_slice()[1], 0.30000000000000004);
+        assert_eq!(p.to_string(), "[0.7,0.3]");
+        assert_eq!(PreferenceVector::vertex(3, 1).expect("e2").to_string(), "[0,1,0]");
     }
 
     #[test]
