@@ -226,6 +226,7 @@ impl RefLogpCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::nn;
 
     fn key(data: &str) -> RefCacheKey {
         RefCacheKey {
