@@ -616,6 +616,20 @@ pub(crate) struct Evaluation {
     pub(crate) seconds: f64,
 }
 
+/// One score vector [D] per generated row, and the rows' response texts.
+type Scored = (Vec<Vec<f64>>, Vec<String>);
+
+/// The models compared besides the base: adapters, soups and DPS sets.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Methods<'a> {
+    /// Native Panacea adapter folders.
+    pub(crate) adapters: &'a [MethodSpec],
+    /// Rewarded Soups.
+    pub(crate) soups: &'a [SoupSpec],
+    /// DPS sets.
+    pub(crate) dps: &'a [DpsSpec],
+}
+
 /// What every method's evaluation shares: the base model, the prompts (raw and rendered), the
 /// λ grid, the settings and the scorers.
 struct EvalContext<'a> {
@@ -639,7 +653,7 @@ fn generate_and_score(
     label: &str,
     model: &Llama,
     rows: &[(Option<&PreferenceVector>, usize)],
-) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+) -> anyhow::Result<Scored> {
     let EvalContext { tokenizer, rendered, prompts, cfg, scorers, device, .. } = *ctx;
     let gen_cfg = GenerateConfig {
         sampling: cfg.sampling(),
@@ -726,12 +740,11 @@ pub(crate) fn evaluate(
     cfg: &EvalFrontConfig,
     model: &Llama,
     tokenizer: &Tokenizer,
-    methods: &[MethodSpec],
-    soups: &[SoupSpec],
-    dps: &[DpsSpec],
+    compared: Methods<'_>,
     prompts: &[String],
     device: tch::Device,
 ) -> anyhow::Result<Evaluation> {
+    let Methods { adapters: methods, soups, dps } = compared;
     let t0 = std::time::Instant::now();
     let objectives = cfg.objective_names();
     let k = objectives.len();
@@ -902,10 +915,7 @@ fn grid_method(
 
 /// Generates and scores the soup θ(λ) = W0 + Σ_i λ_i ΔW_i for every grid λ, one λ per batch
 /// (merged weights), rows in [λ][prompt][sample] order. The base weights are restored exactly.
-fn evaluate_soup(
-    ctx: &EvalContext<'_>,
-    soup: &SoupSpec,
-) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+fn evaluate_soup(ctx: &EvalContext<'_>, soup: &SoupSpec) -> anyhow::Result<Scored> {
     let EvalContext { base: model, prompts, grid, cfg, device, .. } = *ctx;
     let k = cfg.objectives.len();
     ensure!(
@@ -978,16 +988,13 @@ fn evaluate_soup(
 /// Generates and scores DPS over the grid, rows in [λ][prompt][sample] order: each member that
 /// is nearest to some grid λ answers every prompt once, under `Adapter::On` at its own training
 /// λ, and its rows serve every grid λ it is nearest to.
-fn evaluate_dps(
-    ctx: &EvalContext<'_>,
-    set: &DpsSpec,
-) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+fn evaluate_dps(ctx: &EvalContext<'_>, set: &DpsSpec) -> anyhow::Result<Scored> {
     let EvalContext { base: model, prompts, grid, cfg, device, .. } = *ctx;
     ensure!(!set.members.is_empty(), "DPS {} has no members", set.label);
     let objectives = cfg.objective_names();
     let nearest: Vec<usize> = grid.iter().map(|l| set.nearest(l)).collect();
     let (np, ns) = (prompts.len(), cfg.samples_per_prompt);
-    let mut answered: Vec<Option<(Vec<Vec<f64>>, Vec<String>)>> = vec![None; set.members.len()];
+    let mut answered: Vec<Option<Scored>> = vec![None; set.members.len()];
     for (j, (pref, dir)) in set.members.iter().enumerate() {
         if !nearest.contains(&j) {
             continue;
@@ -1566,7 +1573,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(out.join("config.yaml"), panacea_core::config::to_yaml(&cfg)?)?;
     let command: Vec<String> = std::env::args().collect();
     std::fs::write(out.join("command.txt"), command.join(" ") + "\n")?;
-    let ev = evaluate(&cfg, &m.model, &m.tokenizer, &methods, &soups, &dps, &prompts, device)?;
+    let compared = Methods { adapters: &methods, soups: &soups, dps: &dps };
+    let ev = evaluate(&cfg, &m.model, &m.tokenizer, compared, &prompts, device)?;
     let w = write_report(&ev, &cfg, &out)?;
     println!("{}", w.markdown);
     println!(
@@ -1733,9 +1741,15 @@ mod tests {
                 (PreferenceVector::vertex(2, 1).expect("e2"), adapter_dir),
             ],
         }];
-        let ev =
-            evaluate(&cfg, &model, &tokenizer, &methods, &soups, &dps, &prompts, tch::Device::Cpu)
-                .expect("evaluation runs");
+        let ev = evaluate(
+            &cfg,
+            &model,
+            &tokenizer,
+            Methods { adapters: &methods, soups: &soups, dps: &dps },
+            &prompts,
+            tch::Device::Cpu,
+        )
+        .expect("evaluation runs");
         // base: 2 prompts; adapter, soup and DPS: 2 λ × 2 prompts each.
         assert_eq!(ev.rows, 2 + 4 + 4 + 4);
         let panacea = &ev.methods[1].front;
@@ -1747,8 +1761,9 @@ mod tests {
             }
         }
         // The base weights were restored: the base model still gives the base's point.
-        let again = evaluate(&cfg, &model, &tokenizer, &[], &[], &[], &prompts, tch::Device::Cpu)
-            .expect("base again");
+        let again =
+            evaluate(&cfg, &model, &tokenizer, Methods::default(), &prompts, tch::Device::Cpu)
+                .expect("base again");
         assert_eq!(again.methods[0].front.points, ev.methods[0].front.points);
         let out = tmp.join("run");
         let w = write_report(&ev, &cfg, &out).expect("report written");

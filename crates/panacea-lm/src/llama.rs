@@ -544,7 +544,7 @@ pub fn init_random(base_vs: &nn::VarStore, seed: i64) {
             }
             values.truncate(n);
             let t = Tensor::from_slice(&values).view(v.size().as_slice()).to_kind(v.kind());
-            let _ = v.shallow_clone().copy_(&t);
+            v.shallow_clone().copy_(&t);
         }
     });
 }
