@@ -821,51 +821,24 @@ pub(crate) fn evaluate(
             .iter()
             .flat_map(|l| (0..np).flat_map(move |p| (0..ns).map(move |_| (Some(l), p))))
             .collect();
-        let (scores, texts) = generate_and_score(&ctx, &m.label, &policy, &rows)?;
+        let scored = generate_and_score(&ctx, &m.label, &policy, &rows)?;
         n_rows += rows.len();
-        out.push(grid_method(
-            &m.label,
-            &grid,
-            prompts,
-            ns,
-            &objectives,
-            &scores,
-            &texts,
-            &mut examples,
-        )?);
+        out.push(grid_method(&ctx, &m.label, &scored, &mut examples)?);
         sources.push(Some(m.adapter.display().to_string()));
     }
 
     for soup in soups {
-        let (scores, texts) = evaluate_soup(&ctx, soup)?;
-        n_rows += scores.len();
-        out.push(grid_method(
-            &soup.label,
-            &grid,
-            prompts,
-            ns,
-            &objectives,
-            &scores,
-            &texts,
-            &mut examples,
-        )?);
+        let scored = evaluate_soup(&ctx, soup)?;
+        n_rows += scored.0.len();
+        out.push(grid_method(&ctx, &soup.label, &scored, &mut examples)?);
         let names: Vec<String> = soup.adapters.iter().map(|a| a.display().to_string()).collect();
         sources.push(Some(format!("soup of {}", names.join(" + "))));
     }
 
     for set in dps {
-        let (scores, texts) = evaluate_dps(&ctx, set)?;
-        n_rows += scores.len();
-        out.push(grid_method(
-            &set.label,
-            &grid,
-            prompts,
-            ns,
-            &objectives,
-            &scores,
-            &texts,
-            &mut examples,
-        )?);
+        let scored = evaluate_dps(&ctx, set)?;
+        n_rows += scored.0.len();
+        out.push(grid_method(&ctx, &set.label, &scored, &mut examples)?);
         let names: Vec<String> =
             set.members.iter().map(|(l, a)| format!("{} at λ = {l}", a.display())).collect();
         sources.push(Some(format!("DPS of {}", names.join(", "))));
@@ -884,18 +857,14 @@ pub(crate) fn evaluate(
 
 /// One method's front over the grid from its scored rows (in [λ][prompt][sample] order), and
 /// one example response per λ (the first prompt's first sample) for the report.
-#[allow(clippy::too_many_arguments)]
 fn grid_method(
+    ctx: &EvalContext<'_>,
     label: &str,
-    grid: &[PreferenceVector],
-    prompts: &[String],
-    samples_per_prompt: usize,
-    objectives: &[String],
-    scores: &[Vec<f64>],
-    texts: &[String],
+    (scores, texts): &Scored,
     examples: &mut Vec<(String, String, String, String)>,
 ) -> anyhow::Result<MethodInput> {
-    let (np, ns) = (prompts.len(), samples_per_prompt);
+    let EvalContext { grid, prompts, cfg, .. } = *ctx;
+    let (np, ns) = (prompts.len(), cfg.samples_per_prompt);
     for (i, l) in grid.iter().enumerate() {
         examples.push((
             label.to_owned(),
@@ -908,7 +877,7 @@ fn grid_method(
     let front = Front {
         prefs: grid.iter().map(|l| l.as_slice().to_vec()).collect(),
         points: panacea_eval::mean_front(&pp)?,
-        labels: objectives.to_vec(),
+        labels: cfg.objective_names(),
     };
     Ok(MethodInput { name: label.to_owned(), front, per_prompt: Some(pp) })
 }
