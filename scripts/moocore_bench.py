@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time moocore (and pygmo, if installed) on the hypervolume fronts of the Rust criterion bench.
 
-The fronts are generated with the same SplitMix64 generator as `benches/src/lib.rs`
+The fronts are generated with the same SplitMix64 generator as `crates/panacea-eval/src/bench_fronts.rs`
 (`sphere_front`), bit for bit, so both sides time identical points. The script also writes the
 values it computed to `benches/data/hv_reference.json`; the Rust bench checks its own values
 against them (relative 1e-12) before timing.

@@ -11,24 +11,8 @@
 use std::time::Duration;
 
 use criterion::{black_box, Criterion};
-use panacea_benches::{reference_values, sphere_front};
+use panacea_benches::{reference_values, sphere_front, SIZES};
 use panacea_eval::{hypervolume, hypervolume_min_with, HvAlgorithm, RefPoint, Sense};
-
-/// (d, n) pairs timed, in metrics.md §3 order.
-const SIZES: [(usize, usize); 12] = [
-    (2, 1000),
-    (2, 10_000),
-    (3, 1000),
-    (3, 10_000),
-    (4, 1000),
-    (5, 1000),
-    (6, 100),
-    (6, 300),
-    (7, 100),
-    (7, 300),
-    (8, 100),
-    (8, 300),
-];
 
 fn check(name: &str, pts: &[Vec<f64>], r: &[f64], value: f64, refs: &Option<serde_json::Value>) {
     if let Some(want) = refs.as_ref().and_then(|v| v[name]["hv"].as_f64()) {

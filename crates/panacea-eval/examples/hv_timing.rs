@@ -3,58 +3,18 @@
 //!
 //! Run: `cargo run --release -p panacea-eval --example hv_timing [-- d n]`
 //!
-//! The fronts are those of `benches/src/lib.rs::sphere_front` and `scripts/moocore_bench.py`
-//! (SplitMix64 seeded with d·100000 + n, uniform (0,1) coordinates divided by their norm).
+//! The fronts are `panacea_eval::bench_fronts::sphere_front`, which `scripts/moocore_bench.py`
+//! reproduces (SplitMix64 seeded with d·100000 + n, uniform (0,1) coordinates over their norm).
 
 use std::time::Instant;
 
+use panacea_eval::bench_fronts::{sphere_front, SIZES};
 use panacea_eval::{hypervolume, RefPoint, Sense};
-
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn sphere_front(n: usize, d: usize) -> Vec<Vec<f64>> {
-    let mut s = (d * 100_000 + n) as u64;
-    (0..n)
-        .map(|_| {
-            let v: Vec<f64> = (0..d)
-                .map(|_| ((next(&mut s) >> 12) * 2 + 1) as f64 / 9_007_199_254_740_992.0)
-                .collect();
-            let mut ss = 0.0;
-            for x in &v {
-                ss += x * x;
-            }
-            let norm = ss.sqrt();
-            v.iter().map(|x| x / norm).collect()
-        })
-        .collect()
-}
 
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sizes: Vec<(usize, usize)> = if args.len() == 2 {
-        vec![(args[0], args[1])]
-    } else {
-        vec![
-            (2, 1000),
-            (2, 10_000),
-            (3, 1000),
-            (3, 10_000),
-            (4, 1000),
-            (5, 1000),
-            (6, 100),
-            (6, 300),
-            (7, 100),
-            (7, 300),
-            (8, 100),
-            (8, 300),
-        ]
-    };
+    let sizes: Vec<(usize, usize)> =
+        if args.len() == 2 { vec![(args[0], args[1])] } else { SIZES.to_vec() };
     for (d, n) in sizes {
         let pts = sphere_front(n, d);
         let rp = RefPoint::Explicit(vec![1.1; d]);

@@ -15,6 +15,7 @@
 //! in `shared/spec/metrics.md`; internally everything is minimised.
 #![warn(missing_docs)]
 
+pub mod bench_fronts;
 pub mod bootstrap;
 pub mod diversity;
 pub mod error;
