@@ -221,13 +221,9 @@ fn train_parity(per_row: bool) -> (f64, f64, f64) {
         &adapter,
         7,
     );
-    let mut cfg = PpoConfig::default();
+    let mut cfg = config();
     cfg.rollout.max_new_tokens = 8;
     cfg.ppo.mini_batch_size = 8;
-    cfg.ppo.update_iters = 2;
-    cfg.optim.actor_lr = 1e-2;
-    cfg.optim.critic_lr = 1e-2;
-    cfg.optim.warmup_ratio = 0.0;
     let steps = 40u64;
     let parts = PpoParts {
         policy,
