@@ -79,11 +79,9 @@ impl std::fmt::Debug for AdamW {
 
 impl AdamW {
     /// An optimiser over every trainable variable of `vs` with learning rate `lr`.
-    pub fn new(vs: &nn::VarStore, cfg: AdamWConfig, lr: f64) -> Result<Self, CoreError> {
-        let vars = vs.variables_.lock().map_err(|_| CoreError::Checkpoint {
-            path: Default::default(),
-            message: "the VarStore lock is poisoned".into(),
-        })?;
+    pub fn new(vs: &nn::VarStore, cfg: AdamWConfig, lr: f64) -> Self {
+        // Only read here; a lock poisoned by a panic elsewhere still holds valid names.
+        let vars = vs.variables_.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut named: Vec<(&String, &Tensor)> = vars.named_variables.iter().collect();
         named.sort_by(|a, b| a.0.cmp(b.0));
         let mut params = Vec::new();
@@ -101,7 +99,7 @@ impl AdamW {
                 exp_avg_sq: tensor.zeros_like().to_kind(Kind::Float),
             });
         }
-        Ok(Self { cfg, params, lr, steps: 0 })
+        Self { cfg, params, lr, steps: 0 }
     }
 
     /// Number of parameter tensors.
@@ -252,7 +250,7 @@ mod tests {
         let p = vs.root().var("p", &[2], nn::Init::Const(0.0));
         tch::no_grad(|| p.shallow_clone().copy_(&Tensor::from_slice(&[1.0f32, -2.0])));
         let cfg = AdamWConfig { weight_decay: 0.5, ..Default::default() };
-        let mut opt = AdamW::new(&vs, cfg, 0.1).expect("optimiser");
+        let mut opt = AdamW::new(&vs, cfg, 0.1);
         assert_eq!(opt.len(), 1);
         let loss = |p: &Tensor| p.square().sum(Kind::Float);
         opt.zero_grad();
@@ -275,7 +273,7 @@ mod tests {
         }
         let straight = p.detach().copy();
         tch::no_grad(|| p.shallow_clone().copy_(&snapshot));
-        let mut resumed = AdamW::new(&vs, cfg, 0.1).expect("optimiser");
+        let mut resumed = AdamW::new(&vs, cfg, 0.1);
         resumed.restore(&file, 1).expect("restore");
         for _ in 0..2 {
             resumed.zero_grad();
@@ -294,7 +292,7 @@ mod tests {
         let a = root.set_group(NO_DECAY_GROUP).var("a", &[1], nn::Init::Const(3.0));
         let b = root.var("b", &[1], nn::Init::Const(4.0));
         let cfg = AdamWConfig { weight_decay: 1.0, ..Default::default() };
-        let mut opt = AdamW::new(&vs, cfg, 0.5).expect("optimiser");
+        let mut opt = AdamW::new(&vs, cfg, 0.5);
         // Gradient norm of L = a·3 + b·4 is |(3, 4)| = 5; clipping to 1 scales by 1/5.
         opt.zero_grad();
         (&a * 3.0 + &b * 4.0).sum(Kind::Float).backward();
@@ -308,9 +306,8 @@ mod tests {
         opt.step();
         assert!((a.double_value(&[0]) - 3.0).abs() < 1e-6);
         assert!((b.double_value(&[0]) - 2.0).abs() < 1e-6);
-        let restored = AdamW::new(&vs, cfg, 0.5)
-            .expect("optimiser")
-            .restore(Path::new("/nonexistent/optim.safetensors"), 1);
+        let restored =
+            AdamW::new(&vs, cfg, 0.5).restore(Path::new("/nonexistent/optim.safetensors"), 1);
         assert!(matches!(restored, Err(CoreError::Checkpoint { .. })));
     }
 }

@@ -220,7 +220,7 @@ impl<M: CausalLm> DpoTrainer<M> {
             &adapter_vs,
             AdamWConfig { beta2: 0.999, ..Default::default() },
             settings.lr,
-        )?;
+        );
         Ok(Self { model, adapter_vs, opt, settings, k, steps_done: 0 })
     }
 

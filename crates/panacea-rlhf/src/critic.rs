@@ -48,7 +48,7 @@ impl MultiCritic {
         let heads = root.sub("value_heads");
         let head_w = heads.zeros("weight", &[k, d]);
         let head_b = heads.zeros("bias", &[k]);
-        let opt = AdamW::new(&vs, AdamWConfig { weight_decay, ..Default::default() }, lr)?;
+        let opt = AdamW::new(&vs, AdamWConfig { weight_decay, ..Default::default() }, lr);
         Ok(Self { vs, backbone, head_w, head_b, opt })
     }
 

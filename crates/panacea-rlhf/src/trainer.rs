@@ -212,7 +212,7 @@ impl PpoTrainer {
             &parts.adapter_vs,
             AdamWConfig { weight_decay: o.weight_decay, ..Default::default() },
             o.actor_lr,
-        )?;
+        );
         let critic = MultiCritic::new(
             &parts.policy,
             &parts.critic_adapter,
@@ -408,10 +408,9 @@ impl PpoTrainer {
         let seq = &gen.ids; // [B, T]
         let mask = &gen.attention_mask; // [B, T]
         let (old_lp, ref_lp, old_values) = tch::no_grad(|| -> Result<_, RlhfError> {
-            let p = gen.prompt_len;
-            let on = Adapter::On { pref: &pref_t };
-            let (old_lp, _) = response_log_probs(&self.policy, seq, mask, on, p)?; // [B, A]
-            let (ref_lp, _) = response_log_probs(&self.policy, seq, mask, Adapter::Off, p)?; // [B, A]
+            let (on, off, p_len) = (Adapter::On { pref: &pref_t }, Adapter::Off, gen.prompt_len);
+            let (old_lp, _) = response_log_probs(&self.policy, seq, mask, on, p_len)?; // [B, A]
+            let (ref_lp, _) = response_log_probs(&self.policy, seq, mask, off, p_len)?; // [B, A]
             let values = self.critic.values(seq, mask, &pref_t); // [B, A, K]
             Ok((old_lp, ref_lp, values))
         })?;
