@@ -1,4 +1,5 @@
-//! Hypervolume: exact (2-D sweep, 3-D HV3D sweep, 4-D HV4D-style sweep, WFG for d ≥ 5), an
+//! Hypervolume: exact (2-D sweep, 3-D HV3D sweep, 4-D HV4D-style sweep, 5-D sweep over 4-D
+//! contributions, WFG for d ≥ 6), an
 //! inclusion–exclusion oracle and an opt-in seeded Monte Carlo estimate; metrics.md §1.2 and §2.
 //!
 //! Every value is returned together with the reference point it was computed against, in the
@@ -8,6 +9,7 @@
 mod hv2d;
 mod hv3d;
 mod hv4d;
+mod hv5d;
 mod mc;
 mod oracle;
 mod wfg;
@@ -59,7 +61,8 @@ impl std::str::FromStr for RefPoint {
 /// exist so tests and benches can check every code path against each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HvAlgorithm {
-    /// 1-D closed form, 2-D sweep, 3-D HV3D, 4-D HV4D sweep, WFG with 4-D base case for d ≥ 5.
+    /// 1-D closed form, 2-D sweep, 3-D HV3D, 4-D HV4D sweep, 5-D sweep, WFG with the 5-D sweep as
+    /// base case for d ≥ 6.
     Auto,
     /// The 2-D sweep (d = 2 only).
     Sweep2d,
@@ -67,6 +70,8 @@ pub enum HvAlgorithm {
     Sweep3d,
     /// The 4-D sweep (d = 4 only).
     Sweep4d,
+    /// The 5-D sweep over 4-D contributions (d = 5 only).
+    Sweep5d,
     /// Generic WFG recursing down to the 2-D sweep (any d ≥ 2).
     Wfg,
     /// Inclusion–exclusion brute force (n ≤ 24 points after filtering).
@@ -264,9 +269,10 @@ fn exact_min(data: &mut Vec<f64>, d: usize, r: &[f64], algorithm: HvAlgorithm) -
             2 => hv2d::hv2d_flat(data, 2, r),
             3 => hv3d::hv3d_flat(data, 3, r),
             4 => hv4d::hv4d_flat(data, 4, r),
+            5 => hv5d::hv5d_flat(data, 5, r),
             _ => {
                 crate::pareto::filter_nondominated_flat(data, d);
-                wfg::wfg(data, d, r, 4)
+                wfg::wfg(data, d, r, 5)
             }
         },
         HvAlgorithm::Sweep2d => {
@@ -280,6 +286,10 @@ fn exact_min(data: &mut Vec<f64>, d: usize, r: &[f64], algorithm: HvAlgorithm) -
         HvAlgorithm::Sweep4d => {
             need(4, "4-D sweep")?;
             hv4d::hv4d_flat(data, 4, r)
+        }
+        HvAlgorithm::Sweep5d => {
+            need(5, "5-D sweep")?;
+            hv5d::hv5d_flat(data, 5, r)
         }
         HvAlgorithm::Wfg => {
             crate::pareto::filter_nondominated_flat(data, d);

@@ -12,13 +12,13 @@
 //! ```
 //!
 //! which follows from slicing the dominated region along f_d. The recursion stops at the 2-D
-//! sweep, or at the 3-D/4-D sweeps when `base` allows it.
+//! sweep, or at the 3-D to 5-D sweeps when `base_dim` allows it.
 
-use super::{hv2d::hv2d_flat, hv3d::hv3d_flat, hv4d::hv4d_flat};
+use super::{hv2d::hv2d_flat, hv3d::hv3d_flat, hv4d::hv4d_flat, hv5d::hv5d_flat};
 use crate::pareto::filter_nondominated_flat;
 
 /// HV of flat minimisation rows of dimension `d` that all strictly dominate `r`. `base_dim` is
-/// the largest dimension (2, 3 or 4) handed to a dedicated sweep.
+/// the largest dimension (2 to 5) handed to a dedicated sweep.
 pub(crate) fn wfg(data: &[f64], d: usize, r: &[f64], base_dim: usize) -> f64 {
     let n = data.len() / d;
     if n == 0 {
@@ -32,6 +32,7 @@ pub(crate) fn wfg(data: &[f64], d: usize, r: &[f64], base_dim: usize) -> f64 {
         2 => return hv2d_flat(data, 2, r),
         3 if base_dim >= 3 => return hv3d_flat(data, 3, r),
         4 if base_dim >= 4 => return hv4d_flat(data, 4, r),
+        5 if base_dim >= 5 => return hv5d_flat(data, 5, r),
         _ => {}
     }
     let last = d - 1;

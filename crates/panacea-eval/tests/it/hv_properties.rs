@@ -15,6 +15,7 @@ fn paths(d: usize) -> Vec<HvAlgorithm> {
         2 => v.push(HvAlgorithm::Sweep2d),
         3 => v.push(HvAlgorithm::Sweep3d),
         4 => v.push(HvAlgorithm::Sweep4d),
+        5 => v.push(HvAlgorithm::Sweep5d),
         _ => {}
     }
     v
@@ -71,6 +72,51 @@ fn special_paths_agree_with_generic_wfg_on_larger_sets() {
                 let auto = hypervolume_min_with(&pts, &r, HvAlgorithm::Auto).unwrap();
                 assert_close(auto, generic, false, &format!("d={d} n={n}"));
             }
+        }
+    }
+}
+
+/// Sphere points rounded to a coarse grid (ties in every coordinate, mostly non-dominated), with
+/// some rows duplicated and some made weakly dominated by a copy with one coordinate worse.
+fn front_with_ties(g: &mut Gen, n: usize, d: usize, steps: f64) -> Vec<Vec<f64>> {
+    let mut pts: Vec<Vec<f64>> = g
+        .sphere_points(n, d)
+        .into_iter()
+        .map(|p| p.iter().map(|x| (x * steps).round() / steps).collect())
+        .collect();
+    for i in 0..n / 5 {
+        let mut q = pts[i * 3 % n].clone();
+        pts.push(q.clone());
+        q[g.below(d)] += 1.0 / steps;
+        pts.push(q);
+    }
+    pts
+}
+
+/// The 4-D and 5-D sweeps (and WFG with the 5-D sweep as base case at d = 6) against the generic
+/// WFG recursion down to 2-D, on fronts with ties, duplicates and dominated points: every branch
+/// of the clipped staircases and of the early exits is hit.
+#[test]
+fn sweeps_agree_with_generic_wfg_on_fronts_with_ties_and_duplicates() {
+    let mut g = Gen::new(11);
+    for (d, alg) in [(4, HvAlgorithm::Sweep4d), (5, HvAlgorithm::Sweep5d), (6, HvAlgorithm::Auto)] {
+        for (trial, (n, steps)) in
+            [(60, 4.0), (60, 8.0), (120, 16.0), (120, 1e3), (150, 1e9)].into_iter().enumerate()
+        {
+            let pts = front_with_ties(&mut g, n, d, steps);
+            for r in [vec![1.1; d], vec![1.0; d]] {
+                // With r = 1, grid points at 1.0 are dropped and others touch the box edges.
+                let generic = hypervolume_min_with(&pts, &r, HvAlgorithm::Wfg).unwrap();
+                let got = hypervolume_min_with(&pts, &r, alg).unwrap();
+                assert_close(got, generic, false, &format!("d={d} trial={trial} r={}", r[0]));
+            }
+        }
+        // Integer grids: every partial volume is an exact integer, so equality is exact.
+        for trial in 0..20 {
+            let pts = g.int_points(40 + trial * 5, d, 3 + trial as u64 % 5);
+            let r = vec![8.0; d];
+            let generic = hypervolume_min_with(&pts, &r, HvAlgorithm::Wfg).unwrap();
+            assert_eq!(hypervolume_min_with(&pts, &r, alg).unwrap(), generic, "d={d} int {trial}");
         }
     }
 }

@@ -38,6 +38,7 @@ fn hv_cases_all_paths() {
             2 => Some(HvAlgorithm::Sweep2d),
             3 => Some(HvAlgorithm::Sweep3d),
             4 => Some(HvAlgorithm::Sweep4d),
+            5 => Some(HvAlgorithm::Sweep5d),
             _ => None,
         };
         if let Some(alg) = special {

@@ -1,0 +1,161 @@
+//! Exact 5-D hypervolume by one dimension sweep over 4-D contributions, the scheme of moocore's
+//! FPL at d = 5 (Fonseca, Paquete & López-Ibáñez, CEC 2006, with the HV4D+ contribution of
+//! Guerreiro & Fonseca, IEEE TEVC 22(3) 2018, at the bottom).
+//!
+//! Sweep the points by f5 ascending and keep V4, the 4-D volume of the projections seen so far:
+//! V4 grows by each point's exclusive 4-D contribution, and HV = Σ V4 · Δf5. The projections are
+//! kept 4-D non-dominated in two orders, by f3 and by f4, so no contribution needs a sort.
+//!
+//! The 4-D contribution of p to S is the integral over t ≥ p4 of the part of p's 3-D box
+//! [p1, r1] × [p2, r2] × [p3, r3] not covered by the points of S with f4 ≤ t, clipped to that box
+//! (the WFG limit set of p). It is swept in t:
+//! - at t = p4 the points with f4 ≤ p4 are all present. Their clipped copies arrive in f3 order,
+//!   which clipping preserves, so one HV3D-style pass builds their covered volume and their
+//!   non-dominated subset; those with f3 ≤ p3 all sit at height p3, where the 2-D staircase is
+//!   built as in the 4-D sweep ([`clipped_staircase`]);
+//! - the points with f4 > p4 then enter in f4 order as in the 4-D sweep ([`Volume3d::insert`]).
+//!   One that weakly dominates p in (f1, f2, f3) covers the whole box: the integral stops there.
+
+use super::hv3d::order_key;
+use super::hv4d::{clipped_staircase, stair_insert, Volume3d};
+
+/// Scratch space for [`contribution4d`], reused across points.
+struct Scratch {
+    slice: Volume3d,
+    stair: Vec<[f64; 2]>,
+    inside: Vec<[f64; 2]>,
+    base: Vec<[f64; 3]>,
+}
+
+#[inline]
+fn weakly_dominates3(a: &[f64; 4], b: &[f64; 4]) -> bool {
+    a[0] <= b[0] && a[1] <= b[1] && a[2] <= b[2]
+}
+
+#[inline]
+fn clip3(q: &[f64; 4], p: &[f64; 4]) -> [f64; 3] {
+    [q[0].max(p[0]), q[1].max(p[1]), q[2].max(p[2])]
+}
+
+/// Exclusive 4-D contribution of `p` to the set whose points are listed sorted by f3 in `by_f3`
+/// and by f4 in `by_f4` (all strictly dominating `r`), or `None` when a point of the set weakly
+/// dominates `p`.
+fn contribution4d(
+    p: [f64; 4],
+    by_f3: &[[f64; 4]],
+    by_f4: &[[f64; 4]],
+    r: [f64; 4],
+    scratch: &mut Scratch,
+) -> Option<f64> {
+    let Scratch { slice, stair, inside, base } = scratch;
+    let full_area = (r[0] - p[0]) * (r[1] - p[1]);
+    let box_volume = full_area * (r[2] - p[2]);
+
+    // Points with f4 ≤ p4 and f3 ≤ p3: the 2-D staircase at height p3.
+    let below = by_f3.partition_point(|q| q[2] <= p[2]);
+    let mut left_edge_y = r[1];
+    let mut bottom_edge_x = r[0];
+    inside.clear();
+    for q in by_f3[..below].iter().filter(|q| q[3] <= p[3]) {
+        let on_left = q[0] <= p[0];
+        let on_bottom = q[1] <= p[1];
+        if on_left && on_bottom {
+            return None;
+        }
+        if on_left {
+            left_edge_y = left_edge_y.min(q[1]);
+        } else if on_bottom {
+            bottom_edge_x = bottom_edge_x.min(q[0]);
+        } else {
+            inside.push([q[0], q[1]]);
+        }
+    }
+    let mut area =
+        clipped_staircase([p[0], p[1]], left_edge_y, bottom_edge_x, inside, [r[0], r[1]], stair);
+    base.clear();
+    base.extend(stair.iter().map(|s| [s[0], s[1], p[2]]));
+
+    // Points with f4 ≤ p4 and f3 > p3, by f3: the rest of the base, HV3D-style.
+    let mut covered = 0.0;
+    let mut z_prev = p[2];
+    for q in by_f3[below..].iter().filter(|q| q[3] <= p[3]) {
+        let c = clip3(q, &p);
+        covered += area * (c[2] - z_prev);
+        z_prev = c[2];
+        if c[0] == p[0] && c[1] == p[1] {
+            // c covers the whole (f1, f2) box from here up and dominates every later point.
+            area = full_area;
+            base.push(c);
+            break;
+        }
+        let added = stair_insert(stair, c[0], c[1], r[0], r[1]);
+        if added > 0.0 {
+            area += added;
+            base.push(c);
+        }
+    }
+    covered += area * (r[2] - z_prev);
+    slice.reset([r[0], r[1], r[2]]);
+    slice.load_sorted(base.iter().copied(), covered);
+
+    // Points with f4 > p4, by f4.
+    let mut contribution = 0.0;
+    let mut t_prev = p[3];
+    for q in &by_f4[by_f4.partition_point(|q| q[3] <= p[3])..] {
+        contribution += (box_volume - slice.volume) * (q[3] - t_prev);
+        t_prev = q[3];
+        if weakly_dominates3(q, &p) {
+            return Some(contribution);
+        }
+        slice.insert(clip3(q, &p));
+    }
+    debug_assert_eq!(slice.reference(), [r[0], r[1], r[2]]);
+    Some(contribution + (box_volume - slice.volume) * (r[3] - t_prev))
+}
+
+/// Inserts `p` into `list` (sorted by coordinate `k`) after removing the points it weakly
+/// dominates.
+fn replace_dominated(list: &mut Vec<[f64; 4]>, p: [f64; 4], k: usize) {
+    list.retain(|s| !(p[0] <= s[0] && p[1] <= s[1] && p[2] <= s[2] && p[3] <= s[3]));
+    let pos = list.partition_point(|s| s[k] < p[k]);
+    list.insert(pos, p);
+}
+
+/// HV of minimisation points that all strictly dominate `r`.
+pub(crate) fn hv5d(points: &mut [[f64; 5]], r: [f64; 5]) -> f64 {
+    if points.is_empty() {
+        return 0.0;
+    }
+    // Among equal f5 the order does not matter: the slab between them has zero height.
+    points.sort_unstable_by_key(|a| order_key(a[4]));
+    let r4 = [r[0], r[1], r[2], r[3]];
+    let mut scratch = Scratch {
+        slice: Volume3d::new([r[0], r[1], r[2]]),
+        stair: Vec::new(),
+        inside: Vec::new(),
+        base: Vec::new(),
+    };
+    let mut by_f3: Vec<[f64; 4]> = Vec::with_capacity(points.len());
+    let mut by_f4: Vec<[f64; 4]> = Vec::with_capacity(points.len());
+    let mut v4 = 0.0;
+    let mut volume = 0.0;
+    let mut w_prev = points[0][4];
+    for p in points.iter() {
+        volume += v4 * (p[4] - w_prev);
+        w_prev = p[4];
+        let q = [p[0], p[1], p[2], p[3]];
+        if let Some(c) = contribution4d(q, &by_f3, &by_f4, r4, &mut scratch) {
+            v4 += c;
+            replace_dominated(&mut by_f3, q, 2);
+            replace_dominated(&mut by_f4, q, 3);
+        }
+    }
+    volume + v4 * (r[4] - w_prev)
+}
+
+/// HV of flat rows of dimension `d ≥ 5`, using the first five coordinates.
+pub(crate) fn hv5d_flat(data: &[f64], d: usize, r: &[f64]) -> f64 {
+    let mut pts: Vec<[f64; 5]> =
+        data.chunks_exact(d).map(|p| [p[0], p[1], p[2], p[3], p[4]]).collect();
+    hv5d(&mut pts, [r[0], r[1], r[2], r[3], r[4]])
+}
