@@ -67,15 +67,21 @@ pub(crate) fn clipped_staircase(
     stair: &mut Vec<[f64; 2]>,
 ) -> f64 {
     stair.clear();
-    inside.sort_unstable_by(|a, b| a[0].total_cmp(&b[0]));
+    // The edge points dominate the inside points above or right of them: drop those before the
+    // sort (often most of them).
+    let mut n_candidates = 0;
+    for k in 0..inside.len() {
+        let s = inside[k];
+        inside[n_candidates] = s;
+        n_candidates += usize::from(s[1] < left_edge_y && s[0] < bottom_edge_x);
+    }
+    let candidates = &mut inside[..n_candidates];
+    candidates.sort_unstable_by(|a, b| a[0].total_cmp(&b[0]));
     let mut lowest_y = left_edge_y;
     if left_edge_y < r[1] {
         stair.push([corner[0], left_edge_y]);
     }
-    for &[x, y] in inside.iter() {
-        if x >= bottom_edge_x {
-            break; // the bottom-edge point (bottom_edge_x, corner[1]) dominates the rest
-        }
+    for &[x, y] in candidates.iter() {
         if y < lowest_y {
             // Equal x may come in any order: a lower y replaces the point it dominates.
             if stair.last().is_some_and(|last| last[0] == x) {
@@ -180,8 +186,13 @@ impl Volume3d {
             if on_left && on_bottom {
                 return None;
             }
-            left_edge_y = left_edge_y.min(if on_left { s[1] } else { f64::INFINITY });
-            bottom_edge_x = bottom_edge_x.min(if on_bottom { s[0] } else { f64::INFINITY });
+            // Plain comparisons (no NaN here) compile to minsd, unlike f64::min.
+            if on_left && s[1] < left_edge_y {
+                left_edge_y = s[1];
+            }
+            if on_bottom && s[0] < bottom_edge_x {
+                bottom_edge_x = s[0];
+            }
             self.inside[n_inside] = [s[0], s[1]];
             n_inside += usize::from(!on_left && !on_bottom);
         }

@@ -38,7 +38,9 @@ fn clip3(q: &[f64; 4], p: &[f64; 4]) -> [f64; 3] {
 }
 
 /// Exclusive 4-D contribution of `p` to the set whose points are listed sorted by f3 in `by_f3`
-/// and by f4 in `by_f4` (all strictly dominating `r`), or `None` when a point of the set weakly
+/// and by f4 in `by_f4` (all strictly dominating `r`), with the end of the scanned part of
+/// `by_f4` (the points from there on have f4 > p4 and a point before them weakly dominates p in
+/// (f1, f2, f3), so none of them is dominated by p); `None` when a point of the set weakly
 /// dominates `p`.
 fn contribution4d(
     p: [f64; 4],
@@ -46,32 +48,43 @@ fn contribution4d(
     by_f4: &[[f64; 4]],
     r: [f64; 4],
     scratch: &mut Scratch,
-) -> Option<f64> {
+) -> Option<(f64, usize)> {
     let Scratch { slice, stair, inside, base } = scratch;
     let full_area = (r[0] - p[0]) * (r[1] - p[1]);
     let box_volume = full_area * (r[2] - p[2]);
 
-    // Points with f4 ≤ p4 and f3 ≤ p3: the 2-D staircase at height p3.
+    // Points with f4 ≤ p4 and f3 ≤ p3: the 2-D staircase at height p3. Branch-free as in
+    // `Volume3d`: points with f4 > p4 or off the box's interior only touch dead slots and
+    // infinities (the f4 test alone would mispredict half the time).
     let below = by_f3.partition_point(|q| q[2] <= p[2]);
     let mut left_edge_y = r[1];
     let mut bottom_edge_x = r[0];
-    inside.clear();
-    for q in by_f3[..below].iter().filter(|q| q[3] <= p[3]) {
+    inside.resize(below.max(inside.len()), [0.0; 2]);
+    let mut n_inside = 0;
+    for q in &by_f3[..below] {
+        let present = q[3] <= p[3];
         let on_left = q[0] <= p[0];
         let on_bottom = q[1] <= p[1];
-        if on_left && on_bottom {
+        if present && on_left && on_bottom {
             return None;
         }
-        if on_left {
-            left_edge_y = left_edge_y.min(q[1]);
-        } else if on_bottom {
-            bottom_edge_x = bottom_edge_x.min(q[0]);
-        } else {
-            inside.push([q[0], q[1]]);
+        if present && on_left && q[1] < left_edge_y {
+            left_edge_y = q[1];
         }
+        if present && on_bottom && q[0] < bottom_edge_x {
+            bottom_edge_x = q[0];
+        }
+        inside[n_inside] = [q[0], q[1]];
+        n_inside += usize::from(present && !on_left && !on_bottom);
     }
-    let mut area =
-        clipped_staircase([p[0], p[1]], left_edge_y, bottom_edge_x, inside, [r[0], r[1]], stair);
+    let mut area = clipped_staircase(
+        [p[0], p[1]],
+        left_edge_y,
+        bottom_edge_x,
+        &mut inside[..n_inside],
+        [r[0], r[1]],
+        stair,
+    );
     base.clear();
     base.extend(stair.iter().map(|s| [s[0], s[1], p[2]]));
 
@@ -101,24 +114,35 @@ fn contribution4d(
     // Points with f4 > p4, by f4.
     let mut contribution = 0.0;
     let mut t_prev = p[3];
-    for q in &by_f4[by_f4.partition_point(|q| q[3] <= p[3])..] {
+    let start = by_f4.partition_point(|q| q[3] <= p[3]);
+    for (i, q) in by_f4.iter().enumerate().skip(start) {
         contribution += (box_volume - slice.volume) * (q[3] - t_prev);
         t_prev = q[3];
         if weakly_dominates3(q, &p) {
-            return Some(contribution);
+            return Some((contribution, i));
         }
         slice.insert(clip3(q, &p));
     }
     debug_assert_eq!(slice.reference(), [r[0], r[1], r[2]]);
-    Some(contribution + (box_volume - slice.volume) * (r[3] - t_prev))
+    Some((contribution + (box_volume - slice.volume) * (r[3] - t_prev), by_f4.len()))
 }
 
-/// Inserts `p` into `list` (sorted by coordinate `k`) after removing the points it weakly
-/// dominates.
-fn replace_dominated(list: &mut Vec<[f64; 4]>, p: [f64; 4], k: usize) {
-    list.retain(|s| !(p[0] <= s[0] && p[1] <= s[1] && p[2] <= s[2] && p[3] <= s[3]));
-    let pos = list.partition_point(|s| s[k] < p[k]);
-    list.insert(pos, p);
+#[inline]
+fn weakly_dominates4(a: &[f64; 4], b: &[f64; 4]) -> bool {
+    a[0] <= b[0] && a[1] <= b[1] && a[2] <= b[2] && a[3] <= b[3]
+}
+
+/// Removes the points of `list[from..to]` that `p` weakly dominates.
+fn remove_dominated(list: &mut Vec<[f64; 4]>, p: &[f64; 4], from: usize, to: usize) {
+    let mut kept = from;
+    for read in from..to {
+        let s = list[read];
+        if !weakly_dominates4(p, &s) {
+            list[kept] = s;
+            kept += 1;
+        }
+    }
+    list.drain(kept..to);
 }
 
 /// HV of minimisation points that all strictly dominate `r`.
@@ -144,10 +168,18 @@ pub(crate) fn hv5d(points: &mut [[f64; 5]], r: [f64; 5]) -> f64 {
         volume += v4 * (p[4] - w_prev);
         w_prev = p[4];
         let q = [p[0], p[1], p[2], p[3]];
-        if let Some(c) = contribution4d(q, &by_f3, &by_f4, r4, &mut scratch) {
+        if let Some((c, scan_end)) = contribution4d(q, &by_f3, &by_f4, r4, &mut scratch) {
             v4 += c;
-            replace_dominated(&mut by_f3, q, 2);
-            replace_dominated(&mut by_f4, q, 3);
+            // The points q dominates have f4 ≥ q4 and lie before `scan_end` in `by_f4`.
+            let from4 = by_f4.partition_point(|s| s[3] < q[3]);
+            if by_f4[from4..scan_end].iter().any(|s| weakly_dominates4(&q, s)) {
+                let from3 = by_f3.partition_point(|s| s[2] < q[2]);
+                let len3 = by_f3.len();
+                remove_dominated(&mut by_f3, &q, from3, len3);
+                remove_dominated(&mut by_f4, &q, from4, scan_end);
+            }
+            by_f3.insert(by_f3.partition_point(|s| s[2] < q[2]), q);
+            by_f4.insert(by_f4.partition_point(|s| s[3] < q[3]), q);
         }
     }
     volume + v4 * (r[4] - w_prev)
