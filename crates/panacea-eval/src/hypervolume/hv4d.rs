@@ -106,6 +106,7 @@ pub(crate) fn clipped_staircase(
 ///
 /// The points are kept sorted by f3, and a new point removes the points it weakly dominates, so
 /// the set stays non-dominated (up to points tied in f3, which are harmless).
+#[derive(Default)]
 pub(crate) struct Volume3d {
     /// The points, sorted by f3.
     pub(crate) set: Vec<[f64; 3]>,

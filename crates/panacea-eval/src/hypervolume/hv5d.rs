@@ -20,6 +20,7 @@ use super::hv3d::order_key;
 use super::hv4d::{clipped_staircase, stair_insert, Volume3d};
 
 /// Scratch space for [`contribution4d`], reused across points.
+#[derive(Default)]
 struct Scratch {
     slice: Volume3d,
     stair: Vec<[f64; 2]>,
@@ -145,49 +146,56 @@ fn remove_dominated(list: &mut Vec<[f64; 4]>, p: &[f64; 4], from: usize, to: usi
     list.drain(kept..to);
 }
 
-/// HV of minimisation points that all strictly dominate `r`.
-pub(crate) fn hv5d(points: &mut [[f64; 5]], r: [f64; 5]) -> f64 {
-    if points.is_empty() {
-        return 0.0;
-    }
-    // Among equal f5 the order does not matter: the slab between them has zero height.
-    points.sort_unstable_by_key(|a| order_key(a[4]));
-    let r4 = [r[0], r[1], r[2], r[3]];
-    let mut scratch = Scratch {
-        slice: Volume3d::new([r[0], r[1], r[2]]),
-        stair: Vec::new(),
-        inside: Vec::new(),
-        base: Vec::new(),
-    };
-    let mut by_f3: Vec<[f64; 4]> = Vec::with_capacity(points.len());
-    let mut by_f4: Vec<[f64; 4]> = Vec::with_capacity(points.len());
-    let mut v4 = 0.0;
-    let mut volume = 0.0;
-    let mut w_prev = points[0][4];
-    for p in points.iter() {
-        volume += v4 * (p[4] - w_prev);
-        w_prev = p[4];
-        let q = [p[0], p[1], p[2], p[3]];
-        if let Some((c, scan_end)) = contribution4d(q, &by_f3, &by_f4, r4, &mut scratch) {
-            v4 += c;
-            // The points q dominates have f4 ≥ q4 and lie before `scan_end` in `by_f4`.
-            let from4 = by_f4.partition_point(|s| s[3] < q[3]);
-            if by_f4[from4..scan_end].iter().any(|s| weakly_dominates4(&q, s)) {
-                let from3 = by_f3.partition_point(|s| s[2] < q[2]);
-                let len3 = by_f3.len();
-                remove_dominated(&mut by_f3, &q, from3, len3);
-                remove_dominated(&mut by_f4, &q, from4, scan_end);
-            }
-            by_f3.insert(by_f3.partition_point(|s| s[2] < q[2]), q);
-            by_f4.insert(by_f4.partition_point(|s| s[3] < q[3]), q);
+/// The 5-D sweep with its buffers, reusable across calls (WFG calls it once per limit set).
+#[derive(Default)]
+pub(crate) struct Sweep5d {
+    points: Vec<[f64; 5]>,
+    by_f3: Vec<[f64; 4]>,
+    by_f4: Vec<[f64; 4]>,
+    scratch: Scratch,
+}
+
+impl Sweep5d {
+    /// HV of flat rows of dimension `d ≥ 5`, using the first five coordinates; all rows
+    /// strictly dominate `r`.
+    pub(crate) fn hv_flat(&mut self, data: &[f64], d: usize, r: &[f64]) -> f64 {
+        self.points.clear();
+        self.points.extend(data.chunks_exact(d).map(|p| [p[0], p[1], p[2], p[3], p[4]]));
+        if self.points.is_empty() {
+            return 0.0;
         }
+        // Among equal f5 the order does not matter: the slab between them has zero height.
+        self.points.sort_unstable_by_key(|a| order_key(a[4]));
+        let Sweep5d { points, by_f3, by_f4, scratch } = self;
+        by_f3.clear();
+        by_f4.clear();
+        let r4 = [r[0], r[1], r[2], r[3]];
+        let mut v4 = 0.0;
+        let mut volume = 0.0;
+        let mut w_prev = points[0][4];
+        for p in points.iter() {
+            volume += v4 * (p[4] - w_prev);
+            w_prev = p[4];
+            let q = [p[0], p[1], p[2], p[3]];
+            if let Some((c, scan_end)) = contribution4d(q, by_f3, by_f4, r4, scratch) {
+                v4 += c;
+                // The points q dominates have f4 ≥ q4 and lie before `scan_end` in `by_f4`.
+                let from4 = by_f4.partition_point(|s| s[3] < q[3]);
+                if by_f4[from4..scan_end].iter().any(|s| weakly_dominates4(&q, s)) {
+                    let from3 = by_f3.partition_point(|s| s[2] < q[2]);
+                    let len3 = by_f3.len();
+                    remove_dominated(by_f3, &q, from3, len3);
+                    remove_dominated(by_f4, &q, from4, scan_end);
+                }
+                by_f3.insert(by_f3.partition_point(|s| s[2] < q[2]), q);
+                by_f4.insert(by_f4.partition_point(|s| s[3] < q[3]), q);
+            }
+        }
+        volume + v4 * (r[4] - w_prev)
     }
-    volume + v4 * (r[4] - w_prev)
 }
 
 /// HV of flat rows of dimension `d ≥ 5`, using the first five coordinates.
 pub(crate) fn hv5d_flat(data: &[f64], d: usize, r: &[f64]) -> f64 {
-    let mut pts: Vec<[f64; 5]> =
-        data.chunks_exact(d).map(|p| [p[0], p[1], p[2], p[3], p[4]]).collect();
-    hv5d(&mut pts, [r[0], r[1], r[2], r[3], r[4]])
+    Sweep5d::default().hv_flat(data, d, r)
 }

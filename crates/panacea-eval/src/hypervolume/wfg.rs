@@ -13,52 +13,146 @@
 //!
 //! which follows from slicing the dominated region along f_d. The recursion stops at the 2-D
 //! sweep, or at the 3-D to 5-D sweeps when `base_dim` allows it.
+//!
+//! Two savings on top of the paper's scheme:
+//! - a swept point whose (d−1)-projection a later point weakly dominates is dropped from the
+//!   limit sets of all points after that one (its limit point would be dominated by the later
+//!   point's), so the limit sets stay small;
+//! - each limit set is sorted by its own last objective (then lexicographically) before its
+//!   non-dominated filter, so a dominator always precedes the points it dominates, the filter is
+//!   one pass against the points kept, and the recursion receives its input already sorted.
+//!   Buffers are kept per recursion depth, so the recursion allocates only while warming up.
 
-use super::{hv2d::hv2d_flat, hv3d::hv3d_flat, hv4d::hv4d_flat, hv5d::hv5d_flat};
-use crate::pareto::filter_nondominated_flat;
+use super::{hv2d::hv2d_flat, hv3d::hv3d_flat, hv4d::hv4d_flat, hv5d::Sweep5d};
+use std::cmp::Ordering;
+
+use super::hv3d::order_key;
+use crate::sense::weakly_dominates;
 
 /// HV of flat minimisation rows of dimension `d` that all strictly dominate `r`. `base_dim` is
 /// the largest dimension (2 to 5) handed to a dedicated sweep.
 pub(crate) fn wfg(data: &[f64], d: usize, r: &[f64], base_dim: usize) -> f64 {
-    let n = data.len() / d;
-    if n == 0 {
+    if data.is_empty() {
         return 0.0;
     }
-    if n == 1 {
-        return data.iter().zip(r).map(|(a, b)| b - a).product();
-    }
-    match d {
-        1 => return r[0] - data.iter().copied().fold(f64::INFINITY, f64::min),
-        2 => return hv2d_flat(data, 2, r),
-        3 if base_dim >= 3 => return hv3d_flat(data, 3, r),
-        4 if base_dim >= 4 => return hv4d_flat(data, 4, r),
-        5 if base_dim >= 5 => return hv5d_flat(data, 5, r),
-        _ => {}
-    }
-    let last = d - 1;
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_unstable_by(|&a, &b| data[a * d + last].total_cmp(&data[b * d + last]));
-    let sorted: Vec<f64> =
-        order.iter().flat_map(|&i| data[i * d..(i + 1) * d].iter().copied()).collect();
+    let mut order = Vec::new();
+    let mut pts = Vec::new();
+    sorted_nondominated(data, d, &mut order, &mut pts);
+    Wfg { base_dim, levels: Vec::new(), sweep5d: Sweep5d::default() }.hv(&pts, d, r, 0)
+}
 
-    let mut total = 0.0;
-    let mut limit: Vec<f64> = Vec::new();
-    'points: for j in 0..n {
-        let p = &sorted[j * d..(j + 1) * d];
-        let mut excl: f64 = p[..last].iter().zip(r).map(|(a, b)| b - a).product();
-        if j > 0 {
-            limit.clear();
-            for q in sorted[..j * d].chunks_exact(d) {
-                if q[..last].iter().zip(p).all(|(a, b)| a <= b) {
-                    // q weakly dominates p in the first d−1 objectives: p adds nothing here.
+/// The buffers of one recursion depth.
+#[derive(Default)]
+struct Level {
+    /// Projections of the points swept so far that no later point dominates.
+    prior: Vec<f64>,
+    /// The current limit set, before and after its non-dominated filter.
+    limit: Vec<f64>,
+    kept: Vec<f64>,
+    order: Vec<(u64, usize)>,
+}
+
+struct Wfg {
+    base_dim: usize,
+    levels: Vec<Level>,
+    sweep5d: Sweep5d,
+}
+
+impl Wfg {
+    /// HV of `pts` (dimension `d`, non-dominated, sorted by the last objective ascending, all
+    /// strictly dominating `r`).
+    fn hv(&mut self, pts: &[f64], d: usize, r: &[f64], depth: usize) -> f64 {
+        let n = pts.len() / d;
+        if n == 0 {
+            return 0.0;
+        }
+        if n == 1 {
+            return box_volume(pts, r);
+        }
+        match d {
+            2 => return hv2d_flat(pts, 2, r),
+            3 if self.base_dim >= 3 => return hv3d_flat(pts, 3, r),
+            4 if self.base_dim >= 4 => return hv4d_flat(pts, 4, r),
+            5 if self.base_dim >= 5 => return self.sweep5d.hv_flat(pts, 5, r),
+            _ => {}
+        }
+        if self.levels.len() <= depth {
+            self.levels.resize_with(depth + 1, Level::default);
+        }
+        let mut level = std::mem::take(&mut self.levels[depth]);
+        let last = d - 1;
+        level.prior.clear();
+        let mut total = 0.0;
+        'points: for p in pts.chunks_exact(d) {
+            let p_low = &p[..last];
+            level.limit.clear();
+            let mut dominates_some = false;
+            for q in level.prior.chunks_exact(last) {
+                if weakly_dominates(q, p_low) {
+                    // p's slice is covered, and any later limit point of p is dominated by q's.
                     continue 'points;
                 }
-                limit.extend(q[..last].iter().zip(p).map(|(a, b)| a.max(*b)));
+                dominates_some |= weakly_dominates(p_low, q);
+                level.limit.extend(q.iter().zip(p_low).map(|(a, b)| a.max(*b)));
             }
-            filter_nondominated_flat(&mut limit, last);
-            excl -= wfg(&limit, last, r, base_dim);
+            let mut excl = box_volume(p_low, r);
+            if !level.limit.is_empty() {
+                sorted_nondominated(&level.limit, last, &mut level.order, &mut level.kept);
+                excl -= self.hv(&level.kept, last, r, depth + 1);
+            }
+            total += (r[last] - p[last]) * excl;
+            if dominates_some {
+                remove_dominated(&mut level.prior, last, p_low);
+            }
+            level.prior.extend_from_slice(p_low);
         }
-        total += (r[last] - p[last]) * excl;
+        self.levels[depth] = level;
+        total
     }
-    total
+}
+
+/// Volume of the box between the point `p` and `r` (in p's dimension).
+fn box_volume(p: &[f64], r: &[f64]) -> f64 {
+    p.iter().zip(r).map(|(a, b)| b - a).product()
+}
+
+/// Removes the rows of `rows` (dimension `d`) that `p` weakly dominates.
+fn remove_dominated(rows: &mut Vec<f64>, d: usize, p: &[f64]) {
+    let n = rows.len() / d;
+    let mut kept = 0;
+    for i in 0..n {
+        if !weakly_dominates(p, &rows[i * d..(i + 1) * d]) {
+            rows.copy_within(i * d..(i + 1) * d, kept * d);
+            kept += 1;
+        }
+    }
+    rows.truncate(kept * d);
+}
+
+/// Writes to `out` the non-dominated rows of `rows` (dimension `d`, one copy of duplicates),
+/// sorted by the last coordinate ascending, then lexicographically. In that order a weak
+/// dominator precedes every point it dominates, so one pass against the kept rows filters.
+fn sorted_nondominated(rows: &[f64], d: usize, order: &mut Vec<(u64, usize)>, out: &mut Vec<f64>) {
+    let n = rows.len() / d;
+    let last = d - 1;
+    order.clear();
+    order.extend((0..n).map(|i| (order_key(rows[i * d + last]), i)));
+    // Integer keys first; the lexicographic tie-break only runs on equal last coordinates.
+    order.sort_unstable_by(|&(ka, a), &(kb, b)| {
+        ka.cmp(&kb).then_with(|| {
+            let (a, b) = (&rows[a * d..(a + 1) * d], &rows[b * d..(b + 1) * d]);
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        })
+    });
+    out.clear();
+    for &(_, i) in order.iter() {
+        let p = &rows[i * d..(i + 1) * d];
+        if !out.chunks_exact(d).any(|q| weakly_dominates(q, p)) {
+            out.extend_from_slice(p);
+        }
+    }
 }

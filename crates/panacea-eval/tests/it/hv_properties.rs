@@ -121,6 +121,30 @@ fn sweeps_agree_with_generic_wfg_on_fronts_with_ties_and_duplicates() {
     }
 }
 
+/// WFG's own shortcuts (dropping swept points a later point dominates, the sorted one-pass
+/// limit-set filter) are shared by the `Wfg` and `Auto` paths at d ≥ 6, so check both against
+/// the oracle directly, on sets big enough for limit sets with dominated and tied points.
+#[test]
+fn wfg_equals_inclusion_exclusion_on_larger_sets_with_ties() {
+    let mut g = Gen::new(12);
+    for d in 6..=8 {
+        for trial in 0..6 {
+            let n = 12 + trial;
+            let pts = if trial % 2 == 0 {
+                g.int_points(n, d, 4)
+            } else {
+                front_with_ties(&mut g, n - n / 5 * 2, d, 4.0)
+            };
+            let r = vec![5.0; d];
+            let want = hypervolume_min_with(&pts, &r, HvAlgorithm::InclusionExclusion).unwrap();
+            for alg in [HvAlgorithm::Wfg, HvAlgorithm::Auto] {
+                let got = hypervolume_min_with(&pts, &r, alg).unwrap();
+                assert_close(got, want, trial % 2 == 0, &format!("d={d} trial={trial} {alg:?}"));
+            }
+        }
+    }
+}
+
 #[test]
 fn monotone_when_points_are_added() {
     let mut g = Gen::new(4);
