@@ -14,10 +14,13 @@
 //! which follows from slicing the dominated region along f_d. The recursion stops at the 2-D
 //! sweep, or at the 3-D to 5-D sweeps when `base_dim` allows it.
 //!
-//! Two savings on top of the paper's scheme:
+//! Three savings on top of the paper's scheme:
 //! - a swept point whose (d−1)-projection a later point weakly dominates is dropped from the
 //!   limit sets of all points after that one (its limit point would be dominated by the later
 //!   point's), so the limit sets stay small;
+//! - a swept point q that is worse than p in only one coordinate k covers all of p's box beyond
+//!   q_k, so p's box is cut there (the "bounding" idea of the WFG paper's successors): the limit
+//!   set loses q and every point outside the smaller box;
 //! - each limit set is sorted by its own last objective (then lexicographically) before its
 //!   non-dominated filter, so a dominator always precedes the points it dominates, the filter is
 //!   one pass against the points kept, and the recursion receives its input already sorted.
@@ -50,6 +53,8 @@ struct Level {
     limit: Vec<f64>,
     kept: Vec<f64>,
     order: Vec<(u64, usize)>,
+    /// The current point's box, shrunk by the points that cover all of it but one side.
+    bound: Vec<f64>,
 }
 
 struct Wfg {
@@ -86,19 +91,34 @@ impl Wfg {
         'points: for p in pts.chunks_exact(d) {
             let p_low = &p[..last];
             level.limit.clear();
+            level.bound.clear();
+            level.bound.extend_from_slice(&r[..last]);
             let mut dominates_some = false;
             for q in level.prior.chunks_exact(last) {
-                if weakly_dominates(q, p_low) {
+                // How many coordinates of q are worse than p's, and the last such one.
+                let mut n_worse = 0;
+                let mut worse_dim = 0;
+                for (j, (a, b)) in q.iter().zip(p_low).enumerate() {
+                    if a > b {
+                        n_worse += 1;
+                        worse_dim = j;
+                    }
+                }
+                match n_worse {
                     // p's slice is covered, and any later limit point of p is dominated by q's.
-                    continue 'points;
+                    0 => continue 'points,
+                    // q covers the part of p's box beyond q[k] in k = worse_dim: shrink the box.
+                    1 => level.bound[worse_dim] = level.bound[worse_dim].min(q[worse_dim]),
+                    _ => level.limit.extend(q.iter().zip(p_low).map(|(a, b)| a.max(*b))),
                 }
                 dominates_some |= weakly_dominates(p_low, q);
-                level.limit.extend(q.iter().zip(p_low).map(|(a, b)| a.max(*b)));
             }
-            let mut excl = box_volume(p_low, r);
+            let mut excl = box_volume(p_low, &level.bound);
             if !level.limit.is_empty() {
+                // Limit points outside the shrunk box add nothing inside it.
+                remove_outside(&mut level.limit, last, &level.bound);
                 sorted_nondominated(&level.limit, last, &mut level.order, &mut level.kept);
-                excl -= self.hv(&level.kept, last, r, depth + 1);
+                excl -= self.hv(&level.kept, last, &level.bound, depth + 1);
             }
             total += (r[last] - p[last]) * excl;
             if dominates_some {
@@ -114,6 +134,19 @@ impl Wfg {
 /// Volume of the box between the point `p` and `r` (in p's dimension).
 fn box_volume(p: &[f64], r: &[f64]) -> f64 {
     p.iter().zip(r).map(|(a, b)| b - a).product()
+}
+
+/// Removes the rows of `rows` (dimension `d`) that do not strictly dominate `r`.
+fn remove_outside(rows: &mut Vec<f64>, d: usize, r: &[f64]) {
+    let n = rows.len() / d;
+    let mut kept = 0;
+    for i in 0..n {
+        if rows[i * d..(i + 1) * d].iter().zip(r).all(|(a, b)| a < b) {
+            rows.copy_within(i * d..(i + 1) * d, kept * d);
+            kept += 1;
+        }
+    }
+    rows.truncate(kept * d);
 }
 
 /// Removes the rows of `rows` (dimension `d`) that `p` weakly dominates.
