@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use panacea_core::checkpoint::{load_adapter, save_adapter, AdapterFolderConfig, BaseModelId};
 use panacea_core::config::{parse_config, to_yaml};
-use panacea_core::device::DeviceChoice;
+use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::objective::utilities;
 use panacea_core::seed::RunRngState;
 use panacea_core::{seed_everything, Adapter, PreferenceSampler, PreferenceVector, RunRng};
@@ -54,6 +54,10 @@ pub(crate) struct Args {
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
+    /// Weight dtype of the frozen base, f32 or bf16 (overrides the config's `dtype`); adapters,
+    /// critic, heads and optimiser state stay f32.
+    #[arg(long)]
+    dtype: Option<DType>,
     /// Continue the run in this folder from its newest checkpoint (its config.yaml is used;
     /// `--set` may still override, e.g. `--set train.steps=40` to train longer).
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
@@ -76,7 +80,15 @@ impl Args {
         runs_dir: PathBuf,
         name: String,
     ) -> Self {
-        Self { config: Some(config), set, device, resume: None, runs_dir, name: Some(name) }
+        Self {
+            config: Some(config),
+            set,
+            device,
+            dtype: None,
+            resume: None,
+            runs_dir,
+            name: Some(name),
+        }
     }
 }
 
@@ -127,13 +139,17 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
             (DEFAULT_CONFIG.to_owned(), "<embedded ppo-default.yaml>".into(), "ppo-default".into())
         }
     };
-    let cfg: TrainPpoConfig = parse_config(&yaml, &source, &args.set)?;
+    let mut cfg: TrainPpoConfig = parse_config(&yaml, &source, &args.set)?;
+    if let Some(dtype) = args.dtype {
+        // Before the config is saved, so the run folder (and a resume) records it.
+        cfg.dtype = dtype;
+    }
     let device = match args.device {
         Some(d) => d,
         None => cfg.device.parse().context("config `device`")?,
     }
     .resolve()?;
-    tracing::info!("running on {device:?}, dtype f32, seed {}", cfg.seed);
+    tracing::info!("running on {device:?}, dtype {}, seed {}", cfg.dtype, cfg.seed);
     let mut rng = seed_everything(cfg.seed);
     let k = cfg.objectives.len();
 
@@ -360,7 +376,9 @@ fn fmt_vec(v: &[f64]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// Loads (or, for `tiny-random`, creates) the base model with the policy adapter.
+/// Loads (or, for `tiny-random`, creates) the base model with the policy adapter. The base
+/// store is converted to `cfg.dtype` here, before the critic and score models take their views
+/// of it (views made earlier would keep the f32 tensors); the adapter store stays f32.
 fn load_policy(
     cfg: &TrainPpoConfig,
     device: tch::Device,
@@ -374,11 +392,14 @@ fn load_policy(
         let tok = Tokenizer::from_file(&dir.join("tokenizer.json"), 2)?;
         let policy = Llama::new(&base_vs.root(), Some(adapter), &LlamaConfig::tiny());
         init_random(&base_vs, cfg.model.init_seed);
+        if cfg.dtype == DType::Bf16 {
+            base_vs.bfloat16();
+        }
         return Ok((base_vs, policy, adapter_vs, tok));
     }
     let pre = Pretrained::load(&cfg.model.name)
         .with_context(|| format!("loading model {}", cfg.model.name))?;
-    let policy = pre.build(&mut base_vs, Some(adapter), Kind::Float)?;
+    let policy = pre.build(&mut base_vs, Some(adapter), cfg.dtype.kind())?;
     base_vs.freeze();
     Ok((base_vs, policy, adapter_vs, pre.tokenizer.clone()))
 }
@@ -593,6 +614,7 @@ mod tests {
                 "train.hv_prompts=2".into(),
             ],
             device: Some(DeviceChoice::Cpu),
+            dtype: None,
             resume: None,
             runs_dir: runs.clone(),
             name: None,
@@ -629,6 +651,84 @@ mod tests {
         std::fs::remove_dir_all(&runs).expect("clean up");
     }
 
+    /// `--dtype bf16` (here `--set dtype=bf16`): the base weights are bf16, one PPO step runs
+    /// with finite losses, and everything that trains stays f32 (issue #10): the policy
+    /// adapter, the critic (adapter and value heads) and both optimisers' moments.
+    #[test]
+    fn bf16_base_trains_with_f32_adapter_critic_and_optimiser() {
+        let Some(root) = crate::test_support::workspace_with_smollm2() else { return };
+        let yaml = std::fs::read_to_string(root.join("configs/tiny/ppo.yaml")).expect("config");
+        let cfg: TrainPpoConfig =
+            parse_config(&yaml, "configs/tiny/ppo.yaml", &["dtype=bf16".to_owned()])
+                .expect("config");
+        assert_eq!(cfg.dtype, DType::Bf16);
+        let (base_vs, policy, adapter_vs, tok) =
+            load_policy(&cfg, tch::Device::Cpu).expect("policy");
+        assert_eq!(policy.kind(), Kind::BFloat16);
+        for (name, t) in base_vs.variables() {
+            assert_eq!(t.kind(), Kind::BFloat16, "base variable {name}");
+        }
+        let (train_prompts, _, _) = load_prompts(&cfg, &tok).expect("prompts");
+        let sources = build_sources(&cfg, &tok, &policy).expect("sources");
+        let parts = PpoParts {
+            critic_adapter: cfg.model.adapter.clone(),
+            objectives: cfg.objectives.iter().map(|o| o.objective()).collect(),
+            sources,
+            eos_id: tok.eos_id,
+            pad_id: tok.pad_id,
+            tokenizer: Some(tok.clone()),
+            total_steps: 1,
+            policy,
+            adapter_vs,
+        };
+        let mut trainer = PpoTrainer::new(cfg.ppo.clone(), parts).expect("trainer");
+        let snapshot = |vs: &nn::VarStore| {
+            let mut v: Vec<(String, Tensor)> =
+                vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let adapter_before = snapshot(&trainer.adapter_vs);
+        let mut rng = seed_everything(cfg.seed);
+        let batch = PromptCursor::new(train_prompts.len()).next_batch(
+            &train_prompts,
+            cfg.train.batch_size,
+            &mut rng.data,
+        );
+        let prefs = cfg.preference.sample_rows(2, batch.len(), &mut rng.preference).expect("λ");
+        let m = trainer.step(&batch, &prefs, &mut rng).expect("bf16 PPO step");
+        for (what, x) in
+            [("policy loss", m.policy_loss), ("value loss", m.value_loss), ("kl", m.kl)]
+        {
+            assert!(x.is_finite(), "{what} = {x}");
+        }
+        let adapter_after = snapshot(&trainer.adapter_vs);
+        assert!(!adapter_after.is_empty());
+        for (name, t) in adapter_after.iter().chain(&snapshot(&trainer.critic.vs)) {
+            assert_eq!(t.kind(), Kind::Float, "trainable variable {name}");
+        }
+        let moved = adapter_before.iter().zip(&adapter_after).filter(|(a, b)| !a.1.equal(&b.1));
+        assert!(moved.count() > 0, "the step changed no adapter tensor");
+        for (name, t) in base_vs.variables() {
+            assert_eq!(t.kind(), Kind::BFloat16, "base variable {name} after the step");
+        }
+        let dir = std::env::temp_dir().join(format!("panacea-ppo-bf16-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        trainer.save_state(&dir).expect("save state");
+        for f in ["actor_optim.safetensors", "critic_optim.safetensors", "critic.safetensors"] {
+            let tensors = Tensor::read_safetensors(dir.join(f)).expect("read");
+            assert!(!tensors.is_empty(), "{f} is empty");
+            for (name, t) in tensors {
+                assert!(
+                    matches!(t.kind(), Kind::Float | Kind::Int64 | Kind::Double),
+                    "{f}: {name} is {:?}",
+                    t.kind()
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
     /// A run stopped after step 2 and resumed ends on the same bits as the uninterrupted run:
     /// the tiny config runs 4 steps with checkpoints at 2 and 4; a copy of its folder without
     /// the step-4 checkpoint stands for a run killed after step 2, and is resumed.
@@ -644,6 +744,7 @@ mod tests {
                 "train.preference_per_row=true".into(),
             ],
             device: Some(DeviceChoice::Cpu),
+            dtype: None,
             resume,
             runs_dir: runs.clone(),
             name: None,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use panacea_core::adapter::SvdLoraConfig;
 use panacea_core::aggregation::Aggregation;
 use panacea_core::config::{Validate, Validator};
+use panacea_core::device::DType;
 use panacea_core::objective::{Objective, ObjectiveKind};
 use panacea_core::preference::PreferenceSampler;
 
@@ -442,6 +443,11 @@ pub struct TrainPpoConfig {
     /// `cpu`, `cuda`, `cuda:N` or `auto` (`--device` overrides it).
     #[serde(default = "d_device")]
     pub device: String,
+    /// Weight dtype of the frozen base (`f32` or `bf16`; `--dtype` overrides it). The policy
+    /// and critic adapters, the value and score heads, the optimiser moments, log-probs and
+    /// losses stay f32 whatever this is (the DPO path does the same).
+    #[serde(default)]
+    pub dtype: DType,
     /// The base model and the policy adapter.
     pub model: ModelConfig,
     /// Prompt data.
