@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use panacea_core::device::DeviceChoice;
+
 /// Flags of `panacea doctor`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -11,6 +13,10 @@ pub(crate) struct Args {
     /// Fail (exit 1) unless CUDA is available.
     #[arg(long)]
     require_cuda: bool,
+    /// Run the probe op on this device too: auto, cpu, cuda or cuda:N (an explicit cuda
+    /// fails with a hint when CUDA is not available).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -18,11 +24,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cuda = tch::Cuda::is_available();
     let devices = if cuda { tch::Cuda::device_count() } else { 0 };
     let threads = tch::get_num_threads();
-    // A tiny op proves the library really runs, not just links.
-    let probe = tch::Tensor::arange(10, (tch::Kind::Float, tch::Device::Cpu))
-        .sum(tch::Kind::Float)
-        .double_value(&[]);
-    anyhow::ensure!(probe == 45.0, "libtorch computed 0+1+...+9 = {probe}, expected 45");
+    // A tiny op proves the library really runs, not just links, on the CPU and on --device.
+    let device = args.device.resolve()?;
+    for d in [tch::Device::Cpu, device] {
+        let probe =
+            tch::Tensor::arange(10, (tch::Kind::Float, d)).sum(tch::Kind::Float).double_value(&[]);
+        anyhow::ensure!(
+            probe == 45.0,
+            "libtorch computed 0+1+...+9 = {probe} on {d:?}, expected 45"
+        );
+    }
     let libtorch_lib = libtorch_library_path();
     if args.json {
         let v = serde_json::json!({
@@ -31,6 +42,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             "cuda_available": cuda,
             "cudnn_available": tch::Cuda::cudnn_is_available(),
             "cuda_devices": devices,
+            "probe_device": format!("{device:?}"),
             "threads": threads,
         });
         println!("{v}");
@@ -44,6 +56,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(e) => println!("libtorch_cuda.so  not loaded ({e})"),
         }
         println!("CUDA available    {cuda} ({devices} device(s))");
+        println!("probe device      {device:?} (ok)");
         println!("intra-op threads  {threads}");
     }
     if args.require_cuda && !cuda {

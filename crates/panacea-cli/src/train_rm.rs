@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use panacea_core::config::{parse_config, to_yaml, Validate, Validator};
-use panacea_core::device::DeviceChoice;
+use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::{seed_everything, ObjectiveKind};
 use panacea_data::{load_pairs, PairFormat, ReadOptions};
 use panacea_lm::{init_random, ChatTemplate, Llama, LlamaConfig, Pretrained, Tokenizer};
@@ -19,7 +19,6 @@ use panacea_rlhf::score::{
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
-use tch::Kind;
 
 use crate::run_dir::{self, Manifest, RunDir};
 
@@ -90,6 +89,10 @@ struct TrainRmConfig {
     seed: u64,
     #[serde(default = "d_device")]
     device: String,
+    /// Weight dtype of the frozen base (`f32` or `bf16`; `--dtype` overrides it); the score
+    /// adapters, heads, optimiser and losses stay f32.
+    #[serde(default)]
+    dtype: DType,
     model: RmModel,
     data: RmData,
     models: Vec<RmTarget>,
@@ -156,6 +159,9 @@ pub(crate) struct Args {
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
+    /// Weight dtype of the frozen base, f32 or bf16 (overrides the config's `dtype`).
+    #[arg(long)]
+    dtype: Option<DType>,
     /// Skip malformed pair lines (counted and reported, the first few by file and line)
     /// instead of stopping at the first one.
     #[arg(long)]
@@ -169,7 +175,14 @@ pub(crate) struct Args {
 impl Args {
     /// Flags for tests.
     pub(crate) fn for_test(config: PathBuf, set: Vec<String>, runs_dir: PathBuf) -> Self {
-        Self { config, set, device: Some(DeviceChoice::Cpu), skip_invalid: false, runs_dir }
+        Self {
+            config,
+            set,
+            device: Some(DeviceChoice::Cpu),
+            dtype: None,
+            skip_invalid: false,
+            runs_dir,
+        }
     }
 }
 
@@ -202,7 +215,11 @@ type LabelledPair = (Vec<i64>, Vec<i64>, Option<(bool, bool)>);
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let yaml = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading config {}", args.config.display()))?;
-    let cfg: TrainRmConfig = parse_config(&yaml, &args.config.display().to_string(), &args.set)?;
+    let mut cfg: TrainRmConfig =
+        parse_config(&yaml, &args.config.display().to_string(), &args.set)?;
+    if let Some(dtype) = args.dtype {
+        cfg.dtype = dtype;
+    }
     let device = match args.device {
         Some(d) => d,
         None => cfg.device.parse().context("config `device`")?,
@@ -217,10 +234,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         let tok = Tokenizer::from_file(&dir.join("tokenizer.json"), 2)?;
         let m = Llama::new(&base_vs.root(), None, &LlamaConfig::tiny());
         init_random(&base_vs, cfg.seed as i64);
+        if cfg.dtype == DType::Bf16 {
+            // Before the score models take their views of the base.
+            base_vs.bfloat16();
+        }
         (m, tok)
     } else {
         let pre = Pretrained::load(&cfg.model.name)?;
-        let m = pre.build(&mut base_vs, None, Kind::Float)?;
+        let m = pre.build(&mut base_vs, None, cfg.dtype.kind())?;
         (m, pre.tokenizer.clone())
     };
     base_vs.freeze();
