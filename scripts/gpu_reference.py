@@ -299,6 +299,18 @@ def generate(model, prompts, n, ad, sample, gen=None):
 # Optional Hugging Face peers.
 
 
+def peer(state, what, f):
+    """Runs an optional Hugging Face peer; a failure is recorded and does not cost the eager
+    numbers of the same workload."""
+    try:
+        return f()
+    except Exception as e:  # noqa: BLE001
+        msg = f"{what}: {type(e).__name__}: {e}"
+        print(f"peer {msg}", file=sys.stderr, flush=True)
+        state.setdefault("peer_failures", []).append(msg)
+        return None
+
+
 def try_import(name):
     try:
         return __import__(name)
@@ -377,7 +389,7 @@ def fwdbwd(a, rec, state):
         probe.requires_grad_(False)
         del model, adapter
         if state["peft"] is not None:
-            fwdbwd_peft(a, rec, name, s, b, t, iters)
+            peer(state, "fwdbwd_peft", lambda: fwdbwd_peft(a, rec, name, s, b, t, iters))
 
 
 def fwdbwd_peft(a, rec, name, s, b, t, iters):
@@ -433,13 +445,15 @@ def decode(a, rec, state):
     rec.record("decode/check/merged_vs_unmerged", [0.0], workload="check",
                max_abs_diff=(merged - unmerged).abs().max().item())
     iters = a.iters or 2
-    hf = hf_model(s, dev, a.dtype) if state["transformers"] is not None else None
+    hf = None
     warm = rand_ids(1, p, s["vocab"], dev)
+    if state["transformers"] is not None:
+        hf = peer(state, "decode_hf", lambda: hf_model(s, dev, a.dtype))
     # One short warm-up generation per path (kernels, allocator), instead of a full-length one
     # per case: HF generate at B = 1 takes seconds per call.
     generate(model, warm, 4, None, False)
-    if hf is not None:
-        hf_generate(hf, warm, 4, False)
+    if hf is not None and peer(state, "decode_hf", lambda: hf_generate(hf, warm, 4, False)) is None:
+        hf = None
     for b in batches:
         prompts = rand_ids(b, p, s["vocab"], dev)
         one, rows = prefs(b, dev)
@@ -459,9 +473,11 @@ def decode(a, rec, state):
                 extra["hbm_fraction"] = bytes_per_step * n / secs / state["copy_bw"]
             rec.record(f"decode/b{b}/{mode}", ms, **extra)
         if hf is not None:
-            ms = time_ms(dev, 0, iters, lambda: hf_generate(hf, prompts, n, False))
-            rec.record(f"decode_hf/b{b}/base", ms, workload="decode_hf", batch=b, mode="base",
-                       tokens_per_s=b * n / (statistics.median(ms) * 1e-3))
+            ms = peer(state, f"decode_hf/b{b}",
+                      lambda: time_ms(dev, 0, iters, lambda: hf_generate(hf, prompts, n, False)))
+            if ms is not None:
+                rec.record(f"decode_hf/b{b}/base", ms, workload="decode_hf", batch=b, mode="base",
+                           tokens_per_s=b * n / (statistics.median(ms) * 1e-3))
 
 
 def clip_and_step(opt, params, max_norm):
@@ -491,7 +507,6 @@ def ppo(a, rec, state):
     _, pref = prefs(b, dev)
     gen = torch.Generator(device=dev).manual_seed(a.seed)
     ones1 = torch.ones(1, device=dev)
-    hf = state.get("hf_ppo")
 
     def rollout():
         return generate(model, prompts, n, ("policy", pref), True, gen)
@@ -574,9 +589,12 @@ def ppo(a, rec, state):
     for phase, ms in split.items():
         rec.record(f"ppo/{phase}", ms, phase=phase, **info)
     if state["transformers"] is not None:
-        hf = hf_model(s, dev, a.dtype)
-        ms = time_ms(dev, 1, iters, lambda: hf_generate(hf, prompts, n, True))
-        rec.record("ppo_hf/generation", ms, phase="generation", peer="hf generate", **info)
+        def hf_rollout():
+            hf = hf_model(s, dev, a.dtype)
+            return time_ms(dev, 1, iters, lambda: hf_generate(hf, prompts, n, True))
+        ms = peer(state, "ppo_hf", hf_rollout)
+        if ms is not None:
+            rec.record("ppo_hf/generation", ms, phase="generation", peer="hf generate", **info)
 
 
 def dpo(a, rec, state):
@@ -654,7 +672,8 @@ def main():
         report = dict(tool="scripts/gpu_reference.py", torch=torch.__version__, device=str(a.device),
                       gpu=gpu_name, dtype="bf16" if a.dtype == torch.bfloat16 else "f32",
                       sizes=a.sizes, peers=used, threads=torch.get_num_threads(),
-                      wall_s=time.perf_counter() - t0, failures=failures, results=rec.results)
+                      wall_s=time.perf_counter() - t0, failures=failures,
+                      peer_failures=state.get("peer_failures", []), results=rec.results)
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
             f.write("\n")
