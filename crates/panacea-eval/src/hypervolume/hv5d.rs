@@ -90,6 +90,10 @@ fn contribution4d(
     base.extend(stair.iter().map(|s| [s[0], s[1], p[2]]));
 
     // Points with f4 ≤ p4 and f3 > p3, by f3: the rest of the base, HV3D-style.
+    // `cut[k]`: the set holds a point that is worse than p only in coordinate k, where it has
+    // cut[k], so every clipped point with coordinate k ≥ cut[k] is covered. The bottom- and
+    // left-edge points of the staircase at height p3 are such points for k = 0 and 1.
+    let mut cut = [bottom_edge_x, left_edge_y, r[2]];
     let mut covered = 0.0;
     let mut z_prev = p[2];
     for q in by_f3[below..].iter().filter(|q| q[3] <= p[3]) {
@@ -99,6 +103,7 @@ fn contribution4d(
         if c[0] == p[0] && c[1] == p[1] {
             // c covers the whole (f1, f2) box from here up and dominates every later point.
             area = full_area;
+            cut[2] = c[2];
             base.push(c);
             break;
         }
@@ -122,7 +127,19 @@ fn contribution4d(
         if weakly_dominates3(q, &p) {
             return Some((contribution, i));
         }
-        slice.insert(clip3(q, &p));
+        let c = clip3(q, &p);
+        // About half of these points are worse than p in one coordinate only; once one has cut
+        // the box, most later ones lie beyond the cut and are skipped without a 3-D pass.
+        if c[0] >= cut[0] || c[1] >= cut[1] || c[2] >= cut[2] {
+            continue;
+        }
+        match (c[0] > p[0], c[1] > p[1], c[2] > p[2]) {
+            (true, false, false) => cut[0] = c[0],
+            (false, true, false) => cut[1] = c[1],
+            (false, false, true) => cut[2] = c[2],
+            _ => {}
+        }
+        slice.insert(c);
     }
     debug_assert_eq!(slice.reference(), [r[0], r[1], r[2]]);
     Some((contribution + (box_volume - slice.volume) * (r[3] - t_prev), by_f4.len()))
