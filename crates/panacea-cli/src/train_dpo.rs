@@ -173,7 +173,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let (train, train_report) = encode(train_records, cfg.data.max_train_pairs, "train")?;
     let (eval, eval_report) = match eval_records {
         Some(r) => {
-            let (pairs, report) = encode(r, cfg.data.max_eval_pairs, "eval")?;
+            // Interleaved so that a `max_eval_pairs` cap keeps pairs of every eval prompt
+            // (the file holds each prompt's pairs in a run).
+            let (pairs, report) = encode(interleave_by_prompt(r), cfg.data.max_eval_pairs, "eval")?;
             (Some(pairs), Some(report))
         }
         None => (None, None),
@@ -275,7 +277,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         eval.as_deref().map(|pairs| evaluate(trainer, pairs, &cfg, cache, step)).transpose()
     };
     if start == 0 {
-        if let Some(line) = evaluate(&trainer, &mut eval_cache, 0)? {
+        // Before the first step the policy is the reference (σ = s = 0), so only the base
+        // model's ranking accuracy is new information; it also fills the eval reference cache.
+        if let Some(pairs) = eval.as_deref() {
+            let line = evaluate_base(&trainer, pairs, &cfg, &mut eval_cache)?;
             bar.println(&line.human);
             run.log_metrics(&line.json)?;
         }
@@ -447,6 +452,64 @@ fn evaluate(
     Ok(EvalLine { human, json: serde_json::to_value(&j)? })
 }
 
+/// The base model's likelihood-ranking accuracy per objective on the eval pairs (step 0;
+/// the implicit reward is 0 for every pair there, so its accuracy is not logged).
+fn evaluate_base(
+    trainer: &DpoTrainer<Llama>,
+    pairs: &[EncodedPair],
+    cfg: &DpoRunConfig,
+    cache: &mut Option<RefLogpCache>,
+) -> Result<EvalLine> {
+    let k = cfg.k();
+    let dev = panacea_lm::CausalLm::device(&trainer.model);
+    let (mut base_rank, mut count) = (vec![0.0; k], vec![0.0; k]);
+    for chunk in pairs.chunks(cfg.train.batch_size.max(1)) {
+        let rows: Vec<&EncodedPair> = chunk.iter().collect();
+        let batch = PairBatch::collate(&rows, k, 0, cfg.dpo.seq_logp, dev)?;
+        let (reference, _) = trainer.reference_logps(&batch, cache.as_mut())?; // [2B]
+        let rank = panacea_dpo::loss::ranking_accuracy(&reference, &batch.labels)?; // [K]
+        let labelled =
+            batch.labels.ne(0).sum_dim_intlist([0i64].as_slice(), false, tch::Kind::Float); // [K]
+        for i in 0..k {
+            let n = labelled.double_value(&[i as i64]);
+            base_rank[i] += rank.double_value(&[i as i64]) * n;
+            count[i] += n;
+        }
+    }
+    let mut j = BTreeMap::new();
+    j.insert("step".to_owned(), serde_json::json!(0));
+    let mut human = format!("eval step 0 | {} pairs |", pairs.len());
+    for (i, name) in cfg.objectives.iter().enumerate() {
+        let acc = base_rank[i] / count[i].max(1.0);
+        j.insert(format!("eval/base/ranking_accuracy/{name}"), serde_json::json!(acc));
+        human.push_str(&format!(" base rank[{name}] {acc:.2}"));
+    }
+    Ok(EvalLine { human, json: serde_json::to_value(&j)? })
+}
+
+/// Records reordered round-robin over prompts (first pair of every prompt, then the second,
+/// ...), each prompt's pairs keeping their order; prompts in first-appearance order.
+fn interleave_by_prompt(records: Vec<panacea_data::PairRecord>) -> Vec<panacea_data::PairRecord> {
+    let mut groups: Vec<Vec<panacea_data::PairRecord>> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for r in records {
+        let g = *index.entry(r.prompt.clone()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(r);
+    }
+    let mut iters: Vec<_> = groups.into_iter().map(|g| g.into_iter()).collect();
+    let mut out = Vec::new();
+    loop {
+        let before = out.len();
+        out.extend(iters.iter_mut().filter_map(Iterator::next));
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
 /// Splits records by prompt: the prompts with first-appearance index i where i % stride ==
 /// stride − 1 (and all their pairs) go to the second list.
 fn split_by_prompt(
@@ -496,23 +559,37 @@ mod tests {
         assert_eq!(cfg.k(), 2);
     }
 
-    #[test]
-    fn split_by_prompt_moves_whole_prompts() {
-        let rec = |p: &str| panacea_data::PairRecord {
-            prompt: p.into(),
+    /// A one-objective pair record of `prompt` from file line `line`.
+    fn record(prompt: &str, line: usize) -> panacea_data::PairRecord {
+        panacea_data::PairRecord {
+            prompt: prompt.into(),
             response_0: "a".into(),
             response_1: "b".into(),
             labels: vec![1],
             scores: vec![None],
             safety: None,
-            line: 1,
-        };
+            line,
+        }
+    }
+
+    #[test]
+    fn split_by_prompt_moves_whole_prompts() {
         // Prompts in first-appearance order: x (0), y (1), z (2), w (3); stride 2 → y and w.
-        let records = ["x", "y", "x", "z", "y", "w"].map(rec).to_vec();
+        let records = ["x", "y", "x", "z", "y", "w"].map(|p| record(p, 1)).to_vec();
         let (train, eval) = super::split_by_prompt(records, 2);
         let names =
             |v: &[panacea_data::PairRecord]| v.iter().map(|r| r.prompt.clone()).collect::<Vec<_>>();
         assert_eq!(names(&train), ["x", "x", "z"]);
         assert_eq!(names(&eval), ["y", "y", "w"]);
+    }
+
+    #[test]
+    fn interleave_by_prompt_takes_one_pair_of_every_prompt_in_turn() {
+        let records = [("x", 1), ("x", 2), ("x", 3), ("y", 4), ("z", 5), ("z", 6)]
+            .map(|(p, l)| record(p, l))
+            .to_vec();
+        let lines: Vec<usize> =
+            super::interleave_by_prompt(records).iter().map(|r| r.line).collect();
+        assert_eq!(lines, [1, 4, 5, 2, 6, 3]);
     }
 }
