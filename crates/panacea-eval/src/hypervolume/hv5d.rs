@@ -15,6 +15,13 @@
 //!   built as in the 4-D sweep ([`clipped_staircase`]);
 //! - the points with f4 > p4 then enter in f4 order as in the 4-D sweep ([`Volume3d::insert`]).
 //!   One that weakly dominates p in (f1, f2, f3) covers the whole box: the integral stops there.
+//!   One that is worse than p in a single coordinate k covers the box beyond its q_k, so later
+//!   points beyond that cut are skipped without a 3-D pass (about half of these points are of
+//!   this kind on sphere fronts).
+//!
+//! Each point costs O(n) for the scans plus the 4-D sweep of the m clipped points that reach it
+//! (O(m² log m) at worst, but most are skipped or rejected at once), so the whole is O(n³ log n)
+//! at worst and behaves like O(n²) on the sphere fronts of the bench.
 
 use super::hv3d::order_key;
 use super::hv4d::{clipped_staircase, stair_insert, Volume3d};

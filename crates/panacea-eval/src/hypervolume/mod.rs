@@ -1,6 +1,6 @@
 //! Hypervolume: exact (2-D sweep, 3-D HV3D sweep, 4-D HV4D-style sweep, 5-D sweep over 4-D
-//! contributions, WFG for d ≥ 6), an
-//! inclusion–exclusion oracle and an opt-in seeded Monte Carlo estimate; metrics.md §1.2 and §2.
+//! contributions, WFG for d ≥ 6), an inclusion–exclusion oracle and an opt-in seeded Monte Carlo
+//! estimate; metrics.md §1.2 and §2.
 //!
 //! Every value is returned together with the reference point it was computed against, in the
 //! caller's sense. Points that do not strictly dominate the reference point are dropped (not an
