@@ -15,12 +15,22 @@ pub(crate) fn tiny_trainer(
     settings: DpoSettings,
     seed: i64,
 ) -> (nn::VarStore, DpoTrainer<Llama>) {
+    tiny_trainer_with(&LlamaConfig::tiny(), k, settings, seed)
+}
+
+/// [`tiny_trainer`] with another model shape (e.g. a toy vocabulary).
+pub(crate) fn tiny_trainer_with(
+    config: &LlamaConfig,
+    k: usize,
+    settings: DpoSettings,
+    seed: i64,
+) -> (nn::VarStore, DpoTrainer<Llama>) {
     panacea_core::device::init_torch();
     tch::manual_seed(seed);
     let base_vs = nn::VarStore::new(Device::Cpu);
     let adapter_vs = nn::VarStore::new(Device::Cpu);
     let cfg = SvdLoraConfig { rank: 4, alpha: 8.0, ..SvdLoraConfig::new(k as i64) };
-    let model = Llama::new(&base_vs.root(), Some((&adapter_vs.root(), &cfg)), &LlamaConfig::tiny());
+    let model = Llama::new(&base_vs.root(), Some((&adapter_vs.root(), &cfg)), config);
     init_random(&base_vs, seed);
     let trainer = DpoTrainer::new(model, adapter_vs, settings, k).expect("trainer");
     (base_vs, trainer)

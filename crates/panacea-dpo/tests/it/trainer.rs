@@ -11,7 +11,7 @@ use panacea_dpo::{DpoSettings, RefLogpCache, StepPreference};
 use panacea_lm::{Adapter, CausalLm};
 use tch::{Device, Kind, Tensor};
 
-use crate::common::{batch, max_abs, mixed_pairs, pair, snapshot, tiny_trainer};
+use crate::common::{batch, max_abs, mixed_pairs, pair, snapshot, tiny_trainer, tiny_trainer_with};
 
 fn settings(lr: f64) -> DpoSettings {
     DpoSettings { lr, beta: 0.5, max_grad_norm: 10.0, ..DpoSettings::default() }
@@ -204,6 +204,65 @@ fn pref_vertices_move_the_two_objectives_in_opposite_directions() {
     let (g1, g0, g2) =
         (gap(Adapter::On { pref: &p1 }), gap(Adapter::Off), gap(Adapter::On { pref: &p2 }));
     assert!(g1 > g0 && g0 > g2, "A−B log-prob gap: e1 {g1}, base {g0}, e2 {g2}");
+}
+
+/// Greedy answers of a toy-vocabulary model (16 tokens) move with λ on a "gold scorer", the
+/// fraction of even tokens in the answer: objective 0 prefers all-even responses, objective 1
+/// all-odd ones (both positions in the pair, random tokens). After DPO with λ drawn from the
+/// simplex, greedy answers to held-out prompts are more even under e_1 than under the base, and
+/// less even under e_2.
+#[test]
+fn greedy_answers_move_along_the_preference_on_a_toy_vocabulary() {
+    use panacea_lm::generate::{generate_ids, GenerateConfig, Sampling};
+    use rand::{Rng, SeedableRng};
+    let toy = panacea_lm::LlamaConfig { vocab_size: 16, ..panacea_lm::LlamaConfig::tiny() };
+    let (_base, mut trainer) = tiny_trainer_with(&toy, 2, settings(2e-2), 3);
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(7);
+    // Tokens 3..16 (0–2 are pad/BOS/EOS); even ones are 4, 6, …, 14, odd ones 3, 5, …, 15.
+    let mut draw = |even: bool, n: usize| -> Vec<i64> {
+        (0..n).map(|_| 2 * rng.gen_range(2..8) + i64::from(!even)).collect()
+    };
+    let pairs: Vec<_> = (0..16)
+        .map(|i| {
+            let prompt = draw(i % 3 == 0, 3);
+            let (even, odd) = (draw(true, 4), draw(false, 4));
+            if i % 2 == 0 {
+                pair(i, &prompt, &even, &odd, &[1, -1])
+            } else {
+                pair(i, &prompt, &odd, &even, &[-1, 1])
+            }
+        })
+        .collect();
+    let held_out: Vec<Vec<i64>> = (0..8).map(|i| draw(i % 2 == 0, 3)).collect();
+    let sampler = PreferenceSampler::Dirichlet { vertex_prob: 0.5 };
+    let mut pref_rng = rand_chacha::ChaCha12Rng::seed_from_u64(9);
+    for step in 0..30 {
+        let pref = sampler.sample(2, &mut pref_rng).expect("sample");
+        let b = batch(&pairs[(step % 2) * 8..(step % 2) * 8 + 8], 2);
+        trainer.step(&b, StepPreference::Shared(&pref), None).expect("step");
+    }
+    let greedy =
+        GenerateConfig { max_new_tokens: 4, sampling: Sampling::Greedy, eos_id: 2, pad_id: 0 };
+    let even_fraction = |adapter: Adapter<'_>| {
+        let mut unused = rand_chacha::ChaCha12Rng::seed_from_u64(0);
+        let g = generate_ids(&trainer.model, &held_out, adapter, &greedy, &mut unused)
+            .expect("generate");
+        let ids = Vec::<i64>::try_from(g.response_ids.flatten(0, -1)).expect("ids");
+        let mask = Vec::<i64>::try_from(g.response_mask.flatten(0, -1)).expect("mask");
+        let answered: Vec<i64> =
+            ids.iter().zip(&mask).filter(|(t, m)| **m == 1 && **t > 2).map(|(t, _)| *t).collect();
+        answered.iter().filter(|t| *t % 2 == 0).count() as f64 / answered.len().max(1) as f64
+    };
+    let (p1, p2) = (
+        PreferenceVector::vertex(2, 0).expect("e1").to_tensor(Device::Cpu),
+        PreferenceVector::vertex(2, 1).expect("e2").to_tensor(Device::Cpu),
+    );
+    let e1 = even_fraction(Adapter::On { pref: &p1 });
+    let base = even_fraction(Adapter::Off);
+    let e2 = even_fraction(Adapter::On { pref: &p2 });
+    eprintln!("even fraction of greedy answers: e1 {e1:.3}, base {base:.3}, e2 {e2:.3}");
+    assert!(e1 >= base && base >= e2, "e1 {e1}, base {base}, e2 {e2}");
+    assert!(e1 - e2 >= 0.5, "e1 {e1} vs e2 {e2}");
 }
 
 #[test]
