@@ -160,15 +160,18 @@ pub(crate) fn train_dpo(args: &[String]) -> Result<ExitCode> {
 }
 
 /// `cargo xtask eval-front [args]`: `panacea eval-front` (release) with the libtorch
-/// environment. Unless the arguments name a model (`--adapter`, `--soup`, `--latest-ppo-run`)
-/// it evaluates the newest adapter checkpoint of the latest PPO run under `runs/` against the
-/// base with `configs/eval-front.yaml` (so `cargo xtask eval-front --compare rs,dps` compares
-/// that run with its baselines); when there is no PPO run it says so and fails without building
-/// or running anything.
+/// environment. Unless the arguments name a model (`--adapter`, `--soup`, `--latest-ppo-run`,
+/// `--latest-dpo-run`) it evaluates the newest adapter checkpoint of the latest PPO run under
+/// `runs/` against the base with `configs/eval-front.yaml` (so `cargo xtask eval-front
+/// --compare rs,dps` compares that run with its baselines); when there is no PPO run it says
+/// so and fails without building or running anything. DPO runs are named explicitly:
+/// `--latest-dpo-run runs` or `--adapter <dpo run>/checkpoints/step-N`.
 pub(crate) fn eval_front(args: &[String]) -> Result<ExitCode> {
     let mut full = vec!["eval-front".to_owned()];
     let names_a_model = args.iter().any(|a| {
-        ["--adapter", "--soup", "--latest-ppo-run"].iter().any(|flag| a.starts_with(flag))
+        ["--adapter", "--soup", "--latest-ppo-run", "--latest-dpo-run"]
+            .iter()
+            .any(|flag| a.starts_with(flag))
     });
     if !names_a_model {
         let runs = workspace_root().join("runs");

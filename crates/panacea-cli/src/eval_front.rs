@@ -20,12 +20,25 @@
 //! Every method is sampled with the same seed (common random numbers), so differences between
 //! methods come from the models, not from the sampling noise.
 //!
+//! Training runs (PPO or DPO, told apart by `manifest.json`): `--latest-ppo-run DIR` /
+//! `--latest-dpo-run DIR` evaluate the newest checkpoint of the latest such run, and an
+//! `--adapter` inside a run folder (`<run>/checkpoints/step-N`) names its run too. The Panacea
+//! run (the latest one, else the first `--adapter`'s) decides the gold scorers, unless
+//! `--set objectives=[...]` chooses them: a PPO objective is measured by its own gold-scorer
+//! source or learned score model, a DPO pair dimension by the gold scorer of its name, with
+//! PKU-SafeRLHF's `helpful` → `relevant` ([`GoldScorer::for_pair_dimension`]); an objective
+//! without a gold scorer is an error. `--compare rs,dps` trains the baselines of that run
+//! (baselines.rs). Adapters in run folders are labelled `panacea {PPO|DPO} {LS|Tche} (<run>)`,
+//! so an LS and a Tchebycheff DPO run go into one report as two `--adapter`s (the first one's
+//! run holds the baselines; both share them, see baselines.rs); labels must be distinct.
+//!
 //! Rewarded Soups (method.md §9, `--soup A,B`): one adapter per objective i, trained at λ = e_i
 //! (an m-objective Panacea adapter is read at e_i, a single-objective one at [1]). This tool
 //! interpolates the **merged ΔW**, not the factors: θ(λ) = W0 + Σ_i λ_i ΔW_i, which is exactly
 //! linear in λ. The soup is merged into the base weights for one λ at a time (the originals are
 //! kept and copied back afterwards), so its batches hold one λ each.
 
+use crate::baselines::RunJob;
 use crate::run_dir;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -76,13 +89,19 @@ pub(crate) struct Args {
     #[arg(long = "soup-label")]
     soup_labels: Vec<String>,
     /// Evaluate the newest adapter checkpoint of the latest PPO run under this folder.
-    #[arg(long)]
+    #[arg(long, value_name = "RUNS_DIR", conflicts_with = "latest_dpo_run")]
     latest_ppo_run: Option<PathBuf>,
-    /// Baselines to train (or reuse) with the Panacea PPO run's own config at equal total
-    /// compute and add to the table: `rs` (Rewarded Soups), `dps` (discrete policy set).
+    /// Evaluate the newest adapter checkpoint of the latest DPO run under this folder.
+    #[arg(long, value_name = "RUNS_DIR")]
+    latest_dpo_run: Option<PathBuf>,
+    /// Baselines to train (or reuse) with the Panacea run's own trainer (PPO or DPO) and
+    /// config at equal total compute and add to the table: `rs` (Rewarded Soups), `dps`
+    /// (discrete policy set). The Panacea run is the --latest-*-run, else the run around the
+    /// first --adapter.
     #[arg(long, value_delimiter = ',')]
     compare: Vec<crate::baselines::Baseline>,
-    /// Total PPO steps for each baseline family (default: the Panacea run's `train.steps`).
+    /// Total PPO or DPO steps for each baseline family (default: the Panacea run's
+    /// `train.steps`).
     #[arg(long)]
     baseline_steps: Option<u64>,
     /// The run folder (default: runs/<yyyy-mm-dd-HHMM>-eval-front).
@@ -285,9 +304,31 @@ impl GoldScorer {
             "positive" => GoldScorer::Positive,
             "negative" => GoldScorer::Negative,
             "relevant" => GoldScorer::Relevant { batch_size: default_relevant_batch() },
-            "concise" => GoldScorer::Concise { r_max: default_r_max(), c: default_c() },
+            "concise" => GoldScorer::concise_default(),
             _ => return None,
         })
+    }
+
+    /// concise with r_max = 4, c = 50 policy tokens.
+    fn concise_default() -> GoldScorer {
+        GoldScorer::Concise { r_max: default_r_max(), c: default_c() }
+    }
+
+    /// The gold scorer that measures a DPO objective, i.e. a preference-pair dimension:
+    ///
+    /// - `harmless`, `positive`, `negative`, `relevant`, `concise`: the gold scorer of that
+    ///   name. The bundled pairs (`data/pairs/`) were labelled by exactly these scorers.
+    /// - `helpful` → `relevant`. The PKU-SafeRLHF schema calls `better_response_id` helpful,
+    ///   and the bundled `smollm2-pku.jsonl` writes the `relevant` winner there (and the
+    ///   `harmless` winner as `safer_response_id`), so on those pairs this is exact. On the
+    ///   published PKU-SafeRLHF (human helpfulness labels) relevance is only a proxy; choose
+    ///   other scorers with `--set objectives=[...]` there.
+    /// - anything else: none.
+    pub(crate) fn for_pair_dimension(name: &str) -> Option<GoldScorer> {
+        match name {
+            "helpful" => GoldScorer::from_name("relevant"),
+            other => GoldScorer::from_name(other),
+        }
     }
 
     /// Builds the scorer; concise counts tokens of the policy's tokenizer; a learned score
@@ -1283,7 +1324,7 @@ fn markdown(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Run folders and the latest PPO run
+// Run folders, the latest PPO or DPO run, and what a run optimised
 // ---------------------------------------------------------------------------------------------
 
 /// A fresh `runs/<stamp>-eval-front[-n]` folder path (not yet created).
@@ -1332,14 +1373,18 @@ fn step_of(path: &Path) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The newest adapter checkpoint of the latest PPO run under `runs`: run folders whose name
-/// contains `ppo` (newest name first: names start with the UTC date), and in the first that
-/// holds any native adapter folder, the one with the highest step number (then the newest).
-pub(crate) fn latest_ppo_checkpoint(runs: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// The newest adapter checkpoint of the latest run of `job` under `runs`. Candidates are the
+/// run folders whose `manifest.json` names the job (`train-ppo`, `train-dpo`), or, without a
+/// manifest, whose name contains `ppo` / `dpo`; eval-front folders never count. Newest name
+/// first (names start with the UTC date); in the first that holds any native adapter folder,
+/// the one with the highest step number (then the newest). Returns (run, adapter).
+pub(crate) fn latest_checkpoint(runs: &Path, job: RunJob) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let what = job.short().to_uppercase();
+    let train = format!("cargo xtask train-{}", job.short());
     let entries = std::fs::read_dir(runs).with_context(|| {
         format!(
-            "no run folder {}: no PPO run exists yet\nhint: train one with `cargo xtask \
-             train-ppo`, or pass --adapter DIR",
+            "no run folder {}: no {what} run exists yet\nhint: train one with `{train}`, or \
+             pass --adapter DIR",
             runs.display()
         )
     })?;
@@ -1347,10 +1392,14 @@ pub(crate) fn latest_ppo_checkpoint(runs: &Path) -> anyhow::Result<(PathBuf, Pat
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.contains("ppo") && !n.contains("eval-front"))
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+            if !p.is_dir() || name.contains("eval-front") {
+                return false;
+            }
+            match RunJob::from_manifest(p) {
+                Some(j) => j == job,
+                None => !p.join("manifest.json").is_file() && name.contains(job.short()),
+            }
         })
         .collect();
     candidates.sort();
@@ -1369,73 +1418,208 @@ pub(crate) fn latest_ppo_checkpoint(runs: &Path) -> anyhow::Result<(PathBuf, Pat
         tracing::warn!("run {} has no adapter checkpoint yet; trying an older one", run.display());
     }
     bail!(
-        "no PPO run with an adapter checkpoint under {} ({} PPO run folder(s) found); nothing \
-         was evaluated\nhint: train one with `cargo xtask train-ppo`, or pass --adapter DIR",
+        "no {what} run with an adapter checkpoint under {} ({} {what} run folder(s) found); \
+         nothing was evaluated\nhint: train one with `{train}`, or pass --adapter DIR",
         runs.display(),
         candidates.len()
     )
 }
 
-/// The objectives section of a training run's resolved `config.yaml` (other keys ignored).
+/// The training run around an adapter checkpoint (`<run>/checkpoints/step-N`), when that
+/// folder holds a run's `config.yaml`.
+fn run_of_adapter(adapter: &Path) -> Option<PathBuf> {
+    let run = adapter.parent()?.parent()?;
+    run.join("config.yaml").is_file().then(|| run.to_path_buf())
+}
+
+/// What eval-front reads of a training run's resolved `config.yaml` (other keys ignored): the
+/// objectives, and for DPO the pair file and the aggregation.
 #[derive(Debug, Deserialize)]
-struct RunObjectives {
+struct RunSummary {
     objectives: Vec<RunObjective>,
+    /// DPO: `data.train`, the pair file (its `stats.json` holds concise's settings).
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    /// DPO settings (`dpo.aggregation`).
+    #[serde(default)]
+    dpo: Option<serde_json::Value>,
+    /// PPO settings (`ppo.aggregation`).
+    #[serde(default)]
+    ppo: Option<serde_json::Value>,
 }
 
-/// One trained objective: its name and, for built-in rewards, its scorer settings.
+/// One trained objective: a PPO objective (name, kind, reward source) or a DPO pair
+/// dimension (a name).
 #[derive(Debug, Deserialize)]
-struct RunObjective {
-    name: String,
-    /// `reward` or `cost`.
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    source: Option<serde_json::Value>,
+#[serde(untagged)]
+enum RunObjective {
+    /// A DPO objective: the name of a preference-pair dimension.
+    Dimension(String),
+    /// A PPO objective.
+    Reward {
+        name: String,
+        /// `reward` or `cost`.
+        #[serde(default)]
+        kind: Option<String>,
+        #[serde(default)]
+        source: Option<serde_json::Value>,
+    },
 }
 
-impl Validate for RunObjectives {
+impl Validate for RunSummary {
     fn validate(&self, _v: &mut Validator) {}
 }
 
-/// The gold scorers a training run optimised, in its objective order: each objective's
-/// `source` when it is a gold scorer's settings (`{ kind: concise, r_max: 4.0, c: 6.0 }`), else
-/// the scorer of the same name with default settings. `None` when the run has no readable
-/// config or an objective is not a gold scorer (e.g. a learned reward model).
-fn objectives_of_run(run: &Path) -> Option<Vec<GoldScorer>> {
-    let path = run.join("config.yaml");
-    let text = std::fs::read_to_string(&path).ok()?;
-    let cfg: RunObjectives =
-        panacea_core::config::parse_config(&text, &path.display().to_string(), &[]).ok()?;
-    cfg.objectives
-        .iter()
-        .map(|o| {
-            // A gold scorer declared a cost was optimised negated: only its name can say
-            // which (higher-is-better) gold scorer measures it, e.g. `negative`.
-            let as_cost = o.kind.as_deref() == Some("cost");
-            if let Some(path) = o.source.as_ref().and_then(|s| {
-                (s.get("kind")?.as_str()? == "score_model").then(|| s.get("path")?.as_str())?
-            }) {
-                // The run's learned reward/cost model measures its own objective.
-                return Some(GoldScorer::ScoreModel {
-                    name: o.name.clone(),
-                    path: PathBuf::from(path),
-                    cost: as_cost,
-                });
-            }
-            o.source
-                .clone()
-                .filter(|_| !as_cost)
-                .and_then(|s| serde_json::from_value::<GoldScorer>(s).ok())
-                .or_else(|| GoldScorer::from_name(&o.name))
-        })
-        .collect()
+impl RunSummary {
+    fn read(run: &Path) -> anyhow::Result<RunSummary> {
+        let path = run.join("config.yaml");
+        panacea_core::config::load_config(&path, &[])
+            .with_context(|| format!("reading the objectives of run {}", path.display()))
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.objectives
+            .iter()
+            .map(|o| match o {
+                RunObjective::Dimension(name) | RunObjective::Reward { name, .. } => name.as_str(),
+            })
+            .collect()
+    }
+
+    /// `LS` or `Tche`: the run's aggregation (both trainers default to linear).
+    fn aggregation(&self) -> &'static str {
+        let kind = self
+            .dpo
+            .as_ref()
+            .or(self.ppo.as_ref())
+            .and_then(|s| s.get("aggregation")?.get("kind")?.as_str().map(str::to_owned));
+        if kind.as_deref() == Some("tchebycheff") {
+            "Tche"
+        } else {
+            "LS"
+        }
+    }
+
+    /// concise's settings from the `stats.json` beside a DPO run's pair file, which
+    /// `cargo xtask make-pairs` writes with the settings it labelled the pairs by.
+    fn pair_concise(&self) -> Option<GoldScorer> {
+        let train = self.data.as_ref()?.get("train")?.as_str()?;
+        let dir = crate::train_dpo::resolve_data_path(Path::new(train)).parent()?.to_owned();
+        let text = std::fs::read_to_string(dir.join("stats.json")).ok()?;
+        let stats: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let c = stats.get("concise")?;
+        Some(GoldScorer::Concise { r_max: c.get("r_max")?.as_f64()?, c: c.get("c")?.as_f64()? })
+    }
+
+    /// The gold scorer of each objective, in the run's order; `None` where there is none.
+    ///
+    /// PPO: the objective's `source` when it is a gold scorer's settings (`{ kind: concise,
+    /// r_max: 4.0, c: 6.0 }`), a learned `score_model` for itself, else the gold scorer of the
+    /// same name with default settings. DPO: [`GoldScorer::for_pair_dimension`], with
+    /// concise's settings from the pair file's `stats.json` when there is one.
+    fn gold_scorers(&self) -> Vec<Option<GoldScorer>> {
+        self.objectives
+            .iter()
+            .map(|o| match o {
+                RunObjective::Dimension(name) => match GoldScorer::for_pair_dimension(name)? {
+                    GoldScorer::Concise { .. } => {
+                        Some(self.pair_concise().unwrap_or_else(GoldScorer::concise_default))
+                    }
+                    other => Some(other),
+                },
+                RunObjective::Reward { name, kind, source } => {
+                    // A gold scorer declared a cost was optimised negated: only its name can
+                    // say which (higher-is-better) gold scorer measures it, e.g. `negative`.
+                    let as_cost = kind.as_deref() == Some("cost");
+                    if let Some(path) = source.as_ref().and_then(|s| {
+                        (s.get("kind")?.as_str()? == "score_model")
+                            .then(|| s.get("path")?.as_str())?
+                    }) {
+                        // The run's learned reward/cost model measures its own objective.
+                        return Some(GoldScorer::ScoreModel {
+                            name: name.clone(),
+                            path: PathBuf::from(path),
+                            cost: as_cost,
+                        });
+                    }
+                    source
+                        .clone()
+                        .filter(|_| !as_cost)
+                        .and_then(|s| serde_json::from_value::<GoldScorer>(s).ok())
+                        .or_else(|| GoldScorer::from_name(name))
+                }
+            })
+            .collect()
+    }
+}
+
+/// The gold scorers that measure what the training run `run` optimised, in its objective
+/// order (see [`RunSummary::gold_scorers`]); without a readable `config.yaml`, those of the
+/// adapter's objective names. An objective without a gold scorer is an error whose hint says
+/// how to choose scorers with `--set objectives=[...]`.
+fn trained_objectives(run: &Path, adapter: &Path) -> anyhow::Result<Vec<GoldScorer>> {
+    let (names, scorers): (Vec<String>, Vec<Option<GoldScorer>>) = match RunSummary::read(run) {
+        Ok(summary) => {
+            (summary.names().into_iter().map(str::to_owned).collect(), summary.gold_scorers())
+        }
+        Err(e) => {
+            tracing::warn!("{e:#}; using the adapter's objective names");
+            let folder = read_adapter_config(adapter)
+                .with_context(|| format!("reading adapter {}", adapter.display()))?;
+            let scorers = folder.objectives.iter().map(|n| GoldScorer::for_pair_dimension(n));
+            (folder.objectives.clone(), scorers.collect())
+        }
+    };
+    let missing: Vec<&str> =
+        names.iter().zip(&scorers).filter(|(_, s)| s.is_none()).map(|(n, _)| n.as_str()).collect();
+    ensure!(
+        missing.is_empty(),
+        "run {} optimised {names:?}, and {missing:?} has no gold scorer, so eval-front cannot \
+         measure it\nhint: choose one gold scorer per objective, in the run's order, e.g. \
+         --set 'objectives=[{{kind: relevant}}, {{kind: harmless}}]'; gold scorers: harmless, \
+         positive, negative, relevant, concise, and {{kind: score_model, name, path}} for a \
+         learned model",
+        run.display()
+    );
+    Ok(scorers.into_iter().flatten().collect())
+}
+
+/// The default table name of an adapter inside a training run: `panacea DPO LS (<run>)`,
+/// `panacea DPO Tche (<run>)`, `panacea PPO LS (<run>)`.
+fn run_label(run: &Path) -> String {
+    let name = run.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().to_string());
+    let Ok(summary) = RunSummary::read(run) else { return format!("panacea ({name})") };
+    let job = RunJob::from_manifest(run).unwrap_or(
+        if summary.objectives.iter().any(|o| matches!(o, RunObjective::Dimension(_))) {
+            RunJob::Dpo
+        } else {
+            RunJob::Ppo
+        },
+    );
+    format!("panacea {} {} ({name})", job.short().to_uppercase(), summary.aggregation())
 }
 
 // ---------------------------------------------------------------------------------------------
 // The command
 // ---------------------------------------------------------------------------------------------
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// What `eval-front` evaluates once its flags are resolved: the config (objectives set to what
+/// the Panacea run optimised, unless `--set objectives=...` chose them) and every method.
+pub(crate) struct Plan {
+    /// The resolved, validated config.
+    pub(crate) cfg: EvalFrontConfig,
+    /// Native adapters, in flag order, then the latest run's.
+    pub(crate) methods: Vec<MethodSpec>,
+    /// `--soup`s, then a `--compare rs` soup.
+    pub(crate) soups: Vec<SoupSpec>,
+    /// A `--compare dps` set.
+    pub(crate) dps: Vec<DpsSpec>,
+}
+
+/// Resolves the flags: the config, the methods and their labels, the Panacea run (the latest
+/// PPO/DPO run, else the run around the first `--adapter`) and its objectives, and trains or
+/// reuses the `--compare` baselines.
+pub(crate) fn plan(args: &Args) -> anyhow::Result<Plan> {
     let mut cfg: EvalFrontConfig = panacea_core::config::load_config(&args.config, &args.overrides)
         .with_context(|| format!("loading config {}", args.config.display()))?;
     if let Some(d) = args.device {
@@ -1452,9 +1636,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .enumerate()
         .map(|(i, a)| MethodSpec {
-            label: args.labels.get(i).cloned().unwrap_or_else(|| {
-                a.file_name()
-                    .map_or_else(|| format!("adapter{i}"), |n| n.to_string_lossy().to_string())
+            label: args.labels.get(i).cloned().unwrap_or_else(|| match run_of_adapter(a) {
+                Some(run) => run_label(&run),
+                None => a
+                    .file_name()
+                    .map_or_else(|| format!("adapter{i}"), |n| n.to_string_lossy().to_string()),
             }),
             adapter: a.clone(),
         })
@@ -1480,31 +1666,60 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             adapters: s.split(',').map(|p| PathBuf::from(p.trim())).collect(),
         })
         .collect();
-    let mut panacea_run: Option<PathBuf> = None;
-    if let Some(runs) = &args.latest_ppo_run {
-        let (run, adapter) = latest_ppo_checkpoint(runs)?;
-        panacea_run = Some(run.clone());
-        eprintln!("evaluating {} (latest PPO run {})", adapter.display(), run.display());
-        // Score what the run optimised when every objective is a gold scorer (same settings,
-        // e.g. concise's c), falling back to the adapter's objective names.
-        let folder = read_adapter_config(&adapter)?;
-        let trained = objectives_of_run(&run)
-            .or_else(|| folder.objectives.iter().map(|n| GoldScorer::from_name(n)).collect());
-        if let Some(objs) = trained.filter(|o| *o != cfg.objectives) {
-            eprintln!("scoring the run's objectives {objs:?} (from its config / adapter)");
-            cfg.objectives = objs;
+    // The Panacea run: the latest PPO or DPO run, else the run folder around the first
+    // --adapter (runs/<run>/checkpoints/step-N).
+    let latest = match (&args.latest_ppo_run, &args.latest_dpo_run) {
+        (Some(runs), _) => Some(latest_checkpoint(runs, RunJob::Ppo)?),
+        (None, Some(runs)) => Some(latest_checkpoint(runs, RunJob::Dpo)?),
+        (None, None) => None,
+    };
+    if let Some((run, adapter)) = &latest {
+        eprintln!("evaluating {} (latest run {})", adapter.display(), run.display());
+        methods.push(MethodSpec { label: run_label(run), adapter: adapter.clone() });
+    }
+    let panacea = latest.or_else(|| {
+        let adapter = args.adapters.first()?;
+        Some((run_of_adapter(adapter)?, adapter.clone()))
+    });
+    // Score what the Panacea run optimised (same settings, e.g. concise's c) unless the
+    // command line chose the scorers.
+    let chose_objectives = args.overrides.iter().any(|o| {
+        let key = o.split('=').next().unwrap_or_default().trim();
+        key == "objectives" || key.starts_with("objectives.")
+    });
+    if let (Some((run, adapter)), false) = (&panacea, chose_objectives) {
+        let trained = trained_objectives(run, adapter)?;
+        if trained != cfg.objectives {
+            eprintln!("scoring the run's objectives {trained:?} (from {})", run.display());
+            cfg.objectives = trained;
         }
-        let label: String =
-            run.file_name().map_or_else(|| "panacea".into(), |n| n.to_string_lossy().to_string());
-        methods.push(MethodSpec { label: format!("panacea ({label})"), adapter });
+    }
+    let mut v = Validator::new();
+    cfg.validate(&mut v);
+    v.finish("the resolved config")?;
+    let mut labels: Vec<&str> = std::iter::once("base")
+        .chain(methods.iter().map(|m| m.label.as_str()))
+        .chain(soups.iter().map(|s| s.label.as_str()))
+        .chain(args.compare.iter().map(|b| match b {
+            crate::baselines::Baseline::Rs => "rewarded-soups",
+            crate::baselines::Baseline::Dps => "dps",
+        }))
+        .collect();
+    labels.sort_unstable();
+    if let Some(w) = labels.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "two methods would both be called {:?} in the report\nhint: name them with \
+             --label / --soup-label (`base`, `rewarded-soups` and `dps` are taken by the base \
+             model and the --compare baselines)",
+            w[0]
+        );
     }
     let mut dps = Vec::new();
     if !args.compare.is_empty() {
-        // The Panacea run: the latest PPO run, else the run folder around the first --adapter
-        // (runs/<run>/checkpoints/step-N).
-        let run = panacea_run
-            .or_else(|| args.adapters.first().and_then(|a| a.parent()?.parent().map(Path::to_path_buf)))
-            .context("--compare needs a PPO run; pass --latest-ppo-run DIR or --adapter inside a run folder")?;
+        let (run, _) = panacea.context(
+            "--compare needs a Panacea run; pass --latest-ppo-run DIR, --latest-dpo-run DIR or \
+             an --adapter inside a run folder",
+        )?;
         let trained = crate::baselines::train_baselines(
             &run,
             &args.compare,
@@ -1514,19 +1729,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         soups.extend(trained.soup);
         dps.extend(trained.dps);
     }
-    if methods.is_empty() && soups.is_empty() {
+    if methods.is_empty() && soups.is_empty() && dps.is_empty() {
         eprintln!("note: no --adapter given; only the base model is evaluated (a one-point front)");
     }
-    let mut v = Validator::new();
-    cfg.validate(&mut v);
-    v.finish("the resolved config")?;
-    let device = cfg.device.resolve()?;
-    tracing::info!("running on {device:?}, dtype {}", cfg.dtype);
+    Ok(Plan { cfg, methods, soups, dps })
+}
+
+/// Evaluates `plan` against the loaded base model and writes the report into `out`.
+pub(crate) fn execute(
+    plan: &Plan,
+    base: &panacea_lm::LoadedModel,
+    out: &Path,
+    device: tch::Device,
+) -> anyhow::Result<Written> {
+    let Plan { cfg, methods, soups, dps } = plan;
     let prompts = cfg.load_prompts()?;
-    let m = panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
-        .with_context(|| format!("loading model {}", cfg.model))?;
     // Every adapter must have been trained on exactly these base weights.
-    let base_hash = panacea_core::checkpoint::hash_var_store(&m.base_vs)?;
+    let base_hash = panacea_core::checkpoint::hash_var_store(&base.base_vs)?;
     let folders: Vec<&Path> = methods
         .iter()
         .map(|mm| mm.adapter.as_path())
@@ -1534,17 +1753,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .chain(dps.iter().flat_map(|d| d.members.iter().map(|(_, a)| a.as_path())))
         .collect();
     check_base_models(&folders, &cfg.model, &base_hash)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("config.yaml"), panacea_core::config::to_yaml(cfg)?)?;
+    let command: Vec<String> = std::env::args().collect();
+    std::fs::write(out.join("command.txt"), command.join(" ") + "\n")?;
+    let compared = Methods { adapters: methods, soups, dps };
+    let ev = evaluate(cfg, &base.model, &base.tokenizer, compared, &prompts, device)?;
+    write_report(&ev, cfg, out)
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let plan = plan(&args)?;
+    let device = plan.cfg.device.resolve()?;
+    tracing::info!("running on {device:?}, dtype {}", plan.cfg.dtype);
+    let base = panacea_lm::load_model(&plan.cfg.model, device, plan.cfg.dtype.kind())
+        .with_context(|| format!("loading model {}", plan.cfg.model))?;
     let out = args.out.clone().unwrap_or_else(|| default_out_dir(Path::new("runs")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     if args.out.is_none() {
         std::fs::write(out.join(".gitignore"), "*\n")?;
     }
-    std::fs::write(out.join("config.yaml"), panacea_core::config::to_yaml(&cfg)?)?;
-    let command: Vec<String> = std::env::args().collect();
-    std::fs::write(out.join("command.txt"), command.join(" ") + "\n")?;
-    let compared = Methods { adapters: &methods, soups: &soups, dps: &dps };
-    let ev = evaluate(&cfg, &m.model, &m.tokenizer, compared, &prompts, device)?;
-    let w = write_report(&ev, &cfg, &out)?;
+    let w = execute(&plan, &base, &out, device)?;
     println!("{}", w.markdown);
     println!(
         "reference point {} (auto); report in {}",
@@ -1562,7 +1791,7 @@ mod tests {
     use panacea_lm::{init_random, LlamaConfig};
 
     #[test]
-    fn latest_ppo_checkpoint_picks_newest_run_and_highest_step() {
+    fn latest_checkpoint_picks_the_jobs_newest_run_and_highest_step_and_its_objectives() {
         let root =
             std::env::temp_dir().join(format!("panacea-evalfront-runs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -1572,48 +1801,64 @@ mod tests {
             std::fs::write(d.join("adapter_config.json"), "{}").expect("write");
             std::fs::write(d.join("adapter_model.safetensors"), "").expect("write");
         };
-        assert!(latest_ppo_checkpoint(&root).is_err(), "no runs folder at all");
+        let write = |rel: &str, text: &str| std::fs::write(root.join(rel), text).expect("write");
+        assert!(latest_checkpoint(&root, RunJob::Ppo).is_err(), "no runs folder at all");
         mk("2026-11-26-1000-ppo/checkpoints/step-000200");
         mk("2026-11-27-0900-ppo/checkpoints/step-000020");
         mk("2026-11-27-0900-ppo/checkpoints/step-000100");
         mk("2026-11-27-1000-dpo/checkpoints/step-000500");
         std::fs::create_dir_all(root.join("2026-11-27-1100-ppo")).expect("in-progress run");
-        let (run, adapter) = latest_ppo_checkpoint(&root).expect("found");
+        let (run, adapter) = latest_checkpoint(&root, RunJob::Ppo).expect("found");
         assert!(run.ends_with("2026-11-27-0900-ppo"), "{}", run.display());
         assert!(adapter.ends_with("step-000100"), "{}", adapter.display());
+        let (dpo, _) = latest_checkpoint(&root, RunJob::Dpo).expect("found");
+        assert!(dpo.ends_with("2026-11-27-1000-dpo"), "{}", dpo.display());
+        // The manifest's job decides over the name: a newer DPO run named freely, and a
+        // reward-model run with `ppo` in its name that is no PPO run.
+        mk("2026-11-28-0800-mine/checkpoints/step-000010");
+        write("2026-11-28-0800-mine/manifest.json", r#"{"job": "train-dpo"}"#);
+        mk("2026-11-28-0900-rm-for-ppo/checkpoints/step-000010");
+        write("2026-11-28-0900-rm-for-ppo/manifest.json", r#"{"job": "train-rm"}"#);
+        let (dpo, _) = latest_checkpoint(&root, RunJob::Dpo).expect("found");
+        assert!(dpo.ends_with("2026-11-28-0800-mine"), "{}", dpo.display());
+        let (ppo, _) = latest_checkpoint(&root, RunJob::Ppo).expect("found");
+        assert_eq!(ppo, run);
+
         // The run's objectives, with the settings it trained with (the PPO config schema).
-        assert_eq!(objectives_of_run(&run), None, "no config.yaml yet");
-        std::fs::write(
-            run.join("config.yaml"),
-            "seed: 1\nobjectives:\n  - name: positive\n    kind: reward\n    source: { kind: \
-             positive }\n  - name: concise\n    kind: reward\n    source: { kind: concise, \
-             r_max: 4.0, c: 6.0 }\n",
-        )
-        .expect("write");
+        let objectives = |yaml: &str| {
+            std::fs::write(run.join("config.yaml"), yaml).expect("write");
+            trained_objectives(&run, &adapter)
+        };
+        assert!(trained_objectives(&run, &adapter).is_err(), "no config.yaml, no adapter names");
         assert_eq!(
-            objectives_of_run(&run),
-            Some(vec![GoldScorer::Positive, GoldScorer::Concise { r_max: 4.0, c: 6.0 }])
+            objectives(
+                "seed: 1\nobjectives:\n  - name: positive\n    kind: reward\n    source: { kind: \
+                 positive }\n  - name: concise\n    kind: reward\n    source: { kind: concise, \
+                 r_max: 4.0, c: 6.0 }\n"
+            )
+            .expect("ppo"),
+            vec![GoldScorer::Positive, GoldScorer::Concise { r_max: 4.0, c: 6.0 }]
         );
+        assert_eq!(run_label(&run), "panacea PPO LS (2026-11-27-0900-ppo)");
         // A gold scorer declared a cost is measured by the scorer its name gives, never by
         // the (un-negated) source: here `negative`, i.e. −VADER.
-        std::fs::write(
-            run.join("config.yaml"),
-            "objectives:\n  - name: positive\n    kind: reward\n    source: { kind: positive \
-             }\n  - name: negative\n    kind: cost\n    source: { kind: positive }\n",
-        )
-        .expect("write");
-        assert_eq!(objectives_of_run(&run), Some(vec![GoldScorer::Positive, GoldScorer::Negative]));
-        // Learned score models measure their own objectives, costs flagged for negation.
-        std::fs::write(
-            run.join("config.yaml"),
-            "objectives:\n  - name: helpful\n    kind: reward\n    source: { kind: score_model, \
-             path: R/score-helpful }\n  - name: harmless\n    kind: cost\n    source: { kind: \
-             score_model, path: R/score-harmless }\n",
-        )
-        .expect("write");
         assert_eq!(
-            objectives_of_run(&run),
-            Some(vec![
+            objectives(
+                "objectives:\n  - name: positive\n    kind: reward\n    source: { kind: positive \
+                 }\n  - name: negative\n    kind: cost\n    source: { kind: positive }\n"
+            )
+            .expect("ppo"),
+            vec![GoldScorer::Positive, GoldScorer::Negative]
+        );
+        // Learned score models measure their own objectives, costs flagged for negation.
+        assert_eq!(
+            objectives(
+                "objectives:\n  - name: helpful\n    kind: reward\n    source: { kind: \
+                 score_model, path: R/score-helpful }\n  - name: harmless\n    kind: cost\n    \
+                 source: { kind: score_model, path: R/score-harmless }\n"
+            )
+            .expect("ppo"),
+            vec![
                 GoldScorer::ScoreModel {
                     name: "helpful".into(),
                     path: "R/score-helpful".into(),
@@ -1624,8 +1869,38 @@ mod tests {
                     path: "R/score-harmless".into(),
                     cost: true
                 },
-            ])
+            ]
         );
+        // A PPO objective without a gold scorer: an error with the --set hint.
+        let err = objectives(
+            "objectives:\n  - name: even\n    kind: reward\n    source: { kind: even_tokens }\n",
+        )
+        .expect_err("no gold scorer for even");
+        assert!(format!("{err}").contains("hint: choose one gold scorer"), "{err}");
+
+        // DPO (objectives are pair dimensions): PKU `helpful` is `relevant` (the bundled PKU
+        // pairs' better_response_id), `harmless` itself; concise takes the pair file's
+        // stats.json settings (c = 24); the aggregation names the method.
+        let dpo = |objectives: &str, data: &str| {
+            format!(
+                "model: smollm2-135m\nobjectives: {objectives}\ndata: {{ train: {data}, format: \
+                 pku-saferlhf }}\ndpo: {{ aggregation: {{ kind: tchebycheff, ideal: [0.0, 0.0] \
+                 }} }}\n"
+            )
+        };
+        let relevant = GoldScorer::Relevant { batch_size: 32 };
+        let yaml = dpo("[helpful, harmless]", "data/pairs/smollm2-pku.jsonl");
+        assert_eq!(objectives(&yaml).expect("dpo"), vec![relevant.clone(), GoldScorer::Harmless]);
+        assert_eq!(run_label(&run), "panacea DPO Tche (2026-11-27-0900-ppo)");
+        let yaml = dpo("[relevant, concise]", "data/pairs/smollm2-generic.jsonl");
+        assert_eq!(
+            objectives(&yaml).expect("dpo"),
+            vec![relevant, GoldScorer::Concise { r_max: 4.0, c: 24.0 }]
+        );
+        let err = objectives(&dpo("[helpful, verbose]", "data/pairs/smollm2-pku.jsonl"))
+            .expect_err("no gold scorer for verbose");
+        let msg = format!("{err}");
+        assert!(msg.contains("[\"verbose\"]") && msg.contains("--set 'objectives="), "{msg}");
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -1769,6 +2044,94 @@ mod tests {
         let csv = std::fs::read_to_string(out.join("points.csv")).expect("csv");
         assert_eq!(csv.lines().count(), 1 + 1 + 3 * 2, "header + base + 2 λ × 3 methods:\n{csv}");
         let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    /// Issue #9, DPO half: a linear and a Tchebycheff tiny DPO run in one report with Rewarded
+    /// Soups trained by the DPO loop. `--latest-dpo-run` finds the Tchebycheff run (the newer),
+    /// `--adapter` adds the linear one; both get labels naming their aggregation; the runs'
+    /// PKU objectives map to gold scorers; `--compare rs` trains two fixed-λ DPO members of
+    /// one step each under the latest run; the report holds all four methods.
+    #[test]
+    fn dpo_runs_ls_and_tchebycheff_share_one_report_with_rewarded_soups() {
+        let Some(root) = crate::test_support::workspace_with_smollm2() else { return };
+        tch::set_num_threads(1);
+        let runs =
+            std::env::temp_dir().join(format!("panacea-evalfront-dpo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&runs);
+        let train = |name: &str, extra: &[&str]| {
+            let args = crate::train_dpo::Args::new_run(
+                root.join("configs/tiny/dpo.yaml"),
+                crate::test_support::tiny_dpo_sets(&runs, extra),
+                Some(DeviceChoice::Cpu),
+                runs.clone(),
+                name.into(),
+            );
+            crate::train_dpo::train(args).expect("train-dpo").run_dir
+        };
+        // configs/tiny/dpo.yaml aggregates with Tchebycheff.
+        let ls = train("dpo-ls", &["train.steps=2", "dpo.aggregation={kind: linear}"]);
+        let tche = train("dpo-tche", &["train.steps=2"]);
+        let ls_adapter = ls.join("checkpoints/step-000002");
+        let out = runs.join("report");
+        let args = Args {
+            config: root.join("configs/tiny/eval.yaml"),
+            overrides: vec![
+                "grid={kind: grid2d, n: 2}".into(),
+                "prompts.count=2".into(),
+                "generation.max_new_tokens=4".into(),
+                "generation.temperature=0".into(),
+                "bootstrap.n_resamples=20".into(),
+            ],
+            device: Some(DeviceChoice::Cpu),
+            adapters: vec![ls_adapter.clone()],
+            labels: vec![],
+            soups: vec![],
+            soup_labels: vec![],
+            latest_ppo_run: None,
+            latest_dpo_run: Some(runs.clone()),
+            compare: vec![crate::baselines::Baseline::Rs],
+            baseline_steps: Some(2),
+            out: Some(out.clone()),
+        };
+        let mut planned = plan(&args).expect("plan");
+        assert_eq!(
+            planned.cfg.objectives,
+            [GoldScorer::Relevant { batch_size: 32 }, GoldScorer::Harmless],
+            "PKU helpful → relevant, harmless → harmless"
+        );
+        let stamp = |run: &Path| run.file_name().expect("name").to_string_lossy().to_string();
+        let labels: Vec<String> = planned.methods.iter().map(|m| m.label.clone()).collect();
+        assert_eq!(
+            labels,
+            [
+                format!("panacea DPO LS ({})", stamp(&ls)),
+                format!("panacea DPO Tche ({})", stamp(&tche)),
+            ]
+        );
+        assert_eq!(planned.methods[1].adapter, tche.join("checkpoints/step-000002"));
+        let soup = &planned.soups[0];
+        assert_eq!(soup.label, "rewarded-soups");
+        for a in &soup.adapters {
+            assert!(a.starts_with(tche.join("baselines")), "{}", a.display());
+            assert!(a.ends_with("checkpoints/step-000001"), "{}", a.display());
+        }
+        // Scored here by positive instead of relevant, so the test needs no MiniLM.
+        planned.cfg.objectives = vec![GoldScorer::Positive, GoldScorer::Harmless];
+        let cfg: panacea_dpo::DpoRunConfig =
+            panacea_core::config::load_config(&tche.join("config.yaml"), &[]).expect("config");
+        let base = crate::train_dpo::load_base(&cfg, tch::Device::Cpu).expect("tiny base");
+        let w = execute(&planned, &base, &out, tch::Device::Cpu).expect("report");
+        let names: Vec<&str> = w.report.methods.iter().map(|m| m.method.as_str()).collect();
+        assert_eq!(names, ["base", &labels[0], &labels[1], "rewarded-soups"]);
+        for m in &w.report.methods[1..] {
+            assert_eq!(m.n_points, 2, "{}: one point per λ", m.method);
+        }
+        assert!(out.join("report.md").is_file() && out.join("front.json").is_file());
+        // A label taken twice is refused before anything is trained or evaluated.
+        let twice = Args { labels: vec!["rewarded-soups".into()], ..args };
+        let err = plan(&twice).err().expect("duplicate label");
+        assert!(format!("{err}").contains("--label"), "{err}");
+        std::fs::remove_dir_all(&runs).expect("clean up");
     }
 
     /// A learned reward and a learned cost model as eval objectives: each scores rendered

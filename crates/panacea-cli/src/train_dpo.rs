@@ -1,12 +1,16 @@
 //! `panacea train-dpo`: multi-objective DPO with a preference-conditioned SVD-LoRA adapter
-//! (Panacea, arXiv 2402.02030; method.md §7). The training loop is [`run`], top to bottom:
+//! (Panacea, arXiv 2402.02030; method.md §7). The training loop is [`train`], top to bottom:
 //! config → device → model + adapter → pairs → reference cache → run folder → loop (batch, λ,
 //! `DpoTrainer::step`, metrics, evaluation, checkpoints) → final evaluation and checkpoint.
+//! [`run`] is the subcommand around it; `eval-front --compare` calls [`train`] for its
+//! baselines ([`Args::new_run`]).
 //!
 //! Without `--config` the embedded default (`configs/dpo-default.yaml`: SmolLM2-135M, the
-//! bundled pairs, two objectives, CPU) runs. `--resume RUN_DIR` continues a run from its last
-//! checkpoint: the adapter, AdamW's moments, the step, the data order and the RNG streams are
-//! restored. Ctrl-C finishes the step, writes a checkpoint and exits with code 130.
+//! bundled pairs, two objectives, CPU) runs. `model: tiny-random` is a 2-layer D = 64 Llama
+//! initialised from the config's `seed`, with the SmolLM2 tokenizer (tests only, as in
+//! train-ppo and train-rm). `--resume RUN_DIR` continues a run from its last checkpoint: the
+//! adapter, AdamW's moments, the step, the data order and the RNG streams are restored. Ctrl-C
+//! finishes the step, writes a checkpoint and exits with code 130.
 //!
 //! Run folder (the shared [`crate::run_dir::RunDir`]): `config.yaml` (resolved), `command.txt`,
 //! `manifest.json`, `metrics.jsonl`, `.gitignore`, plus `dpo_data.json` (what tokenisation kept
@@ -22,7 +26,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use panacea_core::checkpoint::{load_adapter, save_adapter, AdapterFolderConfig, BaseModelId};
 use panacea_core::config::{parse_config, to_yaml};
-use panacea_core::device::DeviceChoice;
+use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::preference::PreferenceVector;
 use panacea_core::seed::{seed_everything, RunRng, RunRngState};
 use panacea_data::ReadOptions;
@@ -32,13 +36,14 @@ use panacea_dpo::{
     DpoRunConfig, DpoTrainer, EncodedPair, PairBatch, PairLoader, RefCacheKey, RefLogpCache,
     StepPreference,
 };
-use panacea_lm::{ChatTemplate, Llama};
+use panacea_lm::{init_random, ChatTemplate, Llama, LlamaConfig, LoadedModel, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;
 use crate::run_dir::{
     git_hash, libtorch_version, now_secs, sha256_file, utc_stamp, write_atomic, Manifest, RunDir,
 };
+use crate::train_ppo::Trained;
 
 /// The embedded default run (`configs/dpo-default.yaml`).
 const DEFAULT_CONFIG: &str = include_str!("../../../configs/dpo-default.yaml");
@@ -65,6 +70,31 @@ pub(crate) struct Args {
     /// Parent folder of new run folders.
     #[arg(long, default_value = "runs")]
     runs_dir: PathBuf,
+    /// The run folder's name after its date (default: the config file's stem).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+impl Args {
+    /// A new run of `config` with `sets` overrides in `runs_dir/<date>-<name>` (eval-front's
+    /// baselines).
+    pub(crate) fn new_run(
+        config: PathBuf,
+        sets: Vec<String>,
+        device: Option<DeviceChoice>,
+        runs_dir: PathBuf,
+        name: String,
+    ) -> Self {
+        Self {
+            config: Some(config),
+            sets,
+            device,
+            skip_invalid: false,
+            resume: None,
+            runs_dir,
+            name: Some(name),
+        }
+    }
 }
 
 /// AdamW's moments in a checkpoint folder.
@@ -78,8 +108,14 @@ struct TrainerState {
     loader: PairLoader,
 }
 
-/// The training loop.
+/// `panacea train-dpo`.
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    let t = train(args)?;
+    Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+/// The training loop; returns the run folder and whether Ctrl-C stopped it early.
+pub(crate) fn train(args: Args) -> Result<Trained> {
     // 1. Config: file (or the embedded default, or the resumed run's), overrides, validation.
     let (text, source) = match (&args.resume, &args.config) {
         (Some(dir), _) => {
@@ -105,8 +141,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let mut rng = seed_everything(cfg.seed);
 
     // 2. Model: the frozen base, and the policy view with the SVD-LoRA adapter on it.
-    let loaded = panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
-        .with_context(|| format!("loading model {}", cfg.model))?;
+    let loaded = load_base(&cfg, device)?;
     let base_hash = hash_var_store(&loaded.base_vs)?;
     let adapter_vs = tch::nn::VarStore::new(device);
     let policy: Llama = loaded.model.with_adapter(Some((&adapter_vs.root(), &cfg.adapter)));
@@ -239,7 +274,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         }
         None => {
             let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned());
-            let run = RunDir::create(&args.runs_dir, &stem.unwrap_or_default(), &to_yaml(&cfg)?)?;
+            let name = args.name.clone().or(stem).unwrap_or_default();
+            let run = RunDir::create(&args.runs_dir, &name, &to_yaml(&cfg)?)?;
             let mut data_hashes = Vec::new();
             for p in std::iter::once(&cfg.data.train).chain(cfg.data.eval.as_ref()) {
                 let p = resolve_data_path(p);
@@ -367,12 +403,32 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
                 "interrupted after step {done}; continue with `panacea train-dpo --resume {}`",
                 run.path.display()
             );
-            return Ok(ExitCode::from(130));
+            return Ok(Trained { run_dir: run.path.clone(), interrupted: true });
         }
     }
     bar.finish();
     eprintln!("done: {steps} steps; run folder {}", run.path.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(Trained { run_dir: run.path.clone(), interrupted: false })
+}
+
+/// The frozen base model and its tokenizer: `cfg.model` loaded from the cache, or for
+/// `tiny-random` a 2-layer random Llama initialised from `cfg.seed` (SmolLM2 tokenizer).
+pub(crate) fn load_base(cfg: &DpoRunConfig, device: tch::Device) -> Result<LoadedModel> {
+    if cfg.model != "tiny-random" {
+        return panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
+            .with_context(|| format!("loading model {}", cfg.model));
+    }
+    let dir = panacea_lm::resolve_model("smollm2-135m")
+        .context("tiny-random uses the SmolLM2 tokenizer")?;
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), 2)?;
+    let mut base_vs = tch::nn::VarStore::new(device);
+    let model = Llama::new(&base_vs.root(), None, &LlamaConfig::tiny());
+    init_random(&base_vs, cfg.seed as i64);
+    if cfg.dtype == DType::Bf16 {
+        base_vs.bfloat16();
+    }
+    base_vs.freeze();
+    Ok(LoadedModel { base_vs, model, tokenizer })
 }
 
 /// One evaluation record: a log line and the metrics.jsonl object.
@@ -536,7 +592,7 @@ fn round2(v: &[f64]) -> Vec<f64> {
 
 /// A data path as given, else relative to the workspace (so the embedded default works from
 /// any working directory of a source checkout).
-fn resolve_data_path(p: &Path) -> PathBuf {
+pub(crate) fn resolve_data_path(p: &Path) -> PathBuf {
     if p.is_absolute() || p.exists() {
         p.to_owned()
     } else {
