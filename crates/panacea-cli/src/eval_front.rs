@@ -13,7 +13,9 @@
 //!    per λ, with per-prompt percentile bootstrap intervals);
 //! 4. the plain fronts go to panacea-eval: HV against one reference point (auto over the union of
 //!    every front, base included, always reported), inner product on raw scores, sparsity,
-//!    spacing (project default and LibMOON's), IGD+ against the non-dominated union;
+//!    spacing (project default and LibMOON's), IGD+ against the non-dominated union, and for
+//!    every ordered pair of methods the coverage C(A, B) and the additive ε+(A, B), which say
+//!    whether one front dominates another (the paper's claim about Panacea vs RS and DPS);
 //! 5. the run folder gets `front.json`, `report.json`, `report.md`, `points.csv`, `front.png`,
 //!    `front.svg`, the resolved `config.yaml` and `command.txt`.
 //!
@@ -55,9 +57,9 @@ use panacea_data::{
     PromptSet, RelevantScorer, Scorer, Split,
 };
 use panacea_eval::{
-    bootstrap_ci, igd_plus, nondominated, nondominated_mask, plot_fronts, spacing,
-    BootstrapOptions, ConfidenceInterval, Duplicates, Front, FrontReport, MethodInput, PlotOptions,
-    RefPoint, ReportOptions, Sense, SpacingVariant,
+    bootstrap_ci, epsilon_additive, igd_plus, nondominated, nondominated_mask, plot_fronts,
+    spacing, BootstrapOptions, ConfidenceInterval, Duplicates, Front, FrontReport, MethodInput,
+    PlotOptions, RefPoint, ReportOptions, Sense, SpacingVariant,
 };
 use panacea_lm::{Adapter, ChatTemplate, GenerateConfig, Llama, Sampling, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -1115,10 +1117,50 @@ struct ReportJson<'a> {
     reference_point_rule: &'a str,
     inner_product_scaling: &'static str,
     union_nondominated: Vec<Vec<f64>>,
+    dominance: &'a [Dominance],
     report: &'a FrontReport,
     methods: Vec<MethodExtra>,
     generated_rows: usize,
     seconds: f64,
+}
+
+/// Whether one method's front dominates another's (ordered pair, every method incl. the base).
+#[derive(Debug, Serialize)]
+pub(crate) struct Dominance {
+    /// The dominating candidate A.
+    pub(crate) method: String,
+    /// The front B it is compared with.
+    pub(crate) over: String,
+    /// Zitzler's coverage C(A, B): the share of B's points weakly dominated by a point of A
+    /// (1 = A covers all of B).
+    pub(crate) coverage: f64,
+    /// Additive ε indicator ε+(A, B): the smallest shift of A's points (in objective units)
+    /// after which every point of B is weakly dominated; ≤ 0 means A dominates B outright.
+    pub(crate) epsilon_additive: f64,
+}
+
+/// Coverage C(A, B) for maximised objectives (see [`Dominance::coverage`]).
+fn coverage(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    let weakly = |p: &Vec<f64>, q: &Vec<f64>| p.iter().zip(q).all(|(x, y)| x >= y);
+    let covered = b.iter().filter(|q| a.iter().any(|p| weakly(p, q))).count();
+    covered as f64 / b.len().max(1) as f64
+}
+
+/// Every ordered pair of distinct methods' [`Dominance`].
+fn dominance(methods: &[MethodInput]) -> anyhow::Result<Vec<Dominance>> {
+    let mut out = Vec::new();
+    for a in methods {
+        for b in methods.iter().filter(|b| b.name != a.name) {
+            let (pa, pb) = (&a.front.points, &b.front.points);
+            out.push(Dominance {
+                method: a.name.clone(),
+                over: b.name.clone(),
+                coverage: coverage(pa, pb),
+                epsilon_additive: epsilon_additive(pa, pb, Sense::Max)?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 const IP_SCALING: &str = "raw gold-scorer values, no normalisation: mean over λ of ⟨λ, ξ(λ)⟩";
@@ -1174,7 +1216,8 @@ pub(crate) fn write_report(
             points,
         });
     }
-    let markdown = markdown(ev, cfg, &report, &extras);
+    let dominance = dominance(&ev.methods)?;
+    let markdown = markdown(ev, cfg, &report, &extras, &dominance);
     let json = ReportJson {
         tool: "panacea eval-front",
         objectives: &ev.objectives,
@@ -1189,6 +1232,7 @@ pub(crate) fn write_report(
         union_nondominated: union_nd,
         report: &report,
         methods: extras,
+        dominance: &dominance,
         generated_rows: ev.rows,
         seconds: ev.seconds,
     };
@@ -1243,6 +1287,7 @@ fn markdown(
     cfg: &EvalFrontConfig,
     report: &FrontReport,
     extras: &[MethodExtra],
+    dominance: &[Dominance],
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# eval-front\n");
@@ -1286,6 +1331,27 @@ fn markdown(
             "| {} | {:.4} | {:.4} | {:.4} |",
             e.method, e.igd_plus_vs_union, e.spacing_libmoon_l2_n, e.spacing_l1_nminus1
         );
+    }
+    let _ = writeln!(
+        s,
+        "\n## Dominance between fronts\n\nRow A, column B: coverage C(A, B) = share of B's points \
+         weakly dominated by a point of A (1 = A's front covers B's), then the additive ε+(A, B) \
+         in objective units (≤ 0: A dominates all of B; > 0: how far A falls short).\n"
+    );
+    let names: Vec<&str> = ev.methods.iter().map(|m| m.name.as_str()).collect();
+    let _ = writeln!(s, "| A \\ B | {} |", names.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(names.len()));
+    for a in &names {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|b| {
+                dominance.iter().find(|d| d.method == *a && d.over == *b).map_or_else(
+                    || "–".to_owned(),
+                    |d| format!("C {:.2}, ε+ {:+.4}", d.coverage, d.epsilon_additive),
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "| {a} | {} |", cells.join(" | "));
     }
     let level = cfg.bootstrap.level * 100.0;
     let _ = writeln!(s, "\n## Points ({level:.0}% bootstrap intervals over prompts)\n");
@@ -2041,9 +2107,28 @@ mod tests {
                 assert!((-1.0..=1.0).contains(&p[1]), "positive {p:?}");
             }
         }
+        // The soup reproduces the adapter at both (vertex) grid points: each front covers the
+        // other (C = 1) with ε+ = 0.
+        let pairs = json["dominance"].as_array().expect("dominance");
+        assert_eq!(pairs.len(), 4 * 3, "every ordered pair of distinct methods");
+        let panacea_over_soup = pairs
+            .iter()
+            .find(|d| d["method"] == "panacea" && d["over"] == "soup")
+            .expect("panacea over soup");
+        assert_eq!(panacea_over_soup["coverage"], 1.0);
+        assert!(panacea_over_soup["epsilon_additive"].as_f64().expect("ε").abs() < 1e-9);
+        assert!(w.markdown.contains("## Dominance between fronts"));
         let csv = std::fs::read_to_string(out.join("points.csv")).expect("csv");
         assert_eq!(csv.lines().count(), 1 + 1 + 3 * 2, "header + base + 2 λ × 3 methods:\n{csv}");
         let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn coverage_is_the_share_of_weakly_dominated_points() {
+        let a = vec![vec![1.0, 1.0]];
+        assert_eq!(coverage(&a, &[vec![0.0, 1.0], vec![2.0, 0.0]]), 0.5);
+        assert_eq!(coverage(&a, &[vec![1.0, 1.0], vec![0.5, 0.5]]), 1.0, "ties count");
+        assert_eq!(coverage(&[vec![0.0, 0.0]], &a), 0.0);
     }
 
     /// Issue #9, DPO half: a linear and a Tchebycheff tiny DPO run in one report with Rewarded
