@@ -1067,7 +1067,13 @@ fn check_adapter_objectives(
         objectives.len(),
         objectives
     );
-    if folder.objectives != objectives {
+    // Silent where the scorer is the one the objective's name maps to (e.g. DPO `helpful` →
+    // `relevant`, see `GoldScorer::for_pair_dimension`).
+    let mapped = |(trained, scored): (&String, &String)| {
+        trained == scored
+            || GoldScorer::for_pair_dimension(trained).is_some_and(|g| g.name() == scored)
+    };
+    if !folder.objectives.iter().zip(objectives).all(mapped) {
         tracing::warn!(
             "adapter {} was trained on objectives {:?}; λ dimension i is scored with gold \
              scorer {:?}[i]",
