@@ -36,7 +36,8 @@ use crate::ops::masked_mean_dim;
 use crate::CoreError;
 
 /// How K objectives become one number for a given λ. A serde-tagged enum:
-/// `{ kind: linear }` or `{ kind: tchebycheff, ideal: [0.0, 0.0] }`.
+/// `{ kind: linear }`, `{ kind: tchebycheff }` (ideal point z = 0, the loss form) or
+/// `{ kind: tchebycheff, ideal: [0.0, 0.0] }`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Aggregation {
@@ -46,7 +47,9 @@ pub enum Aggregation {
     /// Tchebycheff min_i λ_i (J_i − z_i) (Eq. 7), as a utility; for losses max_i λ_i (z_i + L_i).
     Tchebycheff {
         /// The ideal point z in utility space, one entry per objective. For losses (L = −J ≥ 0)
-        /// use zeros. On rewards it must dominate every reachable utility (experimental).
+        /// use zeros, which is what an omitted (empty) `ideal` means. On rewards it must
+        /// dominate every reachable utility (experimental).
+        #[serde(default)]
         ideal: Vec<f64>,
     },
 }
@@ -64,7 +67,7 @@ impl Aggregation {
     /// Checks the ideal point against the number of objectives.
     pub fn check(&self, k: usize) -> Result<(), CoreError> {
         if let Self::Tchebycheff { ideal } = self {
-            if ideal.len() != k {
+            if !ideal.is_empty() && ideal.len() != k {
                 return Err(shape_err(
                     "tchebycheff ideal point",
                     vec![k as i64],
@@ -79,6 +82,9 @@ impl Aggregation {
     fn ideal_tensor(&self, like: &Tensor) -> Tensor {
         match self {
             Self::Linear => Tensor::zeros([1], (Kind::Float, like.device())),
+            Self::Tchebycheff { ideal } if ideal.is_empty() => {
+                Tensor::zeros([1], (Kind::Float, like.device()))
+            }
             Self::Tchebycheff { ideal } => {
                 Tensor::from_slice(ideal).to_kind(Kind::Float).to_device(like.device())
                 // [K]
@@ -196,7 +202,6 @@ fn broadcast_pref(pref: &Tensor, size: &[i64]) -> Result<Tensor, CoreError> {
 impl Validate for Aggregation {
     fn validate(&self, v: &mut Validator) {
         if let Self::Tchebycheff { ideal } = self {
-            v.check(!ideal.is_empty(), "ideal", "give one entry per objective, e.g. [0.0, 0.0]");
             for (i, z) in ideal.iter().enumerate() {
                 v.check(z.is_finite(), &format!("ideal.{i}"), format!("must be finite, got {z}"));
             }

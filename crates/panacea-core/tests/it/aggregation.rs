@@ -57,6 +57,17 @@ fn tchebycheff_utilities_use_the_ideal_point() {
     let bad = Aggregation::Tchebycheff { ideal: vec![0.0; 3] };
     let err = bad.aggregate(&t(&[1.0, 2.0], &[1, 2]), &t(&[0.5, 0.5], &[2]));
     assert!(matches!(err, Err(CoreError::Shape { .. })));
+    // `{kind: tchebycheff}` without an ideal point is z = 0: u = (1, 2), λ = (0.5, 0.5) →
+    // min(0.5, 1.0) = 0.5, the same as an explicit zero ideal point.
+    let omitted: Aggregation = serde_yaml::from_str("{kind: tchebycheff}").expect("yaml");
+    let got = omitted.aggregate(&t(&[1.0, 2.0], &[1, 2]), &t(&[0.5, 0.5], &[2]));
+    assert_close(&got.expect("ok"), &[0.5]);
+    assert_close(
+        &Aggregation::tchebycheff_zero(2)
+            .aggregate(&t(&[1.0, 2.0], &[1, 2]), &t(&[0.5, 0.5], &[2]))
+            .expect("ok"),
+        &[0.5],
+    );
 }
 
 #[test]
