@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""DPO step speed: panacea-dpo (`panacea train-dpo`) vs TRL's DPOTrainer with a PEFT LoRA of the
+same rank, on the same model, pairs and batch, measured in the same run (issue #8).
+
+Both sides train SmolLM2-135M-Instruct (the model.safetensors that `cargo xtask fetch-model
+smollm2-135m` writes) on the same B·N pairs of data/pairs/smollm2-pku.jsonl for N steps of B
+pairs (one epoch, so both see exactly the same sequences; the order within the epoch is each
+trainer's own shuffle). Pairs are taken in file order, skipping those whose ChatML prompt plus
+the longer response plus EOS exceeds --max-len tokens, so neither side truncates or drops.
+
+- panacea: the embedded default DPO config (SVD-LoRA rank 8 + 2 preference dimensions = 10
+  singular values on q, k, v, o, gate, up, down) on the PKU labels, helpful and harmless (two
+  losses from the same log-probs; TRL trains on the helpful label) with the reference cache OFF, so every step runs the reference forward, like TRL.
+  Step time = `time/step_ms` from metrics.jsonl (the step alone: batch collation, reference and
+  policy forward, backward, clipping, AdamW).
+- TRL: DPOTrainer, PEFT LoRA r = 10 on the same seven projections, sigmoid loss, β = 0.1, same
+  lr, ref_model=None (TRL computes the reference with the adapter disabled), f32 and no
+  gradient checkpointing (TRL's defaults turn both bf16 autocast and checkpointing on). Step time = wall
+  time between the Trainer's on_step_begin and on_step_end callbacks.
+
+The first --warmup steps of each side are dropped; the table gives the median step time and
+pairs/s = B / median. Threads: torch.set_num_threads and OMP_NUM_THREADS = --threads for both.
+
+Set-up (not part of the build): a venv that sees the libtorch venv's torch 2.11 and adds TRL:
+    python -m venv /tmp/trlvenv  # with ~/.cache/panacea/libtorch-2.11.0/venv/bin/python
+    echo ~/.cache/panacea/libtorch-2.11.0/venv/lib/python3.11/site-packages \
+        > /tmp/trlvenv/lib/python3.11/site-packages/libtorch.pth
+    /tmp/trlvenv/bin/pip install trl peft transformers
+Run (after `cargo build -p panacea-cli`; the dev profile is optimised):
+    OMP_NUM_THREADS=1 /tmp/trlvenv/bin/python scripts/trl_dpo_bench.py \
+        --panacea target/debug/panacea --steps 12 --threads 1
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def chatml(user):
+    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+            "<|im_start|>assistant\n")
+
+
+def select_pairs(path, tok, n, max_len):
+    """The first n pairs (file order) that fit in max_len tokens on both sides."""
+    out, tokens = [], []
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            p = len(tok(chatml(r["prompt"]), add_special_tokens=False).input_ids)
+            r0 = len(tok(r["response_0"], add_special_tokens=False).input_ids)
+            r1 = len(tok(r["response_1"], add_special_tokens=False).input_ids)
+            if r["response_0"] == r["response_1"] or p + max(r0, r1) + 1 > max_len:
+                continue
+            out.append(r)
+            tokens += [p + r0 + 1, p + r1 + 1]
+            if len(out) == n:
+                return out, tokens
+    sys.exit(f"only {len(out)} pairs of {path} fit in {max_len} tokens; {n} needed")
+
+
+def run_panacea(binary, pairs_file, args, workdir):
+    cmd = [binary, "train-dpo", "--runs-dir", workdir,
+           "--set", f"data.train={pairs_file}", "--set", "data.format=pku-saferlhf",
+           "--set", "objectives=[helpful, harmless]", "--set", "data.eval_prompt_stride=0",
+           "--set", f"data.max_len={args.max_len}", "--set", f"train.steps={args.steps}",
+           "--set", f"train.batch_size={args.batch}", "--set", "train.save_every=0",
+           "--set", "ref_cache.enabled=false", "--set", f"threads={args.threads}",
+           "--set", f"dpo.lr={args.lr}"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t0
+    (run,) = [d for d in os.listdir(workdir) if d.endswith("dpo-default")]
+    steps = []
+    with open(os.path.join(workdir, run, "metrics.jsonl")) as f:
+        for line in f:
+            m = json.loads(line)
+            if "time/step_ms" in m:
+                steps.append(m["time/step_ms"] / 1000.0)
+    return steps, wall
+
+
+class StepTimer:
+    """A transformers TrainerCallback (built lazily so the module imports without TRL)."""
+
+    @staticmethod
+    def make():
+        from transformers import TrainerCallback
+
+        class _Timer(TrainerCallback):
+            def __init__(self):
+                self.times, self.t0 = [], None
+
+            def on_step_begin(self, args, state, control, **kw):
+                self.t0 = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                self.times.append(time.perf_counter() - self.t0)
+
+        return _Timer()
+
+
+def run_trl(model_dir, pairs, args, workdir):
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from safetensors.torch import load_file
+    from trl import DPOConfig, DPOTrainer
+
+    torch.set_num_threads(args.threads)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        raw = json.load(f)
+    cfg = LlamaConfig(
+        vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"],
+        intermediate_size=raw["intermediate_size"], num_hidden_layers=raw["num_hidden_layers"],
+        num_attention_heads=raw["num_attention_heads"],
+        num_key_value_heads=raw["num_key_value_heads"], rms_norm_eps=raw["rms_norm_eps"],
+        rope_theta=raw["rope_theta"], max_position_embeddings=raw["max_position_embeddings"],
+        tie_word_embeddings=raw["tie_word_embeddings"], bos_token_id=raw["bos_token_id"],
+        eos_token_id=raw["eos_token_id"], pad_token_id=raw["eos_token_id"])
+    model = LlamaForCausalLM(cfg)
+    missing, unexpected = model.load_state_dict(
+        load_file(os.path.join(model_dir, "model.safetensors")), strict=False)
+    assert not unexpected and all("lm_head" in m for m in missing), (missing, unexpected)
+    model.tie_weights()
+    tok = tokenizer(model_dir)
+    rows = [{"prompt": chatml(r["prompt"]),
+             "chosen": r[f"response_{r['better_response_id']}"],
+             "rejected": r[f"response_{1 - r['better_response_id']}"]} for r in pairs]
+    dpo_args = DPOConfig(
+        output_dir=workdir, per_device_train_batch_size=args.batch, max_steps=args.steps,
+        learning_rate=args.lr, beta=0.1, max_length=args.max_len, logging_steps=1,
+        report_to=[], save_strategy="no", use_cpu=True, seed=0, dataloader_num_workers=0,
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        disable_dropout=True,
+        # TRL's defaults differ from TrainingArguments': bf16 autocast is on whenever use_cpu is
+        # (emulated on CPUs without bf16 units, ~50x slower here) and gradient checkpointing
+        # is on. panacea-dpo runs f32 without checkpointing, so both are turned off.
+        bf16=False, gradient_checkpointing=False)
+    lora = LoraConfig(r=10, lora_alpha=20, lora_dropout=0.0, target_modules=PROJECTIONS,
+                      task_type="CAUSAL_LM")
+    timer = StepTimer.make()
+    trainer = DPOTrainer(model=model, ref_model=None, args=dpo_args,
+                         train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=lora, callbacks=[timer])
+    t0 = time.perf_counter()
+    trainer.train()
+    return timer.times, time.perf_counter() - t0
+
+
+def tokenizer(model_dir):
+    from transformers import PreTrainedTokenizerFast
+    with open(os.path.join(model_dir, "config.json")) as f:
+        eos = json.load(f)["eos_token_id"]
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"))
+    tok.eos_token = tok.convert_ids_to_tokens(eos)
+    tok.pad_token = tok.eos_token
+    return tok
+
+
+def summary(name, times, wall, args):
+    kept = times[args.warmup:]
+    med = statistics.median(kept)
+    return {"impl": name, "steps_timed": len(kept), "median_step_s": med,
+            "mean_step_s": statistics.mean(kept), "pairs_per_s": args.batch / med,
+            "total_wall_s": wall, "step_s": [round(t, 3) for t in times]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--panacea", default=os.path.join(ROOT, "target/debug/panacea"))
+    ap.add_argument("--model-dir",
+                    default=os.path.expanduser("~/.cache/panacea/models/smollm2-135m"))
+    ap.add_argument("--pairs", default=os.path.join(ROOT, "data/pairs/smollm2-pku.jsonl"))
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", choices=["panacea", "trl"], default=None)
+    args = ap.parse_args()
+    tok = tokenizer(args.model_dir)
+    pairs, tokens = select_pairs(args.pairs, tok, args.steps * args.batch, args.max_len)
+    print(json.dumps({"pairs": len(pairs), "sequences": len(tokens),
+                      "mean_tokens_per_sequence": statistics.mean(tokens),
+                      "threads": args.threads, "batch": args.batch}), flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_file = os.path.join(tmp, "pairs.jsonl")
+        with open(pairs_file, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in pairs)
+        if args.only in (None, "panacea"):
+            times, wall = run_panacea(args.panacea, pairs_file, args, os.path.join(tmp, "runs"))
+            results.append(summary("panacea-dpo", times, wall, args))
+            print(json.dumps(results[-1]), flush=True)
+        if args.only in (None, "trl"):
+            times, wall = run_trl(args.model_dir, pairs, args, os.path.join(tmp, "trl"))
+            results.append(summary("trl+peft", times, wall, args))
+            print(json.dumps(results[-1]), flush=True)
+    if len(results) == 2:
+        ratio = results[0]["pairs_per_s"] / results[1]["pairs_per_s"]
+        print(json.dumps({"speedup_panacea_over_trl": ratio}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
