@@ -95,7 +95,7 @@ fn main() {
                 times[i].push((total, (total - prefill) / 63.0));
             }
         }
-        for ((name, _, _), t) in runs.iter().zip(&mut times) {
+        for ((name, _, _), t) in runs.iter().zip(&mut times).filter(|(_, t)| !t.is_empty()) {
             t.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (min, step) = t[0];
             let med = t[t.len() / 2].0;
@@ -115,6 +115,7 @@ fn main() {
         let x = Tensor::randn([bi, 1, d], (Kind::Float, Device::Cpu));
         let l0 = &plain.layers[0];
         let n = 15;
+        let ns = 201; // small ops
         let mut row = Vec::new();
         let mut lin = 0.0;
         for (name, p) in [
@@ -154,7 +155,7 @@ fn main() {
         let q = Tensor::randn([bi, h, 1, hd], (Kind::Float, Device::Cpu));
         let k = Tensor::randn([bi, hkv, s, hd], (Kind::Float, Device::Cpu));
         let mask = Tensor::ones([bi, 1, 1, s], (Kind::Bool, Device::Cpu));
-        let sdpa_mask = time_ms(n, || {
+        let sdpa_mask = time_ms(ns, || {
             let _ = Tensor::scaled_dot_product_attention(
                 &q,
                 &k,
@@ -166,28 +167,41 @@ fn main() {
                 true,
             );
         });
-        let sdpa_nomask = time_ms(n, || {
+        let sdpa_nomask = time_ms(ns, || {
             let _ = Tensor::scaled_dot_product_attention::<Tensor>(
                 &q, &k, &k, None, 0.0, false, None, true,
             );
         });
         let cos = Tensor::randn([bi, 1, 1, hd], (Kind::Float, Device::Cpu));
-        let rope = time_ms(n, || {
+        let rope = time_ms(ns, || {
             for y in [&q, &k.narrow(2, 0, 1)] {
                 let half = hd / 2;
                 let rot = Tensor::cat(&[y.narrow(3, half, half).neg(), y.narrow(3, 0, half)], 3);
                 let _ = y * &cos + rot * &cos;
             }
         });
-        let norm = time_ms(n, || {
+        let qk = Tensor::randn([bi, h + hkv, 1, hd], (Kind::Float, Device::Cpu));
+        let rope_flip = time_ms(ns, || {
+            let s = qk.size();
+            let sw = qk.view([s[0], s[1], s[2], 2, s[3] / 2]).flip([3]).view(s.as_slice());
+            let _ = &qk * &cos + sw * &cos;
+        });
+        let norm = time_ms(ns, || {
             let _ = l0.input_layernorm.forward(&x);
         });
+        let w = &l0.input_layernorm.weight;
+        let norm_manual = time_ms(ns, || {
+            let xf = x.to_kind(Kind::Float);
+            let ms = xf.square().mean_dim(-1, true, Kind::Float);
+            let _ = (xf * (ms + 1e-5).rsqrt()).to_kind(Kind::Float) * w;
+        });
+        println!("  rope: q and k separately (cat) {rope:.4} ms, q+k together (flip) {rope_flip:.4} ms; rmsnorm manual {norm_manual:.4} ms, fused {norm:.4} ms");
         let logits = Tensor::randn([bi, c.vocab_size], (Kind::Float, Device::Cpu));
-        let choose = time_ms(n, || {
+        let choose = time_ms(ns, || {
             let next = logits.argmax(-1, false);
             let _ = logits.log_softmax(-1, Kind::Float).gather(1, &next.unsqueeze(1), false);
         });
-        let small = time_ms(n, || {
+        let small = time_ms(ns, || {
             let _ = &x + &x;
         });
         let layers = c.num_hidden_layers as f64;

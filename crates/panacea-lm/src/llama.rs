@@ -7,6 +7,11 @@
 //! without renaming; the adapter, when there is one, lives in a second VarStore under the same
 //! names. Left padding is handled by position ids taken from the attention mask and by a
 //! combined causal + padding mask, so a padded row computes exactly what it would alone.
+//!
+//! For inference, [`Llama::fuse_projections`] (called by [`crate::load_model`]) re-lays out the
+//! frozen weights in place: q/k/v and gate/up each become one pre-transposed buffer that an
+//! adapter-free forward multiplies in one GEMM, and every variable becomes a strided view into
+//! its buffer (same name, shape and values, no second copy).
 
 use panacea_core::adapter::{Adapter, SvdLora, SvdLoraConfig, SvdLoraLinear};
 use tch::{nn, Device, Kind, Tensor};
@@ -35,11 +40,6 @@ impl RmsNorm {
     /// x [.., D] → [.., D].
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
-        if kind == Kind::Float && self.weight.kind() == Kind::Float {
-            // The same arithmetic in one fused ATen op.
-            let d = self.weight.size();
-            return x.rms_norm(d.as_slice(), Some(&self.weight), self.eps);
-        }
         let xf = x.to_kind(Kind::Float);
         let ms = xf.square().mean_dim(-1, true, Kind::Float); // [.., 1]
         (xf * (ms + self.eps).rsqrt()).to_kind(kind) * &self.weight
@@ -182,7 +182,8 @@ impl FusedProj {
 }
 
 /// Re-lays out one projection as a pre-transposed [d_in, d_out] buffer (its variable becomes
-/// the transposed view), which this CPU's BLAS streams faster for few-row inputs.
+/// the transposed view): MKL streams it faster than the [d_out, d_in] layout for one input
+/// row (a GEMV) on the bench machine, and no slower for a few rows (benches/README.md).
 fn pretranspose(lin: &SvdLoraLinear) {
     let _ = FusedProj::new(&[lin]);
 }

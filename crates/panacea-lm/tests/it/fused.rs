@@ -111,12 +111,23 @@ fn fused_greedy_generation_equals_unfused() {
 
 #[test]
 fn fused_base_with_adapter_on_equals_unfused() {
+    // Every projection adapted (all per-projection paths), and only q/v adapted (the gate/up
+    // group has no adapter term, so its fused GEMM runs under Adapter::On).
+    let partial = SvdLoraConfig {
+        target_modules: vec!["q_proj".to_owned(), "v_proj".to_owned()],
+        ..SvdLoraConfig::new(2)
+    };
+    for acfg in [SvdLoraConfig::new(2), partial] {
+        adapter_on_case(&acfg);
+    }
+}
+
+fn adapter_on_case(acfg: &SvdLoraConfig) {
     let ((_pvs, plain), (_fvs, fused)) = pair(&LlamaConfig::tiny(), 24);
-    let acfg = SvdLoraConfig::new(2);
     // The same adapter values on both views.
     let (avs_p, avs_f) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
-    let vp = plain.with_adapter(Some((&avs_p.root(), &acfg)));
-    let vf = fused.with_adapter(Some((&avs_f.root(), &acfg)));
+    let vp = plain.with_adapter(Some((&avs_p.root(), acfg)));
+    let vf = fused.with_adapter(Some((&avs_f.root(), acfg)));
     init_random(&avs_p, 5);
     init_random(&avs_f, 5);
     assert!(vf.is_fused(), "the view shares the fused buffers");
