@@ -7,6 +7,11 @@
 //! without renaming; the adapter, when there is one, lives in a second VarStore under the same
 //! names. Left padding is handled by position ids taken from the attention mask and by a
 //! combined causal + padding mask, so a padded row computes exactly what it would alone.
+//!
+//! For inference, [`Llama::fuse_projections`] (called by [`crate::load_model`]) re-lays out the
+//! frozen weights in place: q/k/v and gate/up each become one pre-transposed buffer that an
+//! adapter-free forward multiplies in one GEMM, and every variable becomes a strided view into
+//! its buffer (same name, shape and values, no second copy).
 
 use panacea_core::adapter::{Adapter, SvdLora, SvdLoraConfig, SvdLoraLinear};
 use tch::{nn, Device, Kind, Tensor};
@@ -82,6 +87,107 @@ fn sub<'a>(
     adapter.map(|(p, c)| (p.sub(name), c))
 }
 
+/// Projections that read the same input (q/k/v, or gate/up), stored as one pre-transposed
+/// buffer so that an adapter-free forward is a single GEMM whose weight streams row by row.
+///
+/// The members keep their Hugging Face variables, shapes and names: each member's weight
+/// (and bias) is made a view into the buffer with `set_data`, so the VarStore, every
+/// [`Llama::with_adapter`] view and the loaders see the same memory and no weight is stored
+/// twice. If a variable is later replaced (a dtype or device conversion of the VarStore), its
+/// data pointer no longer matches the one recorded here and the forward falls back to the
+/// members, so a stale buffer is never read.
+#[derive(Debug)]
+struct FusedProj {
+    /// [Σ d_out, d_in] with strides (1, Σ d_out): the transposed view of the [d_in, Σ d_out]
+    /// buffer, ready for `linear`.
+    weight: Tensor,
+    /// [Σ d_out] when the members have biases (also views of one buffer).
+    bias: Option<Tensor>,
+    /// Each member's weight (and bias) data pointer right after fusing.
+    ptrs: Vec<(usize, usize)>,
+}
+
+impl FusedProj {
+    /// Re-lays out `members` (same d_in, kind and device; all with or all without bias) into
+    /// one pre-transposed buffer. Returns None when they cannot share one.
+    fn new(members: &[&SvdLoraLinear]) -> Option<Self> {
+        let first = members.first()?;
+        let (kind, dev) = (first.weight.kind(), first.weight.device());
+        let d_in = *first.weight.size().get(1)?;
+        let has_bias = first.bias.is_some();
+        let ok = members.iter().all(|m| {
+            let s = m.weight.size();
+            s.len() == 2
+                && s[1] == d_in
+                && m.weight.kind() == kind
+                && m.weight.device() == dev
+                && m.bias.is_some() == has_bias
+                && !m.weight.requires_grad()
+        });
+        if !ok {
+            return None;
+        }
+        let sizes: Vec<i64> = members.iter().map(|m| m.weight.size()[0]).collect();
+        let total: i64 = sizes.iter().sum();
+        let wt = Tensor::empty([d_in, total], (kind, dev)); // [d_in, Σ d_out]
+        let bias = has_bias.then(|| Tensor::empty([total], (kind, dev)));
+        let mut ptrs = Vec::with_capacity(members.len());
+        let mut off = 0;
+        tch::no_grad(|| {
+            for (m, &o) in members.iter().zip(&sizes) {
+                let mut block = wt.narrow(1, off, o); // [d_in, o]
+                block.copy_(&m.weight.tr());
+                m.weight.shallow_clone().set_data(&block.tr()); // [o, d_in], strides (1, Σ)
+                let bias_ptr = match (&bias, &m.bias) {
+                    (Some(fb), Some(mb)) => {
+                        let mut part = fb.narrow(0, off, o);
+                        part.copy_(mb);
+                        mb.shallow_clone().set_data(&part);
+                        mb.data_ptr() as usize
+                    }
+                    _ => 0,
+                };
+                ptrs.push((m.weight.data_ptr() as usize, bias_ptr));
+                off += o;
+            }
+        });
+        Some(Self { weight: wt.tr(), bias, ptrs })
+    }
+
+    fn shared(&self) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.as_ref().map(Tensor::shallow_clone),
+            ptrs: self.ptrs.clone(),
+        }
+    }
+
+    /// Whether the fused GEMM computes exactly what the members would under `adapter`: no
+    /// member adds an adapter term, and every member still lives in the buffer.
+    fn usable(&self, members: &[&SvdLoraLinear], adapter: Adapter<'_>) -> bool {
+        let adapted =
+            matches!(adapter, Adapter::On { .. }) && members.iter().any(|m| m.lora.is_some());
+        !adapted
+            && members.len() == self.ptrs.len()
+            && members.iter().zip(&self.ptrs).all(|(m, &(w, b))| {
+                m.weight.data_ptr() as usize == w
+                    && m.bias.as_ref().map_or(0, |b| b.data_ptr() as usize) == b
+            })
+    }
+
+    /// x [.., d_in] → the members' outputs side by side, [.., Σ d_out].
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// Re-lays out one projection as a pre-transposed [d_in, d_out] buffer (its variable becomes
+/// the transposed view): MKL streams it faster than the [d_out, d_in] layout for one input
+/// row (a GEMV) on the bench machine, and no slower for a few rows (benches/README.md).
+fn pretranspose(lin: &SvdLoraLinear) {
+    let _ = FusedProj::new(&[lin]);
+}
+
 /// Grouped-query self-attention with rotate-half RoPE.
 #[derive(Debug)]
 pub struct Attention {
@@ -93,18 +199,20 @@ pub struct Attention {
     pub v_proj: SvdLoraLinear,
     /// [D, H·hd].
     pub o_proj: SvdLoraLinear,
+    /// q/k/v in one buffer, after [`Llama::fuse_projections`].
+    qkv: Option<FusedProj>,
     n_heads: i64,
     n_kv_heads: i64,
     head_dim: i64,
 }
 
-/// x·cos + rotate_half(x)·sin, rotate_half(x) = [-x2, x1] (HF `apply_rotary_pos_emb`).
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
-    let half = x.size()[3] / 2;
-    let x1 = x.narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    let rotated = Tensor::cat(&[x2.neg(), x1], 3); // [B, H, t, hd]
-    x * cos + rotated * sin
+/// x·cos + rotate_half(x)·sin with rotate_half(x) = [-x2, x1] (HF `apply_rotary_pos_emb`),
+/// computed as x·cos + [x2, x1]·[-sin1, sin2]: `sin_signed` carries the sign (see
+/// [`Llama::rope`]), so the swap of the halves is a single flip. x [B, h, t, hd].
+fn apply_rope(x: &Tensor, cos: &Tensor, sin_signed: &Tensor) -> Tensor {
+    let s = x.size();
+    let swapped = x.view([s[0], s[1], s[2], 2, s[3] / 2]).flip([3]).view(s.as_slice()); // [x2, x1]
+    x * cos + swapped * sin_signed
 }
 
 impl Attention {
@@ -116,6 +224,7 @@ impl Attention {
             k_proj: proj(base, adapter, "k_proj", d, hkv * hd, bias),
             v_proj: proj(base, adapter, "v_proj", d, hkv * hd, bias),
             o_proj: proj(base, adapter, "o_proj", h * hd, d, false),
+            qkv: None,
             n_heads: h,
             n_kv_heads: hkv,
             head_dim: hd,
@@ -128,13 +237,15 @@ impl Attention {
             k_proj: reproj(&self.k_proj, adapter, "k_proj"),
             v_proj: reproj(&self.v_proj, adapter, "v_proj"),
             o_proj: reproj(&self.o_proj, adapter, "o_proj"),
+            qkv: self.qkv.as_ref().map(FusedProj::shared),
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
             head_dim: self.head_dim,
         }
     }
 
-    /// x [B, t, D], cos/sin [B, 1, t, hd], mask [B, 1, t, S] (true = attend) → [B, t, D].
+    /// x [B, t, D], cos/sin [B, 1, t, hd] (sin signed, see [`Llama::rope`]), mask [B, 1, t, S]
+    /// (true = attend) → [B, t, D].
     /// With a cache the new keys/values are written at `cache.len..cache.len + t` and the
     /// attention reads the first S = len + t cached positions.
     fn forward(
@@ -147,12 +258,23 @@ impl Attention {
         adapter: Adapter<'_>,
     ) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
-        let heads = |y: Tensor, n: i64| y.view([b, t, n, self.head_dim]).transpose(1, 2);
-        let q = heads(self.q_proj.forward(x, adapter), self.n_heads); // [B, H, t, hd]
-        let k = heads(self.k_proj.forward(x, adapter), self.n_kv_heads); // [B, Hkv, t, hd]
-        let v = heads(self.v_proj.forward(x, adapter), self.n_kv_heads); // [B, Hkv, t, hd]
-        let q = apply_rope(&q, cos, sin);
-        let k = apply_rope(&k, cos, sin);
+        let (h, hkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let heads = |y: &Tensor, n: i64| y.view([b, t, n, hd]).transpose(1, 2);
+        let members = [&self.q_proj, &self.k_proj, &self.v_proj];
+        let (q, k, v) = match self.qkv.as_ref().filter(|f| f.usable(&members, adapter)) {
+            Some(f) => {
+                // One GEMM for q, k and v, one RoPE for q and k together.
+                let y = f.forward(x); // [B, t, (H + 2·Hkv)·hd]
+                let qk = apply_rope(&heads(&y.narrow(2, 0, (h + hkv) * hd), h + hkv), cos, sin);
+                let v = heads(&y.narrow(2, (h + hkv) * hd, hkv * hd), hkv);
+                (qk.narrow(1, 0, h), qk.narrow(1, h, hkv), v)
+            }
+            None => (
+                apply_rope(&heads(&self.q_proj.forward(x, adapter), h), cos, sin),
+                apply_rope(&heads(&self.k_proj.forward(x, adapter), hkv), cos, sin),
+                heads(&self.v_proj.forward(x, adapter), hkv),
+            ),
+        }; // [B, H, t, hd], [B, Hkv, t, hd] ×2
         let (k, v) = match cache {
             Some((c, len)) => {
                 c.k.narrow(2, len, t).copy_(&k);
@@ -185,6 +307,8 @@ pub struct Mlp {
     pub up_proj: SvdLoraLinear,
     /// [D, F].
     pub down_proj: SvdLoraLinear,
+    /// gate/up in one buffer, after [`Llama::fuse_projections`].
+    gate_up: Option<FusedProj>,
 }
 
 impl Mlp {
@@ -194,6 +318,7 @@ impl Mlp {
             gate_proj: proj(base, adapter, "gate_proj", d, f, false),
             up_proj: proj(base, adapter, "up_proj", d, f, false),
             down_proj: proj(base, adapter, "down_proj", f, d, false),
+            gate_up: None,
         }
     }
 
@@ -202,13 +327,21 @@ impl Mlp {
             gate_proj: reproj(&self.gate_proj, adapter, "gate_proj"),
             up_proj: reproj(&self.up_proj, adapter, "up_proj"),
             down_proj: reproj(&self.down_proj, adapter, "down_proj"),
+            gate_up: self.gate_up.as_ref().map(FusedProj::shared),
         }
     }
 
     /// x [B, t, D] → [B, t, D].
     fn forward(&self, x: &Tensor, adapter: Adapter<'_>) -> Tensor {
-        let g = self.gate_proj.forward(x, adapter).silu(); // [B, t, F]
-        let u = self.up_proj.forward(x, adapter); // [B, t, F]
+        let members = [&self.gate_proj, &self.up_proj];
+        let (g, u) = match self.gate_up.as_ref().filter(|f| f.usable(&members, adapter)) {
+            Some(f) => {
+                let gu = f.forward(x); // [B, t, 2F]
+                let ff = gu.size()[2] / 2;
+                (gu.narrow(2, 0, ff).silu(), gu.narrow(2, ff, ff))
+            }
+            None => (self.gate_proj.forward(x, adapter).silu(), self.up_proj.forward(x, adapter)),
+        }; // [B, t, F] each
         self.down_proj.forward(&(g * u), adapter) // [B, t, D]
     }
 }
@@ -405,12 +538,47 @@ impl Llama {
         }
     }
 
+    /// Re-lays out the frozen base weights for fast inference, in place and without a second
+    /// copy: q/k/v and gate/up each become one pre-transposed buffer (one GEMM each when no
+    /// adapter term applies), o/down are pre-transposed. Every variable keeps its name, shape
+    /// and values (it becomes a strided view into the buffer), so outputs only change by
+    /// floating-point summation order. [`crate::load_model`] calls it after the dtype
+    /// conversion; call it again after converting the base VarStore (the forward notices the
+    /// conversion and falls back to the per-projection path until then). Views from
+    /// [`Llama::with_adapter`] created afterwards share the fused buffers.
+    pub fn fuse_projections(&mut self) {
+        for l in &mut self.layers {
+            let a = &mut l.self_attn;
+            a.qkv = FusedProj::new(&[&a.q_proj, &a.k_proj, &a.v_proj]);
+            pretranspose(&a.o_proj);
+            let m = &mut l.mlp;
+            m.gate_up = FusedProj::new(&[&m.gate_proj, &m.up_proj]);
+            pretranspose(&m.down_proj);
+        }
+    }
+
+    /// Whether every layer's fused q/k/v and gate/up buffers are in use (see
+    /// [`Llama::fuse_projections`]).
+    pub fn is_fused(&self) -> bool {
+        self.layers.iter().all(|l| {
+            let a = &l.self_attn;
+            let m = &l.mlp;
+            a.qkv
+                .as_ref()
+                .is_some_and(|f| f.usable(&[&a.q_proj, &a.k_proj, &a.v_proj], Adapter::Off))
+                && m.gate_up
+                    .as_ref()
+                    .is_some_and(|f| f.usable(&[&m.gate_proj, &m.up_proj], Adapter::Off))
+        })
+    }
+
     /// The dtype of the base weights (activations use it too).
     pub fn kind(&self) -> Kind {
         self.embed_tokens.kind()
     }
 
-    /// cos/sin tables for positions [B, t] → [B, 1, t, hd] each, in f32 then cast to the model dtype.
+    /// cos/sin tables for positions [B, t] → [B, 1, t, hd] each, in f32 then cast to the model
+    /// dtype. The sin table's first half is negated (the sign of rotate_half, see `apply_rope`).
     fn rope(&self, positions: &Tensor) -> (Tensor, Tensor) {
         let hd = self.config.head_dim();
         let dev = positions.device();
@@ -419,7 +587,9 @@ impl Llama {
             .exp(); // [hd/2] = θ^(-2i/hd)
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq; // [B, t, hd/2]
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1); // [B, 1, t, hd]
-        (emb.cos().to_kind(self.kind()), emb.sin().to_kind(self.kind()))
+        let sin = emb.sin();
+        let _ = sin.narrow(-1, 0, hd / 2).neg_(); // [-sin1, sin2]
+        (emb.cos().to_kind(self.kind()), sin.to_kind(self.kind()))
     }
 
     /// The shared body of the full and the cached forward. ids [B, t]; mask [B, S] covers the
@@ -497,6 +667,18 @@ impl CausalLm for Llama {
     }
 
     fn lm_head(&self, hidden: &Tensor) -> Tensor {
+        let size = hidden.size();
+        let d = size.last().copied().unwrap_or(1);
+        let rows = hidden.numel() as i64 / d.max(1);
+        if self.lm_head.device() == Device::Cpu && (2..=32).contains(&rows) {
+            // A few rows (batched decoding): W·hᵀ streams the [V, D] head about 1.3× faster
+            // than h·Wᵀ in libtorch's CPU BLAS (benches/README.md, "LM decode").
+            let mut out = size[..size.len() - 1].to_vec();
+            out.push(self.config.vocab_size);
+            let y = self.lm_head.matmul(&hidden.reshape([rows, d]).tr()); // [V, rows]
+            return y.tr().to_kind(Kind::Float).contiguous().view(out.as_slice());
+            // [.., V]
+        }
         hidden.matmul(&self.lm_head.tr()).to_kind(Kind::Float) // [.., V]
     }
 

@@ -130,14 +130,15 @@ impl Pretrained {
     }
 
     /// Creates a [`Llama`] in `base_vs` (plus an adapter, when given), copies the weights in
-    /// and converts the base store to `kind` (f32 or bf16).
+    /// and converts the base store to `kind` (f32 or bf16), then fuses the projections
+    /// ([`Llama::fuse_projections`]).
     pub fn build(
         &self,
         base_vs: &mut nn::VarStore,
         adapter: Option<(&nn::Path, &SvdLoraConfig)>,
         kind: Kind,
     ) -> Result<Llama, LmError> {
-        let model = Llama::new(&base_vs.root(), adapter, &self.config);
+        let mut model = Llama::new(&base_vs.root(), adapter, &self.config);
         load_weights(base_vs, &self.tensors, &self.source)?;
         match kind {
             Kind::Float => {}
@@ -145,6 +146,8 @@ impl Pretrained {
             Kind::Half => base_vs.half(),
             k => return Err(LmError::Invalid(format!("model dtype {k:?} (f32, bf16 or f16)"))),
         }
+        // After the dtype conversion, which would replace the fused views.
+        model.fuse_projections();
         Ok(model)
     }
 }

@@ -1,6 +1,7 @@
 //! The integration tests of panacea-lm, one module per topic (one binary, linked once).
 
 mod common;
+mod fused;
 mod generate;
 mod gguf;
 mod model;
