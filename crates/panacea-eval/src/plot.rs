@@ -169,6 +169,14 @@ fn draw_2d<DB: DrawingBackend>(
     let r = o.reference_point.as_ref();
     let xr = range(pts().map(|p| p[a]).chain(r.map(|r| r[a])));
     let yr = range(pts().map(|p| p[b]).chain(r.map(|r| r[b])));
+    // Headroom on the legend's side (above the points for maximisation, below for
+    // minimisation), about one legend line per 6.5 % of the span, so the box covers no point.
+    let head = if legend {
+        0.065 * (fronts.len() + usize::from(r.is_some())) as f64 * (yr.1 - yr.0)
+    } else {
+        0.0
+    };
+    let yr = if o.sense == Sense::Max { (yr.0, yr.1 + head) } else { (yr.0 - head, yr.1) };
     let names = fronts
         .iter()
         .find(|(_, f)| f.dim() > 0)
@@ -254,7 +262,8 @@ fn draw_2d<DB: DrawingBackend>(
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", if small { 12 } else { 15 }))
-            // The legend goes where the front cannot be: beyond it, away from the reference point.
+            // The legend sits in the headroom added above (max) or below (min) the points,
+            // away from the reference point.
             .position(if o.sense == Sense::Max {
                 SeriesLabelPosition::UpperRight
             } else {
