@@ -540,6 +540,16 @@ fn evaluate_base(
         j.insert(format!("eval/base/ranking_accuracy/{name}"), serde_json::json!(acc));
         human.push_str(&format!(" base rank[{name}] {acc:.2}"));
     }
+    // The start of the `eval/hv` curve: every λ ranks like the base here, so the front is the
+    // base's one point.
+    let base_point: Vec<f64> = (0..k).map(|i| base_rank[i] / count[i].max(1.0)).collect();
+    let hv = panacea_eval::hypervolume(
+        &[base_point],
+        panacea_eval::Sense::Max,
+        &panacea_eval::RefPoint::Explicit(vec![0.0; k]),
+    )?;
+    j.insert("eval/hv".to_owned(), serde_json::json!(hv.value));
+    human.push_str(&format!(" | hv {:.4}", hv.value));
     Ok(EvalLine { human, json: serde_json::to_value(&j)? })
 }
 
