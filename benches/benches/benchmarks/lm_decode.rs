@@ -13,24 +13,13 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use panacea_lm::bench_prompts::DECODE_BENCH_PROMPTS as PROMPTS;
 use panacea_lm::generate::{generate_ids, GenerateConfig, Sampling};
 use panacea_lm::{load_model, Adapter, ChatTemplate};
 use rand::SeedableRng;
 use tch::{Device, Kind};
 
 const NEW_TOKENS: i64 = 64;
-
-/// The 8 prompts (ChatML-rendered) shared with scripts/hf_decode_bench.py.
-pub(crate) const PROMPTS: [&str; 8] = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain photosynthesis in one sentence.",
-    "List three uses of a paperclip.",
-    "Why is the sky blue?",
-    "Give me a tip for learning to cook.",
-    "What is 12 times 7?",
-    "Describe a cat to someone who has never seen one.",
-];
 
 fn bench(c: &mut Criterion) {
     panacea_core::device::init_torch();

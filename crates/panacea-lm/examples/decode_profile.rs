@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use panacea_lm::bench_prompts::DECODE_BENCH_PROMPTS as PROMPTS;
 use panacea_lm::load::load_weights;
 use panacea_lm::{
     generate_ids, init_random, Adapter, ChatTemplate, GenerateConfig, Llama, LlamaConfig,
@@ -15,17 +16,6 @@ use panacea_lm::{
 };
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
-
-const PROMPTS: [&str; 8] = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain photosynthesis in one sentence.",
-    "List three uses of a paperclip.",
-    "Why is the sky blue?",
-    "Give me a tip for learning to cook.",
-    "What is 12 times 7?",
-    "Describe a cat to someone who has never seen one.",
-];
 
 /// Median wall time (ms) of `f` over `n` runs after one warm-up.
 fn time_ms(n: usize, mut f: impl FnMut()) -> f64 {

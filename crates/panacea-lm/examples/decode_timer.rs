@@ -11,21 +11,10 @@
 use std::io::BufRead;
 use std::time::Instant;
 
+use panacea_lm::bench_prompts::DECODE_BENCH_PROMPTS as PROMPTS;
 use panacea_lm::{generate_ids, load_model, Adapter, ChatTemplate, GenerateConfig};
 use rand::SeedableRng;
 use tch::{Device, Kind};
-
-/// The prompts of `benches/benches/benchmarks/lm_decode.rs` and `scripts/hf_decode_bench.py`.
-const PROMPTS: [&str; 8] = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain photosynthesis in one sentence.",
-    "List three uses of a paperclip.",
-    "Why is the sky blue?",
-    "Give me a tip for learning to cook.",
-    "What is 12 times 7?",
-    "Describe a cat to someone who has never seen one.",
-];
 
 /// utime + stime of this process in seconds (Linux; 0 elsewhere).
 fn cpu_seconds() -> f64 {

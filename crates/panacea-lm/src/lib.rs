@@ -8,12 +8,14 @@
 //! - [`generate`]: batched KV-cache generation and sequence likelihoods.
 //! - [`tokenizer`], [`chat`]: the tokenizer (from tokenizer.json or GGUF metadata) and ChatML.
 //! - [`error`]: the crate's typed error.
+//! - [`bench_prompts`]: the prompts every decode benchmark uses.
 //!
 //! Every forward takes an [`Adapter`] argument: `Adapter::Off` is the frozen base (the
 //! reference model), `Adapter::On { pref }` the preference-conditioned policy.
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod bench_prompts;
 pub mod chat;
 pub mod config;
 pub mod dequant;
