@@ -44,15 +44,11 @@ import sys
 import tempfile
 import time
 
+from hf_decode_bench import chatml, load  # the same ChatML prompt and HF model loading
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def chatml(user):
-    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
-            "<|im_start|>assistant\n")
 
 
 def select_pairs(path, tok, n, max_len):
@@ -131,26 +127,11 @@ def run_trl(model_dir, pairs, args, workdir, reuse):
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    from safetensors.torch import load_file
     from trl import DPOConfig, DPOTrainer
 
     torch.set_num_threads(args.threads)
-    with open(os.path.join(model_dir, "config.json")) as f:
-        raw = json.load(f)
-    cfg = LlamaConfig(
-        vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"],
-        intermediate_size=raw["intermediate_size"], num_hidden_layers=raw["num_hidden_layers"],
-        num_attention_heads=raw["num_attention_heads"],
-        num_key_value_heads=raw["num_key_value_heads"], rms_norm_eps=raw["rms_norm_eps"],
-        rope_theta=raw["rope_theta"], max_position_embeddings=raw["max_position_embeddings"],
-        tie_word_embeddings=raw["tie_word_embeddings"], bos_token_id=raw["bos_token_id"],
-        eos_token_id=raw["eos_token_id"], pad_token_id=raw["eos_token_id"])
-    model = LlamaForCausalLM(cfg)
-    missing, unexpected = model.load_state_dict(
-        load_file(os.path.join(model_dir, "model.safetensors")), strict=False)
-    assert not unexpected and all("lm_head" in m for m in missing), (missing, unexpected)
-    model.tie_weights()
+    model, _ = load(model_dir)
+    model.train()
     tok = tokenizer(model_dir)
     rows = [{"prompt": chatml(r["prompt"]),
              "chosen": r[f"response_{r['better_response_id']}"],
