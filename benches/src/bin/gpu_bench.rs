@@ -534,14 +534,7 @@ fn ppo(cx: &mut Ctx) -> Result<()> {
         sync(dev);
         gen_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         let responses = vec![String::new(); b as usize];
-        let view = RolloutView {
-            seq: &gen.ids,
-            mask: &gen.attention_mask,
-            response_ids: &gen.response_ids,
-            response_mask: &gen.response_mask,
-            prompts: &batch.prompts,
-            responses: &responses,
-        };
+        let view = RolloutView::of(&gen, &batch.prompts, &responses);
         let t0 = Instant::now();
         let _scores = score_all(trainer.sources(), &view)?;
         sync(dev);

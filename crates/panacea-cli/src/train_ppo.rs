@@ -563,14 +563,7 @@ fn evaluate(
         };
         let g = tch::no_grad(|| generate_ids(&t.policy, &ids, adapter, &gen_cfg, &mut unused))?;
         let responses = response_texts(&g, tok)?;
-        let view = RolloutView {
-            seq: &g.ids,
-            mask: &g.attention_mask,
-            response_ids: &g.response_ids,
-            response_mask: &g.response_mask,
-            prompts: &texts,
-            responses: &responses,
-        };
+        let view = RolloutView::of(&g, &texts, &responses);
         rows.extend(score_all(t.sources(), &view)?);
     }
     let k = t.objectives.len();

@@ -32,6 +32,20 @@ pub struct RolloutView<'a> {
     pub responses: &'a [String],
 }
 
+impl<'a> RolloutView<'a> {
+    /// The view of a generation `gen` of `prompts`, with its decoded `responses`.
+    pub fn of(gen: &'a Generation, prompts: &'a [String], responses: &'a [String]) -> Self {
+        Self {
+            seq: &gen.ids,
+            mask: &gen.attention_mask,
+            response_ids: &gen.response_ids,
+            response_mask: &gen.response_mask,
+            prompts,
+            responses,
+        }
+    }
+}
+
 /// One objective's score function.
 pub trait RewardSource {
     /// A short name for logs.

@@ -371,14 +371,7 @@ impl PpoTrainer {
         let act_mask = action_mask(&gen); // [B, A]
 
         // 2. Scores → utilities (costs negated in `utilities` only) → normalised, scaled.
-        let view = RolloutView {
-            seq: &gen.ids,
-            mask: &gen.attention_mask,
-            response_ids: &gen.response_ids,
-            response_mask: &gen.response_mask,
-            prompts: &batch.prompts,
-            responses: &responses,
-        };
+        let view = RolloutView::of(&gen, &batch.prompts, &responses);
         let raw: Vec<f64> = score_all(&self.sources, &view)?.concat();
         let raw_t = Tensor::from_slice(&raw).view([b, k as i64]); // [B, K] f64, CPU
         let util = utilities(&self.objectives, &raw_t)?; // [B, K]

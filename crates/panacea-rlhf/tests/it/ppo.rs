@@ -197,14 +197,7 @@ fn even_fraction(t: &PpoTrainer, adapter: Option<&PreferenceVector>) -> f64 {
     };
     let g = tch::no_grad(|| panacea_lm::generate_ids(&t.policy, &ids, mode, &cfg, &mut rng))
         .expect("generate");
-    let view = RolloutView {
-        seq: &g.ids,
-        mask: &g.attention_mask,
-        response_ids: &g.response_ids,
-        response_mask: &g.response_mask,
-        prompts: &[],
-        responses: &[],
-    };
+    let view = RolloutView::of(&g, &[], &[]);
     let v = EvenTokenFraction.score(&view).expect("score");
     v.iter().sum::<f64>() / v.len() as f64
 }
