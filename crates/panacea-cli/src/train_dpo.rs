@@ -498,14 +498,26 @@ fn evaluate(
             ));
         }
     }
+    log_accuracy_hv(&front, &mut j, &mut human)?;
+    Ok(EvalLine { human, json: serde_json::to_value(&j)? })
+}
+
+/// Logs `eval/hv`: the hypervolume of ranking-accuracy points (reference 0: accuracies lie in
+/// [0, 1]).
+fn log_accuracy_hv(
+    front: &[Vec<f64>],
+    j: &mut BTreeMap<String, serde_json::Value>,
+    human: &mut String,
+) -> Result<()> {
+    let k = front.first().map_or(0, Vec::len);
     let hv = panacea_eval::hypervolume(
-        &front,
+        front,
         panacea_eval::Sense::Max,
         &panacea_eval::RefPoint::Explicit(vec![0.0; k]),
     )?;
     j.insert("eval/hv".to_owned(), serde_json::json!(hv.value));
     human.push_str(&format!(" | hv {:.4}", hv.value));
-    Ok(EvalLine { human, json: serde_json::to_value(&j)? })
+    Ok(())
 }
 
 /// The base model's likelihood-ranking accuracy per objective on the eval pairs (step 0;
@@ -543,13 +555,7 @@ fn evaluate_base(
     // The start of the `eval/hv` curve: every λ ranks like the base here, so the front is the
     // base's one point.
     let base_point: Vec<f64> = (0..k).map(|i| base_rank[i] / count[i].max(1.0)).collect();
-    let hv = panacea_eval::hypervolume(
-        &[base_point],
-        panacea_eval::Sense::Max,
-        &panacea_eval::RefPoint::Explicit(vec![0.0; k]),
-    )?;
-    j.insert("eval/hv".to_owned(), serde_json::json!(hv.value));
-    human.push_str(&format!(" | hv {:.4}", hv.value));
+    log_accuracy_hv(&[base_point], &mut j, &mut human)?;
     Ok(EvalLine { human, json: serde_json::to_value(&j)? })
 }
 
