@@ -6,12 +6,12 @@
 
 use std::time::Instant;
 
-use panacea_core::adapter::{Adapter, SvdLoraConfig};
+use panacea_core::adapter::Adapter;
 use panacea_core::preference::PreferenceVector;
 use panacea_data::{PairFormat, ReadOptions};
 use panacea_dpo::data::encode_pairs;
 use panacea_dpo::trainer::sequence_logps;
-use panacea_dpo::{EncodedPair, PairBatch, SeqLogp};
+use panacea_dpo::{DpoRunConfig, EncodedPair, PairBatch, SeqLogp};
 use panacea_lm::ChatTemplate;
 use tch::{nn, Device, Kind};
 
@@ -20,25 +20,38 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n_pairs: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4);
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    // The adapter, model and max_len of the default run, so the profile is of its step.
+    let default = panacea_data::workspace_path("configs/dpo-default.yaml");
+    let run: DpoRunConfig =
+        panacea_core::config::load_config(&default, &[]).expect("configs/dpo-default.yaml");
     let loaded =
-        panacea_lm::load_model("smollm2-135m", Device::Cpu, Kind::Float).expect("cached model");
+        panacea_lm::load_model(&run.model, Device::Cpu, Kind::Float).expect("cached model");
     let adapter_vs = nn::VarStore::new(Device::Cpu);
-    let cfg = SvdLoraConfig { rank: 8, alpha: 512.0, ..SvdLoraConfig::new(2) };
-    let policy = loaded.model.with_adapter(Some((&adapter_vs.root(), &cfg)));
+    let policy = loaded.model.with_adapter(Some((&adapter_vs.root(), &run.adapter)));
     let path = panacea_data::workspace_path("data/pairs/smollm2-pku.jsonl");
     let opts = ReadOptions {
         format: PairFormat::PkuSaferlhf,
-        dims: vec!["helpful".into(), "harmless".into()],
+        dims: run.objectives.clone(),
         skip_invalid: false,
     };
     let (records, _) = panacea_data::load_pairs(&path, opts).expect("pairs");
-    let (pairs, _) =
-        encode_pairs(&records[..n_pairs * 2], 2, &loaded.tokenizer, &ChatTemplate::default(), 128)
-            .expect("encode");
+    let (pairs, _) = encode_pairs(
+        &records[..n_pairs * 2],
+        run.k(),
+        &loaded.tokenizer,
+        &ChatTemplate::default(),
+        run.data.max_len,
+    )
+    .expect("encode");
     let rows: Vec<&EncodedPair> = pairs.iter().take(n_pairs).collect();
-    let batch =
-        PairBatch::collate(&rows, 2, loaded.tokenizer.pad_id, SeqLogp::ResponseSum, Device::Cpu)
-            .expect("batch");
+    let batch = PairBatch::collate(
+        &rows,
+        run.k(),
+        loaded.tokenizer.pad_id,
+        SeqLogp::ResponseSum,
+        Device::Cpu,
+    )
+    .expect("batch");
     println!("batch ids {:?}, {} pairs", batch.ids.size(), rows.len());
     let pref = PreferenceVector::new(vec![0.5, 0.5]).expect("pref").to_tensor(Device::Cpu);
     for rep in 0..reps {
