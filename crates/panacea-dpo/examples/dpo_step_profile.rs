@@ -1,6 +1,6 @@
 //! Where one DPO step's time goes on the real model: the reference forward (no graph,
 //! `Adapter::Off`), the policy forward with a graph (`Adapter::On`), and the backward, each
-//! timed separately on the same batch of bundled PKU pairs.
+//! timed separately on one batch of the default run's pairs (`configs/dpo-default.yaml`).
 //!
 //! `OMP_NUM_THREADS=1 cargo run -p panacea-dpo --example dpo_step_profile -- [pairs] [reps]`
 
@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use panacea_core::adapter::Adapter;
 use panacea_core::preference::PreferenceVector;
-use panacea_data::{PairFormat, ReadOptions};
+use panacea_data::ReadOptions;
 use panacea_dpo::data::encode_pairs;
 use panacea_dpo::trainer::sequence_logps;
 use panacea_dpo::{DpoRunConfig, EncodedPair, PairBatch, SeqLogp};
@@ -28,12 +28,9 @@ fn main() {
         panacea_lm::load_model(&run.model, Device::Cpu, Kind::Float).expect("cached model");
     let adapter_vs = nn::VarStore::new(Device::Cpu);
     let policy = loaded.model.with_adapter(Some((&adapter_vs.root(), &run.adapter)));
-    let path = panacea_data::workspace_path("data/pairs/smollm2-pku.jsonl");
-    let opts = ReadOptions {
-        format: PairFormat::PkuSaferlhf,
-        dims: run.objectives.clone(),
-        skip_invalid: false,
-    };
+    let path = panacea_data::workspace_path(&run.data.train.to_string_lossy());
+    let opts =
+        ReadOptions { format: run.data.format, dims: run.objectives.clone(), skip_invalid: false };
     let (records, _) = panacea_data::load_pairs(&path, opts).expect("pairs");
     let (pairs, _) = encode_pairs(
         &records[..n_pairs * 2],
