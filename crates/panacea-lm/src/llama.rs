@@ -38,11 +38,11 @@ impl RmsNorm {
     }
 
     /// x [.., D] → [.., D].
+    /// libtorch's `rms_norm` accumulates in f32 for bf16 inputs and is one fused kernel on CUDA
+    /// (six element-wise launches otherwise, each a pass over [.., D]).
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let kind = x.kind();
-        let xf = x.to_kind(Kind::Float);
-        let ms = xf.square().mean_dim(-1, true, Kind::Float); // [.., 1]
-        (xf * (ms + self.eps).rsqrt()).to_kind(kind) * &self.weight
+        let d = x.size().last().copied().unwrap_or(1);
+        x.rms_norm([d], Some(&self.weight), self.eps)
     }
 }
 
@@ -245,7 +245,7 @@ impl Attention {
     }
 
     /// x [B, t, D], cos/sin [B, 1, t, hd] (sin signed, see [`Llama::rope`]), mask [B, 1, t, S]
-    /// (true = attend) → [B, t, D].
+    /// (true = attend; `None` = plain causal over t = S keys) → [B, t, D].
     /// With a cache the new keys/values are written at `cache.len..cache.len + t` and the
     /// attention reads the first S = len + t cached positions.
     fn forward(
@@ -253,7 +253,7 @@ impl Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         cache: Option<(&LayerCache, i64)>,
         adapter: Adapter<'_>,
     ) -> Tensor {
@@ -287,9 +287,9 @@ impl Attention {
             &q,
             &k,
             &v,
-            Some(mask),
+            mask,
             0.0,
-            false,
+            mask.is_none(),
             None,
             self.n_heads != self.n_kv_heads,
         ); // [B, H, t, hd]
@@ -399,7 +399,7 @@ impl DecoderLayer {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         cache: Option<(&LayerCache, i64)>,
         adapter: Adapter<'_>,
     ) -> Tensor {
@@ -610,17 +610,22 @@ impl Llama {
         let positions = (mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0); // [B, S]
         let positions = positions.narrow(1, start, t); // [B, t]
         let (cos, sin) = self.rope(&positions);
-        let key_idx = Tensor::arange(s, (Kind::Int64, dev)); // [S]
-        let query_idx = Tensor::arange_start(start, s, (Kind::Int64, dev)); // [t]
-        let causal = key_idx.unsqueeze(0).le_tensor(&query_idx.unsqueeze(1)); // [t, S]
-        let valid = mask.to_kind(Kind::Bool).unsqueeze(1); // [B, 1, S]
-                                                           // A padding query would otherwise see no key at all (NaN); let it see itself.
-        let diag = key_idx.unsqueeze(0).eq_tensor(&query_idx.unsqueeze(1)); // [t, S]
-        let attn = causal.logical_and(&valid).logical_or(&diag).unsqueeze(1); // [B, 1, t, S]
+        // Unpadded rows starting at position 0 need no explicit mask: `is_causal` lets SDPA pick
+        // its fused (flash) kernels, which refuse a boolean mask. One host sync per call.
+        let dense = start == 0 && bool::try_from(mask.ne(0).all()).unwrap_or(false);
+        let attn = (!dense).then(|| {
+            let key_idx = Tensor::arange(s, (Kind::Int64, dev)); // [S]
+            let query_idx = Tensor::arange_start(start, s, (Kind::Int64, dev)); // [t]
+            let causal = key_idx.unsqueeze(0).le_tensor(&query_idx.unsqueeze(1)); // [t, S]
+            let valid = mask.to_kind(Kind::Bool).unsqueeze(1); // [B, 1, S]
+            // A padding query would otherwise see no key at all (NaN); let it see itself.
+            let diag = key_idx.unsqueeze(0).eq_tensor(&query_idx.unsqueeze(1)); // [t, S]
+            causal.logical_and(&valid).logical_or(&diag).unsqueeze(1) // [B, 1, t, S]
+        });
         let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false); // [B, t, D]
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref().map(|c| (&c.layers[i], c.len));
-            x = layer.forward(&x, &cos, &sin, &attn, c, adapter);
+            x = layer.forward(&x, &cos, &sin, attn.as_ref(), c, adapter);
         }
         if let Some(c) = cache {
             c.len += t;
