@@ -185,34 +185,49 @@ pub fn generate_ids(
     let out_mask = Tensor::zeros([b, n], opts); // [B, N]
     let out_lp = Tensor::zeros([b, n], (Kind::Float, device)); // [B, N]
     let mut finished = Tensor::zeros([b], (Kind::Bool, device)); // [B]
-    let mut steps = 0;
+    let pad = Tensor::from(cfg.pad_id).to_device(device);
+    // Equal-length prompts need no attention mask at all: a finished row then attends to its
+    // own padding tokens too, which only changes logits that are never read again.
+    let unpadded = prompts.iter().all(|r| r.len() == prompts[0].len());
+    // The early exit reads a flag from the device: a sync that stalls a GPU's queue, so a
+    // GPU checks every few steps (the extra steps generate only padding, trimmed below).
+    let check_every = if device.is_cuda() { 8 } else { 1 };
     tch::no_grad(|| -> Result<(), LmError> {
-        let h = model.forward_cached(&prompt_ids, &mask.narrow(1, 0, p), &mut cache, adapter)?;
+        let h = if unpadded {
+            model.forward_cached_unpadded(&prompt_ids, &mut cache, adapter)?
+        } else {
+            model.forward_cached(&prompt_ids, &mask.narrow(1, 0, p), &mut cache, adapter)?
+        };
         let mut logits = model.lm_head(&h.select(1, p - 1)); // [B, V]
         for step in 0..n {
             let (next, lp) = choose(&logits, cfg.sampling, rng); // [B], [B]
             let active = finished.logical_not(); // [B]
-            let next = next.where_self(&active, &Tensor::from(cfg.pad_id).to_device(device));
+            let next = next.where_self(&active, &pad);
             out_ids.narrow(1, step, 1).copy_(&next.unsqueeze(1));
             out_mask.narrow(1, step, 1).copy_(&active.unsqueeze(1));
             out_lp.narrow(1, step, 1).copy_(&(lp * &active).unsqueeze(1));
             mask.narrow(1, p + step, 1).copy_(&active.unsqueeze(1));
             finished = finished.logical_or(&next.eq(cfg.eos_id));
-            steps = step + 1;
-            // One device sync per step; it buys the early exit.
-            if step + 1 == n || bool::try_from(finished.all())? {
+            if step + 1 == n || ((step + 1) % check_every == 0 && bool::try_from(finished.all())?) {
                 break;
             }
-            let h = model.forward_cached(
-                &next.unsqueeze(1),
-                &mask.narrow(1, 0, p + step + 1),
-                &mut cache,
-                adapter,
-            )?; // [B, 1, D]
+            let h = if unpadded {
+                model.forward_cached_unpadded(&next.unsqueeze(1), &mut cache, adapter)?
+            } else {
+                model.forward_cached(
+                    &next.unsqueeze(1),
+                    &mask.narrow(1, 0, p + step + 1),
+                    &mut cache,
+                    adapter,
+                )?
+            }; // [B, 1, D]
             logits = model.lm_head(&h.select(1, 0)); // [B, V]
         }
         Ok(())
     })?;
+    // Rows stay active up to and including their EOS, so the longest response is the number
+    // of steps in which any row was active.
+    let steps = i64::try_from(out_mask.sum_dim_intlist(1, false, Kind::Int64).max())?;
     let response_ids = out_ids.narrow(1, 0, steps);
     let response_mask = out_mask.narrow(1, 0, steps);
     Ok(Generation {

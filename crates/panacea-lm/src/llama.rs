@@ -188,6 +188,17 @@ fn pretranspose(lin: &SvdLoraLinear) {
     let _ = FusedProj::new(&[lin]);
 }
 
+/// Which keys each query sees in [`Attention::forward`].
+#[derive(Clone, Copy, Debug)]
+enum Attend<'a> {
+    /// Query i sees keys 0..=i (t = S: a full forward without padding).
+    Causal,
+    /// Every query sees every key (one new token over an unpadded cache).
+    Everything,
+    /// An explicit boolean mask [B or 1, 1, t, S] (true = attend): padding, or chunks.
+    Masked(&'a Tensor),
+}
+
 /// Grouped-query self-attention with rotate-half RoPE.
 #[derive(Debug)]
 pub struct Attention {
@@ -244,8 +255,7 @@ impl Attention {
         }
     }
 
-    /// x [B, t, D], cos/sin [B, 1, t, hd] (sin signed, see [`Llama::rope`]), mask [B, 1, t, S]
-    /// (true = attend; `None` = plain causal over t = S keys) → [B, t, D].
+    /// x [B, t, D], cos/sin [B or 1, 1, t, hd] (sin signed, see [`Llama::rope`]) → [B, t, D].
     /// With a cache the new keys/values are written at `cache.len..cache.len + t` and the
     /// attention reads the first S = len + t cached positions.
     fn forward(
@@ -253,7 +263,7 @@ impl Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        attend: Attend<'_>,
         cache: Option<(&LayerCache, i64)>,
         adapter: Adapter<'_>,
     ) -> Tensor {
@@ -283,13 +293,18 @@ impl Attention {
             }
             None => (k, v),
         };
+        let (mask, is_causal) = match attend {
+            Attend::Causal => (None, true),
+            Attend::Everything => (None, false),
+            Attend::Masked(m) => (Some(m), false),
+        };
         let y = Tensor::scaled_dot_product_attention(
             &q,
             &k,
             &v,
             mask,
             0.0,
-            mask.is_none(),
+            is_causal,
             None,
             self.n_heads != self.n_kv_heads,
         ); // [B, H, t, hd]
@@ -399,7 +414,7 @@ impl DecoderLayer {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        attend: Attend<'_>,
         cache: Option<(&LayerCache, i64)>,
         adapter: Adapter<'_>,
     ) -> Tensor {
@@ -407,7 +422,7 @@ impl DecoderLayer {
             &self.input_layernorm.forward(x),
             cos,
             sin,
-            mask,
+            attend,
             cache,
             adapter,
         ); // [B, t, D]
@@ -577,7 +592,7 @@ impl Llama {
         self.embed_tokens.kind()
     }
 
-    /// cos/sin tables for positions [B, t] → [B, 1, t, hd] each, in f32 then cast to the model
+    /// cos/sin tables for positions [B or 1, t] → [B or 1, 1, t, hd] each, in f32 then cast to the model
     /// dtype. The sin table's first half is negated (the sign of rotate_half, see `apply_rope`).
     fn rope(&self, positions: &Tensor) -> (Tensor, Tensor) {
         let hd = self.config.head_dim();
@@ -593,44 +608,82 @@ impl Llama {
     }
 
     /// The shared body of the full and the cached forward. ids [B, t]; mask [B, S] covers the
-    /// `start` cached positions and the t new ones (S = start + t).
+    /// `start` cached positions and the t new ones (S = start + t); `None` means every one of
+    /// them is a real token (no padding anywhere).
     fn body(
         &self,
         ids: &Tensor,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         cache: Option<&mut KvCache>,
         adapter: Adapter<'_>,
     ) -> Tensor {
         let t = ids.size()[1];
-        let s = mask.size()[1];
-        let start = s - t;
+        let start = cache.as_deref().map_or(0, |c| c.len);
+        let s = start + t;
         let dev = ids.device();
-        let mask = mask.to_device(dev);
-        // Positions count real tokens only, so left padding does not shift them.
-        let positions = (mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0); // [B, S]
-        let positions = positions.narrow(1, start, t); // [B, t]
+        let mask = mask.map(|m| m.to_device(dev));
+        // Unpadded rows need no boolean mask: `is_causal` (or no mask at all for one new token)
+        // lets SDPA pick its fused kernels (flash on CUDA), which refuse one. Checking a given
+        // mask costs one host sync, so only the first (prefill) call does it.
+        let unpadded = match &mask {
+            None => true,
+            Some(m) => start == 0 && bool::try_from(m.ne(0).all()).unwrap_or(false),
+        };
+        let positions = match (&mask, unpadded) {
+            // Positions count real tokens only, so left padding does not shift them.
+            (Some(m), false) => {
+                let all = (m.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0); // [B, S]
+                all.narrow(1, start, t) // [B, t]
+            }
+            _ => Tensor::arange_start(start, s, (Kind::Int64, dev)).unsqueeze(0), // [1, t]
+        };
         let (cos, sin) = self.rope(&positions);
-        // Unpadded rows starting at position 0 need no explicit mask: `is_causal` lets SDPA pick
-        // its fused (flash) kernels, which refuse a boolean mask. One host sync per call.
-        let dense = start == 0 && bool::try_from(mask.ne(0).all()).unwrap_or(false);
-        let attn = (!dense).then(|| {
-            let key_idx = Tensor::arange(s, (Kind::Int64, dev)); // [S]
-            let query_idx = Tensor::arange_start(start, s, (Kind::Int64, dev)); // [t]
-            let causal = key_idx.unsqueeze(0).le_tensor(&query_idx.unsqueeze(1)); // [t, S]
-            let valid = mask.to_kind(Kind::Bool).unsqueeze(1); // [B, 1, S]
-            // A padding query would otherwise see no key at all (NaN); let it see itself.
-            let diag = key_idx.unsqueeze(0).eq_tensor(&query_idx.unsqueeze(1)); // [t, S]
-            causal.logical_and(&valid).logical_or(&diag).unsqueeze(1) // [B, 1, t, S]
-        });
+        let key_idx = || Tensor::arange(s, (Kind::Int64, dev)); // [S]
+        let query_idx = || Tensor::arange_start(start, s, (Kind::Int64, dev)); // [t]
+        let causal = || key_idx().unsqueeze(0).le_tensor(&query_idx().unsqueeze(1)); // [t, S]
+        let explicit = match (&mask, unpadded) {
+            (_, true) if start == 0 || t == 1 => None,
+            (_, true) => Some(causal().view([1, 1, t, s])), // [1, 1, t, S]
+            (Some(m), false) => {
+                let valid = m.to_kind(Kind::Bool).unsqueeze(1); // [B, 1, S]
+                                                                // A padding query would otherwise see no key at all (NaN); let it see itself.
+                let diag = key_idx().unsqueeze(0).eq_tensor(&query_idx().unsqueeze(1)); // [t, S]
+                Some(causal().logical_and(&valid).logical_or(&diag).unsqueeze(1))
+                // [B, 1, t, S]
+            }
+            (None, false) => unreachable!("no mask means unpadded"),
+        };
+        let attend = match &explicit {
+            Some(m) => Attend::Masked(m),
+            None if start == 0 => Attend::Causal,
+            None => Attend::Everything,
+        };
         let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false); // [B, t, D]
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref().map(|c| (&c.layers[i], c.len));
-            x = layer.forward(&x, &cos, &sin, attn.as_ref(), c, adapter);
+            x = layer.forward(&x, &cos, &sin, attend, c, adapter);
         }
         if let Some(c) = cache {
             c.len += t;
         }
         self.norm.forward(&x) // [B, t, D]
+    }
+
+    /// Checks that t new tokens for `b` rows fit `cache`.
+    fn check_cache(&self, b: i64, t: i64, cache: &KvCache) -> Result<(), crate::LmError> {
+        let want = cache.len + t;
+        if want > cache.capacity {
+            return Err(crate::LmError::Invalid(format!(
+                "forward_cached: {want} positions exceed the cache capacity {}",
+                cache.capacity
+            )));
+        }
+        if cache.layers.first().map(|l| l.k.size()[0]) != Some(b) && !cache.layers.is_empty() {
+            return Err(crate::LmError::Invalid(format!(
+                "forward_cached: batch {b} does not match the cache's batch"
+            )));
+        }
+        Ok(())
     }
 
     /// Incremental forward: ids [B, t] are the next t tokens of every row; `mask` [B, len + t]
@@ -651,24 +704,28 @@ impl Llama {
                 mask.size()
             )));
         }
-        if want > cache.capacity {
-            return Err(crate::LmError::Invalid(format!(
-                "forward_cached: {want} positions exceed the cache capacity {}",
-                cache.capacity
-            )));
-        }
-        if cache.layers.first().map(|l| l.k.size()[0]) != Some(b) && !cache.layers.is_empty() {
-            return Err(crate::LmError::Invalid(format!(
-                "forward_cached: batch {b} does not match the cache's batch"
-            )));
-        }
-        Ok(self.body(ids, mask, Some(cache), adapter))
+        self.check_cache(b, t, cache)?;
+        Ok(self.body(ids, Some(mask), Some(cache), adapter))
+    }
+
+    /// [`Llama::forward_cached`] for rows without padding: every cached position and every new
+    /// token is real. No mask is built, so one new token attends through SDPA's unmasked
+    /// (flash-decoding) kernels on CUDA, and nothing syncs with the host.
+    pub fn forward_cached_unpadded(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        adapter: Adapter<'_>,
+    ) -> Result<Tensor, crate::LmError> {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        self.check_cache(b, t, cache)?;
+        Ok(self.body(ids, None, Some(cache), adapter))
     }
 }
 
 impl CausalLm for Llama {
     fn hidden_states(&self, ids: &Tensor, attention_mask: &Tensor, adapter: Adapter<'_>) -> Tensor {
-        self.body(ids, attention_mask, None, adapter)
+        self.body(ids, Some(attention_mask), None, adapter)
     }
 
     fn lm_head(&self, hidden: &Tensor) -> Tensor {

@@ -61,6 +61,31 @@ fn kv_cache_decoding_equals_full_forward() {
 }
 
 #[test]
+fn unpadded_cache_path_equals_full_forward_for_prefill_chunks_and_single_tokens() {
+    // The mask-free path: prefill (SDPA is_causal), a 3-token chunk over a filled cache (an
+    // explicit causal mask) and single tokens (no mask at all) must all match the full forward.
+    let (_vs, model) = tiny(5);
+    let x = ids(&[
+        &[11, 12, 13, 14, 15, 16, 17, 18, 19, 20],
+        &[30, 31, 32, 33, 34, 35, 36, 37, 38, 39],
+    ]);
+    let full = tch::no_grad(|| model.logits(&x, &x.ones_like(), Adapter::Off)); // [2, 10, V]
+    let mut cache = KvCache::new(&model, 2, 10);
+    let mut parts = Vec::new();
+    tch::no_grad(|| {
+        for (start, len) in [(0, 3), (3, 3), (6, 1), (7, 1), (8, 1), (9, 1)] {
+            let h =
+                model.forward_cached_unpadded(&x.narrow(1, start, len), &mut cache, Adapter::Off);
+            parts.push(model.lm_head(&h.expect("cached step")));
+        }
+    });
+    let d = max_abs_diff(&full, &Tensor::cat(&parts, 1));
+    assert!(d < 1e-4, "max |full − unpadded cached| = {d}");
+    let mut small = KvCache::new(&model, 2, 2);
+    assert!(model.forward_cached_unpadded(&x.narrow(1, 0, 3), &mut small, Adapter::Off).is_err());
+}
+
+#[test]
 fn kv_cache_rejects_overflow_and_bad_masks() {
     let (_vs, model) = tiny(3);
     let mut cache = KvCache::new(&model, 1, 4);
