@@ -14,7 +14,8 @@
 //!   GQA 32/4, SwiGLU 5632, V 32,000).
 //! - `decode`: `generate_ids` (greedy, preallocated KV cache, EOS never hit) on the SmolLM2-135M
 //!   shape at B = 1, 8, 64, 256: `base` (`Adapter::Off`), `merged` (every adapted layer merged at
-//!   one λ), `rows` (unmerged, one λ per row). Reports tokens/s and the fraction of the HBM
+//!   one λ), `rows` (unmerged, one λ per row, factors prepared once per call as the PPO rollout
+//!   does), `rows_unprepared` (the same without preparing). Reports tokens/s and the fraction of the HBM
 //!   roofline (weights + KV cache read per step, over the measured copy bandwidth).
 //! - `ppo`: one MO-PPO iteration (`PpoTrainer::step`) on the SmolLM2-135M shape with two learned
 //!   score models as objectives, and its split: generation, scoring, reference (log-probs under
@@ -32,7 +33,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use panacea_core::adapter::{Adapter, SvdLoraConfig, SvdLoraLinear};
+use panacea_core::adapter::{Adapter, SvdLoraConfig};
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::{seed_everything, Objective, PreferenceVector};
 use panacea_dpo::{DpoSettings, DpoTrainer, PairBatch, StepPreference};
@@ -269,33 +270,16 @@ fn prefs(b: i64, device: Device) -> (Tensor, Tensor) {
     (one, rows)
 }
 
-fn projections(model: &mut Llama) -> impl Iterator<Item = &mut SvdLoraLinear> {
-    model.layers.iter_mut().flat_map(|l| {
-        let a = &mut l.self_attn;
-        let m = &mut l.mlp;
-        [
-            &mut a.q_proj,
-            &mut a.k_proj,
-            &mut a.v_proj,
-            &mut a.o_proj,
-            &mut m.gate_proj,
-            &mut m.up_proj,
-            &mut m.down_proj,
-        ]
-    })
-}
-
-/// Merges W0 + ΔW(λ) into every adapted layer's cache (`SvdLoraLinear::merge`). panacea-lm has
-/// no model-level merge yet; this is the loop it would hold.
+/// Merges W0 + ΔW(λ) into every adapted layer's cache (`SvdLoraLinear::merge`).
 fn merge_all(model: &mut Llama, pref: &Tensor) -> Result<()> {
-    for p in projections(model) {
+    for p in model.linears_mut() {
         p.merge(pref)?;
     }
     Ok(())
 }
 
 fn unmerge_all(model: &mut Llama) {
-    for p in projections(model) {
+    for p in model.linears_mut() {
         p.unmerge();
     }
 }
@@ -420,7 +404,7 @@ fn decode(cx: &mut Ctx) -> Result<()> {
             Vec::<Vec<i64>>::try_from(random_ids(b, p, cfg.vocab_size, Device::Cpu))?;
         let (one, rows) = prefs(b, dev);
         let iters = cx.iters(2);
-        for mode in ["base", "merged", "rows"] {
+        for mode in ["base", "merged", "rows", "rows_unprepared"] {
             if mode == "merged" {
                 merge_all(&mut model, &one)?;
             }
@@ -431,7 +415,17 @@ fn decode(cx: &mut Ctx) -> Result<()> {
             };
             let mut err = None;
             let ms = time_ms(dev, 1, iters, || {
-                if let Err(e) = generate_ids(&model, &prompts, adapter, &gen_cfg, &mut rng) {
+                // `rows` prepares the adapter's factors once per call, as the PPO rollout does.
+                let out = if mode == "rows" {
+                    model
+                        .with_prepared_adapter(&rows, |m| {
+                            generate_ids(m, &prompts, adapter, &gen_cfg, &mut rng)
+                        })
+                        .and_then(|g| g)
+                } else {
+                    generate_ids(&model, &prompts, adapter, &gen_cfg, &mut rng)
+                };
+                if let Err(e) = out {
                     err = Some(e);
                 }
             });
@@ -530,7 +524,7 @@ fn ppo(cx: &mut Ctx) -> Result<()> {
     let (mut gen_ms, mut score_ms, mut ref_ms, mut upd_ms) = (vec![], vec![], vec![], vec![]);
     for _ in 0..iters {
         let t0 = Instant::now();
-        let gen = rollout(&trainer.policy, &batch, &pref_rows, &gen_cfg, &mut rng.sampling)?;
+        let gen = rollout(&mut trainer.policy, &batch, &pref_rows, &gen_cfg, &mut rng.sampling)?;
         sync(dev);
         gen_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         let responses = vec![String::new(); b as usize];

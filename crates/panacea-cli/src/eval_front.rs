@@ -619,25 +619,6 @@ impl DpsSpec {
     }
 }
 
-/// Every adapted projection of a model, in layer order.
-fn projections(model: &Llama) -> Vec<&SvdLoraLinear> {
-    model
-        .layers
-        .iter()
-        .flat_map(|l| {
-            [
-                &l.self_attn.q_proj,
-                &l.self_attn.k_proj,
-                &l.self_attn.v_proj,
-                &l.self_attn.o_proj,
-                &l.mlp.gate_proj,
-                &l.mlp.up_proj,
-                &l.mlp.down_proj,
-            ]
-        })
-        .collect()
-}
-
 /// Everything measured: per method (base first) its front and per-prompt samples.
 #[derive(Debug)]
 pub(crate) struct Evaluation {
@@ -957,8 +938,8 @@ fn evaluate_soup(ctx: &EvalContext<'_>, soup: &SoupSpec) -> anyhow::Result<Score
         views.push(view);
         prefs.push(pref.to_tensor(device));
     }
-    let base = projections(model);
-    let parts: Vec<Vec<&SvdLoraLinear>> = views.iter().map(projections).collect();
+    let base: Vec<&SvdLoraLinear> = model.linears().collect();
+    let parts: Vec<Vec<&SvdLoraLinear>> = views.iter().map(|v| v.linears().collect()).collect();
     let originals: Vec<tch::Tensor> = base.iter().map(|p| p.weight.copy()).collect();
     let (np, ns) = (prompts.len(), cfg.samples_per_prompt);
     let rows: Vec<(Option<&PreferenceVector>, usize)> =

@@ -261,6 +261,23 @@ struct Merged {
     pref_ptr: usize,
 }
 
+/// The adapter's factors for one preference, cast and folded once for a no-grad decode loop
+/// (see [`SvdLoraLinear::prepare`]): each step then adds two small GEMMs (and a row scale),
+/// instead of recomputing the diagonal, the fold and the casts (about 8 kernels per layer and
+/// step, which bound GPU decoding by launch overhead).
+#[derive(Debug)]
+struct Prepared {
+    /// Address and shape of the preference tensor it was prepared for.
+    pref_ptr: usize,
+    pref_size: Vec<i64>,
+    /// λ [K]: V·diag(c·d); λ [B, K]: V. In W0's dtype: [d_in, R].
+    v: Tensor,
+    /// λ [B, K] only: c·d per row, [B, 1, R] in W0's dtype.
+    row_scale: Option<Tensor>,
+    /// Uᵀ in W0's dtype: [R, d_out] (a transposed view).
+    u_t: Tensor,
+}
+
 /// Whether autograd is recording (libtorch's thread-local grad mode).
 fn grad_enabled() -> bool {
     // SAFETY: at_grad_set_enabled only flips libtorch's thread-local GradMode flag and returns
@@ -291,6 +308,7 @@ pub struct SvdLoraLinear {
     /// The adapter, when this module is a target.
     pub lora: Option<SvdLora>,
     merged: Option<Merged>,
+    prepared: Option<Prepared>,
 }
 
 impl SvdLoraLinear {
@@ -307,13 +325,13 @@ impl SvdLoraLinear {
         let weight = base.zeros_no_train("weight", &[d_out, d_in]);
         let bias = bias.then(|| base.zeros_no_train("bias", &[d_out]));
         let lora = adapter.map(|(p, cfg)| SvdLora::new(p, cfg, d_in, d_out));
-        Self { weight, bias, lora, merged: None }
+        Self { weight, bias, lora, merged: None, prepared: None }
     }
 
     /// Builds a layer from existing tensors: a frozen weight [d_out, d_in] (e.g. shared with
     /// another model through `shallow_clone`), an optional bias [d_out] and an optional adapter.
     pub fn from_parts(weight: Tensor, bias: Option<Tensor>, lora: Option<SvdLora>) -> Self {
-        Self { weight, bias, lora, merged: None }
+        Self { weight, bias, lora, merged: None, prepared: None }
     }
 
     /// y = x·W0ᵀ + b (+ the adapter under [`Adapter::On`]). x [.., d_in] → [.., d_out].
@@ -324,7 +342,10 @@ impl SvdLoraLinear {
                     return x.linear(&merged.weight, self.bias.as_ref()); // [.., d_out]
                 }
                 let y = x.linear(&self.weight, self.bias.as_ref()); // [.., d_out]
-                lora.add_to(&y, x, pref) // [.., d_out]
+                match self.prepared.as_ref().filter(|p| Self::prepared_hit(p, pref, x)) {
+                    Some(p) => Self::add_prepared(p, &y, x),
+                    None => lora.add_to(&y, x, pref), // [.., d_out]
+                }
             }
             _ => x.linear(&self.weight, self.bias.as_ref()), // [.., d_out]
         }
@@ -337,6 +358,29 @@ impl SvdLoraLinear {
             (Adapter::On { pref }, Some(lora)) => y + lora.forward(x, pref),
             _ => y,
         }
+    }
+
+    fn prepared_hit(p: &Prepared, pref: &Tensor, x: &Tensor) -> bool {
+        !grad_enabled()
+            && pref.data_ptr() as usize == p.pref_ptr
+            && pref.size() == p.pref_size
+            && x.kind() == p.v.kind()
+    }
+
+    /// [`SvdLora::add_to`] with the prepared factors: the same operations on the same values.
+    fn add_prepared(p: &Prepared, y: &Tensor, x: &Tensor) -> Tensor {
+        let out_size = y.size();
+        let d_in = p.v.size()[0];
+        let d_out = out_size.last().copied().unwrap_or(1);
+        let xv = match &p.row_scale {
+            None => x.reshape([-1, d_in]).matmul(&p.v), // [N, R]
+            Some(cd) => {
+                let r = p.v.size()[1];
+                (x.reshape([cd.size()[0], -1, d_in]).matmul(&p.v) * cd).reshape([-1, r])
+                // [N, R]
+            }
+        };
+        y.reshape([-1, d_out]).addmm(&xv, &p.u_t).view(out_size.as_slice()) // [.., d_out]
     }
 
     fn cache_hit(merged: &Merged, pref: &Tensor) -> bool {
@@ -377,6 +421,51 @@ impl SvdLoraLinear {
         let weight = (self.weight.to_kind(Kind::Float) + delta).to_kind(self.weight.kind());
         self.merged = Some(Merged { weight, pref: pref_f32, pref_ptr: pref.data_ptr() as usize });
         Ok(())
+    }
+
+    /// Casts and folds the adapter's factors once for `pref` ([K] or [B, K]) so that forwards
+    /// under `Adapter::On { pref }` with grad mode off, given this very tensor, skip that work:
+    /// a decode loop calls the layer once per token with the same λ. Unlike [`Self::merge`] it
+    /// serves per-row preferences and keeps the adapter's two small GEMMs, so its results equal
+    /// the unprepared path exactly. The factors are a snapshot: drop them with
+    /// [`Self::unprepare`] before the adapter trains again (`Llama::with_prepared_adapter`
+    /// scopes both). A layer without an adapter ignores the call.
+    pub fn prepare(&mut self, pref: &Tensor) -> Result<(), CoreError> {
+        let Some(lora) = &self.lora else { return Ok(()) };
+        let k = lora.v.size()[1] - lora.sigma.size()[0];
+        if pref.size().last() != Some(&k) || !(1..=2).contains(&pref.dim()) {
+            return Err(CoreError::Shape {
+                what: "prepared preference ([K] or [B, K])".into(),
+                expected: vec![k],
+                got: pref.size(),
+            });
+        }
+        let _guard = tch::no_grad_guard();
+        let kind = self.weight.kind();
+        let cd = lora.diagonal(pref) * lora.scale; // [R] or [B, R], f32
+        let (v, row_scale) = if cd.dim() == 1 {
+            ((&lora.v * cd.unsqueeze(0)).to_kind(kind), None) // [d_in, R]
+        } else {
+            (lora.v.to_kind(kind), Some(cd.to_kind(kind).unsqueeze(1))) // [d_in, R], [B, 1, R]
+        };
+        self.prepared = Some(Prepared {
+            pref_ptr: pref.data_ptr() as usize,
+            pref_size: pref.size(),
+            v,
+            row_scale,
+            u_t: lora.u.to_kind(kind).tr(),
+        });
+        Ok(())
+    }
+
+    /// Drops the prepared factors (see [`Self::prepare`]).
+    pub fn unprepare(&mut self) {
+        self.prepared = None;
+    }
+
+    /// Whether prepared factors are held (see [`Self::prepare`]).
+    pub fn is_prepared(&self) -> bool {
+        self.prepared.is_some()
     }
 
     /// Drops the merged cache; forwards use W0 and the adapter path again.

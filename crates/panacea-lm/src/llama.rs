@@ -587,6 +587,46 @@ impl Llama {
         })
     }
 
+    /// Every projection of every layer (q, k, v, o, gate, up, down), in layer order.
+    pub fn linears(&self) -> impl Iterator<Item = &SvdLoraLinear> {
+        self.layers.iter().flat_map(|l| {
+            let (a, m) = (&l.self_attn, &l.mlp);
+            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+        })
+    }
+
+    /// [`Llama::linears`], mutable.
+    pub fn linears_mut(&mut self) -> impl Iterator<Item = &mut SvdLoraLinear> {
+        self.layers.iter_mut().flat_map(|l| {
+            let (a, m) = (&mut l.self_attn, &mut l.mlp);
+            [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ]
+        })
+    }
+
+    /// Runs `f` with every adapter's factors prepared for `pref` ([K] or [B, K]; see
+    /// [`SvdLoraLinear::prepare`]) and drops them afterwards, so they cannot outlive the λ or
+    /// the adapter values they were made from. For no-grad loops that call the model many times
+    /// under `Adapter::On { pref }` with this same tensor, like generation; results are equal to
+    /// the unprepared forward.
+    pub fn with_prepared_adapter<R>(
+        &mut self,
+        pref: &Tensor,
+        f: impl FnOnce(&Llama) -> R,
+    ) -> Result<R, crate::LmError> {
+        let prepared = self.linears_mut().try_for_each(|l| l.prepare(pref));
+        let out = prepared.map(|()| f(self));
+        self.linears_mut().for_each(SvdLoraLinear::unprepare);
+        out.map_err(|e| crate::LmError::Invalid(format!("preparing the adapter: {e}")))
+    }
+
     /// The dtype of the base weights (activations use it too).
     pub fn kind(&self) -> Kind {
         self.embed_tokens.kind()

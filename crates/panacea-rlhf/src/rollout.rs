@@ -128,16 +128,24 @@ pub fn generate_config(cfg: &RolloutConfig, eos_id: i64, pad_id: i64) -> Generat
 }
 
 /// Samples responses to `batch` under `Adapter::On { pref }` (pref [B, K]) without gradients.
+/// The adapter's factors are prepared once for the whole rollout (same tokens as unprepared).
 pub fn rollout(
-    policy: &Llama,
+    policy: &mut Llama,
     batch: &PromptBatch,
     pref: &Tensor,
     cfg: &GenerateConfig,
     rng: &mut impl Rng,
 ) -> Result<Generation, RlhfError> {
-    tch::no_grad(|| generate_ids(policy, &batch.ids, Adapter::On { pref }, cfg, rng)).map_err(|e| {
-        RlhfError::Invalid { what: "rollout generation".into(), reason: e.to_string() }
-    })
+    let invalid = |e: panacea_lm::LmError| RlhfError::Invalid {
+        what: "rollout generation".into(),
+        reason: e.to_string(),
+    };
+    policy
+        .with_prepared_adapter(pref, |p| {
+            tch::no_grad(|| generate_ids(p, &batch.ids, Adapter::On { pref }, cfg, rng))
+        })
+        .map_err(invalid)?
+        .map_err(invalid)
 }
 
 /// The action mask [B, A] (f32) of a generation: action position t predicts token t + 1, so

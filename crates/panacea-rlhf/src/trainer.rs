@@ -360,7 +360,7 @@ impl PpoTrainer {
         let pref_t = self.preference_rows(prefs, batch.len())?; // [B, K]
 
         // 1. Rollout under On{λ}.
-        let gen = rollout(&self.policy, batch, &pref_t, &self.gen_cfg, &mut rng.sampling)?;
+        let gen = rollout(&mut self.policy, batch, &pref_t, &self.gen_cfg, &mut rng.sampling)?;
         let responses = match &self.tokenizer {
             Some(t) => response_texts(&gen, t).map_err(|e| RlhfError::Invalid {
                 what: "decoding responses".into(),

@@ -268,6 +268,45 @@ fn merged_equals_unmerged_and_never_drifts() {
 }
 
 #[test]
+fn prepared_factors_give_the_unprepared_output_exactly_and_only_for_that_tensor() {
+    setup();
+    let c = cfg(6, 2, 16.0);
+    let mut l = layer(&c, 20, 12, Kind::Float);
+    randomise_diagonal(&l);
+    let x = Tensor::randn([3, 5, 20], (Kind::Float, Device::Cpu));
+    let rows = Tensor::from_slice(&[0.9f32, 0.1, 0.5, 0.5, 0.2, 0.8]).view([3, 2]);
+    let shared = Tensor::from_slice(&[0.3f32, 0.7]);
+    for pref in [&rows, &shared] {
+        let _guard = tch::no_grad_guard();
+        let want = l.layer.forward(&x, Adapter::On { pref });
+        l.layer.prepare(pref).expect("prepare");
+        assert!(l.layer.is_prepared());
+        assert!(l.layer.forward(&x, Adapter::On { pref }).equal(&want), "prepared ≠ unprepared");
+        // The factors are a snapshot: after σ changes, the prepared path still gives the old
+        // output (proving it was taken), while another tensor with the same values recomputes.
+        let sigma = l.layer.lora.as_ref().expect("adapted").sigma.shallow_clone();
+        let old_sigma = sigma.copy();
+        let _ = sigma.shallow_clone().g_add_scalar_(0.5);
+        assert!(l.layer.forward(&x, Adapter::On { pref }).equal(&want));
+        let fresh = l.layer.forward(&x, Adapter::On { pref: &pref.copy() });
+        assert!(
+            max_abs_diff(&fresh, &want) > 1e-3,
+            "a copy of λ must not hit the prepared factors"
+        );
+        l.layer.unprepare();
+        assert!(l.layer.forward(&x, Adapter::On { pref }).equal(&fresh));
+        sigma.shallow_clone().copy_(&old_sigma);
+    }
+    // Grad mode ignores prepared factors: the adapter still gets its gradient.
+    l.layer.prepare(&rows).expect("prepare");
+    let u = l.layer.lora.as_ref().expect("adapted").u.shallow_clone();
+    l.layer.forward(&x, Adapter::On { pref: &rows }).sum(Kind::Float).backward();
+    assert!(u.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    let wrong_k = Tensor::from_slice(&[0.2f32, 0.3, 0.5]);
+    assert!(l.layer.prepare(&wrong_k).is_err());
+}
+
+#[test]
 fn merge_rejects_mixed_preference_batches() {
     setup();
     let c = cfg(4, 2, 8.0);

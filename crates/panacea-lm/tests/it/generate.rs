@@ -143,3 +143,38 @@ fn invalid_settings_are_rejected() {
         generate_ids(&model, &empty, Adapter::Off, &cfg(Sampling::Greedy, 2), &mut rng).is_err()
     );
 }
+
+#[test]
+fn prepared_adapter_generates_the_same_tokens_and_log_probs_and_is_dropped_afterwards() {
+    let (_vs, model) = tiny(14);
+    let avs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let mut policy =
+        model.with_adapter(Some((&avs.root(), &panacea_core::adapter::SvdLoraConfig::new(2))));
+    panacea_lm::init_random(&avs, 9); // a non-zero diagonal, so the adapter matters
+    let ps = prompts();
+    let prefs: Vec<f32> = (0..8).flat_map(|i| [i as f32 / 7.0, 1.0 - i as f32 / 7.0]).collect();
+    let prefs = tch::Tensor::from_slice(&prefs).view([8, 2]); // per-row λ, like a PPO rollout
+    let c = cfg(Sampling::Sample { temperature: 1.0, top_k: None, top_p: Some(0.95) }, 6);
+    let on = Adapter::On { pref: &prefs };
+    let run = |m: &panacea_lm::Llama| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        generate_ids(m, &ps, on, &c, &mut rng).expect("generate")
+    };
+    let plain = run(&policy);
+    let base =
+        generate_ids(&model, &ps, Adapter::Off, &c, &mut rand::rngs::StdRng::seed_from_u64(5))
+            .expect("base");
+    assert!(!plain.logprobs.equal(&base.logprobs), "the adapter must change the rollout");
+    let prepared = policy
+        .with_prepared_adapter(&prefs, |m| {
+            assert!(m.linears().all(|l| l.is_prepared()));
+            run(m)
+        })
+        .expect("prepare");
+    assert!(prepared.response_ids.equal(&plain.response_ids));
+    assert!(prepared.logprobs.equal(&plain.logprobs), "prepared log-probs must be bit-equal");
+    assert!(policy.linears().all(|l| !l.is_prepared()), "dropped after the scope");
+    let wrong = tch::Tensor::ones([8, 3], (Kind::Float, tch::Device::Cpu));
+    assert!(policy.with_prepared_adapter(&wrong, |_| ()).is_err());
+    assert!(policy.linears().all(|l| !l.is_prepared()), "dropped after an error too");
+}
