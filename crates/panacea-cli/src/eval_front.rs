@@ -77,6 +77,10 @@ pub(crate) struct Args {
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
+    /// Weight dtype of the base model, f32 or bf16 (overrides the config's `dtype`); it must
+    /// match the dtype the adapters were trained with (their base hash includes it).
+    #[arg(long)]
+    dtype: Option<DType>,
     /// A native Panacea adapter folder to evaluate on the grid (repeat to compare methods).
     #[arg(long = "adapter")]
     adapters: Vec<PathBuf>,
@@ -1678,6 +1682,9 @@ pub(crate) fn plan(args: &Args) -> anyhow::Result<Plan> {
     if let Some(d) = args.device {
         cfg.device = d;
     }
+    if let Some(dtype) = args.dtype {
+        cfg.dtype = dtype;
+    }
     ensure!(
         args.labels.is_empty() || args.labels.len() == args.adapters.len(),
         "{} --label for {} --adapter\nhint: give one label per adapter, in the same order, or none",
@@ -2155,6 +2162,7 @@ mod tests {
                 "bootstrap.n_resamples=20".into(),
             ],
             device: Some(DeviceChoice::Cpu),
+            dtype: None,
             adapters: vec![ls_adapter.clone()],
             labels: vec![],
             soups: vec![],

@@ -60,6 +60,10 @@ pub(crate) struct Args {
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
+    /// Weight dtype of the frozen base, f32 or bf16 (overrides the config's `dtype`); the
+    /// adapter, the losses and the optimiser state stay f32.
+    #[arg(long)]
+    dtype: Option<DType>,
     /// Skip malformed pair lines (counted and reported, the first few by file and line)
     /// instead of stopping at the first one.
     #[arg(long)]
@@ -89,6 +93,7 @@ impl Args {
             config: Some(config),
             sets,
             device,
+            dtype: None,
             skip_invalid: false,
             resume: None,
             runs_dir,
@@ -131,6 +136,10 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
     let mut cfg: DpoRunConfig = parse_config(&text, &source.display().to_string(), &args.sets)?;
     if let Some(d) = args.device {
         cfg.device = d;
+    }
+    if let Some(dtype) = args.dtype {
+        // Before the config is saved, so the run folder (and a resume) records it.
+        cfg.dtype = dtype;
     }
     let k = cfg.k();
     let device = cfg.device.resolve()?;
