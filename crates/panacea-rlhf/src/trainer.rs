@@ -492,7 +492,16 @@ impl PpoTrainer {
         let p = self.cfg.ppo.clone();
         let mut sums = [0.0f64; 5]; // policy loss, value loss, clip frac, approx kl, entropy
         let mut n = 0.0;
+        // Every row is in some minibatch of every epoch, so the distinct preferences used are
+        // those of the whole rollout (read once: a device sync per minibatch would stall a GPU).
         let mut pref_used: Vec<Vec<f64>> = Vec::new();
+        for row in
+            Vec::<Vec<f64>>::try_from(exp.pref.to_kind(Kind::Double).to_device(tch::Device::Cpu))?
+        {
+            if !pref_used.contains(&row) {
+                pref_used.push(row);
+            }
+        }
         for _epoch in 0..p.update_iters {
             let mut order: Vec<i64> = (0..b as i64).collect();
             order.shuffle(&mut rng.sampling);
@@ -503,13 +512,6 @@ impl PpoTrainer {
                 let mask = sel(&exp.mask); // [b, T]
                 let act = sel(&exp.act_mask); // [b, A]
                 let pref = sel(&exp.pref); // [b, K]
-                for row in Vec::<Vec<f64>>::try_from(
-                    pref.to_kind(Kind::Double).to_device(tch::Device::Cpu),
-                )? {
-                    if !pref_used.contains(&row) {
-                        pref_used.push(row);
-                    }
-                }
 
                 // Actor.
                 let on = Adapter::On { pref: &pref };
@@ -517,10 +519,13 @@ impl PpoTrainer {
                     response_log_probs(&self.policy, &seq, &mask, on, exp.prompt_len)?; // [b, A], [b, N, V]
                 let pl =
                     policy_loss(&lp, &sel(&exp.old_lp), &sel(&exp.advantages), &act, p.clip_ratio);
-                let ploss = ensure_finite(step, "policy loss", pl.loss.double_value(&[]))?;
+                // The finiteness checks come after the backward is queued (the clip's norm
+                // syncs anyway) but before the step, so a NaN never reaches the adapter.
                 self.actor_opt.zero_grad();
                 pl.loss.backward();
-                self.actor_opt.clip_grad_norm(o.grad_clip);
+                let grad_norm = self.actor_opt.clip_grad_norm(o.grad_clip);
+                let ploss = ensure_finite(step, "policy loss", pl.loss.double_value(&[]))?;
+                ensure_finite(step, "policy gradient norm", grad_norm)?;
                 self.actor_opt.step();
                 let entropy = tch::no_grad(|| {
                     let logp = logits.detach().log_softmax(-1, Kind::Float); // [b, N, V]
@@ -539,10 +544,11 @@ impl PpoTrainer {
                 let v = self.critic.values(&seq, &mask, &pref); // [b, A, K]
                 let vl =
                     value_loss(&v, &sel(&exp.old_values), &sel(&exp.returns), &act, p.clip_value);
-                let vloss = ensure_finite(step, "value loss", vl.double_value(&[]))?;
                 self.critic.opt.zero_grad();
                 vl.backward();
-                self.critic.opt.clip_grad_norm(o.grad_clip);
+                let grad_norm = self.critic.opt.clip_grad_norm(o.grad_clip);
+                let vloss = ensure_finite(step, "value loss", vl.double_value(&[]))?;
+                ensure_finite(step, "value gradient norm", grad_norm)?;
                 self.critic.opt.step();
 
                 sums[0] += ploss;
