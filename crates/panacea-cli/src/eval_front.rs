@@ -1130,13 +1130,6 @@ pub(crate) struct Dominance {
     pub(crate) epsilon_additive: f64,
 }
 
-/// Coverage C(A, B) for maximised objectives (see [`Dominance::coverage`]).
-fn coverage(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    let weakly = |p: &Vec<f64>, q: &Vec<f64>| p.iter().zip(q).all(|(x, y)| x >= y);
-    let covered = b.iter().filter(|q| a.iter().any(|p| weakly(p, q))).count();
-    covered as f64 / b.len().max(1) as f64
-}
-
 /// Every ordered pair of distinct methods' [`Dominance`].
 fn dominance(methods: &[MethodInput]) -> anyhow::Result<Vec<Dominance>> {
     let mut out = Vec::new();
@@ -1146,7 +1139,7 @@ fn dominance(methods: &[MethodInput]) -> anyhow::Result<Vec<Dominance>> {
             out.push(Dominance {
                 method: a.name.clone(),
                 over: b.name.clone(),
-                coverage: coverage(pa, pb),
+                coverage: panacea_eval::coverage(pa, pb, Sense::Max)?,
                 epsilon_additive: epsilon_additive(pa, pb, Sense::Max)?,
             });
         }
@@ -2115,14 +2108,6 @@ mod tests {
         let csv = std::fs::read_to_string(out.join("points.csv")).expect("csv");
         assert_eq!(csv.lines().count(), 1 + 1 + 3 * 2, "header + base + 2 λ × 3 methods:\n{csv}");
         let _ = std::fs::remove_dir_all(&tmp);
-    }
-
-    #[test]
-    fn coverage_is_the_share_of_weakly_dominated_points() {
-        let a = vec![vec![1.0, 1.0]];
-        assert_eq!(coverage(&a, &[vec![0.0, 1.0], vec![2.0, 0.0]]), 0.5);
-        assert_eq!(coverage(&a, &[vec![1.0, 1.0], vec![0.5, 0.5]]), 1.0, "ties count");
-        assert_eq!(coverage(&[vec![0.0, 0.0]], &a), 0.0);
     }
 
     /// Issue #9, DPO half: a linear and a Tchebycheff tiny DPO run in one report with Rewarded

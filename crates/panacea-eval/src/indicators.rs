@@ -1,5 +1,5 @@
-//! Distance, ε and R2 indicators between an approximation set A and a reference set R
-//! (metrics.md §1.3–1.5). All are "lower is better" in either sense.
+//! Distance, ε, R2 and coverage indicators between an approximation set A and a reference set R
+//! (metrics.md §1.3–1.5). All but coverage are "lower is better" in either sense.
 //!
 //! - GD, IGD (moocore definitions with p = 1, Euclidean distance);
 //! - IGD+ (Ishibuchi, Masuda, Tanigaki & Nojima, "Modified distance calculation in generational
@@ -7,6 +7,9 @@
 //! - averaged Hausdorff Δ₁ = max(IGD, GD) (Schütze et al. 2012, with p = 1);
 //! - additive and multiplicative ε (Zitzler, Thiele, Laumanns, Fonseca & da Fonseca,
 //!   "Performance assessment of multiobjective optimizers", IEEE TEVC 7(2) 2003, §IV-C);
+//! - coverage C(A, B), the share of B weakly dominated by A (Zitzler & Thiele, "Multiobjective
+//!   evolutionary algorithms: a comparative case study and the strength Pareto approach",
+//!   IEEE TEVC 3(4) 1999, the "C metric"; higher is better, and C(A, B) ≠ 1 − C(B, A));
 //! - exact 2-D R2 with uniform weights on the segment (Brockhoff, Wagner & Trautmann, GECCO 2012,
 //!   for the discrete R2; Schäpermeier & Kerschke for the exact integral).
 //!
@@ -85,6 +88,15 @@ pub fn epsilon_additive(
                 .fold(f64::INFINITY, f64::min)
         })
         .fold(f64::NEG_INFINITY, f64::max))
+}
+
+/// Coverage C(A, B) = |{b ∈ B : some a ∈ A weakly dominates b}| / |B| (ties count as
+/// dominated), in [0, 1]: 1 means A covers all of B.
+pub fn coverage(points: &[Vec<f64>], other: &[Vec<f64>], sense: Sense) -> Result<f64> {
+    let (a, b) = pair(points, other, sense)?;
+    let weakly = |p: &[f64], q: &[f64]| p.iter().zip(q).all(|(x, y)| x <= y); // minimisation form
+    let covered = b.rows().filter(|q| a.rows().any(|p| weakly(p, q))).count();
+    Ok(covered as f64 / b.n as f64)
 }
 
 /// Multiplicative ε: max_r min_a max_k (a_k / r_k) for minimisation, (r_k / a_k) for

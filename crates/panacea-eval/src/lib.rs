@@ -38,7 +38,8 @@ pub use hypervolume::{
     Hypervolume, RefPoint,
 };
 pub use indicators::{
-    avg_hausdorff, epsilon_additive, epsilon_multiplicative, gd, igd, igd_plus, r2_exact_2d,
+    avg_hausdorff, coverage, epsilon_additive, epsilon_multiplicative, gd, igd, igd_plus,
+    r2_exact_2d,
 };
 pub use pareto::{nondominated, nondominated_mask, pareto_ranks, Duplicates};
 pub use parse::parse_points;

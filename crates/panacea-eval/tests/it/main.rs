@@ -5,6 +5,7 @@ mod common;
 mod diversity;
 mod errors;
 mod hv_properties;
+mod indicators;
 mod parse;
 mod plot_report;
 mod shared_cases;
