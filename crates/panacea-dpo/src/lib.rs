@@ -10,6 +10,8 @@
 //! - [`ref_cache`]: [`ref_cache::RefLogpCache`], reference log-probs on disk, keyed by data,
 //!   base model and settings.
 //!
+//! - [`shared_prefix`]: sequence log-probs with each pair's common prefix (the prompt) run
+//!   once, in one packed row per pair.
 //! - [`trainer`]: [`trainer::DpoTrainer::step`], one optimiser step (no loop, no I/O).
 //! - [`config`]: [`config::DpoSettings`] and the run config [`config::DpoRunConfig`].
 //!
@@ -22,6 +24,7 @@ pub mod data;
 pub mod error;
 pub mod loss;
 pub mod ref_cache;
+pub mod shared_prefix;
 pub mod trainer;
 
 pub use config::{DpoRunConfig, DpoSettings};
@@ -29,4 +32,5 @@ pub use data::{EncodedPair, PairBatch, PairLoader, SeqLogp};
 pub use error::DpoError;
 pub use loss::{mo_dpo_loss, DpoLoss, DpoLossOutput};
 pub use ref_cache::{RefCacheKey, RefLogpCache};
+pub use shared_prefix::{shared_prefix_logps, PackedLm};
 pub use trainer::{DpoEvalMetrics, DpoStepMetrics, DpoTrainer, StepPreference};

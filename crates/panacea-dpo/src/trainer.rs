@@ -1,7 +1,8 @@
 //! One multi-objective DPO step (style.md §3.2; method.md §7.2):
 //!
 //! ```text
-//! 1. [response 0 of every pair; response 1 of every pair] in one forward   ids [2B, T]
+//! 1. [response 0 of every pair; response 1 of every pair], packed into one    ids [B, L]
+//!    row per pair with the shared prefix once (crate::shared_prefix)
 //! 2. policy log-probs under Adapter::On{λ}                                   lp  [2B]
 //! 3. reference log-probs under Adapter::Off (same weights) or the cache      ref [2B]
 //! 4. per-dimension losses from h = (lp_0 − ref_0) − (lp_1 − ref_1)           [B, K]
@@ -35,6 +36,7 @@ use crate::config::DpoSettings;
 use crate::data::PairBatch;
 use crate::loss::{mo_dpo_loss, ranking_accuracy, DpoLossOutput};
 use crate::ref_cache::RefLogpCache;
+use crate::shared_prefix::{shared_prefix_logps, PackedLm};
 use crate::DpoError;
 
 /// The preference(s) of a step: one λ for the whole batch (the paper's per-batch sampling) or
@@ -49,20 +51,20 @@ pub enum StepPreference<'a> {
 }
 
 impl StepPreference<'_> {
-    /// The per-pair λ tensor for the loss ([K] or [B, K]) and the per-row tensor for the model
-    /// ([K] or [2B, K], the pair's λ repeated for both responses), for pairs `start..start+len`.
-    fn tensors(
+    /// The λ tensor of pairs `start..start+len`, [K] or [B, K], for both the loss and the
+    /// model: a pair's two responses share its packed row (crate::shared_prefix), so the model
+    /// takes one λ row per pair too.
+    fn tensor(
         &self,
         k: usize,
         start: usize,
         len: usize,
         device: Device,
-    ) -> Result<(Tensor, Tensor), DpoError> {
+    ) -> Result<Tensor, DpoError> {
         match self {
             Self::Shared(p) => {
                 p.expect_len(k)?;
-                let t = p.to_tensor(device); // [K]
-                Ok((t.shallow_clone(), t))
+                Ok(p.to_tensor(device)) // [K]
             }
             Self::PerPair(ps) => {
                 if start + len > ps.len() {
@@ -76,8 +78,7 @@ impl StepPreference<'_> {
                 if t.size()[1] != k as i64 {
                     ps[start].expect_len(k)?;
                 }
-                let rows = Tensor::cat(&[&t, &t], 0); // [2B, K]
-                Ok((t, rows))
+                Ok(t)
             }
         }
     }
@@ -97,9 +98,11 @@ impl StepPreference<'_> {
 }
 
 /// Sequence log-probs of a pair batch: Σ over the response mask of log p(token | prefix), for
-/// every row → [2B] (f32). Only the scored positions go through the LM head (gathered with
-/// the mask), which skips the prompt's [·, V] logits; this equals
-/// `sequence_log_probs(gather_log_probs(logits), response_mask)` of panacea-core (tested).
+/// every row → [2B] (f32), each row its own sequence. Only the scored positions go through the
+/// LM head (gathered with the mask), which skips the prompt's [·, V] logits; this equals
+/// `sequence_log_probs(gather_log_probs(logits), response_mask)` of panacea-core (tested). The
+/// trainer uses [`shared_prefix_logps`] (the same numbers with the prompt run once per pair);
+/// this is the plain path it is tested against.
 pub fn sequence_logps<M: CausalLm + ?Sized>(
     model: &M,
     batch: &PairBatch,
@@ -176,7 +179,7 @@ fn scalar(t: &Tensor) -> f64 {
 
 /// The DPO trainer: the policy (base + adapter; `Adapter::Off` is the reference), the adapter
 /// VarStore and its optimiser. No loop and no I/O: the CLI drives it.
-pub struct DpoTrainer<M: CausalLm> {
+pub struct DpoTrainer<M: PackedLm> {
     /// The model; its adapter variables live in `adapter_vs`.
     pub model: M,
     /// The trainable adapter variables (the only ones the optimiser sees).
@@ -188,7 +191,7 @@ pub struct DpoTrainer<M: CausalLm> {
     steps_done: usize,
 }
 
-impl<M: CausalLm> std::fmt::Debug for DpoTrainer<M> {
+impl<M: PackedLm> std::fmt::Debug for DpoTrainer<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DpoTrainer")
             .field("settings", &self.settings)
@@ -198,7 +201,7 @@ impl<M: CausalLm> std::fmt::Debug for DpoTrainer<M> {
     }
 }
 
-impl<M: CausalLm> DpoTrainer<M> {
+impl<M: PackedLm> DpoTrainer<M> {
     /// A trainer for `k` objectives. `adapter_vs` must hold every trainable variable of
     /// `model` (build the model with `Llama::new(base, Some((&adapter_vs.root(), cfg)), ..)`).
     pub fn new(
@@ -276,7 +279,7 @@ impl<M: CausalLm> DpoTrainer<M> {
         let mut halves: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
         tch::no_grad(|| {
             for (s, l) in self.micro_ranges(b) {
-                let lp = sequence_logps(&self.model, &batch.slice(s, l), Adapter::Off); // [2l]
+                let lp = shared_prefix_logps(&self.model, &batch.slice(s, l), Adapter::Off); // [2l]
                 halves[0].push(lp.narrow(0, 0, l as i64));
                 halves[1].push(lp.narrow(0, l as i64, l as i64));
             }
@@ -298,9 +301,9 @@ impl<M: CausalLm> DpoTrainer<M> {
         let device = self.model.device();
         let mut halves: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
         for (s, l) in self.micro_ranges(b) {
-            let (_, rows) = pref.tensors(self.k, s, l, device)?;
+            let p = pref.tensor(self.k, s, l, device)?; // [K] or [l, K]
             let lp = tch::no_grad(|| {
-                sequence_logps(&self.model, &batch.slice(s, l), Adapter::On { pref: &rows })
+                shared_prefix_logps(&self.model, &batch.slice(s, l), Adapter::On { pref: &p })
             }); // [2l]
             halves[0].push(lp.narrow(0, 0, l as i64));
             halves[1].push(lp.narrow(0, l as i64, l as i64));
@@ -334,11 +337,11 @@ impl<M: CausalLm> DpoTrainer<M> {
         let b = batch.len();
         let device = self.model.device();
         let (reference, from_cache) = self.reference_logps(batch, cache)?; // [2B]
-        let (pair_pref, rows_pref) = pref.tensors(self.k, 0, b, device)?;
+        let pair_pref = pref.tensor(self.k, 0, b, device)?; // [K] or [B, K]
         self.opt.zero_grad();
         let ranges = self.micro_ranges(b);
         if ranges.len() == 1 {
-            let lp = sequence_logps(&self.model, batch, Adapter::On { pref: &rows_pref }); // [2B]
+            let lp = shared_prefix_logps(&self.model, batch, Adapter::On { pref: &pair_pref }); // [2B]
             let out = self.loss(&lp, &reference, batch, &pair_pref)?;
             out.loss.backward();
             return Ok((out, from_cache));
@@ -351,8 +354,8 @@ impl<M: CausalLm> DpoTrainer<M> {
         let g = leaf.grad().detach(); // [2B]
                                       // Phase (b): Σ g·lp per micro-batch accumulates ∂L/∂θ.
         for (s, l) in ranges {
-            let (_, rows) = pref.tensors(self.k, s, l, device)?;
-            let lp = sequence_logps(&self.model, &batch.slice(s, l), Adapter::On { pref: &rows }); // [2l]
+            let p = pref.tensor(self.k, s, l, device)?; // [K] or [l, K]
+            let lp = shared_prefix_logps(&self.model, &batch.slice(s, l), Adapter::On { pref: &p }); // [2l]
             let (s, l) = (s as i64, l as i64);
             let g_mb = Tensor::cat(&[g.narrow(0, s, l), g.narrow(0, b as i64 + s, l)], 0); // [2l]
             (lp * g_mb).sum(Kind::Float).backward();
@@ -426,7 +429,7 @@ impl<M: CausalLm> DpoTrainer<M> {
         let device = self.model.device();
         let (reference, _) = self.reference_logps(batch, cache)?; // [2B]
         let policy = self.policy_logps_no_grad(batch, pref)?; // [2B]
-        let (pair_pref, _) = pref.tensors(self.k, 0, batch.len(), device)?;
+        let pair_pref = pref.tensor(self.k, 0, batch.len(), device)?; // [K] or [B, K]
         let out = tch::no_grad(|| self.loss(&policy, &reference, batch, &pair_pref))?;
         Ok(DpoEvalMetrics {
             loss: scalar(&out.loss),

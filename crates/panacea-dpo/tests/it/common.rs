@@ -77,3 +77,28 @@ pub(crate) fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 pub(crate) fn max_abs(t: &Tensor) -> f64 {
     f64::try_from(t.abs().max().to_kind(Kind::Double)).expect("scalar")
 }
+
+/// Sets σ and s of every adapter layer to non-zero values, so that U and V get gradients too.
+pub(crate) fn perturb_diagonal(trainer: &panacea_dpo::DpoTrainer<panacea_lm::Llama>) {
+    tch::no_grad(|| {
+        let mut vars: Vec<(String, Tensor)> = trainer.adapter_vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (i, (name, v)) in vars.iter().enumerate() {
+            if name.ends_with("svd_lora_sigma") || name.ends_with("svd_lora_pref_scale") {
+                let _ = v.shallow_clone().fill_(0.05 + 0.01 * (i % 7) as f64);
+            }
+        }
+    });
+}
+
+/// The adapter gradients, sorted by name.
+pub(crate) fn grads(trainer: &panacea_dpo::DpoTrainer<panacea_lm::Llama>) -> Vec<(String, Tensor)> {
+    let mut g: Vec<(String, Tensor)> = trainer
+        .adapter_vs
+        .variables()
+        .into_iter()
+        .map(|(n, v)| (n, v.grad().detach().copy()))
+        .collect();
+    g.sort_by(|a, b| a.0.cmp(&b.0));
+    g
+}

@@ -1,4 +1,5 @@
 //! The one integration-test binary of panacea-dpo (one `mod` per topic).
 
 mod common;
+mod shared_prefix;
 mod trainer;

@@ -9,9 +9,12 @@ use panacea_dpo::ref_cache::{CacheStatus, RefCacheKey};
 use panacea_dpo::trainer::sequence_logps;
 use panacea_dpo::{DpoSettings, RefLogpCache, StepPreference};
 use panacea_lm::{Adapter, CausalLm};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
-use crate::common::{batch, max_abs, mixed_pairs, pair, snapshot, tiny_trainer, tiny_trainer_with};
+use crate::common::{
+    batch, grads, max_abs, mixed_pairs, pair, perturb_diagonal, snapshot, tiny_trainer,
+    tiny_trainer_with,
+};
 
 fn settings(lr: f64) -> DpoSettings {
     DpoSettings { lr, beta: 0.5, max_grad_norm: 10.0, ..DpoSettings::default() }
@@ -55,30 +58,6 @@ fn steps_lower_the_loss_and_train_only_the_adapter() {
         let now = &trainer.adapter_vs.variables()[name];
         assert!(max_abs(&(now - before)) > 0.0, "adapter tensor {name} did not change");
     }
-}
-
-/// Sets σ and s of every adapter layer to non-zero values, so that U and V get gradients too.
-fn perturb_diagonal(trainer: &panacea_dpo::DpoTrainer<panacea_lm::Llama>) {
-    tch::no_grad(|| {
-        let mut vars: Vec<(String, Tensor)> = trainer.adapter_vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        for (i, (name, v)) in vars.iter().enumerate() {
-            if name.ends_with("svd_lora_sigma") || name.ends_with("svd_lora_pref_scale") {
-                let _ = v.shallow_clone().fill_(0.05 + 0.01 * (i % 7) as f64);
-            }
-        }
-    });
-}
-
-fn grads(trainer: &panacea_dpo::DpoTrainer<panacea_lm::Llama>) -> Vec<(String, Tensor)> {
-    let mut g: Vec<(String, Tensor)> = trainer
-        .adapter_vs
-        .variables()
-        .into_iter()
-        .map(|(n, v)| (n, v.grad().detach().copy()))
-        .collect();
-    g.sort_by(|a, b| a.0.cmp(&b.0));
-    g
 }
 
 #[test]
