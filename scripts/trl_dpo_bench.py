@@ -10,21 +10,27 @@ the longer response plus EOS exceeds --max-len tokens, so neither side truncates
 
 - panacea: the embedded default DPO config (SVD-LoRA rank 8 + 2 preference dimensions = 10
   singular values on q, k, v, o, gate, up, down) on the PKU labels, helpful and harmless (two
-  losses from the same log-probs; TRL trains on the helpful label) with the reference cache OFF, so every step runs the reference forward, like TRL.
-  Step time = `time/step_ms` from metrics.jsonl (the step alone: batch collation, reference and
-  policy forward, backward, clipping, AdamW).
+  losses from the same log-probs; TRL trains on the helpful label) with the reference cache
+  OFF, so every step runs the reference forward, like TRL. Each pair's prompt runs once for
+  both responses (panacea_dpo::shared_prefix; TRL runs it twice). Step time = `time/step_ms`
+  from metrics.jsonl (the step alone: batch collation, reference and policy forward,
+  backward, clipping, AdamW).
 - TRL: DPOTrainer, PEFT LoRA r = 10 on the same seven projections, sigmoid loss, β = 0.1, same
   lr, ref_model=None (TRL computes the reference with the adapter disabled), f32 and no
-  gradient checkpointing (TRL's defaults turn both bf16 autocast and checkpointing on). Step time = wall
-  time between the Trainer's on_step_begin and on_step_end callbacks.
+  gradient checkpointing (TRL's defaults turn both bf16 autocast and checkpointing on). Step
+  time = wall time between the Trainer's on_step_begin and on_step_end callbacks.
 
 Two modes (--modes): `fresh` runs the reference forward in every step on both sides (panacea's
 reference cache off; TRL's default); `reuse` computes the reference log-probs once before the
 timed epoch (panacea: a first run fills its on-disk cache, the timed second run reads it; TRL:
 `precompute_ref_log_probs=True`), so the steps are policy forward + backward only.
 
-The first --warmup steps of each side are dropped; the table gives the median step time and
-pairs/s = B / median. Threads: torch.set_num_threads and OMP_NUM_THREADS = --threads for both.
+The first --warmup steps of each side are dropped; each run reports the median step time and
+pairs/s = B / median, and the 1-minute load average before and after it. On a shared machine
+use --rounds 2 or more: every round runs each implementation once, in alternating order, and
+the speed-up is taken within the round (then the median over rounds). --panacea-before adds a
+second panacea binary (the previous commit's) to the same rounds for a before/after.
+Threads: torch.set_num_threads and OMP_NUM_THREADS = --threads for both.
 
 Set-up (not part of the build): a venv that sees the libtorch venv's torch 2.11 and adds TRL:
     python -m venv /tmp/trlvenv  # with ~/.cache/panacea/libtorch-2.11.0/venv/bin/python
@@ -33,7 +39,7 @@ Set-up (not part of the build): a venv that sees the libtorch venv's torch 2.11 
     /tmp/trlvenv/bin/pip install trl peft transformers
 Run (after `cargo build -p panacea-cli`; the dev profile is optimised):
     OMP_NUM_THREADS=1 /tmp/trlvenv/bin/python scripts/trl_dpo_bench.py \
-        --panacea target/debug/panacea --steps 12 --threads 1
+        --panacea target/debug/panacea --steps 10 --warmup 2 --threads 1 --rounds 2
 """
 import argparse
 import json
@@ -92,12 +98,16 @@ def run_panacea_once(binary, pairs_file, args, workdir, cache_dir):
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - t0
     (run,) = [d for d in os.listdir(workdir) if d.endswith("dpo-default")]
-    steps = []
+    steps, from_cache = [], []
     with open(os.path.join(workdir, run, "metrics.jsonl")) as f:
         for line in f:
             m = json.loads(line)
             if "time/step_ms" in m:
                 steps.append(m["time/step_ms"] / 1000.0)
+                from_cache.append(m["dpo/ref_from_cache"])
+    # A reuse run that missed the cache would time the reference forward after all.
+    if cache_dir is not None and not workdir.endswith("-fill") and not all(from_cache):
+        sys.exit(f"the timed reuse run missed the reference cache: {from_cache}")
     return steps, wall
 
 
@@ -178,6 +188,9 @@ def summary(name, times, wall, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--panacea", default=os.path.join(ROOT, "target/debug/panacea"))
+    ap.add_argument("--panacea-before", default=None,
+                    help="a second panacea binary (e.g. built from the previous commit), timed "
+                         "in the same rounds as 'panacea-before'")
     ap.add_argument("--model-dir",
                     default=os.path.expanduser("~/.cache/panacea/models/smollm2-135m"))
     ap.add_argument("--pairs", default=os.path.join(ROOT, "data/pairs/smollm2-pku.jsonl"))
@@ -187,6 +200,9 @@ def main():
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of every implementation per mode; the order alternates between "
+                         "rounds (A B, B A, ...) and the ratio is taken within each round")
     ap.add_argument("--only", choices=["panacea", "trl"], default=None)
     ap.add_argument("--modes", default="fresh,reuse",
                     help="fresh: a reference forward every step (cache off / no precompute); "
@@ -197,26 +213,46 @@ def main():
     print(json.dumps({"pairs": len(pairs), "sequences": len(tokens),
                       "mean_tokens_per_sequence": statistics.mean(tokens),
                       "threads": args.threads, "batch": args.batch}), flush=True)
+    impls = []
+    if args.only in (None, "panacea"):
+        impls.append(("panacea-dpo", args.panacea))
+        if args.panacea_before:
+            impls.append(("panacea-before", args.panacea_before))
+    if args.only in (None, "trl"):
+        impls.append(("trl+peft", None))
     with tempfile.TemporaryDirectory() as tmp:
         pairs_file = os.path.join(tmp, "pairs.jsonl")
         with open(pairs_file, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in pairs)
         for mode in args.modes.split(","):
             reuse = {"fresh": False, "reuse": True}[mode]
-            results = []
-            if args.only in (None, "panacea"):
-                times, wall = run_panacea(args.panacea, pairs_file, args,
-                                          os.path.join(tmp, f"runs-{mode}"), reuse)
-                results.append(summary("panacea-dpo", times, wall, args) | {"mode": mode})
-                print(json.dumps(results[-1]), flush=True)
-            if args.only in (None, "trl"):
-                times, wall = run_trl(args.model_dir, pairs, args,
-                                      os.path.join(tmp, f"trl-{mode}"), reuse)
-                results.append(summary("trl+peft", times, wall, args) | {"mode": mode})
-                print(json.dumps(results[-1]), flush=True)
-            if len(results) == 2:
-                ratio = results[0]["pairs_per_s"] / results[1]["pairs_per_s"]
-                print(json.dumps({"mode": mode, "speedup_panacea_over_trl": ratio}), flush=True)
+            ratios = {}
+            for rnd in range(args.rounds):
+                # Other jobs on a shared machine change the speed within minutes: alternating
+                # the order and comparing within a round keeps that out of the ratio.
+                order = impls if rnd % 2 == 0 else impls[::-1]
+                results = {}
+                for name, binary in order:
+                    load = os.getloadavg()[0]
+                    workdir = os.path.join(tmp, f"{name}-{mode}-{rnd}")
+                    if binary is None:
+                        times, wall = run_trl(args.model_dir, pairs, args, workdir, reuse)
+                    else:
+                        times, wall = run_panacea(binary, pairs_file, args, workdir, reuse)
+                    results[name] = summary(name, times, wall, args) | {
+                        "mode": mode, "round": rnd, "load_1min": [load, os.getloadavg()[0]]}
+                    print(json.dumps(results[name]), flush=True)
+                if "trl+peft" in results:
+                    for name in results:
+                        if name != "trl+peft":
+                            ratio = (results[name]["pairs_per_s"]
+                                     / results["trl+peft"]["pairs_per_s"])
+                            ratios.setdefault(name, []).append(ratio)
+                            print(json.dumps({"mode": mode, "round": rnd, "impl": name,
+                                              "speedup_over_trl": ratio}), flush=True)
+            for name, rs in ratios.items():
+                print(json.dumps({"mode": mode, "impl": name, "speedup_over_trl_per_round": rs,
+                                  "median": statistics.median(rs)}), flush=True)
 
 
 if __name__ == "__main__":
