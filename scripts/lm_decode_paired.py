@@ -10,7 +10,8 @@ counts the time other processes held the cores, CPU time only the work done.
     OMP_NUM_THREADS=1 python scripts/lm_decode_paired.py --rounds 5 \
         --timer rust=$CARGO_TARGET_DIR/debug/examples/decode_timer [--timer old=PATH ...]
 
-Same settings as scripts/hf_decode_bench.py (whose loader and prompts it imports): f32, greedy,
+Same settings as scripts/hf_decode_bench.py (whose loader and prompts it imports): f32 (or
+`--dtype bf16` on both sides), greedy,
 64 new tokens, min_new_tokens = 64, left-padded ChatML prompts, 1 thread on both sides.
 """
 import argparse
@@ -34,10 +35,15 @@ def main():
                     help="NAME=PATH of a decode_timer binary (repeat to compare builds)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                    help="weights and activations on both sides (bf16: transformers' model.to("
+                         "torch.bfloat16), decode_timer's PANACEA_DTYPE=bf16)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model, tok = load(args.model_dir)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if args.dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PANACEA_DTYPE=args.dtype)
     rusts = {}
     for spec in args.timer:
         name, path = spec.split("=", 1) if "=" in spec else ("rust", spec)
@@ -81,14 +87,14 @@ def main():
             for n in t:
                 res[b][n].append(t[n])
                 cpu[b][n].append(c[n])
-            row = {"round": r, "batch": b, "load1": os.getloadavg()[0]}
+            row = {"round": r, "batch": b, "dtype": args.dtype, "load1": os.getloadavg()[0]}
             row.update({f"{n}_tok_s": round(b * 64 / t[n], 2) for n in t})
             row.update({f"ratio_hf_over_{n}": round(t["hf"] / t[n], 3) for n in rusts})
             row.update({f"{n}_cpu_s": round(c[n], 2) for n in c})
             print(json.dumps(row), flush=True)
     for b in batches:
         x = res[b]
-        out = {"batch": b, "rounds": args.rounds}
+        out = {"batch": b, "dtype": args.dtype, "rounds": args.rounds}
         for n in x:
             out[f"{n}_tok_s_median"] = round(b * 64 / statistics.median(x[n]), 2)
             out[f"{n}_tok_s_best"] = round(b * 64 / min(x[n]), 2)

@@ -339,15 +339,16 @@ impl SvdLoraLinear {
         match (adapter, &self.lora) {
             (Adapter::On { pref }, Some(lora)) => {
                 if let Some(merged) = self.merged.as_ref().filter(|m| Self::cache_hit(m, pref)) {
-                    return x.linear(&merged.weight, self.bias.as_ref()); // [.., d_out]
+                    let w = &merged.weight;
+                    return crate::small_gemm::linear(x, w, self.bias.as_ref()); // [.., d_out]
                 }
-                let y = x.linear(&self.weight, self.bias.as_ref()); // [.., d_out]
+                let y = crate::small_gemm::linear(x, &self.weight, self.bias.as_ref()); // [.., d_out]
                 match self.prepared.as_ref().filter(|p| Self::prepared_hit(p, pref, x)) {
                     Some(p) => Self::add_prepared(p, &y, x),
                     None => lora.add_to(&y, x, pref), // [.., d_out]
                 }
             }
-            _ => x.linear(&self.weight, self.bias.as_ref()), // [.., d_out]
+            _ => crate::small_gemm::linear(x, &self.weight, self.bias.as_ref()), // [.., d_out]
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`ops`]: token log-probs, masked means and whitening shared by the trainers.
 //! - [`optim`]: AdamW whose moments can be saved and restored exactly (bit-exact resume).
 //! - [`seed`]: one seed, named RNG streams, resumable state.
+//! - [`small_gemm`]: `x·Wᵀ` for the few rows of a CPU decode step (AVX2/FMA, f32 or bf16 weights).
 //! - [`device`]: the libtorch start-up hook ([`device::init_torch`]) and device/dtype choices.
 //! - [`config`]: strict YAML configs with `--set a.b=c` overrides and one validation pass.
 //! - [`error`]: the crate's typed error.
@@ -30,6 +31,7 @@ pub mod ops;
 pub mod optim;
 pub mod preference;
 pub mod seed;
+pub mod small_gemm;
 
 pub use adapter::{Adapter, SvdLoraConfig, SvdLoraLinear};
 pub use aggregation::Aggregation;

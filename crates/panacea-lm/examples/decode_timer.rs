@@ -1,12 +1,14 @@
 //! A warm decode timer for paired measurements (`scripts/lm_decode_paired.py`): loads the model
-//! once like `panacea generate` does (f32, fused projections), then for every line `B` read
-//! from stdin runs greedy `generate_ids` on the first B bench prompts (ChatML, 64 new tokens,
-//! EOS ignored) and prints `B <wall seconds> <prompt tokens per row> <CPU seconds>` (the
+//! once like `panacea generate` does (f32, or bf16 with `PANACEA_DTYPE=bf16`; fused
+//! projections), then for every line `B` read from stdin runs greedy `generate_ids` on the
+//! first B bench prompts (ChatML, 64 new tokens, EOS ignored) and prints `B <wall seconds> <prompt tokens per row> <CPU seconds>` (the
 //! process's user + system time from /proc/self/stat, 10 ms resolution: on a shared machine
 //! it measures the work done, where wall time also counts the time others held the cores).
 //!
 //! `OMP_NUM_THREADS=1 cargo run -p panacea-lm --example decode_timer [-- smollm2-135m]`
-#![allow(clippy::print_stdout, clippy::unwrap_used)]
+//! (`PANACEA_PRINT_IDS=1` also prints the generated ids to stderr; `PANACEA_THREADS=N` sets
+//! libtorch's intra-op threads, 1 by default).
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 use std::io::BufRead;
 use std::time::Instant;
@@ -28,15 +30,21 @@ fn cpu_seconds() -> f64 {
 
 fn main() {
     let spec = std::env::args().nth(1).unwrap_or_else(|| "smollm2-135m".into());
-    tch::set_num_threads(1);
-    let m = load_model(&spec, Device::Cpu, Kind::Float).unwrap();
+    // One intra-op thread unless PANACEA_THREADS says otherwise (the paired script's setting).
+    let threads = std::env::var("PANACEA_THREADS").ok().and_then(|t| t.parse().ok());
+    tch::set_num_threads(threads.unwrap_or(1));
+    let kind = match std::env::var("PANACEA_DTYPE").as_deref() {
+        Ok("bf16") => Kind::BFloat16,
+        _ => Kind::Float,
+    };
+    let m = load_model(&spec, Device::Cpu, kind).unwrap();
     let t = ChatTemplate::default();
     let ids: Vec<Vec<i64>> =
         PROMPTS.iter().map(|p| m.tokenizer.encode(&t.user_prompt(p)).unwrap()).collect();
     let mut cfg = GenerateConfig::greedy(&m.tokenizer, 64);
     cfg.eos_id = -1;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    println!("ready fused={}", m.model.is_fused());
+    println!("ready fused={} dtype={kind:?}", m.model.is_fused());
     for line in std::io::stdin().lock().lines() {
         let Ok(b) = line.unwrap().trim().parse::<usize>() else { break };
         let prompts = &ids[..b.clamp(1, 8)];
@@ -45,6 +53,13 @@ fn main() {
         let secs = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - c0;
         assert_eq!(g.response_ids.size(), [b as i64, 64]);
+        if std::env::var_os("PANACEA_PRINT_IDS").is_some() {
+            // The generated tokens, for comparing builds (stderr: the script reads stdout).
+            eprintln!(
+                "ids b={b} {:?}",
+                Vec::<i64>::try_from(g.response_ids.flatten(0, -1)).unwrap()
+            );
+        }
         let lens: Vec<String> = prompts.iter().map(|p| p.len().to_string()).collect();
         println!("{b} {secs:.4} {} {cpu:.2}", lens.join(","));
     }

@@ -9,9 +9,10 @@
 //! combined causal + padding mask, so a padded row computes exactly what it would alone.
 //!
 //! For inference, [`Llama::fuse_projections`] (called by [`crate::load_model`]) re-lays out the
-//! frozen weights in place: q/k/v and gate/up each become one pre-transposed buffer that an
-//! adapter-free forward multiplies in one GEMM, and every variable becomes a strided view into
-//! its buffer (same name, shape and values, no second copy).
+//! frozen weights in place: q/k/v and gate/up each become one buffer (rows stacked on a CPU
+//! with the small-M decode kernel, pre-transposed elsewhere) that an adapter-free forward
+//! multiplies in one GEMM, and every variable becomes a view into its buffer (same name, shape
+//! and values, no second copy).
 
 use panacea_core::adapter::{Adapter, SvdLora, SvdLoraConfig, SvdLoraLinear};
 use tch::{nn, Device, Kind, Tensor};
@@ -87,8 +88,11 @@ fn sub<'a>(
     adapter.map(|(p, c)| (p.sub(name), c))
 }
 
-/// Projections that read the same input (q/k/v, or gate/up), stored as one pre-transposed
-/// buffer so that an adapter-free forward is a single GEMM whose weight streams row by row.
+/// Projections that read the same input (q/k/v, or gate/up), stored as one buffer so that an
+/// adapter-free forward is a single GEMM whose weight streams row by row: on a CPU with the
+/// small-M kernel ([`panacea_core::small_gemm`]) the members' rows stacked, [Σ d_out, d_in]
+/// (its layout), elsewhere pre-transposed, [d_in, Σ d_out] (what libtorch's BLAS streams
+/// fastest for one row, benches/README.md).
 ///
 /// The members keep their Hugging Face variables, shapes and names: each member's weight
 /// (and bias) is made a view into the buffer with `set_data`, so the VarStore, every
@@ -98,8 +102,8 @@ fn sub<'a>(
 /// members, so a stale buffer is never read.
 #[derive(Debug)]
 struct FusedProj {
-    /// [Σ d_out, d_in] with strides (1, Σ d_out): the transposed view of the [d_in, Σ d_out]
-    /// buffer, ready for `linear`.
+    /// [Σ d_out, d_in], ready for `linear`: contiguous (rows stacked) or with strides
+    /// (1, Σ d_out) (the transposed view of a [d_in, Σ d_out] buffer), see [`stack_rows`].
     weight: Tensor,
     /// [Σ d_out] when the members have biases (also views of one buffer).
     bias: Option<Tensor>,
@@ -109,7 +113,7 @@ struct FusedProj {
 
 impl FusedProj {
     /// Re-lays out `members` (same d_in, kind and device; all with or all without bias) into
-    /// one pre-transposed buffer. Returns None when they cannot share one.
+    /// one buffer (see [`stack_rows`]). Returns None when they cannot share one.
     fn new(members: &[&SvdLoraLinear]) -> Option<Self> {
         let first = members.first()?;
         let (kind, dev) = (first.weight.kind(), first.weight.device());
@@ -129,15 +133,20 @@ impl FusedProj {
         }
         let sizes: Vec<i64> = members.iter().map(|m| m.weight.size()[0]).collect();
         let total: i64 = sizes.iter().sum();
-        let wt = Tensor::empty([d_in, total], (kind, dev)); // [d_in, Σ d_out]
+        let rows = stack_rows(dev);
+        let weight = if rows {
+            Tensor::empty([total, d_in], (kind, dev)) // [Σ d_out, d_in]
+        } else {
+            Tensor::empty([d_in, total], (kind, dev)).tr() // [Σ d_out, d_in], strides (1, Σ)
+        };
         let bias = has_bias.then(|| Tensor::empty([total], (kind, dev)));
         let mut ptrs = Vec::with_capacity(members.len());
         let mut off = 0;
         tch::no_grad(|| {
             for (m, &o) in members.iter().zip(&sizes) {
-                let mut block = wt.narrow(1, off, o); // [d_in, o]
-                block.copy_(&m.weight.tr());
-                m.weight.shallow_clone().set_data(&block.tr()); // [o, d_in], strides (1, Σ)
+                let mut block = weight.narrow(0, off, o); // [o, d_in]
+                block.copy_(&m.weight);
+                m.weight.shallow_clone().set_data(&block);
                 let bias_ptr = match (&bias, &m.bias) {
                     (Some(fb), Some(mb)) => {
                         let mut part = fb.narrow(0, off, o);
@@ -151,7 +160,7 @@ impl FusedProj {
                 off += o;
             }
         });
-        Some(Self { weight: wt.tr(), bias, ptrs })
+        Some(Self { weight, bias, ptrs })
     }
 
     fn shared(&self) -> Self {
@@ -177,15 +186,27 @@ impl FusedProj {
 
     /// x [.., d_in] → the members' outputs side by side, [.., Σ d_out].
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        panacea_core::small_gemm::linear(x, &self.weight, self.bias.as_ref())
     }
 }
 
 /// Re-lays out one projection as a pre-transposed [d_in, d_out] buffer (its variable becomes
 /// the transposed view): MKL streams it faster than the [d_out, d_in] layout for one input
-/// row (a GEMV) on the bench machine, and no slower for a few rows (benches/README.md).
+/// row (a GEMV) on the bench machine, and no slower for a few rows (benches/README.md). Not
+/// where the small-M kernel runs (see [`stack_rows`]): it wants the [d_out, d_in] rows.
 fn pretranspose(lin: &SvdLoraLinear) {
-    let _ = FusedProj::new(&[lin]);
+    if !stack_rows(lin.weight.device()) {
+        let _ = FusedProj::new(&[lin]);
+    }
+}
+
+/// Whether fused weights keep `nn.Linear`'s row layout on `dev`: yes where the small-M kernel
+/// ([`panacea_core::small_gemm`]) runs, because it streams contiguous weight rows; a variant of
+/// it for the pre-transposed layout was 1.2–1.5× slower at batch 8 (its strided reads defeat
+/// the TLB and the prefetcher; benches/README.md, "LM decode"). Elsewhere (GPU, several
+/// intra-op threads at load time) the pre-transposed layout libtorch's BLAS prefers stays.
+fn stack_rows(dev: Device) -> bool {
+    panacea_core::small_gemm::kernel_active(dev)
 }
 
 /// Which keys each query sees in [`Attention::forward`].
@@ -554,13 +575,14 @@ impl Llama {
     }
 
     /// Re-lays out the frozen base weights for fast inference, in place and without a second
-    /// copy: q/k/v and gate/up each become one pre-transposed buffer (one GEMM each when no
-    /// adapter term applies), o/down are pre-transposed. Every variable keeps its name, shape
-    /// and values (it becomes a strided view into the buffer), so outputs only change by
-    /// floating-point summation order. [`crate::load_model`] calls it after the dtype
-    /// conversion; call it again after converting the base VarStore (the forward notices the
-    /// conversion and falls back to the per-projection path until then). Views from
-    /// [`Llama::with_adapter`] created afterwards share the fused buffers.
+    /// copy: q/k/v and gate/up each become one buffer (one GEMM each when no adapter term
+    /// applies); off the small-M kernel's path the buffers and o/down are pre-transposed
+    /// (see [`stack_rows`]). Every variable keeps its name, shape and values (it becomes a view
+    /// into the buffer), so outputs only change by floating-point summation order.
+    /// [`crate::load_model`] calls it after the dtype conversion; call it again after
+    /// converting the base VarStore (the forward notices the conversion and falls back to the
+    /// per-projection path until then). Views from [`Llama::with_adapter`] created afterwards
+    /// share the fused buffers.
     pub fn fuse_projections(&mut self) {
         for l in &mut self.layers {
             let a = &mut l.self_attn;
@@ -772,6 +794,9 @@ impl CausalLm for Llama {
         let size = hidden.size();
         let d = size.last().copied().unwrap_or(1);
         let rows = hidden.numel() as i64 / d.max(1);
+        if let Some(y) = panacea_core::small_gemm::try_linear_f32(hidden, &self.lm_head, None) {
+            return y; // [.., V], f32
+        }
         if self.lm_head.device() == Device::Cpu && (2..=32).contains(&rows) {
             // A few rows (batched decoding): W·hᵀ streams the [V, D] head about 1.3× faster
             // than h·Wᵀ in libtorch's CPU BLAS (benches/README.md, "LM decode").

@@ -1,4 +1,4 @@
-//! `Llama::fuse_projections`: the fused, pre-transposed q/k/v and gate/up buffers compute the
+//! `Llama::fuse_projections`: the fused q/k/v and gate/up buffers compute the
 //! same logits as the per-projection layout (full forward, KV-cache decoding, batched greedy
 //! generation, with q/k/v biases, with an adapter on), keep the variables' names, shapes and
 //! values, and fall back safely once a dtype conversion replaces the variables.
@@ -43,15 +43,21 @@ fn fused_projections_keep_names_shapes_and_values() {
         assert_eq!(p.size(), f.size(), "{name}");
         assert!(p.equal(f), "{name} changed value");
     }
-    // q/k/v really are views of one buffer: k starts where q ends (columns of [D, Σ d_out]).
+    // q/k/v really are views of one buffer: k starts where q ends (rows of [Σ d_out, D] where
+    // the small-M decode kernel runs, columns of [D, Σ d_out] elsewhere).
     let a = &fused.layers[0].self_attn;
-    let q_cols = a.q_proj.weight.size()[0];
+    let (q_out, d_in) = (a.q_proj.weight.size()[0], a.q_proj.weight.size()[1]);
+    let rows = panacea_core::small_gemm::kernel_active(Device::Cpu);
     let elt = 4; // f32
+    let q_len = if rows { q_out * d_in } else { q_out };
     assert_eq!(
         a.k_proj.weight.data_ptr() as usize,
-        a.q_proj.weight.data_ptr() as usize + (q_cols * elt) as usize
+        a.q_proj.weight.data_ptr() as usize + (q_len * elt) as usize
     );
-    assert_eq!(a.q_proj.weight.stride()[0], 1);
+    assert_eq!(
+        a.q_proj.weight.stride(),
+        if rows { [d_in, 1] } else { [1, q_out + 2 * a.k_proj.weight.size()[0]] }
+    );
 }
 
 #[test]
