@@ -188,7 +188,12 @@ fn pack(batch: &PairBatch) -> Packed {
 
 /// Sequence log-probs of a pair batch, Σ over the response mask of log p(token | prefix) per
 /// row → [2B] (f32), with each pair's common prefix computed once (module docs). Equal to
-/// [`crate::trainer::sequence_logps`] up to float summation order (tested).
+/// [`crate::trainer::sequence_logps`] up to float summation order (tested). A per-pair λ is
+/// [B, K] (one row per pair, not per sequence).
+///
+/// When packing saves no tokens (B·L ≥ 2B·T: pairs without a common prefix, such as random
+/// ids), the plain path runs instead: its rows are half as long, so attention costs less, and
+/// unpadded rows keep SDPA's mask-free causal kernels.
 pub fn shared_prefix_logps<M: PackedLm + ?Sized>(
     model: &M,
     batch: &PairBatch,
@@ -197,6 +202,15 @@ pub fn shared_prefix_logps<M: PackedLm + ?Sized>(
     let dev = model.device();
     let p = pack(batch);
     let (b, l) = (batch.len() as i64, p.l as i64);
+    if l >= 2 * batch.ids.size()[1] {
+        return match adapter {
+            Adapter::On { pref } if pref.dim() == 2 => {
+                let rows = Tensor::cat(&[pref, pref], 0); // [2B, K]: both sequences of a pair
+                crate::trainer::sequence_logps(model, batch, Adapter::On { pref: &rows })
+            }
+            _ => crate::trainer::sequence_logps(model, batch, adapter),
+        };
+    }
     let long = |v: &[i64]| Tensor::from_slice(v).to_device(dev);
     let ids = long(&p.ids).view([b, l]); // [B, L]
     let positions = long(&p.positions).view([b, l]); // [B, L]

@@ -137,6 +137,24 @@ fn shared_prefix_logps_equal_the_plain_path() {
     }
 }
 
+/// Pairs whose two sequences differ from the first token (no common prefix) gain nothing from
+/// packing; the plain path then runs, with a per-pair λ expanded to both rows.
+#[test]
+fn pairs_without_a_common_prefix_give_the_plain_numbers() {
+    let (_base, trainer) = tiny_trainer(2, settings(), 9);
+    perturb_diagonal(&trainer);
+    let pairs: Vec<EncodedPair> = (0..3)
+        .map(|i| pair(i, &[], &[400 + i as i64, 401, 402], &[500 + i as i64, 501, 502], &[1, -1]))
+        .collect();
+    let b = batch(&pairs, 2);
+    let (pair_pref, row_pref) = per_pair(pairs.len());
+    let packed =
+        tch::no_grad(|| shared_prefix_logps(&trainer.model, &b, Adapter::On { pref: &pair_pref }));
+    let plain =
+        tch::no_grad(|| sequence_logps(&trainer.model, &b, Adapter::On { pref: &row_pref }));
+    assert_eq!(max_abs(&(packed - plain)), 0.0);
+}
+
 #[test]
 fn shared_prefix_gradients_equal_the_plain_path() {
     let (_base, trainer) = tiny_trainer(2, settings(), 6);
