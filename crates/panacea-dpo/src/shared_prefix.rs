@@ -18,9 +18,8 @@
 //! (benches/README.md, "DPO step speed vs TRL").
 //!
 //! The forward itself needs a custom mask and positions, which `CausalLm::hidden_states` does
-//! not take, so [`PackedLm`] adds it; its Llama implementation is the layer loop of
-//! `panacea_lm::llama` over the model's public parts (without the fused q/k/v buffer, which
-//! only an adapter-free forward could use). Tests hold it equal to the unpacked path.
+//! not take, so [`PackedLm`] adds it; for Llama it is `Llama::hidden_states_packed`, the same
+//! layers as every other forward. Tests hold it equal to the unpacked path.
 
 use panacea_core::adapter::Adapter;
 use panacea_lm::{CausalLm, Llama};
@@ -50,49 +49,7 @@ impl PackedLm for Llama {
         attend: &Tensor,
         adapter: Adapter<'_>,
     ) -> Tensor {
-        let c = &self.config;
-        let (b, l) = (ids.size()[0], ids.size()[1]);
-        let (h, hkv, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-        // RoPE tables as `Llama::rope` builds them: θ^(-2i/hd) in f32, cast to the model dtype.
-        let inv_freq = (Tensor::arange_start_step(0, hd, 2, (Kind::Float, ids.device()))
-            / hd as f64)
-            .multiply_scalar(-(c.rope_theta.ln()))
-            .exp(); // [hd/2]
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq; // [B, L, hd/2]
-        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1); // [B, 1, L, hd]
-        let (cos, sin) = (emb.cos().to_kind(self.kind()), emb.sin().to_kind(self.kind()));
-        // x·cos + rotate_half(x)·sin, rotate_half(x) = [−x2, x1] (HF apply_rotary_pos_emb).
-        let rope = |x: &Tensor| {
-            let half = x.chunk(2, -1);
-            let rotated = Tensor::cat(&[half[1].neg(), half[0].shallow_clone()], -1);
-            x * &cos + rotated * &sin
-        };
-        let heads = |y: Tensor, n: i64| y.view([b, l, n, hd]).transpose(1, 2); // [B, n, L, hd]
-        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false); // [B, L, D]
-        for layer in &self.layers {
-            let a = &layer.self_attn;
-            let xn = layer.input_layernorm.forward(&x); // [B, L, D]
-            let q = rope(&heads(a.q_proj.forward(&xn, adapter), h)); // [B, H, L, hd]
-            let k = rope(&heads(a.k_proj.forward(&xn, adapter), hkv)); // [B, Hkv, L, hd]
-            let v = heads(a.v_proj.forward(&xn, adapter), hkv); // [B, Hkv, L, hd]
-            let y = Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(attend),
-                0.0,
-                false,
-                None,
-                h != hkv,
-            ); // [B, H, L, hd]
-            let y = y.transpose(1, 2).reshape([b, l, h * hd]); // [B, L, H·hd]
-            let x_attn = &x + a.o_proj.forward(&y, adapter); // [B, L, D]
-            let m = &layer.mlp;
-            let xn = layer.post_attention_layernorm.forward(&x_attn); // [B, L, D]
-            let g = m.gate_proj.forward(&xn, adapter).silu() * m.up_proj.forward(&xn, adapter); // [B, L, F]
-            x = x_attn + m.down_proj.forward(&g, adapter); // [B, L, D]
-        }
-        self.norm.forward(&x) // [B, L, D]
+        self.hidden_states_packed(ids, positions, attend, adapter)
     }
 }
 

@@ -720,15 +720,45 @@ impl Llama {
             None if start == 0 => Attend::Causal,
             None => Attend::Everything,
         };
+        self.decoder(ids, &cos, &sin, attend, cache, adapter)
+    }
+
+    /// Embedding, every layer and the final norm: ids [B, t] → [B, t, D], advancing `cache`.
+    fn decoder(
+        &self,
+        ids: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        attend: Attend<'_>,
+        cache: Option<&mut KvCache>,
+        adapter: Adapter<'_>,
+    ) -> Tensor {
         let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false); // [B, t, D]
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref().map(|c| (&c.layers[i], c.len));
-            x = layer.forward(&x, &cos, &sin, attend, c, adapter);
+            x = layer.forward(&x, cos, sin, attend, c, adapter);
         }
         if let Some(c) = cache {
-            c.len += t;
+            c.len += ids.size()[1];
         }
         self.norm.forward(&x) // [B, t, D]
+    }
+
+    /// Final hidden states of packed rows, whose tokens carry explicit RoPE positions and an
+    /// explicit attention pattern — several sequences sharing a prefix in one row, like the two
+    /// responses of a DPO pair after their common prompt. ids [B, L], positions [B, L] (i64),
+    /// attend [B, 1, L, L] (bool, true = query row may attend key column; every query must see
+    /// at least one key) → [B, L, D]. The same layers as every other forward, so a token
+    /// computes exactly what it computes in its own unpacked row.
+    pub fn hidden_states_packed(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        attend: &Tensor,
+        adapter: Adapter<'_>,
+    ) -> Tensor {
+        let (cos, sin) = self.rope(positions);
+        self.decoder(ids, &cos, &sin, Attend::Masked(attend), None, adapter)
     }
 
     /// Checks that t new tokens for `b` rows fit `cache`.
