@@ -603,6 +603,7 @@ def dpo(a, rec, state):
     model, adapter = build(s, dev, a.dtype, a.seed)
     opt = torch.optim.AdamW(adapter, lr=5e-4, betas=(0.9, 0.999), weight_decay=0.0)
     ids = rand_ids(2 * b, t, s["vocab"], dev)
+    ids[b:, :p] = ids[:b, :p]  # the two sequences of a pair share the prompt, as in gpu_bench
     one = torch.tensor([0.7, 0.3], device=dev)
     labels = torch.ones(b, N_OBJ, device=dev)
 

@@ -20,8 +20,8 @@
 //! - `ppo`: one MO-PPO iteration (`PpoTrainer::step`) on the SmolLM2-135M shape with two learned
 //!   score models as objectives, and its split: generation, scoring, reference (log-probs under
 //!   On/Off and critic values), update (`PpoTrainer::learn`).
-//! - `dpo`: one MO-DPO step (`DpoTrainer::step`, no reference cache) and its split: reference
-//!   log-probs, update (the rest).
+//! - `dpo`: one MO-DPO step (`DpoTrainer::step`, no reference cache; the two sequences of a pair
+//!   share a P-token prompt) and its split: reference log-probs, update (the rest).
 //!
 //! Run on a GPU machine (see `benches/gpu/run.sh`, which also runs the PyTorch reference):
 //! `gpu_bench --device cuda --dtype bf16 --sizes full --out DIR`. CPU smoke run (< 1 min):
@@ -583,8 +583,11 @@ fn dpo(cx: &mut Ctx) -> Result<()> {
     let (_base_vs, adapter_vs, model) = build(&cfg, &adapter_config(), dev, cx.kind, cx.seed);
     let k = 2usize;
     let mut trainer = DpoTrainer::new(model, adapter_vs, DpoSettings::default(), k)?;
-    // Both responses of every pair fill the sequence; the response starts at column P.
+    // Both responses of every pair fill the sequence; the response starts at column P, and
+    // the two sequences of a pair share their P prompt tokens, as real pairs do (the trainer
+    // runs a shared prompt once; scripts/gpu_reference.py builds the same ids).
     let ids = random_ids(2 * b, t, cfg.vocab_size, dev); // [2B, T]
+    ids.narrow(0, b, b).narrow(1, 0, p).copy_(&ids.narrow(0, 0, b).narrow(1, 0, p));
     let a = t - 1;
     let cols = Tensor::arange(a, (Kind::Int64, dev)); // [A]
     let response_mask = cols.ge(p - 1).unsqueeze(0).expand([2 * b, a], false).contiguous(); // [2B, A]
