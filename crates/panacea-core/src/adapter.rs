@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 use crate::config::{Validate, Validator};
+use crate::ops::grad_enabled;
 use crate::CoreError;
 
 /// Weight-decay group of U and V (the optimiser's default group).
@@ -276,17 +277,6 @@ struct Prepared {
     row_scale: Option<Tensor>,
     /// Uᵀ in W0's dtype: [R, d_out] (a transposed view).
     u_t: Tensor,
-}
-
-/// Whether autograd is recording (libtorch's thread-local grad mode).
-fn grad_enabled() -> bool {
-    // SAFETY: at_grad_set_enabled only flips libtorch's thread-local GradMode flag and returns
-    // its previous value; it cannot fail. The flag is restored straight away.
-    unsafe {
-        let prev = torch_sys::at_grad_set_enabled(0);
-        torch_sys::at_grad_set_enabled(prev);
-        prev != 0
-    }
 }
 
 /// A frozen linear layer (weight [d_out, d_in], optional bias) that an SVD-LoRA adapter may wrap.

@@ -75,3 +75,15 @@ pub fn masked_whiten(x: &Tensor, mask: &Tensor, shift_mean: bool) -> Tensor {
     }
     out * m
 }
+
+/// Whether autograd is recording right now (libtorch's thread-local grad mode): the caches and
+/// fast paths that must never serve a forward whose gradient is wanted ask this.
+pub fn grad_enabled() -> bool {
+    // SAFETY: at_grad_set_enabled only flips libtorch's thread-local GradMode flag and returns
+    // its previous value; it cannot fail. The flag is restored straight away.
+    unsafe {
+        let prev = torch_sys::at_grad_set_enabled(0);
+        torch_sys::at_grad_set_enabled(prev);
+        prev != 0
+    }
+}

@@ -18,6 +18,8 @@ use panacea_kernels::simd_available;
 use panacea_kernels::Bf16;
 use tch::{Device, Kind, Tensor};
 
+use crate::ops::grad_enabled;
+
 /// The most rows of x (all leading dimensions together) that [`linear`] handles itself.
 pub const MAX_ROWS: i64 = 16;
 
@@ -139,17 +141,6 @@ pub fn try_linear_f32(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<T
     let mut out_size = x_size[..x_size.len() - 1].to_vec();
     out_size.push(n);
     Some(y.view(out_size.as_slice())) // [.., N], f32
-}
-
-/// Whether libtorch records autograd history right now (its thread-local GradMode flag).
-fn grad_enabled() -> bool {
-    // SAFETY: at_grad_set_enabled only flips libtorch's thread-local GradMode flag and returns
-    // its previous value; it cannot fail. The flag is restored straight away.
-    unsafe {
-        let prev = torch_sys::at_grad_set_enabled(0);
-        torch_sys::at_grad_set_enabled(prev);
-        prev != 0
-    }
 }
 
 #[cfg(test)]
