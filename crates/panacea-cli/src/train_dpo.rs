@@ -448,6 +448,18 @@ struct EvalLine {
 
 /// Implicit-reward and likelihood-ranking accuracy per objective on the eval pairs under each
 /// vertex λ = e_j, pooled over batches (weighted by labelled pairs).
+/// The eval pairs collated in training-sized batches.
+fn eval_batches<'a>(
+    pairs: &'a [EncodedPair],
+    cfg: &'a DpoRunConfig,
+    dev: tch::Device,
+) -> impl Iterator<Item = Result<PairBatch>> + 'a {
+    pairs.chunks(cfg.train.batch_size.max(1)).map(move |chunk| {
+        let rows: Vec<&EncodedPair> = chunk.iter().collect();
+        Ok(PairBatch::collate(&rows, cfg.k(), 0, cfg.dpo.seq_logp, dev)?)
+    })
+}
+
 fn evaluate(
     trainer: &DpoTrainer<Llama>,
     pairs: &[EncodedPair],
@@ -471,10 +483,8 @@ fn evaluate(
         let mut base_rank = vec![0.0; k];
         let mut loss = vec![0.0; k];
         let mut count = vec![0.0; k];
-        for chunk in pairs.chunks(cfg.train.batch_size.max(1)) {
-            let rows: Vec<&EncodedPair> = chunk.iter().collect();
-            let batch = PairBatch::collate(&rows, k, 0, cfg.dpo.seq_logp, dev)?;
-            let m = trainer.evaluate(&batch, StepPreference::Shared(&pref), cache.as_mut())?;
+        for batch in eval_batches(pairs, cfg, dev) {
+            let m = trainer.evaluate(&batch?, StepPreference::Shared(&pref), cache.as_mut())?;
             for i in 0..k {
                 let n = m.labelled_per_obj[i];
                 acc[i] += m.accuracy_per_obj[i] * n;
@@ -540,9 +550,8 @@ fn evaluate_base(
     let k = cfg.k();
     let dev = panacea_lm::CausalLm::device(&trainer.model);
     let (mut base_rank, mut count) = (vec![0.0; k], vec![0.0; k]);
-    for chunk in pairs.chunks(cfg.train.batch_size.max(1)) {
-        let rows: Vec<&EncodedPair> = chunk.iter().collect();
-        let batch = PairBatch::collate(&rows, k, 0, cfg.dpo.seq_logp, dev)?;
+    for batch in eval_batches(pairs, cfg, dev) {
+        let batch = batch?;
         let (reference, _) = trainer.reference_logps(&batch, cache.as_mut())?; // [2B]
         let rank = panacea_dpo::loss::ranking_accuracy(&reference, &batch.labels)?; // [K]
         let labelled =
