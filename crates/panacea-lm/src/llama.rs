@@ -691,29 +691,29 @@ impl Llama {
             None => true,
             Some(m) => start == 0 && bool::try_from(m.ne(0).all()).unwrap_or(false),
         };
-        let positions = match (&mask, unpadded) {
+        let padded = mask.as_ref().filter(|_| !unpadded); // [B, S]
+        let positions = match padded {
             // Positions count real tokens only, so left padding does not shift them.
-            (Some(m), false) => {
+            Some(m) => {
                 let all = (m.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0); // [B, S]
                 all.narrow(1, start, t) // [B, t]
             }
-            _ => Tensor::arange_start(start, s, (Kind::Int64, dev)).unsqueeze(0), // [1, t]
+            None => Tensor::arange_start(start, s, (Kind::Int64, dev)).unsqueeze(0), // [1, t]
         };
         let (cos, sin) = self.rope(&positions);
         let key_idx = || Tensor::arange(s, (Kind::Int64, dev)); // [S]
         let query_idx = || Tensor::arange_start(start, s, (Kind::Int64, dev)); // [t]
         let causal = || key_idx().unsqueeze(0).le_tensor(&query_idx().unsqueeze(1)); // [t, S]
-        let explicit = match (&mask, unpadded) {
-            (_, true) if start == 0 || t == 1 => None,
-            (_, true) => Some(causal().view([1, 1, t, s])), // [1, 1, t, S]
-            (Some(m), false) => {
+        let explicit = match padded {
+            // [B, 1, t, S]. A padding query would otherwise see no key at all (NaN): it sees
+            // itself.
+            Some(m) => {
                 let valid = m.to_kind(Kind::Bool).unsqueeze(1); // [B, 1, S]
-                                                                // A padding query would otherwise see no key at all (NaN); let it see itself.
                 let diag = key_idx().unsqueeze(0).eq_tensor(&query_idx().unsqueeze(1)); // [t, S]
                 Some(causal().logical_and(&valid).logical_or(&diag).unsqueeze(1))
-                // [B, 1, t, S]
             }
-            (None, false) => unreachable!("no mask means unpadded"),
+            // [1, 1, t, S]: a chunk after cached tokens still needs its causal part spelled out.
+            None => (start > 0 && t > 1).then(|| causal().view([1, 1, t, s])),
         };
         let attend = match &explicit {
             Some(m) => Attend::Masked(m),
