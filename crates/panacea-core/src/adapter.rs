@@ -220,22 +220,20 @@ impl SvdLora {
     ///
     /// Master weights stay f32; U and V (with the folded diagonal) are cast to x's dtype.
     pub fn add_to(&self, y: &Tensor, x: &Tensor, pref: &Tensor) -> Tensor {
-        let kind = x.kind();
-        let out_size = y.size();
-        let d_in = x.size().last().copied().unwrap_or(1);
-        let d_out = out_size.last().copied().unwrap_or(1);
+        self.fold(pref, x.kind()).add_to(y, x)
+    }
+
+    /// The factors [`SvdLora::add_to`] multiplies by, for `pref` and activations of dtype
+    /// `kind`: V with c·d folded into its columns (λ [K]) or V and a per-row scale (λ [B, K]),
+    /// and Uᵀ, all cast to `kind`.
+    fn fold(&self, pref: &Tensor, kind: Kind) -> Folded {
         let cd = self.diagonal(pref) * self.scale; // [R] or [B, R], f32
-        let xv = if cd.dim() == 1 {
-            let v_scaled = (&self.v * cd.unsqueeze(0)).to_kind(kind); // [d_in, R]
-            x.reshape([-1, d_in]).matmul(&v_scaled) // [N, R]
+        let (v, row_scale) = if cd.dim() == 1 {
+            ((&self.v * cd.unsqueeze(0)).to_kind(kind), None) // [d_in, R]
         } else {
-            let b = cd.size()[0];
-            let r = cd.size()[1];
-            let xv = x.reshape([b, -1, d_in]).matmul(&self.v.to_kind(kind)); // [B, N/B, R]
-            (xv * cd.to_kind(kind).unsqueeze(1)).reshape([-1, r]) // [N, R]
+            (self.v.to_kind(kind), Some(cd.to_kind(kind).unsqueeze(1))) // [d_in, R], [B, 1, R]
         };
-        let y2 = y.reshape([-1, d_out]); // [N, d_out]
-        y2.addmm(&xv, &self.u.to_kind(kind).tr()).view(out_size.as_slice()) // [.., d_out]
+        Folded { v, row_scale, u_t: self.u.to_kind(kind).tr() }
     }
 
     /// The adapter variables with their names relative to the module (see
@@ -247,6 +245,34 @@ impl SvdLora {
             (ADAPTER_VAR_SUFFIXES[2], &self.sigma),
             (ADAPTER_VAR_SUFFIXES[3], &self.pref_scale),
         ]
+    }
+}
+
+/// An adapter's factors folded for one preference (see [`SvdLora::fold`]).
+#[derive(Debug)]
+struct Folded {
+    /// λ [K]: V·diag(c·d); λ [B, K]: V. [d_in, R].
+    v: Tensor,
+    /// λ [B, K] only: c·d per row, [B, 1, R].
+    row_scale: Option<Tensor>,
+    /// Uᵀ: [R, d_out] (a transposed view).
+    u_t: Tensor,
+}
+
+impl Folded {
+    /// y + (x·V (⊙ row scale))·Uᵀ inside one `addmm`: y [.., d_out], x [.., d_in] → [.., d_out].
+    fn add_to(&self, y: &Tensor, x: &Tensor) -> Tensor {
+        let out_size = y.size();
+        let (d_in, r) = (self.v.size()[0], self.v.size()[1]);
+        let d_out = out_size.last().copied().unwrap_or(1);
+        let xv = match &self.row_scale {
+            None => x.reshape([-1, d_in]).matmul(&self.v), // [N, R]
+            Some(cd) => {
+                let xv = x.reshape([cd.size()[0], -1, d_in]).matmul(&self.v); // [B, N/B, R]
+                (xv * cd).reshape([-1, r]) // [N, R]
+            }
+        };
+        y.reshape([-1, d_out]).addmm(&xv, &self.u_t).view(out_size.as_slice()) // [.., d_out]
     }
 }
 
@@ -271,12 +297,8 @@ struct Prepared {
     /// Address and shape of the preference tensor it was prepared for.
     pref_ptr: usize,
     pref_size: Vec<i64>,
-    /// λ [K]: V·diag(c·d); λ [B, K]: V. In W0's dtype: [d_in, R].
-    v: Tensor,
-    /// λ [B, K] only: c·d per row, [B, 1, R] in W0's dtype.
-    row_scale: Option<Tensor>,
-    /// Uᵀ in W0's dtype: [R, d_out] (a transposed view).
-    u_t: Tensor,
+    /// In W0's dtype.
+    folded: Folded,
 }
 
 /// A frozen linear layer (weight [d_out, d_in], optional bias) that an SVD-LoRA adapter may wrap.
@@ -334,8 +356,8 @@ impl SvdLoraLinear {
                 }
                 let y = crate::small_gemm::linear(x, &self.weight, self.bias.as_ref()); // [.., d_out]
                 match self.prepared.as_ref().filter(|p| Self::prepared_hit(p, pref, x)) {
-                    Some(p) => Self::add_prepared(p, &y, x),
-                    None => lora.add_to(&y, x, pref), // [.., d_out]
+                    Some(p) => p.folded.add_to(&y, x), // the same operations as add_to
+                    None => lora.add_to(&y, x, pref),  // [.., d_out]
                 }
             }
             _ => crate::small_gemm::linear(x, &self.weight, self.bias.as_ref()), // [.., d_out]
@@ -355,23 +377,7 @@ impl SvdLoraLinear {
         !grad_enabled()
             && pref.data_ptr() as usize == p.pref_ptr
             && pref.size() == p.pref_size
-            && x.kind() == p.v.kind()
-    }
-
-    /// [`SvdLora::add_to`] with the prepared factors: the same operations on the same values.
-    fn add_prepared(p: &Prepared, y: &Tensor, x: &Tensor) -> Tensor {
-        let out_size = y.size();
-        let d_in = p.v.size()[0];
-        let d_out = out_size.last().copied().unwrap_or(1);
-        let xv = match &p.row_scale {
-            None => x.reshape([-1, d_in]).matmul(&p.v), // [N, R]
-            Some(cd) => {
-                let r = p.v.size()[1];
-                (x.reshape([cd.size()[0], -1, d_in]).matmul(&p.v) * cd).reshape([-1, r])
-                // [N, R]
-            }
-        };
-        y.reshape([-1, d_out]).addmm(&xv, &p.u_t).view(out_size.as_slice()) // [.., d_out]
+            && x.kind() == p.folded.v.kind()
     }
 
     fn cache_hit(merged: &Merged, pref: &Tensor) -> bool {
@@ -431,21 +437,9 @@ impl SvdLoraLinear {
                 got: pref.size(),
             });
         }
-        let _guard = tch::no_grad_guard();
-        let kind = self.weight.kind();
-        let cd = lora.diagonal(pref) * lora.scale; // [R] or [B, R], f32
-        let (v, row_scale) = if cd.dim() == 1 {
-            ((&lora.v * cd.unsqueeze(0)).to_kind(kind), None) // [d_in, R]
-        } else {
-            (lora.v.to_kind(kind), Some(cd.to_kind(kind).unsqueeze(1))) // [d_in, R], [B, 1, R]
-        };
-        self.prepared = Some(Prepared {
-            pref_ptr: pref.data_ptr() as usize,
-            pref_size: pref.size(),
-            v,
-            row_scale,
-            u_t: lora.u.to_kind(kind).tr(),
-        });
+        let folded = tch::no_grad(|| lora.fold(pref, self.weight.kind()));
+        self.prepared =
+            Some(Prepared { pref_ptr: pref.data_ptr() as usize, pref_size: pref.size(), folded });
         Ok(())
     }
 
