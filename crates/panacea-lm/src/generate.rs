@@ -192,12 +192,16 @@ pub fn generate_ids(
     // The early exit reads a flag from the device: a sync that stalls a GPU's queue, so a
     // GPU checks every few steps (the extra steps generate only padding, trimmed below).
     let check_every = if device.is_cuda() { 8 } else { 1 };
-    tch::no_grad(|| -> Result<(), LmError> {
-        let h = if unpadded {
-            model.forward_cached_unpadded(&prompt_ids, &mut cache, adapter)?
+    // ids [B, t] → [B, t, D]; the cache holds `len` − t positions before the call.
+    let forward = |ids: &Tensor, len: i64, cache: &mut KvCache| {
+        if unpadded {
+            model.forward_cached_unpadded(ids, cache, adapter)
         } else {
-            model.forward_cached(&prompt_ids, &mask.narrow(1, 0, p), &mut cache, adapter)?
-        };
+            model.forward_cached(ids, &mask.narrow(1, 0, len), cache, adapter)
+        }
+    };
+    tch::no_grad(|| -> Result<(), LmError> {
+        let h = forward(&prompt_ids, p, &mut cache)?;
         let mut logits = model.lm_head(&h.select(1, p - 1)); // [B, V]
         for step in 0..n {
             let (next, lp) = choose(&logits, cfg.sampling, rng); // [B], [B]
@@ -211,16 +215,7 @@ pub fn generate_ids(
             if step + 1 == n || ((step + 1) % check_every == 0 && bool::try_from(finished.all())?) {
                 break;
             }
-            let h = if unpadded {
-                model.forward_cached_unpadded(&next.unsqueeze(1), &mut cache, adapter)?
-            } else {
-                model.forward_cached(
-                    &next.unsqueeze(1),
-                    &mask.narrow(1, 0, p + step + 1),
-                    &mut cache,
-                    adapter,
-                )?
-            }; // [B, 1, D]
+            let h = forward(&next.unsqueeze(1), p + step + 1, &mut cache)?; // [B, 1, D]
             logits = model.lm_head(&h.select(1, 0)); // [B, V]
         }
         Ok(())
