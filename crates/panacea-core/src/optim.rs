@@ -134,6 +134,16 @@ impl Flat {
     }
 }
 
+/// One unit of an update (see [`AdamW::slots`]): values, gradient, moments (f32), and the part
+/// of the values in the decay group.
+struct Slot {
+    w: Tensor,
+    g: Tensor,
+    m: Tensor,
+    v: Tensor,
+    decayed: Option<Tensor>,
+}
+
 /// AdamW over the trainable variables of one VarStore, in name order.
 pub struct AdamW {
     cfg: AdamWConfig,
@@ -259,39 +269,45 @@ impl AdamW {
         self.lr = lr;
     }
 
+    /// What one update touches: the flat buffer as a single slot, or every parameter that has
+    /// a gradient (the others are skipped, as in PyTorch's per-parameter `step`).
+    fn slots(&mut self) -> Vec<Slot> {
+        if let Some(g) = self.flat_grads() {
+            let f = self.flat.as_ref().expect("flat_grads implies the flat layout");
+            return vec![Slot {
+                w: f.values.shallow_clone(),
+                g,
+                m: f.exp_avg.shallow_clone(),
+                v: f.exp_avg_sq.shallow_clone(),
+                decayed: (f.decay_len > 0).then(|| f.values.narrow(0, 0, f.decay_len)),
+            }];
+        }
+        self.params
+            .iter()
+            .filter_map(|p| {
+                let g = p.tensor.grad();
+                g.defined().then(|| Slot {
+                    w: p.tensor.shallow_clone(),
+                    g,
+                    m: p.exp_avg.shallow_clone(),
+                    v: p.exp_avg_sq.shallow_clone(),
+                    decayed: p.decay.then(|| p.tensor.shallow_clone()),
+                })
+            })
+            .collect()
+    }
+
     /// Zeroes every gradient.
     pub fn zero_grad(&mut self) {
-        if let Some(g) = self.flat_grads() {
-            tch::no_grad(|| {
-                let _ = g.shallow_clone().zero_();
-            });
-            return;
-        }
-        for p in &self.params {
-            let mut g = p.tensor.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
+        for mut s in self.slots() {
+            let _ = s.g.detach_().zero_();
         }
     }
 
     /// Scales the gradients so that their global L2 norm is at most `max_norm`; returns the
     /// norm before clipping.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
-        if let Some(g) = self.flat_grads() {
-            let total = tch::no_grad(|| {
-                g.to_kind(Kind::Double).square().sum(Kind::Double).sqrt().double_value(&[])
-            });
-            let coef = max_norm / (total + 1e-6);
-            if coef < 1.0 {
-                tch::no_grad(|| {
-                    let _ = g.shallow_clone().g_mul_scalar_(coef);
-                });
-            }
-            return total;
-        }
-        let grads: Vec<Tensor> =
-            self.params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect();
+        let grads: Vec<Tensor> = self.slots().into_iter().map(|s| s.g).collect();
         if grads.is_empty() {
             return 0.0;
         }
@@ -319,43 +335,18 @@ impl AdamW {
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let bias1 = 1.0 - b1.powi(t);
         let bias2_sqrt = (1.0 - b2.powi(t)).sqrt();
-        if let Some(g) = self.flat_grads() {
-            let (lr, cfg) = (self.lr, self.cfg);
-            let f = self.flat.as_ref().expect("flat_grads implies the flat layout");
-            // The per-tensor update below, element for element, on all parameters at once.
-            tch::no_grad(|| {
-                let _ = f.exp_avg.shallow_clone().g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
-                let _ = f
-                    .exp_avg_sq
-                    .shallow_clone()
-                    .g_mul_scalar_(b2)
-                    .g_add_(&(g.square() * (1.0 - b2)));
-                let w = f.values.shallow_clone();
-                if cfg.weight_decay != 0.0 && f.decay_len > 0 {
-                    let _ = w.narrow(0, 0, f.decay_len).g_mul_scalar_(1.0 - lr * cfg.weight_decay);
-                }
-                let denom = f.exp_avg_sq.sqrt() / bias2_sqrt + cfg.eps;
-                let update = (&f.exp_avg / denom) * (lr / bias1);
-                let _ = w.shallow_clone().g_sub_(&update);
-            });
-            return;
-        }
+        let (lr, cfg) = (self.lr, self.cfg);
         tch::no_grad(|| {
-            for p in &mut self.params {
-                let g = p.tensor.grad();
-                if !g.defined() {
-                    continue;
+            for s in self.slots() {
+                let g = s.g.to_kind(Kind::Float);
+                let _ = s.m.shallow_clone().g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
+                let _ = s.v.shallow_clone().g_mul_scalar_(b2).g_add_(&(g.square() * (1.0 - b2)));
+                if let Some(mut d) = s.decayed.filter(|_| cfg.weight_decay != 0.0) {
+                    let _ = d.g_mul_scalar_(1.0 - lr * cfg.weight_decay);
                 }
-                let g = g.to_kind(Kind::Float);
-                let _ = p.exp_avg.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
-                let _ = p.exp_avg_sq.g_mul_scalar_(b2).g_add_(&(g.square() * (1.0 - b2)));
-                let mut w = p.tensor.shallow_clone();
-                if p.decay && self.cfg.weight_decay != 0.0 {
-                    let _ = w.g_mul_scalar_(1.0 - self.lr * self.cfg.weight_decay);
-                }
-                let denom = p.exp_avg_sq.sqrt() / bias2_sqrt + self.cfg.eps;
-                let update = (&p.exp_avg / denom) * (self.lr / bias1);
-                let _ = w.g_sub_(&update.to_kind(w.kind()));
+                let denom = s.v.sqrt() / bias2_sqrt + cfg.eps;
+                let update = (&s.m / denom) * (lr / bias1);
+                let _ = s.w.shallow_clone().g_sub_(&update.to_kind(s.w.kind()));
             }
         });
     }
