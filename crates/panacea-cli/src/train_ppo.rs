@@ -156,19 +156,7 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
     // Model, prompts, reward sources, trainer.
     let (base_vs, policy, adapter_vs, tokenizer) = load_policy(&cfg, device)?;
     let (train_prompts, eval_prompts, data_files) = load_prompts(&cfg, &tokenizer)?;
-    let sources = build_sources(&cfg, &tokenizer, &policy)?;
-    let parts = PpoParts {
-        critic_adapter: cfg.model.adapter.clone(),
-        objectives: cfg.objectives.iter().map(|o| o.objective()).collect(),
-        sources,
-        eos_id: tokenizer.eos_id,
-        pad_id: tokenizer.pad_id,
-        tokenizer: Some(tokenizer.clone()),
-        total_steps: cfg.train.steps,
-        policy,
-        adapter_vs,
-    };
-    let mut trainer = PpoTrainer::new(cfg.ppo.clone(), parts)?;
+    let mut trainer = build_trainer(&cfg, &tokenizer, policy, adapter_vs, cfg.train.steps)?;
     tracing::info!(
         "{} train / {} eval prompts; base {} tensors frozen; adapter {} tensors trainable",
         train_prompts.len(),
@@ -454,6 +442,29 @@ fn load_prompts(
     Ok((train, eval, files))
 }
 
+/// The PPO trainer of `cfg` around `policy` (its adapter in `adapter_vs`), with one reward
+/// source per objective, for a run of `total_steps`.
+fn build_trainer(
+    cfg: &TrainPpoConfig,
+    tok: &Tokenizer,
+    policy: Llama,
+    adapter_vs: nn::VarStore,
+    total_steps: u64,
+) -> Result<PpoTrainer> {
+    let parts = PpoParts {
+        critic_adapter: cfg.model.adapter.clone(),
+        objectives: cfg.objectives.iter().map(|o| o.objective()).collect(),
+        sources: build_sources(cfg, tok, &policy)?,
+        eos_id: tok.eos_id,
+        pad_id: tok.pad_id,
+        tokenizer: Some(tok.clone()),
+        total_steps,
+        policy,
+        adapter_vs,
+    };
+    Ok(PpoTrainer::new(cfg.ppo.clone(), parts)?)
+}
+
 /// One reward source per objective.
 fn build_sources(
     cfg: &TrainPpoConfig,
@@ -662,19 +673,7 @@ mod tests {
             assert_eq!(t.kind(), Kind::BFloat16, "base variable {name}");
         }
         let (train_prompts, _, _) = load_prompts(&cfg, &tok).expect("prompts");
-        let sources = build_sources(&cfg, &tok, &policy).expect("sources");
-        let parts = PpoParts {
-            critic_adapter: cfg.model.adapter.clone(),
-            objectives: cfg.objectives.iter().map(|o| o.objective()).collect(),
-            sources,
-            eos_id: tok.eos_id,
-            pad_id: tok.pad_id,
-            tokenizer: Some(tok.clone()),
-            total_steps: 1,
-            policy,
-            adapter_vs,
-        };
-        let mut trainer = PpoTrainer::new(cfg.ppo.clone(), parts).expect("trainer");
+        let mut trainer = build_trainer(&cfg, &tok, policy, adapter_vs, 1).expect("trainer");
         let snapshot = |vs: &nn::VarStore| {
             let mut v: Vec<(String, Tensor)> =
                 vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
