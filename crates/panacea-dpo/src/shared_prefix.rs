@@ -172,7 +172,8 @@ pub fn shared_prefix_logps<M: PackedLm + ?Sized>(
     let ids = long(&p.ids).view([b, l]); // [B, L]
     let positions = long(&p.positions).view([b, l]); // [B, L]
     let segment = long(&p.segment).view([b, l]); // [B, L]
-                                                 // Query q sees key k ≤ q of the shared prefix or of its own segment (padding sees padding).
+
+    // Query q sees key k ≤ q of the shared prefix or of its own segment (padding sees padding).
     let idx = Tensor::arange(l, (Kind::Int64, dev)); // [L]
     let causal = idx.unsqueeze(0).le_tensor(&idx.unsqueeze(1)); // [L, L] (query, key)
     let same = segment.unsqueeze(2).eq_tensor(&segment.unsqueeze(1)); // [B, L, L]
@@ -187,6 +188,6 @@ pub fn shared_prefix_logps<M: PackedLm + ?Sized>(
     let flat = &source * v + long(&p.target); // [N]
     let picked = logits.reshape([-1]).index_select(0, &flat); // [N]
     let lse = logits.logsumexp([1i64].as_slice(), false).index_select(0, &source); // [N]
-    Tensor::zeros([2 * b], (Kind::Float, dev)).index_add(0, &long(&p.row), &(picked - lse))
-    // [2B]
+    let out = Tensor::zeros([2 * b], (Kind::Float, dev)); // [2B]
+    out.index_add(0, &long(&p.row), &(picked - lse))
 }

@@ -352,7 +352,8 @@ impl<M: PackedLm> DpoTrainer<M> {
         let out = self.loss(&leaf, &reference, batch, &pair_pref)?;
         out.loss.backward();
         let g = leaf.grad().detach(); // [2B]
-                                      // Phase (b): Σ g·lp per micro-batch accumulates ∂L/∂θ.
+
+        // Phase (b): Σ g·lp per micro-batch accumulates ∂L/∂θ.
         for (s, l) in ranges {
             let p = pref.tensor(self.k, s, l, device)?; // [K] or [l, K]
             let lp = shared_prefix_logps(&self.model, &batch.slice(s, l), Adapter::On { pref: &p }); // [2l]

@@ -152,7 +152,8 @@ fn choose(logits: &Tensor, sampling: Sampling, rng: &mut impl Rng) -> (Tensor, T
             let u: Vec<f32> = (0..b).map(|_| rng.gen::<f32>()).collect();
             let u = Tensor::from_slice(&u).to_device(logits.device()).unsqueeze(1)
                 * cdf.narrow(1, v - 1, 1); // [B, 1]
-                                           // Inverse CDF: the first token whose cumulative probability exceeds u.
+
+            // Inverse CDF: the first token whose cumulative probability exceeds u.
             let next = cdf.lt_tensor(&u).sum_dim_intlist(-1, false, Kind::Int64).clamp_max(v - 1);
             let lp = logp.gather(1, &next.unsqueeze(1), false).squeeze_dim(1);
             (next, lp)

@@ -43,7 +43,8 @@ pub fn gae(
     for t in (0..n).rev() {
         let next_v = if t + 1 < n { values.select(1, t + 1) } else { last.zeros_like() }; // [B, K]
         let delta = rewards.select(1, t) + next_v * gamma - values.select(1, t); // [B, K]
-                                                                                 // Masking here keeps prompt positions (before the response) at zero advantage.
+
+        // Masking here keeps prompt positions (before the response) at zero advantage.
         last = (delta + &last * (gamma * gae_lambda)) * mask.select(1, t); // [B, K]
         out.push(last.shallow_clone());
     }

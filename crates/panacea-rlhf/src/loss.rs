@@ -62,7 +62,8 @@ pub fn value_loss(
     let l2 = (clipped - returns).square(); // [B, A, K]
     let worst = l1.maximum(&l2); // [B, A, K]
     let mask = act_mask.to_kind(values.kind()).unsqueeze(-1); // [B, A, 1]
-                                                              // Per objective: Σ_{b,t} x·mask / Σ mask, then the mean over K.
+
+    // Per objective: Σ_{b,t} x·mask / Σ mask, then the mean over K.
     let num = (&worst * &mask).sum_dim_intlist([0i64, 1].as_slice(), false, values.kind()); // [K]
     let den = mask.sum(values.kind()).clamp_min(1.0);
     (num / den).mean(values.kind()) * 0.5

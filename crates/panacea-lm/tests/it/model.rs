@@ -53,7 +53,8 @@ fn kv_cache_decoding_equals_full_forward() {
         }
     });
     let cached = Tensor::cat(&parts, 1); // [2, 10, V]
-                                         // Compare the real (unpadded) positions: row 0 all, row 1 from position 3.
+
+    // Compare the real (unpadded) positions: row 0 all, row 1 from position 3.
     let d0 = max_abs_diff(&full.get(0), &cached.get(0));
     let d1 = max_abs_diff(&full.get(1).narrow(0, 3, 7), &cached.get(1).narrow(0, 3, 7));
     assert!(d0 < 1e-4 && d1 < 1e-4, "max |full − cached| = {d0}, {d1}");
