@@ -90,18 +90,40 @@ impl RunJob {
         }
     }
 
-    /// The run's job: from its manifest, else whichever trainer's config its `config.yaml`
-    /// is.
-    pub(crate) fn of_run(run: &Path) -> Result<RunJob> {
-        if let Some(job) = Self::from_manifest(run) {
-            return Ok(job);
-        }
+    /// The objective count and step budget of `config`, read as this trainer's config.
+    fn counts(self, config: &Path) -> Result<(usize, u64)> {
+        Ok(match self {
+            RunJob::Ppo => {
+                let cfg: TrainPpoConfig = panacea_core::config::load_config(config, &[])?;
+                (cfg.objectives.len(), cfg.train.steps)
+            }
+            RunJob::Dpo => {
+                let cfg: DpoRunConfig = panacea_core::config::load_config(config, &[])?;
+                (cfg.k(), cfg.train.steps as u64)
+            }
+        })
+    }
+
+    /// The run's job with its objective count and step budget, reading `config.yaml` once:
+    /// the job from the manifest, else whichever trainer's config the file is.
+    pub(crate) fn of_run(run: &Path) -> Result<(RunJob, usize, u64)> {
         let config = run.join("config.yaml");
-        if panacea_core::config::load_config::<DpoRunConfig>(&config, &[]).is_ok() {
-            return Ok(RunJob::Dpo);
+        if let Some(job) = Self::from_manifest(run) {
+            let (k, steps) = job.counts(&config).with_context(|| {
+                format!(
+                    "--compare trains the baselines with the Panacea run's config, and {} is \
+                     not a {} config (the run's manifest says {})",
+                    config.display(),
+                    job.short(),
+                    job.manifest_name()
+                )
+            })?;
+            return Ok((job, k, steps));
         }
-        if panacea_core::config::load_config::<TrainPpoConfig>(&config, &[]).is_ok() {
-            return Ok(RunJob::Ppo);
+        for job in [RunJob::Dpo, RunJob::Ppo] {
+            if let Ok((k, steps)) = job.counts(&config) {
+                return Ok((job, k, steps));
+            }
         }
         bail!(
             "{} is neither a PPO nor a DPO run folder (no manifest.json naming train-ppo or \
@@ -131,29 +153,8 @@ pub(crate) fn train_baselines(
     steps: Option<u64>,
     device: Option<DeviceChoice>,
 ) -> Result<Baselines> {
-    let job = RunJob::of_run(panacea_run)?;
+    let (job, k, run_steps) = RunJob::of_run(panacea_run)?;
     let config = panacea_run.join("config.yaml");
-    let load_err = || {
-        format!(
-            "--compare trains the baselines with the Panacea run's config, and {} is not a {} \
-             config (the run's manifest says {})",
-            config.display(),
-            job.short(),
-            job.manifest_name()
-        )
-    };
-    let (k, run_steps) = match job {
-        RunJob::Ppo => {
-            let cfg: TrainPpoConfig =
-                panacea_core::config::load_config(&config, &[]).with_context(load_err)?;
-            (cfg.objectives.len(), cfg.train.steps)
-        }
-        RunJob::Dpo => {
-            let cfg: DpoRunConfig =
-                panacea_core::config::load_config(&config, &[]).with_context(load_err)?;
-            (cfg.k(), cfg.train.steps as u64)
-        }
-    };
     let total = steps.unwrap_or(run_steps);
     let family = Family { job, config, root: panacea_run.join("baselines"), total, device };
     let mut out = Baselines::default();
