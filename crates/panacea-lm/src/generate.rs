@@ -211,7 +211,9 @@ pub fn generate_ids(
             out_ids.narrow(1, step, 1).copy_(&next.unsqueeze(1));
             out_mask.narrow(1, step, 1).copy_(&active.unsqueeze(1));
             out_lp.narrow(1, step, 1).copy_(&(lp * &active).unsqueeze(1));
-            mask.narrow(1, p + step, 1).copy_(&active.unsqueeze(1));
+            if !unpadded {
+                mask.narrow(1, p + step, 1).copy_(&active.unsqueeze(1));
+            }
             finished = finished.logical_or(&next.eq(cfg.eos_id));
             if step + 1 == n || ((step + 1) % check_every == 0 && bool::try_from(finished.all())?) {
                 break;
