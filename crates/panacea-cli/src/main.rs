@@ -19,6 +19,7 @@ mod run_dir;
 mod tensorboard;
 #[cfg(test)]
 mod test_support;
+mod tiny_random;
 mod train_dpo;
 mod train_ppo;
 mod train_rm;

@@ -36,7 +36,7 @@ use panacea_dpo::{
     DpoRunConfig, DpoTrainer, EncodedPair, PairBatch, PairLoader, RefCacheKey, RefLogpCache,
     StepPreference,
 };
-use panacea_lm::{init_random, ChatTemplate, Llama, LlamaConfig, LoadedModel, Tokenizer};
+use panacea_lm::{ChatTemplate, Llama, LoadedModel};
 use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;
@@ -423,21 +423,11 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
 /// The frozen base model and its tokenizer: `cfg.model` loaded from the cache, or for
 /// `tiny-random` a 2-layer random Llama initialised from `cfg.seed` (SmolLM2 tokenizer).
 pub(crate) fn load_base(cfg: &DpoRunConfig, device: tch::Device) -> Result<LoadedModel> {
-    if cfg.model != "tiny-random" {
-        return panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
-            .with_context(|| format!("loading model {}", cfg.model));
+    if cfg.model == crate::tiny_random::NAME {
+        return crate::tiny_random::base(device, cfg.seed as i64, cfg.dtype);
     }
-    let dir = panacea_lm::resolve_model("smollm2-135m")
-        .context("tiny-random uses the SmolLM2 tokenizer")?;
-    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), 2)?;
-    let mut base_vs = tch::nn::VarStore::new(device);
-    let model = Llama::new(&base_vs.root(), None, &LlamaConfig::tiny());
-    init_random(&base_vs, cfg.seed as i64);
-    if cfg.dtype == DType::Bf16 {
-        base_vs.bfloat16();
-    }
-    base_vs.freeze();
-    Ok(LoadedModel { base_vs, model, tokenizer })
+    panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
+        .with_context(|| format!("loading model {}", cfg.model))
 }
 
 /// One evaluation record: a log line and the metrics.jsonl object.

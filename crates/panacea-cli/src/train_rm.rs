@@ -12,7 +12,7 @@ use panacea_core::config::{parse_config, to_yaml, Validate, Validator};
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::{seed_everything, ObjectiveKind};
 use panacea_data::{load_pairs, PairFormat, ReadOptions};
-use panacea_lm::{init_random, ChatTemplate, Llama, LlamaConfig, Pretrained, Tokenizer};
+use panacea_lm::{ChatTemplate, Pretrained};
 use panacea_rlhf::score::{
     pair_loss, save_score_model, score_adapter_config, LmScoreModel, ScoreModelMeta, ScorePairBatch,
 };
@@ -228,23 +228,17 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let mut rng = seed_everything(cfg.seed);
 
     // The frozen base and the tokenizer.
-    let mut base_vs = nn::VarStore::new(device);
-    let (base, tok): (Llama, Tokenizer) = if cfg.model.name == "tiny-random" {
-        let dir = panacea_lm::resolve_model("smollm2-135m")?;
-        let tok = Tokenizer::from_file(&dir.join("tokenizer.json"), 2)?;
-        let m = Llama::new(&base_vs.root(), None, &LlamaConfig::tiny());
-        init_random(&base_vs, cfg.seed as i64);
-        if cfg.dtype == DType::Bf16 {
-            // Before the score models take their views of the base.
-            base_vs.bfloat16();
-        }
-        (m, tok)
+    let (_base_vs, base, tok) = if cfg.model.name == crate::tiny_random::NAME {
+        // In cfg.dtype before the score models take their views of the base.
+        let loaded = crate::tiny_random::base(device, cfg.seed as i64, cfg.dtype)?;
+        (loaded.base_vs, loaded.model, loaded.tokenizer)
     } else {
+        let mut base_vs = nn::VarStore::new(device);
         let pre = Pretrained::load(&cfg.model.name)?;
         let m = pre.build(&mut base_vs, None, cfg.dtype.kind())?;
-        (m, pre.tokenizer.clone())
+        base_vs.freeze();
+        (base_vs, m, pre.tokenizer.clone())
     };
-    base_vs.freeze();
 
     // Pairs → token ids of prompt + response (+ EOS), split by a seeded shuffle.
     let dims: Vec<String> = cfg.models.iter().map(|m| m.dim.clone()).collect();
