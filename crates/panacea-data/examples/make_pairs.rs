@@ -12,6 +12,10 @@
 //! bundled sets in file order; one seeded RNG drives all sampling in a fixed batch order; the
 //! output is written with sorted keys. On the CPU, with the same libtorch thread count (recorded
 //! in stats.json), the same command reproduces the files byte for byte.
+//!
+//! `--from-responses data/pairs/smollm2-responses.jsonl` skips sampling and scoring and re-pairs
+//! an earlier run's scored responses (new margins or concise settings in seconds); the generation
+//! fields of stats.json then repeat this run's flags, whose defaults are the committed run's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -73,7 +77,10 @@ struct Args {
     #[arg(long, default_value_t = 4.0)]
     concise_r_max: f64,
     /// Minimum score gaps for a preference, one per dimension (harmless,positive,relevant,concise).
-    #[arg(long, value_delimiter = ',', default_value = "0.02,0.05,0.05,0.0")]
+    /// Harmless needs 0.1: below it, two benign answers differ by a word the toxicity model
+    /// weighs slightly, and DPO on such labels did not beat chance on held-out prompts
+    /// (benches/README.md "DPO main job").
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.05,0.05,0.0")]
     margins: Vec<f64>,
     /// auto, cpu, cuda or cuda:N (cpu is the reproducible default).
     #[arg(long, default_value = "cpu")]
@@ -82,6 +89,11 @@ struct Args {
     /// also 4× faster than 2 (OpenMP threads spin while waiting for a core).
     #[arg(long, default_value_t = 1)]
     threads: i32,
+    /// Re-pair the scored responses of an earlier run (its smollm2-responses.jsonl) instead of
+    /// sampling and scoring: seconds instead of minutes, for new --margins or concise settings.
+    /// Its prompts and responses per prompt must match --benign, --harmful and --k.
+    #[arg(long)]
+    from_responses: Option<PathBuf>,
 }
 
 /// One prompt to sample from.
@@ -117,23 +129,17 @@ fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<(
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    panacea_core::device::init_torch();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = <Args as clap::Parser>::parse();
-    anyhow::ensure!(args.k >= 2, "--k must be at least 2 to form pairs");
-    anyhow::ensure!(args.margins.len() == DIMS.len(), "--margins needs {} values", DIMS.len());
-    let device = args.device.resolve()?;
-    tch::set_num_threads(args.threads);
-    let threads = tch::get_num_threads();
-    tracing::info!("running on {device:?} with {threads} libtorch threads");
+/// What the pairs are built from: the prompts, k responses each, their SmolLM2 token counts and
+/// one score column per dimension of [`DIMS`] (rows prompt-major).
+struct Scored {
+    items: Vec<Item>,
+    responses: Vec<Vec<String>>,
+    lengths: Vec<usize>,
+    columns: Vec<Vec<f64>>,
+}
 
+/// Steps 1 and 2: k samples per prompt from the base policy, scored by the gold scorers.
+fn sample_and_score(args: &Args, device: tch::Device) -> anyhow::Result<Scored> {
     let mut items = select(PromptSet::Benign, args.benign, "benign")?;
     items.extend(select(PromptSet::Harmful, args.harmful, "harmful")?);
 
@@ -186,20 +192,102 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|r| m.tokenizer.encode(r).map(|ids| ids.len()))
         .collect::<Result<_, _>>()?;
-    // Lengths are SmolLM2 tokens, counted above; the scorer's own measure is not used.
-    let concise =
-        ConciseScorer::new(args.concise_r_max, args.concise_c, LengthMeasure::WhitespaceWords)?;
     let columns: Vec<Vec<f64>> = vec![
         harmless.score(&flat_prompts, &flat_responses)?,
         positive.score(&flat_prompts, &flat_responses)?,
         relevant.score(&flat_prompts, &flat_responses)?,
-        lengths.iter().map(|&n| concise.reward_for_length(n)).collect(),
+        concise_column(args, &lengths)?,
     ];
     tracing::info!(
         "scored {} responses in {:.0} s",
         flat_responses.len(),
         t0.elapsed().as_secs_f64()
     );
+
+    Ok(Scored { items, responses, lengths, columns })
+}
+
+/// The concise reward of a response of `n` SmolLM2 tokens under the flags' rule.
+fn concise_column(args: &Args, lengths: &[usize]) -> anyhow::Result<Vec<f64>> {
+    // Lengths are SmolLM2 tokens, counted by the caller; the scorer's own measure is not used.
+    let concise =
+        ConciseScorer::new(args.concise_r_max, args.concise_c, LengthMeasure::WhitespaceWords)?;
+    Ok(lengths.iter().map(|&n| concise.reward_for_length(n)).collect())
+}
+
+/// `--from-responses`: the prompts, responses, token counts and gold scores of an earlier run;
+/// the concise column is recomputed from the token counts with this run's settings.
+fn read_scored(path: &Path, args: &Args) -> anyhow::Result<Scored> {
+    let records = panacea_data::pairgen::read_scored_responses(path)?;
+    let (mut items, mut responses, mut lengths) = (Vec::new(), Vec::new(), Vec::new());
+    let mut columns = vec![Vec::new(); DIMS.len()];
+    for r in records {
+        let kind = match r.kind.as_str() {
+            "benign" => "benign",
+            "harmful" => "harmful",
+            other => anyhow::bail!(
+                "{}: prompt {}: kind {other:?} is neither \"benign\" nor \"harmful\"",
+                path.display(),
+                r.id
+            ),
+        };
+        anyhow::ensure!(
+            r.responses.len() == args.k,
+            "{}: prompt {} has {} responses, but --k is {}\nhint: pass the --k of the run that \
+             wrote the file",
+            path.display(),
+            r.id,
+            r.responses.len(),
+            args.k
+        );
+        // Every dimension but concise comes from the file; concise follows this run's flags.
+        let dims: Vec<String> = DIMS.iter().map(|d| d.to_string()).collect();
+        let sp = r.to_scored_prompt(&dims)?;
+        let concise = concise_column(args, &r.tokens)?;
+        for (d, col) in columns.iter_mut().enumerate() {
+            match DIMS[d] {
+                "concise" => col.extend_from_slice(&concise),
+                _ => col.extend(sp.scores.iter().map(|row| row[d])),
+            }
+        }
+        lengths.extend_from_slice(&r.tokens);
+        responses.push(r.responses);
+        items.push(Item { id: r.id, prompt: r.prompt, source: r.source, kind });
+    }
+    let count = |kind: &str| items.iter().filter(|it| it.kind == kind).count();
+    anyhow::ensure!(
+        count("benign") == args.benign && count("harmful") == args.harmful,
+        "{}: {} benign and {} harmful prompts, but the flags ask for {} and {}",
+        path.display(),
+        count("benign"),
+        count("harmful"),
+        args.benign,
+        args.harmful
+    );
+    Ok(Scored { items, responses, lengths, columns })
+}
+
+fn main() -> anyhow::Result<()> {
+    panacea_core::device::init_torch();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = <Args as clap::Parser>::parse();
+    anyhow::ensure!(args.k >= 2, "--k must be at least 2 to form pairs");
+    anyhow::ensure!(args.margins.len() == DIMS.len(), "--margins needs {} values", DIMS.len());
+    let device = args.device.resolve()?;
+    tch::set_num_threads(args.threads);
+    let threads = tch::get_num_threads();
+    tracing::info!("running on {device:?} with {threads} libtorch threads");
+
+    let Scored { items, responses, lengths, columns } = match &args.from_responses {
+        Some(path) => read_scored(path, &args)?,
+        None => sample_and_score(&args, device)?,
+    };
 
     // 3. Pairs in both schemas.
     let pcfg = PairGenConfig {
@@ -262,7 +350,7 @@ fn main() -> anyhow::Result<()> {
         "margins": DIMS.iter().zip(&args.margins).map(|(d, m)| (d.to_string(), serde_json::json!(m))).collect::<serde_json::Map<_, _>>(),
         "device": format!("{device:?}"), "libtorch_threads": threads,
         "prompts": {"benign": args.benign, "harmful": args.harmful},
-        "responses": flat_responses.len(),
+        "responses": lengths.len(),
         "pairs": {"candidates": stats.candidates, "identical_dropped": stats.identical,
                   "all_ties_dropped": stats.all_ties, "generic": stats.generic, "pku": stats.pku,
                   "labelled_per_dim": DIMS.iter().zip(&stats.labelled).map(|(d, n)| (d.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>()},

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::jsonl::{parse_line, Lines};
 use crate::pairs::{GenericPair, PkuRecord};
 use crate::DataError;
 
@@ -175,6 +176,93 @@ pub fn build_pairs(
         }
     }
     Ok((generic, pku))
+}
+
+/// One line of a scored-responses file (`data/pairs/smollm2-responses.jsonl`, written by the
+/// `make_pairs` example): a prompt, its k sampled responses, their lengths in policy tokens and
+/// one score column (k values) per gold-scorer dimension.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoredResponses {
+    /// The prompt's id in its prompt set (e.g. `helm-0001`).
+    pub id: String,
+    /// `benign` or `harmful`.
+    pub kind: String,
+    /// The prompt set's source (e.g. `helm`, `donotanswer`).
+    pub source: String,
+    /// The raw prompt.
+    pub prompt: String,
+    /// The k responses.
+    pub responses: Vec<String>,
+    /// Each response's length in policy tokens.
+    pub tokens: Vec<usize>,
+    /// Dimension → k scores.
+    pub scores: BTreeMap<String, Vec<f64>>,
+}
+
+impl ScoredResponses {
+    /// The [`ScoredPrompt`] over `dims`, in that order.
+    pub fn to_scored_prompt(&self, dims: &[String]) -> Result<ScoredPrompt, DataError> {
+        let k = self.responses.len();
+        let mut columns = Vec::with_capacity(dims.len());
+        for d in dims {
+            match self.scores.get(d) {
+                Some(col) if col.len() == k => columns.push(col),
+                found => {
+                    return Err(DataError::Setting {
+                        setting: "dims".to_owned(),
+                        message: format!(
+                            "prompt {:?} has {} {d:?} scores for {k} responses",
+                            self.id,
+                            found.map_or(0, |c| c.len())
+                        ),
+                    })
+                }
+            }
+        }
+        let scores = (0..k).map(|r| columns.iter().map(|c| c[r]).collect()).collect();
+        Ok(ScoredPrompt { prompt: self.prompt.clone(), responses: self.responses.clone(), scores })
+    }
+}
+
+/// Reads a scored-responses file strictly: every line must parse, and every token and score
+/// column must hold one finite value per response. Errors name the file, line and field.
+pub fn read_scored_responses(path: &std::path::Path) -> Result<Vec<ScoredResponses>, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut out = Vec::new();
+    for line in Lines::new(std::io::BufReader::new(file), path.to_owned()) {
+        let line = line?;
+        if line.text.trim().is_empty() {
+            continue;
+        }
+        let r: ScoredResponses = parse_line(path, &line)?;
+        let bad = |field: String, message: String| DataError::Record {
+            path: path.to_owned(),
+            line: line.number,
+            field: Some(field),
+            message,
+        };
+        let k = r.responses.len();
+        if r.tokens.len() != k {
+            return Err(bad(
+                "tokens".into(),
+                format!("{} lengths for {k} responses", r.tokens.len()),
+            ));
+        }
+        for (dim, col) in &r.scores {
+            if col.len() != k {
+                return Err(bad(
+                    format!("scores.{dim}"),
+                    format!("{} scores for {k} responses", col.len()),
+                ));
+            }
+            if let Some(x) = col.iter().find(|x| !x.is_finite()) {
+                return Err(bad(format!("scores.{dim}"), format!("{x} is not a finite score")));
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// Ranks 1..n with ties given their average rank (the convention of `scipy.stats.rankdata`).

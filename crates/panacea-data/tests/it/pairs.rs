@@ -304,3 +304,64 @@ fn committed_smollm2_dataset_loads_strictly_and_matches_its_stats() {
     assert_eq!(pku.len() as u64, stats["pairs"]["pku"].as_u64().expect("count"));
     assert!(pku.iter().all(|r| r.labels.iter().all(|&t| t != 0)));
 }
+
+/// The committed pair files are exactly what `build_pairs` makes of the committed scored
+/// responses with the margins recorded in stats.json (what `cargo xtask make-pairs
+/// --from-responses` does): the pairs cannot drift from their generator or from their scores.
+#[test]
+fn committed_pairs_are_rebuilt_exactly_from_the_committed_scored_responses() {
+    use panacea_data::pairgen::{build_pairs, read_scored_responses, PairGenConfig, PairGenStats};
+    let dir = panacea_data::workspace_path("data/pairs");
+    let stats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("stats.json")).expect("data/pairs/stats.json"),
+    )
+    .expect("stats.json is JSON");
+    let dims: Vec<String> =
+        ["harmless", "positive", "relevant", "concise"].map(String::from).to_vec();
+    let cfg = PairGenConfig {
+        margins: dims.iter().map(|d| stats["margins"][d].as_f64().expect("margin")).collect(),
+        dims: dims.clone(),
+        pku_helpful: "relevant".into(),
+        pku_harmless: "harmless".into(),
+        safe_threshold: 0.5,
+    };
+    let scored = read_scored_responses(&dir.join("smollm2-responses.jsonl")).expect("responses");
+    assert_eq!(scored.len() as u64, stats["prompts"]["benign"].as_u64().unwrap() * 2);
+    let (mut generic, mut pku) = (String::new(), String::new());
+    let mut counts = PairGenStats::default();
+    for r in &scored {
+        let (g, p) = build_pairs(&r.to_scored_prompt(&dims).expect("dims"), &cfg, &mut counts)
+            .expect("pairs");
+        for x in g {
+            generic.push_str(&serde_json::to_string(&x).unwrap());
+            generic.push('\n');
+        }
+        for x in p {
+            pku.push_str(&serde_json::to_string(&x).unwrap());
+            pku.push('\n');
+        }
+    }
+    let committed = |f: &str| std::fs::read_to_string(dir.join(f)).expect(f);
+    assert!(generic == committed("smollm2-generic.jsonl"), "generic pairs differ from a rebuild");
+    assert!(pku == committed("smollm2-pku.jsonl"), "PKU pairs differ from a rebuild");
+    assert_eq!(counts.pku as u64, stats["pairs"]["pku"].as_u64().unwrap());
+}
+
+#[test]
+fn scored_responses_reader_names_the_line_and_field_of_a_bad_column() {
+    let dir = std::env::temp_dir().join(format!("panacea-data-scored-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("responses.jsonl");
+    let good = r#"{"id":"a","kind":"benign","source":"s","prompt":"p","responses":["x","y"],"tokens":[1,2],"scores":{"harmless":[0.5,0.25]}}"#;
+    let short = r#"{"id":"b","kind":"benign","source":"s","prompt":"p","responses":["x","y"],"tokens":[1,2],"scores":{"harmless":[0.5]}}"#;
+    std::fs::write(&path, format!("{good}\n\n{short}\n")).unwrap();
+    let err = panacea_data::pairgen::read_scored_responses(&path).unwrap_err().to_string();
+    assert!(err.contains("responses.jsonl:3") && err.contains("scores.harmless"), "{err}");
+    std::fs::write(&path, format!("{good}\n")).unwrap();
+    let ok = panacea_data::pairgen::read_scored_responses(&path).expect("one good line");
+    let sp = ok[0].to_scored_prompt(&["harmless".to_owned()]).expect("harmless column");
+    assert_eq!(sp.scores, vec![vec![0.5], vec![0.25]]);
+    let missing = ok[0].to_scored_prompt(&["relevant".to_owned()]).unwrap_err().to_string();
+    assert!(missing.contains("\"relevant\""), "{missing}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
