@@ -85,7 +85,14 @@ fn two_micro_batches_of_two_equal_one_batch_of_four() {
         };
         let (loss_full, g_full) = run(0);
         let (loss_micro, g_micro) = run(2);
-        assert!((loss_full - loss_micro).abs() < 1e-6 * loss_full.abs().max(1.0));
+        // f32: the two batch shapes take different GEMM blockings and reduction orders, and the
+        // margins are differences of log-prob sums of size ~10², whose f32 ulp is ~10⁻⁵; so the
+        // loss agrees to ~10⁻⁶, not bit for bit (a CI run exceeded the old 1e-6 bound). A wrong
+        // accumulation is off by O(0.1); the gradients below use the same 1e-4.
+        assert!(
+            (loss_full - loss_micro).abs() < 1e-4 * loss_full.abs().max(1.0),
+            "{aggregation:?}: loss {loss_full} (one batch) vs {loss_micro} (two micro-batches)"
+        );
         let scale = g_full.iter().map(|(_, g)| max_abs(g)).fold(0.0, f64::max);
         assert!(scale > 0.0, "no gradient at all");
         for ((name, a), (_, b)) in g_full.iter().zip(&g_micro) {
