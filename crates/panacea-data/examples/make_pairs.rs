@@ -222,15 +222,6 @@ fn read_scored(path: &Path, args: &Args) -> anyhow::Result<Scored> {
     let (mut items, mut responses, mut lengths) = (Vec::new(), Vec::new(), Vec::new());
     let mut columns = vec![Vec::new(); DIMS.len()];
     for r in records {
-        let kind = match r.kind.as_str() {
-            "benign" => "benign",
-            "harmful" => "harmful",
-            other => anyhow::bail!(
-                "{}: prompt {}: kind {other:?} is neither \"benign\" nor \"harmful\"",
-                path.display(),
-                r.id
-            ),
-        };
         anyhow::ensure!(
             r.responses.len() == args.k,
             "{}: prompt {} has {} responses, but --k is {}\nhint: pass the --k of the run that \
@@ -240,19 +231,21 @@ fn read_scored(path: &Path, args: &Args) -> anyhow::Result<Scored> {
             r.responses.len(),
             args.k
         );
-        // Every dimension but concise comes from the file; concise follows this run's flags.
-        let dims: Vec<String> = DIMS.iter().map(|d| d.to_string()).collect();
-        let sp = r.to_scored_prompt(&dims)?;
-        let concise = concise_column(args, &r.tokens)?;
-        for (d, col) in columns.iter_mut().enumerate() {
-            match DIMS[d] {
-                "concise" => col.extend_from_slice(&concise),
-                _ => col.extend(sp.scores.iter().map(|row| row[d])),
+        // Every dimension but concise comes from the file (its columns checked by the reader);
+        // concise follows this run's flags.
+        for (col, name) in columns.iter_mut().zip(DIMS) {
+            if name == "concise" {
+                col.extend(concise_column(args, &r.tokens)?);
+            } else {
+                let file_col = r.scores.get(name).with_context(|| {
+                    format!("{}: prompt {} has no {name} scores", path.display(), r.id)
+                })?;
+                col.extend_from_slice(file_col);
             }
         }
         lengths.extend_from_slice(&r.tokens);
         responses.push(r.responses);
-        items.push(Item { id: r.id, prompt: r.prompt, source: r.source, kind });
+        items.push(Item { id: r.id, prompt: r.prompt, source: r.source, kind: r.kind.as_str() });
     }
     let count = |kind: &str| items.iter().filter(|it| it.kind == kind).count();
     anyhow::ensure!(

@@ -178,6 +178,26 @@ pub fn build_pairs(
     Ok((generic, pku))
 }
 
+/// The prompt set a scored prompt came from (`benign` or `harmful` in the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptKind {
+    /// `data/prompts/benign.jsonl`.
+    Benign,
+    /// `data/prompts/harmful.jsonl`.
+    Harmful,
+}
+
+impl PromptKind {
+    /// The name written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptKind::Benign => "benign",
+            PromptKind::Harmful => "harmful",
+        }
+    }
+}
+
 /// One line of a scored-responses file (`data/pairs/smollm2-responses.jsonl`, written by the
 /// `make_pairs` example): a prompt, its k sampled responses, their lengths in policy tokens and
 /// one score column (k values) per gold-scorer dimension.
@@ -186,8 +206,8 @@ pub fn build_pairs(
 pub struct ScoredResponses {
     /// The prompt's id in its prompt set (e.g. `helm-0001`).
     pub id: String,
-    /// `benign` or `harmful`.
-    pub kind: String,
+    /// Which prompt set the prompt came from.
+    pub kind: PromptKind,
     /// The prompt set's source (e.g. `helm`, `donotanswer`).
     pub source: String,
     /// The raw prompt.

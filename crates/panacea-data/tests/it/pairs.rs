@@ -326,7 +326,9 @@ fn committed_pairs_are_rebuilt_exactly_from_the_committed_scored_responses() {
         safe_threshold: 0.5,
     };
     let scored = read_scored_responses(&dir.join("smollm2-responses.jsonl")).expect("responses");
-    assert_eq!(scored.len() as u64, stats["prompts"]["benign"].as_u64().unwrap() * 2);
+    let prompts = stats["prompts"]["benign"].as_u64().unwrap()
+        + stats["prompts"]["harmful"].as_u64().unwrap();
+    assert_eq!(scored.len() as u64, prompts);
     let (mut generic, mut pku) = (String::new(), String::new());
     let mut counts = PairGenStats::default();
     for r in &scored {
