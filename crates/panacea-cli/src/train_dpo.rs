@@ -436,8 +436,6 @@ struct EvalLine {
     json: serde_json::Value,
 }
 
-/// Implicit-reward and likelihood-ranking accuracy per objective on the eval pairs under each
-/// vertex λ = e_j, pooled over batches (weighted by labelled pairs).
 /// The eval pairs collated in training-sized batches.
 fn eval_batches<'a>(
     pairs: &'a [EncodedPair],
@@ -450,6 +448,8 @@ fn eval_batches<'a>(
     })
 }
 
+/// Implicit-reward and likelihood-ranking accuracy per objective on the eval pairs under each
+/// vertex λ = e_j, pooled over batches (weighted by labelled pairs).
 fn evaluate(
     trainer: &DpoTrainer<Llama>,
     pairs: &[EncodedPair],
