@@ -13,13 +13,13 @@ mod export_peft;
 mod generate;
 mod interrupt;
 mod metrics;
+#[allow(dead_code)] // used by the jobs as they move into the libraries
+mod observer;
 mod perplexity;
 mod progress;
 mod run_dir;
-mod tensorboard;
 #[cfg(test)]
 mod test_support;
-mod tiny_random;
 mod train_dpo;
 mod train_ppo;
 mod train_rm;

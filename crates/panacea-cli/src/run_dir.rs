@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::tensorboard::{scalars_of, EventWriter};
+use panacea_run::tensorboard::{scalars_of, EventWriter};
 
 /// Seconds since the Unix epoch with sub-second precision (TensorBoard's wall time).
 fn wall_time() -> f64 {

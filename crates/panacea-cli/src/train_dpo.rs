@@ -338,7 +338,7 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
             PairBatch::collate(&rows, k, loaded.tokenizer.pad_id, cfg.dpo.seq_logp, device)?;
         let m = if cfg.train.per_pair_preference {
             let prefs = cfg.preference.sample_rows(k, rows.len(), &mut rng.preference)?;
-            trainer.step(&batch, StepPreference::PerPair(&prefs), train_cache.as_mut())?
+            trainer.step(&batch, StepPreference::PerRow(&prefs), train_cache.as_mut())?
         } else {
             let pref = cfg.preference.sample(k, &mut rng.preference)?;
             trainer.step(&batch, StepPreference::Shared(&pref), train_cache.as_mut())?
@@ -423,8 +423,8 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
 /// The frozen base model and its tokenizer: `cfg.model` loaded from the cache, or for
 /// `tiny-random` a 2-layer random Llama initialised from `cfg.seed` (SmolLM2 tokenizer).
 pub(crate) fn load_base(cfg: &DpoRunConfig, device: tch::Device) -> Result<LoadedModel> {
-    if cfg.model == crate::tiny_random::NAME {
-        return crate::tiny_random::base(device, cfg.seed as i64, cfg.dtype);
+    if cfg.model == panacea_lm::TINY_RANDOM {
+        return Ok(panacea_lm::tiny_random_model(device, cfg.seed as i64, cfg.dtype.kind())?);
     }
     panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
         .with_context(|| format!("loading model {}", cfg.model))

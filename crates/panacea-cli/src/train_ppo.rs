@@ -374,7 +374,7 @@ fn load_policy(
     let mut base_vs = nn::VarStore::new(device);
     let adapter_vs = nn::VarStore::new(device);
     let adapter = (&adapter_vs.root(), &cfg.model.adapter);
-    if cfg.model.name == crate::tiny_random::NAME {
+    if cfg.model.name == panacea_lm::TINY_RANDOM {
         let dir = panacea_lm::resolve_model("smollm2-135m")
             .context("tiny-random uses the SmolLM2 tokenizer")?;
         let tok = Tokenizer::from_file(&dir.join("tokenizer.json"), 2)?;

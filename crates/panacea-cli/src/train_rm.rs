@@ -228,9 +228,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let mut rng = seed_everything(cfg.seed);
 
     // The frozen base and the tokenizer.
-    let (_base_vs, base, tok) = if cfg.model.name == crate::tiny_random::NAME {
+    let (_base_vs, base, tok) = if cfg.model.name == panacea_lm::TINY_RANDOM {
         // In cfg.dtype before the score models take their views of the base.
-        let loaded = crate::tiny_random::base(device, cfg.seed as i64, cfg.dtype)?;
+        let loaded = panacea_lm::tiny_random_model(device, cfg.seed as i64, cfg.dtype.kind())?;
         (loaded.base_vs, loaded.model, loaded.tokenizer)
     } else {
         let mut base_vs = nn::VarStore::new(device);

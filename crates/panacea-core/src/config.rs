@@ -56,6 +56,21 @@ pub enum ConfigError {
         /// Why it could not be applied.
         reason: String,
     },
+    /// The config uses a key that was renamed (or moved to another section).
+    #[error(
+        "config {source_name}: `{old}` is now `{new}`{note}; hint: rename the key (the table of \
+         renamed keys is in configs/README.md)"
+    )]
+    Renamed {
+        /// The file name (or `<string>`).
+        source_name: String,
+        /// The old dotted key, as found.
+        old: String,
+        /// The key to use instead.
+        new: String,
+        /// What else changed with it, if anything (empty or starting with `: `).
+        note: String,
+    },
     /// The config parsed but some values are out of range or inconsistent.
     #[error("config {source_name} has {} problem(s):\n{}", problems.len(), list(problems))]
     Invalid {
@@ -148,6 +163,46 @@ impl Validator {
 pub trait Validate {
     /// Records every problem with this value.
     fn validate(&self, v: &mut Validator);
+
+    /// Keys that this config (at the top level) had under other names in earlier versions:
+    /// [`parse_config`] refuses a config that still uses one, naming the new key, so old YAML
+    /// fails loudly instead of being read differently.
+    fn renamed_keys() -> &'static [RenamedKey]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
+}
+
+/// A config key that moved: `old` and `new` are dotted paths from the top of the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenamedKey {
+    /// The key as earlier versions spelled it (`ppo.ppo.kl_coef`).
+    pub old: &'static str,
+    /// The key to use now (`ppo.kl_coef`).
+    pub new: &'static str,
+    /// What else changed with it (units, meaning), or empty.
+    pub note: &'static str,
+}
+
+/// The first key of `renamed` present in `root`.
+fn find_renamed<'a>(root: &Value, renamed: &'a [RenamedKey]) -> Option<&'a RenamedKey> {
+    renamed.iter().find(|r| {
+        let mut node = root;
+        for segment in r.old.split('.') {
+            let next = match node {
+                Value::Mapping(map) => map.get(Value::String(segment.to_owned())),
+                Value::Sequence(seq) => segment.parse::<usize>().ok().and_then(|i| seq.get(i)),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => return false,
+            }
+        }
+        true
+    })
 }
 
 /// Reads a YAML config file, applies `--set` overrides, parses it strictly and validates it.
@@ -178,6 +233,14 @@ pub fn parse_config<T: DeserializeOwned + Validate>(
     }
     for expr in overrides {
         apply_override(&mut root, expr)?;
+    }
+    if let Some(r) = find_renamed(&root, T::renamed_keys()) {
+        return Err(ConfigError::Renamed {
+            source_name: source_name.to_owned(),
+            old: r.old.to_owned(),
+            new: r.new.to_owned(),
+            note: if r.note.is_empty() { String::new() } else { format!(": {}", r.note) },
+        });
     }
     let value: T = serde_path_to_error::deserialize(root).map_err(|e| {
         let key = e.path().to_string();

@@ -37,5 +37,5 @@ pub use adapter::{Adapter, SvdLoraConfig, SvdLoraLinear};
 pub use aggregation::Aggregation;
 pub use error::CoreError;
 pub use objective::{Objective, ObjectiveKind};
-pub use preference::{PreferenceSampler, PreferenceVector};
+pub use preference::{PreferenceSampler, PreferenceVector, StepPreference};
 pub use seed::{seed_everything, RunRng};

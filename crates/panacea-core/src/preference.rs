@@ -172,6 +172,66 @@ impl fmt::Display for PreferenceVector {
     }
 }
 
+/// The preference(s) of one training step, the same type for every trainer: one λ for the whole
+/// batch (the paper's per-batch sampling) or one per row (mixed batches: a PPO rollout row, a DPO
+/// pair; see `Aggregation::aggregate_losses` for how a loss groups them).
+#[derive(Clone, Copy, Debug)]
+pub enum StepPreference<'a> {
+    /// One λ for every pair.
+    Shared(&'a PreferenceVector),
+    /// λ per row (a rollout row, a pair), in batch order.
+    PerRow(&'a [PreferenceVector]),
+}
+
+impl StepPreference<'_> {
+    /// The λ tensor of rows `start..start+len`: [K] when shared, [len, K] per row. Fails when
+    /// a preference does not have `k` entries or the rows run past the per-row list.
+    pub fn tensor(
+        &self,
+        k: usize,
+        start: usize,
+        len: usize,
+        device: Device,
+    ) -> Result<Tensor, CoreError> {
+        match self {
+            Self::Shared(p) => {
+                p.expect_len(k)?;
+                Ok(p.to_tensor(device)) // [K]
+            }
+            Self::PerRow(ps) => {
+                if start + len > ps.len() {
+                    return Err(CoreError::Preference {
+                        values: Vec::new(),
+                        reason: format!(
+                            "{} per-row preferences for rows {start}..{}",
+                            ps.len(),
+                            start + len
+                        ),
+                    });
+                }
+                let t = PreferenceVector::stack(&ps[start..start + len], device)?; // [B, K]
+                if t.size()[1] != k as i64 {
+                    ps[start].expect_len(k)?;
+                }
+                Ok(t)
+            }
+        }
+    }
+
+    /// The mean λ over rows (the λ itself when shared), for logging.
+    pub fn mean(&self) -> Vec<f64> {
+        match self {
+            Self::Shared(p) => p.as_slice().to_vec(),
+            Self::PerRow(ps) => {
+                let k = ps.first().map_or(0, |p| p.len());
+                (0..k)
+                    .map(|i| ps.iter().map(|p| p.as_slice()[i]).sum::<f64>() / ps.len() as f64)
+                    .collect()
+            }
+        }
+    }
+}
+
 fn default_vertex_prob() -> f64 {
     0.2
 }

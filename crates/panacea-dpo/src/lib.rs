@@ -31,6 +31,7 @@ pub use config::{DpoRunConfig, DpoSettings};
 pub use data::{EncodedPair, PairBatch, PairLoader, SeqLogp};
 pub use error::DpoError;
 pub use loss::{mo_dpo_loss, DpoLoss, DpoLossOutput};
+pub use panacea_core::preference::StepPreference;
 pub use ref_cache::{RefCacheKey, RefLogpCache};
 pub use shared_prefix::{shared_prefix_logps, PackedLm};
-pub use trainer::{DpoEvalMetrics, DpoStepMetrics, DpoTrainer, StepPreference};
+pub use trainer::{DpoEvalMetrics, DpoStepMetrics, DpoTrainer};

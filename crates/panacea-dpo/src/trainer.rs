@@ -27,7 +27,7 @@
 
 use panacea_core::adapter::Adapter;
 use panacea_core::optim::{AdamW, AdamWConfig};
-use panacea_core::preference::PreferenceVector;
+use panacea_core::preference::{PreferenceVector, StepPreference};
 use panacea_lm::CausalLm;
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
@@ -38,64 +38,6 @@ use crate::loss::{mo_dpo_loss, ranking_accuracy, DpoLossOutput};
 use crate::ref_cache::RefLogpCache;
 use crate::shared_prefix::{shared_prefix_logps, PackedLm};
 use crate::DpoError;
-
-/// The preference(s) of a step: one λ for the whole batch (the paper's per-batch sampling) or
-/// one per pair (mixed batches; see `Aggregation::aggregate_losses` for how the loss groups
-/// them).
-#[derive(Clone, Copy, Debug)]
-pub enum StepPreference<'a> {
-    /// One λ for every pair.
-    Shared(&'a PreferenceVector),
-    /// λ per pair, in batch order.
-    PerPair(&'a [PreferenceVector]),
-}
-
-impl StepPreference<'_> {
-    /// The λ tensor of pairs `start..start+len`, [K] or [B, K], for both the loss and the
-    /// model: a pair's two responses share its packed row (crate::shared_prefix), so the model
-    /// takes one λ row per pair too.
-    fn tensor(
-        &self,
-        k: usize,
-        start: usize,
-        len: usize,
-        device: Device,
-    ) -> Result<Tensor, DpoError> {
-        match self {
-            Self::Shared(p) => {
-                p.expect_len(k)?;
-                Ok(p.to_tensor(device)) // [K]
-            }
-            Self::PerPair(ps) => {
-                if start + len > ps.len() {
-                    return Err(DpoError::Data(format!(
-                        "{} per-pair preferences for pairs {start}..{}",
-                        ps.len(),
-                        start + len
-                    )));
-                }
-                let t = PreferenceVector::stack(&ps[start..start + len], device)?; // [B, K]
-                if t.size()[1] != k as i64 {
-                    ps[start].expect_len(k)?;
-                }
-                Ok(t)
-            }
-        }
-    }
-
-    /// The mean λ over pairs (the λ itself when shared), for logging.
-    pub fn mean(&self) -> Vec<f64> {
-        match self {
-            Self::Shared(p) => p.as_slice().to_vec(),
-            Self::PerPair(ps) => {
-                let k = ps.first().map_or(0, |p| p.len());
-                (0..k)
-                    .map(|i| ps.iter().map(|p| p.as_slice()[i]).sum::<f64>() / ps.len() as f64)
-                    .collect()
-            }
-        }
-    }
-}
 
 /// Sequence log-probs of a pair batch: Σ over the response mask of log p(token | prefix), for
 /// every row → [2B] (f32), each row its own sequence. Only the scored positions go through the

@@ -25,6 +25,7 @@ pub mod gguf;
 pub mod llama;
 pub mod load;
 pub mod safetensors;
+pub mod tiny_random;
 pub mod tokenizer;
 
 pub use chat::{ChatTemplate, Message, Role};
@@ -34,6 +35,7 @@ pub use generate::{generate, generate_ids, GenerateConfig, Generation, Sampling}
 pub use llama::{init_random, KvCache, Llama};
 pub use load::{load_model, resolve_model, LoadedModel, Pretrained};
 pub use panacea_core::adapter::Adapter;
+pub use tiny_random::{tiny_random_model, TINY_RANDOM};
 pub use tokenizer::Tokenizer;
 
 use tch::Tensor;

@@ -1,6 +1,6 @@
 //! The strict config layer: unknown keys, overrides and the single validation pass.
 
-use panacea_core::config::{parse_config, ConfigError, Validate, Validator};
+use panacea_core::config::{parse_config, ConfigError, RenamedKey, Validate, Validator};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize, Serialize, PartialEq)]
@@ -30,6 +30,13 @@ impl Validate for Train {
         v.positive(self.lr, "lr");
         v.check(self.steps > 0, "steps", format!("must be at least 1, got {}", self.steps));
         v.section("ppo", &self.ppo);
+    }
+
+    fn renamed_keys() -> &'static [RenamedKey] {
+        &[
+            RenamedKey { old: "ppo.ppo.clip_ratio", new: "ppo.clip_ratio", note: "" },
+            RenamedKey { old: "grad_clip", new: "optim.max_grad_norm", note: "same meaning" },
+        ]
     }
 }
 
@@ -88,4 +95,23 @@ fn config_wrong_type_names_the_key() {
     let err = parse_config::<Train>("steps: many\n", "t.yaml", &[]).expect_err("not a number");
     let ConfigError::Parse { key, .. } = &err else { panic!("{err:?}") };
     assert_eq!(key, "steps");
+}
+
+/// A config that still uses a renamed key fails with the new key's name, whether the key comes
+/// from the file or from a `--set` override; the same config with the new key parses.
+#[test]
+fn renamed_keys_are_refused_with_the_new_name() {
+    let err = parse_config::<Train>("steps: 3\nppo:\n  ppo:\n    clip_ratio: 0.2\n", "t.yaml", &[])
+        .expect_err("old key");
+    assert!(matches!(err, ConfigError::Renamed { .. }), "{err}");
+    assert!(err.to_string().contains("`ppo.ppo.clip_ratio` is now `ppo.clip_ratio`"), "{err}");
+    let err = parse_config::<Train>("steps: 3\n", "t.yaml", &["grad_clip=1".to_owned()])
+        .expect_err("old key in an override");
+    assert!(
+        err.to_string().contains("`grad_clip` is now `optim.max_grad_norm`: same meaning"),
+        "{err}"
+    );
+    let ok: Train =
+        parse_config("steps: 3\nppo: {clip_ratio: 0.2}\n", "t.yaml", &[]).expect("new key");
+    assert_eq!(ok.ppo.clip_ratio, 0.2);
 }

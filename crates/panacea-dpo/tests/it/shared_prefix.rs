@@ -203,7 +203,7 @@ fn a_trainer_step_has_the_loss_and_gradients_of_the_plain_implementation() {
             perturb_diagonal(&trainer);
             let b = batch(&awkward_pairs(), 2);
             let (out, _) = trainer
-                .accumulate_gradients(&b, StepPreference::PerPair(&prefs), None)
+                .accumulate_gradients(&b, StepPreference::PerRow(&prefs), None)
                 .expect("grads");
             let step_grads = grads(&trainer);
             // The plain implementation on the same trainer (gradients zeroed first).

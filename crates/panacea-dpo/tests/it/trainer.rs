@@ -79,7 +79,7 @@ fn two_micro_batches_of_two_equal_one_batch_of_four() {
             perturb_diagonal(&trainer);
             let b = batch(&mixed_pairs(), 2);
             let (out, _) = trainer
-                .accumulate_gradients(&b, StepPreference::PerPair(&prefs), None)
+                .accumulate_gradients(&b, StepPreference::PerRow(&prefs), None)
                 .expect("grads");
             (f64::try_from(out.loss).expect("scalar"), grads(&trainer))
         };

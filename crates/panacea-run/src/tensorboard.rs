@@ -16,11 +16,11 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{io, Result};
 
 /// An open event file.
 #[derive(Debug)]
-pub(crate) struct EventWriter {
+pub struct EventWriter {
     path: PathBuf,
     out: BufWriter<File>,
 }
@@ -28,14 +28,14 @@ pub(crate) struct EventWriter {
 impl EventWriter {
     /// Creates a new event file in `dir` (a resumed run adds a second file; TensorBoard merges
     /// the files of a folder) and writes the version record.
-    pub(crate) fn create(dir: &Path, wall_time: f64) -> Result<Self> {
+    pub fn create(dir: &Path, wall_time: f64) -> Result<Self> {
         let mut path = dir.join(format!("events.out.tfevents.{}.panacea", wall_time as u64));
         let mut n = 2;
         while path.exists() {
             path = dir.join(format!("events.out.tfevents.{}.panacea-{n}", wall_time as u64));
             n += 1;
         }
-        let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let file = File::create(&path).map_err(io("creating", &path))?;
         let mut w = Self { path, out: BufWriter::new(file) };
         let mut event = Vec::new();
         put_double(&mut event, 1, wall_time);
@@ -45,12 +45,7 @@ impl EventWriter {
     }
 
     /// Writes one event holding every `(tag, value)` at `step`, and flushes it.
-    pub(crate) fn scalars(
-        &mut self,
-        step: i64,
-        wall_time: f64,
-        values: &[(String, f32)],
-    ) -> Result<()> {
+    pub fn scalars(&mut self, step: i64, wall_time: f64, values: &[(String, f32)]) -> Result<()> {
         let mut summary = Vec::new();
         for (tag, v) in values {
             let mut value = Vec::new();
@@ -74,16 +69,13 @@ impl EventWriter {
         buf.extend_from_slice(&masked_crc32c(&len).to_le_bytes());
         buf.extend_from_slice(data);
         buf.extend_from_slice(&masked_crc32c(data).to_le_bytes());
-        self.out
-            .write_all(&buf)
-            .and_then(|()| self.out.flush())
-            .with_context(|| format!("writing {}", self.path.display()))
+        self.out.write_all(&buf).and_then(|()| self.out.flush()).map_err(io("writing", &self.path))
     }
 }
 
 /// The numeric fields of a flat metrics object as scalars (`step` is the x-axis, not a curve;
 /// strings, booleans and nested values are left to metrics.jsonl).
-pub(crate) fn scalars_of(value: &serde_json::Value) -> Option<(i64, Vec<(String, f32)>)> {
+pub fn scalars_of(value: &serde_json::Value) -> Option<(i64, Vec<(String, f32)>)> {
     let obj = value.as_object()?;
     let step = obj.get("step")?.as_i64()?;
     let values = obj
@@ -92,6 +84,87 @@ pub(crate) fn scalars_of(value: &serde_json::Value) -> Option<(i64, Vec<(String,
         .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x as f32)))
         .collect();
     Some((step, values))
+}
+
+/// Drops every event after `max_step` from the event files in `dir` (a resumed run continues
+/// from its checkpoint's step, and the steps after it are logged again). Records without a step
+/// (the version record) stay; a torn record at the end of a file (a process killed mid-write)
+/// is dropped too. Files are rewritten atomically. Returns the number of events dropped.
+pub fn truncate_event_files(dir: &Path, max_step: i64) -> Result<usize> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(0) };
+    let mut dropped = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with("events.out.tfevents.") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
+        let mut kept = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        let mut changed = false;
+        while let Some((data, next)) = next_record(&bytes, i) {
+            if event_step(data).is_some_and(|s| s > max_step) {
+                dropped += 1;
+                changed = true;
+            } else {
+                kept.extend_from_slice(&bytes[i..next]);
+            }
+            i = next;
+        }
+        if i < bytes.len() {
+            changed = true;
+        }
+        if changed {
+            crate::fs::write_atomic(&path, &kept)?;
+        }
+    }
+    Ok(dropped)
+}
+
+/// The record starting at `i` and the offset after it, when it is whole and its checksums hold.
+fn next_record(bytes: &[u8], i: usize) -> Option<(&[u8], usize)> {
+    let len_bytes = bytes.get(i..i + 8)?;
+    let len = usize::try_from(u64::from_le_bytes(len_bytes.try_into().ok()?)).ok()?;
+    let len_crc = u32::from_le_bytes(bytes.get(i + 8..i + 12)?.try_into().ok()?);
+    if len_crc != masked_crc32c(len_bytes) {
+        return None;
+    }
+    let end = i.checked_add(12)?.checked_add(len)?;
+    let data = bytes.get(i + 12..end)?;
+    let data_crc = u32::from_le_bytes(bytes.get(end..end + 4)?.try_into().ok()?);
+    (data_crc == masked_crc32c(data)).then_some((data, end + 4))
+}
+
+/// The `step` field (2) of an encoded `Event`, if it has one and is well formed.
+fn event_step(event: &[u8]) -> Option<i64> {
+    let mut i = 0;
+    while i < event.len() {
+        let key = get_varint(event, &mut i)?;
+        match (key >> 3, key & 7) {
+            (2, 0) => return Some(get_varint(event, &mut i)? as i64),
+            (_, 0) => {
+                get_varint(event, &mut i)?;
+            }
+            (_, 1) => i += 8,
+            (_, 5) => i += 4,
+            (_, 2) => i += usize::try_from(get_varint(event, &mut i)?).ok()?,
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn get_varint(b: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*i)?;
+        *i += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
