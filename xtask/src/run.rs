@@ -197,9 +197,27 @@ pub(crate) fn eval_front(args: &[String]) -> Result<ExitCode> {
     panacea(&full)
 }
 
-/// `cargo xtask panacea ...`: the release `panacea` binary with the libtorch environment.
+/// `cargo xtask panacea ...`: the release `panacea` binary with the libtorch environment. The
+/// build runs first with cargo's own progress on screen: from a cold cache it compiles the
+/// release profile for several minutes, which a quiet `cargo run` would spend in silence.
 pub(crate) fn panacea(args: &[String]) -> Result<ExitCode> {
     let lt = libtorch::ensure()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    if !target.join("release/panacea").is_file() {
+        eprintln!(
+            "xtask: building the release `panacea` binary first (once; about 12 minutes on 2 \
+             cores from a cold cache, later runs start at once). Training runs need the release \
+             profile: the dev profile's own loops are several times slower."
+        );
+    }
+    let build = cargo(&lt)
+        .args(["build", "--release", "-p", "panacea-cli"])
+        .status()
+        .context("building the panacea binary")?;
+    if !build.success() {
+        return Ok(status_to_exit(build));
+    }
     let status = cargo(&lt)
         .args(["run", "--release", "--quiet", "-p", "panacea-cli", "--"])
         .args(args)
