@@ -7,7 +7,8 @@
 //! - [`igd`], [`igd_plus`], [`gd`], [`avg_hausdorff`], [`epsilon_additive`],
 //!   [`epsilon_multiplicative`], [`r2_exact_2d`];
 //! - [`spacing`], [`sparsity`], [`inner_product`], [`expected_utility`];
-//! - [`bootstrap_ci`] from per-prompt samples;
+//! - [`bootstrap_ci`] from per-prompt samples, and [`bootstrap_difference`] /
+//!   [`differences_vs_first`] for paired intervals on differences between methods;
 //! - [`Front`], [`FrontReport`] (JSON, CSV, Markdown), [`plot_fronts`] (PNG, SVG),
 //!   [`parse_points`] for user files, [`all_metrics`] for the `panacea metrics` command.
 //!
@@ -17,6 +18,7 @@
 
 pub mod bench_fronts;
 pub mod bootstrap;
+pub mod compare;
 pub mod diversity;
 pub mod error;
 pub mod front;
@@ -29,7 +31,10 @@ pub mod report;
 mod rng;
 pub mod sense;
 
-pub use bootstrap::{bootstrap_ci, mean_front, BootstrapOptions, ConfidenceInterval};
+pub use bootstrap::{
+    bootstrap_ci, bootstrap_difference, mean_front, n_prompts, BootstrapOptions, ConfidenceInterval,
+};
+pub use compare::{differences_vs_first, DifferenceMetric, PairedDifference};
 pub use diversity::{expected_utility, inner_product, spacing, sparsity, SpacingVariant};
 pub use error::{EvalError, Result};
 pub use front::Front;

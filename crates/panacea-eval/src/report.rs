@@ -1,6 +1,7 @@
 //! Reports: every metric of one point set (`panacea metrics`), and a methods × metrics
 //! comparison of several fronts against one shared reference point, as JSON, CSV (points) and
-//! Markdown (with bootstrap confidence intervals where per-prompt samples are given).
+//! Markdown (with bootstrap confidence intervals where per-prompt samples are given, and paired
+//! bootstrap differences of every method against the first).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +9,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{bootstrap_ci, BootstrapOptions, ConfidenceInterval};
+use crate::compare::{differences_vs_first, PairedDifference};
 use crate::diversity::{expected_utility, inner_product, spacing, sparsity, SpacingVariant};
 use crate::error::{EvalError, Result};
 use crate::front::Front;
@@ -254,6 +256,9 @@ pub struct FrontReport {
     pub normalised: bool,
     /// One row per method.
     pub methods: Vec<MethodReport>,
+    /// Paired bootstrap differences (HV, IP) of every other method against the first one, for
+    /// methods with per-prompt samples; empty with fewer than 2 methods.
+    pub differences: Vec<PairedDifference>,
 }
 
 impl FrontReport {
@@ -343,6 +348,8 @@ impl FrontReport {
                 ci,
             });
         }
+        let differences =
+            differences_vs_first(methods, sense, &reference_point, &options.bootstrap)?;
         Ok(FrontReport {
             sense,
             dim,
@@ -356,6 +363,7 @@ impl FrontReport {
             sparsity_only_nondominated: options.sparsity_only_nondominated,
             normalised: false,
             methods: rows,
+            differences,
         })
     }
 
@@ -410,6 +418,17 @@ impl FrontReport {
                 cell(Some(m.sparsity), m.ci.get("sparsity")),
                 cell(Some(m.spacing), m.ci.get("spacing")),
             );
+        }
+        if let Some(first) = self.differences.first() {
+            let _ = writeln!(
+                s,
+                "\nDifferences against {} (paired bootstrap over the same prompts, the same \
+                 resamples for every method):\n",
+                first.baseline
+            );
+            for d in &self.differences {
+                let _ = writeln!(s, "- {}", d.verdict());
+            }
         }
         s
     }

@@ -2,6 +2,7 @@
 //! against an inclusion–exclusion oracle, file parsing, reports and plots.
 
 mod common;
+mod compare;
 mod diversity;
 mod errors;
 mod hv_properties;
