@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{bootstrap_ci, BootstrapOptions, ConfidenceInterval};
 use crate::compare::{differences_vs_first, PairedDifference};
+use crate::control::{lambda_control_with_ci, LambdaControl};
 use crate::diversity::{expected_utility, inner_product, spacing, sparsity, SpacingVariant};
 use crate::error::{EvalError, Result};
 use crate::front::Front;
@@ -233,6 +234,10 @@ pub struct MethodReport {
     pub spacing: f64,
     /// Bootstrap intervals, keyed by metric name.
     pub ci: BTreeMap<String, ConfidenceInterval>,
+    /// Per-λ control: Spearman ρ between λ_i and objective i over the grid, per objective, with
+    /// a bootstrap interval over prompts when per-prompt samples were given (empty without
+    /// preferences).
+    pub lambda_control: Vec<LambdaControl>,
 }
 
 /// Several methods' fronts compared against one reference point.
@@ -289,6 +294,7 @@ impl FrontReport {
         };
         let rp = RefPoint::Explicit(reference_point.clone());
         let sense = options.sense;
+        let objectives = first.front.objective_names();
         let mut rows = Vec::new();
         for m in methods {
             let f = &m.front;
@@ -329,6 +335,17 @@ impl FrontReport {
                     );
                 }
             }
+            let lambda_control = if has_prefs {
+                lambda_control_with_ci(
+                    &objectives,
+                    &f.prefs,
+                    &f.points,
+                    m.per_prompt.as_deref(),
+                    &options.bootstrap,
+                )?
+            } else {
+                Vec::new()
+            };
             rows.push(MethodReport {
                 method: m.name.clone(),
                 n_points: f.points.len(),
@@ -346,6 +363,7 @@ impl FrontReport {
                 sparsity: sparsity(&f.points, sense, options.sparsity_only_nondominated)?,
                 spacing: spacing(&f.points, options.spacing)?,
                 ci,
+                lambda_control,
             });
         }
         let differences =
@@ -353,7 +371,7 @@ impl FrontReport {
         Ok(FrontReport {
             sense,
             dim,
-            objectives: first.front.objective_names(),
+            objectives,
             reference_point,
             reference_point_rule: match options.reference {
                 RefPoint::Auto => "auto".into(),
@@ -428,6 +446,29 @@ impl FrontReport {
             );
             for d in &self.differences {
                 let _ = writeln!(s, "- {}", d.verdict());
+            }
+        }
+        let controlled: Vec<&MethodReport> =
+            self.methods.iter().filter(|m| !m.lambda_control.is_empty()).collect();
+        if !controlled.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nPer-λ control: Spearman ρ between λ_i and objective i over the grid (1: the \
+                 objective rises with its weight; – when undefined):\n"
+            );
+            let _ = writeln!(s, "| method | {} |", self.objectives.join(" | "));
+            let _ = writeln!(s, "|---|{}", "---|".repeat(self.objectives.len()));
+            for m in controlled {
+                let cells: Vec<String> = m
+                    .lambda_control
+                    .iter()
+                    .map(|c| match (c.spearman, &c.ci) {
+                        (Some(r), Some(ci)) => format!("{r:.3} [{:.3}, {:.3}]", ci.lower, ci.upper),
+                        (Some(r), None) => format!("{r:.3}"),
+                        (None, _) => "–".into(),
+                    })
+                    .collect();
+                let _ = writeln!(s, "| {} | {} |", m.method, cells.join(" | "));
             }
         }
         s

@@ -3,6 +3,7 @@
 
 mod common;
 mod compare;
+mod control;
 mod diversity;
 mod errors;
 mod hv_properties;
