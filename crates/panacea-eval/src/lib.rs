@@ -26,6 +26,7 @@ pub mod error;
 pub mod front;
 pub mod hypervolume;
 pub mod indicators;
+mod kdtree;
 pub mod pareto;
 pub mod parse;
 pub mod plot;
@@ -38,7 +39,9 @@ pub use bootstrap::{
 };
 pub use compare::{differences_vs_first, DifferenceMetric, PairedDifference};
 pub use control::{lambda_control, lambda_control_with_ci, spearman, LambdaControl};
-pub use diversity::{expected_utility, inner_product, spacing, sparsity, SpacingVariant};
+pub use diversity::{
+    expected_utility, inner_product, spacing, spacing_all_variants, sparsity, SpacingVariant,
+};
 pub use error::{EvalError, Result};
 pub use front::Front;
 pub use hypervolume::{

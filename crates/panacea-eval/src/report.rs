@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::bootstrap::{bootstrap_ci, BootstrapOptions, ConfidenceInterval};
 use crate::compare::{differences_vs_first, PairedDifference};
 use crate::control::{lambda_control_with_ci, LambdaControl};
-use crate::diversity::{expected_utility, inner_product, spacing, sparsity, SpacingVariant};
+use crate::diversity::{
+    expected_utility, inner_product, spacing, spacing_all_variants, sparsity, SpacingVariant,
+};
 use crate::error::{EvalError, Result};
 use crate::front::Front;
 use crate::hypervolume::{auto_reference_point, hypervolume, RefPoint};
-use crate::indicators::{
-    avg_hausdorff, epsilon_additive, epsilon_multiplicative, gd, igd, igd_plus, r2_exact_2d,
-};
+use crate::indicators::{epsilon_additive, epsilon_multiplicative, gd, igd, igd_plus, r2_exact_2d};
 use crate::pareto::{nondominated_mask, Duplicates};
 use crate::sense::Sense;
 
@@ -77,8 +77,8 @@ pub fn all_metrics(
     let hv = hypervolume(points, sense, reference)?;
     let mask = nondominated_mask(points, sense, Duplicates::KeepAll)?;
     let mut sp = BTreeMap::new();
-    for v in SpacingVariant::ALL {
-        sp.insert(v.name().to_string(), spacing(points, v)?);
+    for (v, value) in SpacingVariant::ALL.into_iter().zip(spacing_all_variants(points)?) {
+        sp.insert(v.name().to_string(), value);
     }
     let (r2, ideal) = if hv.dim == 2 {
         let pick = |k: usize| {
@@ -118,10 +118,12 @@ pub fn all_metrics(
         epsilon_multiplicative: None,
     };
     if let Some(rs) = reference_set {
-        m.igd = Some(igd(points, rs, sense)?);
+        let (to_rs, from_rs) = (igd(points, rs, sense)?, gd(points, rs, sense)?);
+        m.igd = Some(to_rs);
         m.igd_plus = Some(igd_plus(points, rs, sense)?);
-        m.gd = Some(gd(points, rs, sense)?);
-        m.avg_hausdorff = Some(avg_hausdorff(points, rs, sense)?);
+        m.gd = Some(from_rs);
+        // Δ₁ = max(IGD, GD), as `avg_hausdorff` computes it.
+        m.avg_hausdorff = Some(to_rs.max(from_rs));
         m.epsilon_additive = Some(epsilon_additive(points, rs, sense)?);
         m.epsilon_multiplicative = epsilon_multiplicative(points, rs, sense).ok();
     }

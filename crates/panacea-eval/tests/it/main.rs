@@ -6,6 +6,7 @@ mod compare;
 mod control;
 mod diversity;
 mod errors;
+mod fast_paths;
 mod hv_properties;
 mod indicators;
 mod parse;
