@@ -68,7 +68,7 @@ fn main() {
         let _ = time("avg Hausdorff", || avg_hausdorff(&pts, &rs, s));
         let _ = time("epsilon additive", || epsilon_additive(&pts, &rs, s));
         let _ = time("epsilon multiplicative", || epsilon_multiplicative(&pts, &rs, s));
-        let m = time("all_metrics (total)", || all_metrics(&pts, s, &auto, Some(&rs)));
+        let m = time("all_metrics (total)", || all_metrics(&pts, s, &auto, Some(&rs), false));
         match m {
             Ok(m) => println!(
                 "  HV {:.6}, spacing l1_nminus1 {:.6e}, IGD+ {:.6e}, n_nondominated {}",

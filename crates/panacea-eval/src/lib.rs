@@ -56,6 +56,6 @@ pub use pareto::{nondominated, nondominated_mask, pareto_ranks, Duplicates};
 pub use parse::parse_points;
 pub use plot::{plot_fronts, PlotOptions};
 pub use report::{
-    all_metrics, FrontReport, MethodInput, MethodReport, PointMetrics, ReportOptions,
+    all_metrics, FrontReport, MethodInput, MethodReport, MetricWarning, PointMetrics, ReportOptions,
 };
 pub use sense::Sense;

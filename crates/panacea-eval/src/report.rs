@@ -21,6 +21,30 @@ use crate::indicators::{epsilon_additive, epsilon_multiplicative, gd, igd, igd_p
 use crate::pareto::{nondominated_mask, Duplicates};
 use crate::sense::Sense;
 
+/// Something valid but suspicious about a [`PointMetrics`] result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum MetricWarning {
+    /// No point strictly dominates the reference point: the hypervolume is 0 (accepted because
+    /// the caller allowed an empty hypervolume).
+    EmptyHypervolume {
+        /// The reference point, in the points' sense.
+        reference_point: Vec<f64>,
+    },
+}
+
+impl std::fmt::Display for MetricWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricWarning::EmptyHypervolume { reference_point } => write!(
+                f,
+                "no point strictly dominates the reference point {}, so the hypervolume is 0",
+                fmt_vec(reference_point)
+            ),
+        }
+    }
+}
+
 /// Every metric of one point set, as printed by `panacea metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PointMetrics {
@@ -62,19 +86,39 @@ pub struct PointMetrics {
     pub epsilon_additive: Option<f64>,
     /// Multiplicative ε (only when every value is positive).
     pub epsilon_multiplicative: Option<f64>,
+    /// Valid but suspicious findings (e.g. an empty hypervolume that was allowed).
+    pub warnings: Vec<MetricWarning>,
 }
 
 /// Computes every metric for `points`; the distance and ε indicators need a `reference_set`.
+///
+/// A reference point that no point strictly dominates gives HV 0, which is almost always a
+/// mistake (a reference point on the wrong side, or the wrong sense): that is an
+/// [`EvalError::EmptyHypervolume`] error unless `allow_empty_hypervolume`, and then a
+/// [`MetricWarning::EmptyHypervolume`] in the result.
 pub fn all_metrics(
     points: &[Vec<f64>],
     sense: Sense,
     reference: &RefPoint,
     reference_set: Option<&[Vec<f64>]>,
+    allow_empty_hypervolume: bool,
 ) -> Result<PointMetrics> {
     if points.is_empty() {
         return Err(EvalError::TooFewPoints { what: "points", min: 1, got: 0 });
     }
     let hv = hypervolume(points, sense, reference)?;
+    let mut warnings = Vec::new();
+    if hv.n_contributing == 0 {
+        if !allow_empty_hypervolume {
+            return Err(EvalError::EmptyHypervolume {
+                reference_point: hv.reference_point,
+                sense,
+                n_points: points.len(),
+            });
+        }
+        warnings
+            .push(MetricWarning::EmptyHypervolume { reference_point: hv.reference_point.clone() });
+    }
     let mask = nondominated_mask(points, sense, Duplicates::KeepAll)?;
     let mut sp = BTreeMap::new();
     for (v, value) in SpacingVariant::ALL.into_iter().zip(spacing_all_variants(points)?) {
@@ -116,6 +160,7 @@ pub fn all_metrics(
         avg_hausdorff: None,
         epsilon_additive: None,
         epsilon_multiplicative: None,
+        warnings,
     };
     if let Some(rs) = reference_set {
         let (to_rs, from_rs) = (igd(points, rs, sense)?, gd(points, rs, sense)?);
@@ -172,6 +217,9 @@ impl PointMetrics {
             if let Some(v) = v {
                 line(k, format!("{v}"));
             }
+        }
+        for w in &self.warnings {
+            line("warning", w.to_string());
         }
         s
     }
