@@ -27,6 +27,10 @@ pub(crate) struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Accept a reference point that no point strictly dominates (HV 0, with a warning) instead
+    /// of failing.
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 fn read_points(path: &Path, dim: Option<usize>) -> anyhow::Result<Vec<Vec<f64>>> {
@@ -45,12 +49,57 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => Some(read_points(p, Some(points[0].len()))?),
         None => None,
     };
-    let m = all_metrics(&points, args.sense, &args.reference, reference_set.as_deref())
-        .with_context(|| format!("computing metrics of {}", args.file.display()))?;
+    let m = all_metrics(
+        &points,
+        args.sense,
+        &args.reference,
+        reference_set.as_deref(),
+        args.allow_empty,
+    )
+    .with_context(|| format!("computing metrics of {}", args.file.display()))?;
+    for w in &m.warnings {
+        eprintln!("warning: {}: {w}", args.file.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {
         print!("{}", m.to_text());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(file: PathBuf, reference: &str, allow_empty: bool) -> Args {
+        Args {
+            file,
+            sense: Sense::Max,
+            reference: reference.parse().unwrap(),
+            reference_set: None,
+            json: true,
+            allow_empty,
+        }
+    }
+
+    #[test]
+    fn an_empty_hypervolume_fails_unless_allow_empty() {
+        let dir = std::env::temp_dir().join(format!("panacea-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("points.csv");
+        std::fs::write(&file, "0,4\n2,2\n4,0\n").unwrap();
+        // (5, 5) is better than every maximised point: nothing dominates it.
+        let err = run(args(file.clone(), "5,5", false)).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("points.csv")
+                && msg.contains("--allow-empty")
+                && msg.contains("[5.0, 5.0]"),
+            "{msg}"
+        );
+        assert!(run(args(file.clone(), "5,5", true)).is_ok());
+        assert!(run(args(file, "-1,-1", false)).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
+use crate::kdtree::{self, l1_box, l2_squared, l2_squared_box, KdTree};
 use crate::pareto::{nondominated_mask_min, Duplicates};
 use crate::sense::{Matrix, Sense};
 
@@ -38,6 +39,11 @@ impl SpacingVariant {
         SpacingVariant::L2N,
     ];
 
+    /// Whether the distance is L1 (else L2).
+    pub fn is_l1(self) -> bool {
+        matches!(self, SpacingVariant::L1Nminus1 | SpacingVariant::L1N)
+    }
+
     /// The name used in reports and the shared test files (`l1_nminus1`, …).
     pub fn name(self) -> &'static str {
         match self {
@@ -49,47 +55,85 @@ impl SpacingVariant {
     }
 }
 
-/// Schott's spacing over all given points: d_i = min_{j≠i} dist(f_i, f_j),
-/// SP = sqrt(Σ (d_i − d̄)² / D). Returns 0 for fewer than 2 points. Does not depend on the sense.
+/// Schott's spacing over the distinct points: d_i = min_{j≠i} dist(f_i, f_j),
+/// SP = sqrt(Σ (d_i − d̄)² / D), where i and j range over the distinct points (exactly equal
+/// rows count once) and n is their number. Returns 0 for fewer than 2 distinct points. Does not
+/// depend on the sense.
+///
+/// Copies are dropped because a repeated point would be its copy's nearest neighbour at
+/// distance 0: a method that answers many preferences with the same few outputs (DPS answering
+/// a λ grid with its nearest member) would get spacing 0 by construction.
+///
+/// Nearest neighbours come from a k-d tree: O(n log n) on low-dimensional fronts, and exactly
+/// the distances a scan of every pair finds.
 pub fn spacing(points: &[Vec<f64>], variant: SpacingVariant) -> Result<f64> {
-    let m = Matrix::new("points", points, 1.0, None)?;
-    let n = m.n;
-    if n < 2 {
-        return Ok(0.0);
+    let m = Matrix::new("points", points, 1.0, None)?.distinct_rows();
+    Ok(spacing_from_nearest(&nearest_distances(&m, variant.is_l1()), variant))
+}
+
+/// Every spacing variant at once (each distance's nearest neighbours searched once), in
+/// [`SpacingVariant::ALL`] order.
+pub fn spacing_all_variants(points: &[Vec<f64>]) -> Result<[f64; 4]> {
+    let m = Matrix::new("points", points, 1.0, None)?.distinct_rows();
+    let (l1, l2) = (nearest_distances(&m, true), nearest_distances(&m, false));
+    Ok(SpacingVariant::ALL.map(|v| spacing_from_nearest(if v.is_l1() { &l1 } else { &l2 }, v)))
+}
+
+/// Each distinct row's distance to its nearest other row (empty for fewer than 2 rows).
+fn nearest_distances(m: &Matrix, l1: bool) -> Vec<f64> {
+    if m.n < 2 {
+        return Vec::new();
     }
-    let l1 = matches!(variant, SpacingVariant::L1Nminus1 | SpacingVariant::L1N);
-    let dist = |a: &[f64], b: &[f64]| -> f64 {
-        if l1 {
-            a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum()
-        } else {
-            a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
-        }
-    };
-    let nearest: Vec<f64> = (0..n)
+    let tree = KdTree::new(&m.data, m.d);
+    (0..m.n)
         .map(|i| {
-            (0..n)
-                .filter(|&j| j != i)
-                .map(|j| dist(m.row(i), m.row(j)))
-                .fold(f64::INFINITY, f64::min)
+            let q = m.row(i);
+            if l1 {
+                tree.min_by(
+                    Some(i),
+                    f64::NEG_INFINITY,
+                    |p| kdtree::l1(q, p),
+                    |lo, hi| l1_box(q, lo, hi),
+                )
+            } else {
+                tree.min_by(
+                    Some(i),
+                    f64::NEG_INFINITY,
+                    |p| l2_squared(q, p),
+                    |lo, hi| l2_squared_box(q, lo, hi),
+                )
+                .sqrt()
+            }
         })
-        .collect();
+        .collect()
+}
+
+fn spacing_from_nearest(nearest: &[f64], variant: SpacingVariant) -> f64 {
+    let n = nearest.len();
+    if n < 2 {
+        return 0.0;
+    }
     let mean = nearest.iter().sum::<f64>() / n as f64;
     let ss: f64 = nearest.iter().map(|d| (d - mean) * (d - mean)).sum();
     let denom = match variant {
         SpacingVariant::L1Nminus1 | SpacingVariant::L2Nminus1 => (n - 1) as f64,
         SpacingVariant::L1N | SpacingVariant::L2N => n as f64,
     };
-    Ok((ss / denom).sqrt())
+    (ss / denom).sqrt()
 }
 
 /// PGMORL sparsity: (1/(|S| − 1)) Σ_j Σ_i (S̃_j(i+1) − S̃_j(i))², where S̃_j holds objective j's
-/// values over S sorted ascending; 0 if |S| < 2. With `only_nondominated` (the project default)
-/// S is the non-dominated subset in the given sense (all copies of duplicates kept); otherwise S
-/// is every point given.
+/// values over S sorted ascending; 0 if |S| < 2. S holds distinct points only (exactly equal rows
+/// count once, as in [`spacing`]): with `only_nondominated` (the project default) S is the
+/// distinct non-dominated points in the given sense, otherwise every distinct point given.
+///
+/// Copies add zero-width gaps and would divide the same total by more gaps: eleven points that
+/// are three distinct ones repeated would score a fifth of the three points' sparsity.
 pub fn sparsity(points: &[Vec<f64>], sense: Sense, only_nondominated: bool) -> Result<f64> {
-    let m = Matrix::new("points", points, 1.0, None)?;
+    let m = Matrix::new("points", points, 1.0, None)?.distinct_rows();
     let keep: Vec<bool> = if only_nondominated {
-        let mm = Matrix::new("points", points, sense.sign(), None)?;
+        let mut mm = m.clone();
+        mm.data.iter_mut().for_each(|v| *v *= sense.sign());
         nondominated_mask_min(&mm, Duplicates::KeepAll)
     } else {
         vec![true; m.n]

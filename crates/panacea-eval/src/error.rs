@@ -88,6 +88,17 @@ pub enum EvalError {
         /// Why, and what to use instead.
         detail: String,
     },
+    /// No point strictly dominates the reference point, so the hypervolume is 0: almost always
+    /// a reference point on the wrong side (or in the wrong sense) rather than a real result.
+    #[error("no point strictly dominates the reference point {reference_point:?} (sense {sense}; {n_points} points), so the hypervolume is 0 (hint: the reference point must be worse than the points in every objective; check its sign and --sense, use --ref auto, or pass --allow-empty to accept an empty hypervolume)")]
+    EmptyHypervolume {
+        /// The reference point, in the caller's sense.
+        reference_point: Vec<f64>,
+        /// The sense of the points and the reference point.
+        sense: crate::sense::Sense,
+        /// Number of points given.
+        n_points: usize,
+    },
     /// A points file could not be parsed.
     #[error("{source_name}:{line}: {detail}")]
     Parse {

@@ -26,7 +26,9 @@ pub enum Duplicates {
 
 /// Indices 0..n sorted so that every strict dominator precedes the points it dominates.
 pub(crate) fn dominance_order(data: &[f64], n: usize, d: usize) -> Vec<usize> {
-    let sums: Vec<f64> = (0..n).map(|i| data[i * d..(i + 1) * d].iter().sum()).collect();
+    // + 0.0 turns −0.0 into +0.0, so equal rows (−0.0 == 0.0) tie and fall back to index order.
+    let sums: Vec<f64> =
+        (0..n).map(|i| data[i * d..(i + 1) * d].iter().sum::<f64>() + 0.0).collect();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_unstable_by(|&a, &b| {
         sums[a]
@@ -39,7 +41,7 @@ pub(crate) fn dominance_order(data: &[f64], n: usize, d: usize) -> Vec<usize> {
 
 fn lex_cmp(a: &[f64], b: &[f64]) -> Ordering {
     for (x, y) in a.iter().zip(b) {
-        match x.total_cmp(y) {
+        match (x + 0.0).total_cmp(&(y + 0.0)) {
             Ordering::Equal => continue,
             other => return other,
         }
@@ -48,7 +50,83 @@ fn lex_cmp(a: &[f64], b: &[f64]) -> Ordering {
 }
 
 /// Non-dominated mask on minimisation-form rows; `KeepOne` drops later copies.
+///
+/// Up to 3 objectives: a sweep in O(n log n) ([`nondominated_mask_sweep`]); from 4 on the
+/// ordered filter below, O(d·n·k) for a front of size k.
 pub(crate) fn nondominated_mask_min(m: &Matrix, duplicates: Duplicates) -> Vec<bool> {
+    if m.d <= 3 {
+        return nondominated_mask_sweep(m, duplicates);
+    }
+    nondominated_mask_filter(m, duplicates)
+}
+
+/// Maps a finite f64 (with −0.0 already turned into +0.0) to a u64 with the same order.
+fn order_key(x: f64) -> u64 {
+    let bits = x.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
+
+/// The non-dominated mask for d ≤ 3 (Kung, Luccio & Preparata 1975, the 3-D case as a sweep).
+///
+/// Copies are grouped first; among distinct rows a dominator precedes the rows it dominates in
+/// lexicographic order, so a sweep in that order asks of each row only "is some earlier row at
+/// most as large in the remaining coordinates". For d = 3 the earlier rows' (f2, f3) staircase
+/// lives in a `BTreeMap` keyed by f2 with f3 strictly decreasing along the keys: the entry with
+/// the largest f2 ≤ p's holds the smallest f3 among those rows.
+pub(crate) fn nondominated_mask_sweep(m: &Matrix, duplicates: Duplicates) -> Vec<bool> {
+    let (n, d) = (m.n, m.d);
+    let normalised: Vec<f64> = m.data.iter().map(|v| v + 0.0).collect();
+    let row = |i: usize| &normalised[i * d..(i + 1) * d];
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by(|&a, &b| lex_cmp(row(a), row(b)).then(a.cmp(&b)));
+    let mut mask = vec![false; n];
+    let mut min_f2 = f64::INFINITY; // d = 2: the smallest f2 seen so far
+    let mut stair: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+    let mut start = 0;
+    while start < n {
+        let p = row(order[start]);
+        let mut end = start + 1;
+        while end < n && row(order[end]) == p {
+            end += 1;
+        }
+        let dominated = match d {
+            1 => start > 0,
+            2 => min_f2 <= p[1],
+            _ => stair.range(..=order_key(p[1])).next_back().is_some_and(|(_, &f3)| f3 <= p[2]),
+        };
+        if !dominated {
+            // Copies: all of them, or the lowest index (first in the sort).
+            let keep = match duplicates {
+                Duplicates::KeepAll => &order[start..end],
+                Duplicates::KeepOne => &order[start..start + 1],
+            };
+            keep.iter().for_each(|&i| mask[i] = true);
+            if d == 2 {
+                min_f2 = min_f2.min(p[1]);
+            } else if d == 3 {
+                // Entries from f2 on with f3 ≥ p's are now covered by p.
+                let covered: Vec<u64> = stair
+                    .range(order_key(p[1])..)
+                    .take_while(|(_, &f3)| f3 >= p[2])
+                    .map(|(&k, _)| k)
+                    .collect();
+                covered.iter().for_each(|k| {
+                    stair.remove(k);
+                });
+                stair.insert(order_key(p[1]), p[2]);
+            }
+        }
+        start = end;
+    }
+    mask
+}
+
+/// The ordered filter for any d (the test oracle of the sweep).
+pub(crate) fn nondominated_mask_filter(m: &Matrix, duplicates: Duplicates) -> Vec<bool> {
     let (n, d) = (m.n, m.d);
     let order = dominance_order(&m.data, n, d);
     let mut mask = vec![false; n];

@@ -1,6 +1,7 @@
 //! Reports: every metric of one point set (`panacea metrics`), and a methods × metrics
 //! comparison of several fronts against one shared reference point, as JSON, CSV (points) and
-//! Markdown (with bootstrap confidence intervals where per-prompt samples are given).
+//! Markdown (with bootstrap confidence intervals where per-prompt samples are given, and paired
+//! bootstrap differences of every method against the first).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,15 +9,41 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{bootstrap_ci, BootstrapOptions, ConfidenceInterval};
-use crate::diversity::{expected_utility, inner_product, spacing, sparsity, SpacingVariant};
+use crate::compare::{differences_vs_first, PairedDifference};
+use crate::control::{lambda_control_with_ci, LambdaControl};
+use crate::diversity::{
+    expected_utility, inner_product, spacing, spacing_all_variants, sparsity, SpacingVariant,
+};
 use crate::error::{EvalError, Result};
 use crate::front::Front;
 use crate::hypervolume::{auto_reference_point, hypervolume, RefPoint};
-use crate::indicators::{
-    avg_hausdorff, epsilon_additive, epsilon_multiplicative, gd, igd, igd_plus, r2_exact_2d,
-};
+use crate::indicators::{epsilon_additive, epsilon_multiplicative, gd, igd, igd_plus, r2_exact_2d};
 use crate::pareto::{nondominated_mask, Duplicates};
 use crate::sense::Sense;
+
+/// Something valid but suspicious about a [`PointMetrics`] result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum MetricWarning {
+    /// No point strictly dominates the reference point: the hypervolume is 0 (accepted because
+    /// the caller allowed an empty hypervolume).
+    EmptyHypervolume {
+        /// The reference point, in the points' sense.
+        reference_point: Vec<f64>,
+    },
+}
+
+impl std::fmt::Display for MetricWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricWarning::EmptyHypervolume { reference_point } => write!(
+                f,
+                "no point strictly dominates the reference point {}, so the hypervolume is 0",
+                fmt_vec(reference_point)
+            ),
+        }
+    }
+}
 
 /// Every metric of one point set, as printed by `panacea metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,23 +86,43 @@ pub struct PointMetrics {
     pub epsilon_additive: Option<f64>,
     /// Multiplicative ε (only when every value is positive).
     pub epsilon_multiplicative: Option<f64>,
+    /// Valid but suspicious findings (e.g. an empty hypervolume that was allowed).
+    pub warnings: Vec<MetricWarning>,
 }
 
 /// Computes every metric for `points`; the distance and ε indicators need a `reference_set`.
+///
+/// A reference point that no point strictly dominates gives HV 0, which is almost always a
+/// mistake (a reference point on the wrong side, or the wrong sense): that is an
+/// [`EvalError::EmptyHypervolume`] error unless `allow_empty_hypervolume`, and then a
+/// [`MetricWarning::EmptyHypervolume`] in the result.
 pub fn all_metrics(
     points: &[Vec<f64>],
     sense: Sense,
     reference: &RefPoint,
     reference_set: Option<&[Vec<f64>]>,
+    allow_empty_hypervolume: bool,
 ) -> Result<PointMetrics> {
     if points.is_empty() {
         return Err(EvalError::TooFewPoints { what: "points", min: 1, got: 0 });
     }
     let hv = hypervolume(points, sense, reference)?;
+    let mut warnings = Vec::new();
+    if hv.n_contributing == 0 {
+        if !allow_empty_hypervolume {
+            return Err(EvalError::EmptyHypervolume {
+                reference_point: hv.reference_point,
+                sense,
+                n_points: points.len(),
+            });
+        }
+        warnings
+            .push(MetricWarning::EmptyHypervolume { reference_point: hv.reference_point.clone() });
+    }
     let mask = nondominated_mask(points, sense, Duplicates::KeepAll)?;
     let mut sp = BTreeMap::new();
-    for v in SpacingVariant::ALL {
-        sp.insert(v.name().to_string(), spacing(points, v)?);
+    for (v, value) in SpacingVariant::ALL.into_iter().zip(spacing_all_variants(points)?) {
+        sp.insert(v.name().to_string(), value);
     }
     let (r2, ideal) = if hv.dim == 2 {
         let pick = |k: usize| {
@@ -113,12 +160,15 @@ pub fn all_metrics(
         avg_hausdorff: None,
         epsilon_additive: None,
         epsilon_multiplicative: None,
+        warnings,
     };
     if let Some(rs) = reference_set {
-        m.igd = Some(igd(points, rs, sense)?);
+        let (to_rs, from_rs) = (igd(points, rs, sense)?, gd(points, rs, sense)?);
+        m.igd = Some(to_rs);
         m.igd_plus = Some(igd_plus(points, rs, sense)?);
-        m.gd = Some(gd(points, rs, sense)?);
-        m.avg_hausdorff = Some(avg_hausdorff(points, rs, sense)?);
+        m.gd = Some(from_rs);
+        // Δ₁ = max(IGD, GD), as `avg_hausdorff` computes it.
+        m.avg_hausdorff = Some(to_rs.max(from_rs));
         m.epsilon_additive = Some(epsilon_additive(points, rs, sense)?);
         m.epsilon_multiplicative = epsilon_multiplicative(points, rs, sense).ok();
     }
@@ -167,6 +217,9 @@ impl PointMetrics {
             if let Some(v) = v {
                 line(k, format!("{v}"));
             }
+        }
+        for w in &self.warnings {
+            line("warning", w.to_string());
         }
         s
     }
@@ -231,6 +284,10 @@ pub struct MethodReport {
     pub spacing: f64,
     /// Bootstrap intervals, keyed by metric name.
     pub ci: BTreeMap<String, ConfidenceInterval>,
+    /// Per-λ control: Spearman ρ between λ_i and objective i over the grid, per objective, with
+    /// a bootstrap interval over prompts when per-prompt samples were given (empty without
+    /// preferences).
+    pub lambda_control: Vec<LambdaControl>,
 }
 
 /// Several methods' fronts compared against one reference point.
@@ -254,6 +311,9 @@ pub struct FrontReport {
     pub normalised: bool,
     /// One row per method.
     pub methods: Vec<MethodReport>,
+    /// Paired bootstrap differences (HV, IP) of every other method against the first one, for
+    /// methods with per-prompt samples; empty with fewer than 2 methods.
+    pub differences: Vec<PairedDifference>,
 }
 
 impl FrontReport {
@@ -284,6 +344,7 @@ impl FrontReport {
         };
         let rp = RefPoint::Explicit(reference_point.clone());
         let sense = options.sense;
+        let objectives = first.front.objective_names();
         let mut rows = Vec::new();
         for m in methods {
             let f = &m.front;
@@ -324,6 +385,17 @@ impl FrontReport {
                     );
                 }
             }
+            let lambda_control = if has_prefs {
+                lambda_control_with_ci(
+                    &objectives,
+                    &f.prefs,
+                    &f.points,
+                    m.per_prompt.as_deref(),
+                    &options.bootstrap,
+                )?
+            } else {
+                Vec::new()
+            };
             rows.push(MethodReport {
                 method: m.name.clone(),
                 n_points: f.points.len(),
@@ -341,12 +413,15 @@ impl FrontReport {
                 sparsity: sparsity(&f.points, sense, options.sparsity_only_nondominated)?,
                 spacing: spacing(&f.points, options.spacing)?,
                 ci,
+                lambda_control,
             });
         }
+        let differences =
+            differences_vs_first(methods, sense, &reference_point, &options.bootstrap)?;
         Ok(FrontReport {
             sense,
             dim,
-            objectives: first.front.objective_names(),
+            objectives,
             reference_point,
             reference_point_rule: match options.reference {
                 RefPoint::Auto => "auto".into(),
@@ -356,6 +431,7 @@ impl FrontReport {
             sparsity_only_nondominated: options.sparsity_only_nondominated,
             normalised: false,
             methods: rows,
+            differences,
         })
     }
 
@@ -410,6 +486,40 @@ impl FrontReport {
                 cell(Some(m.sparsity), m.ci.get("sparsity")),
                 cell(Some(m.spacing), m.ci.get("spacing")),
             );
+        }
+        if let Some(first) = self.differences.first() {
+            let _ = writeln!(
+                s,
+                "\nDifferences against {} (paired bootstrap over the same prompts, the same \
+                 resamples for every method):\n",
+                first.baseline
+            );
+            for d in &self.differences {
+                let _ = writeln!(s, "- {}", d.verdict());
+            }
+        }
+        let controlled: Vec<&MethodReport> =
+            self.methods.iter().filter(|m| !m.lambda_control.is_empty()).collect();
+        if !controlled.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nPer-λ control: Spearman ρ between λ_i and objective i over the grid (1: the \
+                 objective rises with its weight; – when undefined):\n"
+            );
+            let _ = writeln!(s, "| method | {} |", self.objectives.join(" | "));
+            let _ = writeln!(s, "|---|{}", "---|".repeat(self.objectives.len()));
+            for m in controlled {
+                let cells: Vec<String> = m
+                    .lambda_control
+                    .iter()
+                    .map(|c| match (c.spearman, &c.ci) {
+                        (Some(r), Some(ci)) => format!("{r:.3} [{:.3}, {:.3}]", ci.lower, ci.upper),
+                        (Some(r), None) => format!("{r:.3}"),
+                        (None, _) => "–".into(),
+                    })
+                    .collect();
+                let _ = writeln!(s, "| {} | {} |", m.method, cells.join(" | "));
+            }
         }
         s
     }

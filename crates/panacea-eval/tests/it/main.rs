@@ -2,8 +2,11 @@
 //! against an inclusion–exclusion oracle, file parsing, reports and plots.
 
 mod common;
+mod compare;
+mod control;
 mod diversity;
 mod errors;
+mod fast_paths;
 mod hv_properties;
 mod indicators;
 mod parse;

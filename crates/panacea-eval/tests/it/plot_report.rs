@@ -25,7 +25,8 @@ fn line_front(shift: f64) -> Front {
 #[test]
 fn all_metrics_json_has_the_documented_keys() {
     let pts = line_front(0.0).points;
-    let m = all_metrics(&pts, Sense::Max, &RefPoint::Explicit(vec![-1.0, -1.0]), None).unwrap();
+    let m =
+        all_metrics(&pts, Sense::Max, &RefPoint::Explicit(vec![-1.0, -1.0]), None, false).unwrap();
     // Staircase of (0,4),(1,3),(2,2),(3,1),(4,0) against (−1,−1): unit-wide columns of heights
     // 5, 4, 3, 2, 1 → 15.
     assert_eq!(m.hypervolume, 15.0);
@@ -124,4 +125,31 @@ fn plots_2d_png_svg_and_3d_matrix() {
     .unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() > 5_000);
     assert!(plot_fronts(&dir.join("x.gif"), &fronts, &opts).is_err());
+}
+
+#[test]
+fn a_reference_point_that_no_point_dominates_fails_unless_allowed() {
+    let pts = line_front(0.0).points; // (0,4) … (4,0), maximised
+                                      // (5, 5) is better than every point: none dominates it, HV would silently be 0.
+    let r = RefPoint::Explicit(vec![5.0, 5.0]);
+    let err = all_metrics(&pts, Sense::Max, &r, None, false).unwrap_err();
+    assert!(
+        matches!(&err, panacea_eval::EvalError::EmptyHypervolume { n_points: 5, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("[5.0, 5.0]") && msg.contains("--allow-empty"), "{msg}");
+    let m = all_metrics(&pts, Sense::Max, &r, None, true).unwrap();
+    assert_eq!((m.hypervolume, m.n_contributing), (0.0, 0));
+    assert_eq!(
+        m.warnings,
+        vec![panacea_eval::MetricWarning::EmptyHypervolume { reference_point: vec![5.0, 5.0] }]
+    );
+    assert!(m.to_text().contains("warning"), "{}", m.to_text());
+    let v = serde_json::to_value(&m).unwrap();
+    assert_eq!(v["warnings"][0]["kind"], "empty_hypervolume");
+    // One contributing point is enough: no warning.
+    let ok =
+        all_metrics(&pts, Sense::Max, &RefPoint::Explicit(vec![3.5, -1.0]), None, false).unwrap();
+    assert_eq!((ok.n_contributing, ok.warnings.len()), (1, 0));
 }
