@@ -3,7 +3,9 @@
 
 use anyhow::{Context, Result};
 use panacea_core::device::DType;
-use panacea_lm::{init_random, Llama, LlamaConfig, LoadedModel, Tokenizer};
+use panacea_lm::{
+    init_random, ChatTemplate, Llama, LlamaConfig, LoadedModel, PromptTemplate, Tokenizer,
+};
 
 /// The model name that selects it in the trainers' configs.
 pub(crate) const NAME: &str = "tiny-random";
@@ -21,5 +23,6 @@ pub(crate) fn base(device: tch::Device, seed: i64, dtype: DType) -> Result<Loade
         base_vs.bfloat16();
     }
     base_vs.freeze();
-    Ok(LoadedModel { base_vs, model, tokenizer })
+    let chat_template = PromptTemplate::ChatMlFallback(ChatTemplate::default());
+    Ok(LoadedModel { base_vs, model, tokenizer, chat_template })
 }
