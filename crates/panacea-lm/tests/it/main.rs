@@ -4,6 +4,7 @@ mod common;
 mod fused;
 mod generate;
 mod gguf;
+mod hf_parity;
 mod model;
 mod real;
 mod safetensors;
