@@ -202,15 +202,16 @@ def make_family(family, seed):
         bos_token_id=ids.get("bos"), pad_token_id=ids["pad"],
         eos_token_id=[vocab[t] for t in spec["gen_eos"]])
     if family == "mistral":
-        # bf16 weights on disk; the reference runs in f32 on exactly those values.
-        model = model.to(torch.bfloat16)
-        model.save_pretrained(out, max_shard_size="120KB")
-        model = model.float()
+        # bf16 weights on disk, in shards.
+        model.to(torch.bfloat16).save_pretrained(out, max_shard_size="120KB")
     else:
         model.save_pretrained(out)
     if family != "qwen2":
         as_transformers4(out)
-    model.eval()
+    # The reference is the folder as transformers loads it, in f32 (bf16 weights widened
+    # exactly). Not the in-memory model: `.to(bfloat16)` also rounds RoPE's inv_freq buffer.
+    model = AutoModelForCausalLM.from_pretrained(
+        out, dtype=torch.float32, attn_implementation="eager").eval()
 
     chat = tok.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],

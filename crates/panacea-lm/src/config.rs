@@ -392,7 +392,7 @@ fn parse_hf(obj: &Map<String, Value>, problems: &mut Vec<String>) -> Option<Llam
         let all_full = types
             .as_array()
             .is_some_and(|a| a.iter().all(|t| t.as_str() == Some("full_attention")));
-        if !all_full && (window_on || model_type == "llama") {
+        if !all_full {
             problems.push(format!(
                 "layer_types = {types} is not supported: only \"full_attention\" layers are implemented"
             ));

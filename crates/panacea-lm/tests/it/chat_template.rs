@@ -1,6 +1,7 @@
-//! Chat templates rendered with minijinja equal transformers' `apply_chat_template`: four real
-//! templates (SmolLM2, Llama 3, Qwen2.5, Mistral; tests/fixtures/chat_templates/, provenance in
-//! its README) on conversations with system prompts, several turns and the generation prompt.
+//! Chat templates rendered with minijinja equal transformers' `apply_chat_template`: five real
+//! templates (SmolLM2, Llama 3, Qwen2.5, Mistral without and with a system prompt;
+//! tests/fixtures/chat_templates/, provenance in its README) on conversations with system
+//! prompts, several turns and the generation prompt.
 //! The expected strings (and the templates' `raise_exception` messages) were recorded by
 //! scripts/make_model_fixtures.py with transformers.
 
@@ -36,7 +37,7 @@ fn template(case: &Case) -> JinjaChatTemplate {
 }
 
 #[test]
-fn renders_as_transformers_does_for_four_real_templates() {
+fn renders_as_transformers_does_for_five_real_templates() {
     let text = std::fs::read_to_string(dir().join("cases.json")).expect("cases.json");
     let cases: Cases = serde_json::from_str(&text).expect("cases.json parses");
     let mut templates = std::collections::BTreeSet::new();
@@ -57,8 +58,8 @@ fn renders_as_transformers_does_for_four_real_templates() {
             _ => panic!("{what}: a case has either `expected` or `expected_error`"),
         }
     }
-    assert_eq!(templates.len(), 4, "every template rendered at least once: {templates:?}");
-    assert!(with_system >= 6, "system prompts covered: {with_system}");
+    assert_eq!(templates.len(), 5, "every template rendered at least once: {templates:?}");
+    assert!(with_system >= 8, "system prompts covered: {with_system}");
 }
 
 #[test]
@@ -74,7 +75,8 @@ fn raise_exception_is_an_error_with_the_template_message() {
 
 #[test]
 fn a_syntax_error_is_reported_with_its_line() {
-    let t = JinjaChatTemplate::new("{% for m in messages %}\n{{ m.content ", "broken.jinja", "", "");
+    let t =
+        JinjaChatTemplate::new("{% for m in messages %}\n{{ m.content ", "broken.jinja", "", "");
     let text = t.check().expect_err("unclosed").to_string();
     assert!(text.contains("broken.jinja") && text.contains("line 2"), "{text}");
 }
