@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
         let cfg = GenerateConfig {
             max_new_tokens: NEW_TOKENS,
             sampling: Sampling::Greedy,
-            eos_id: -1,
+            eos_ids: Vec::new(),
             pad_id: m.tokenizer.pad_id,
         };
         // Greedy decoding draws nothing from the RNG; it is passed because the API takes one.

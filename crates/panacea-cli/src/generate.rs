@@ -135,7 +135,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut cfg =
         GenerateConfig { sampling, ..GenerateConfig::greedy(&m.tokenizer, args.max_new_tokens) };
     if args.ignore_eos {
-        cfg.eos_id = -1;
+        cfg.eos_ids.clear();
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     for (chunk_idx, chunk) in rendered.chunks(args.batch_size.max(1)).enumerate() {

@@ -48,7 +48,7 @@ fn main() {
     let ids: Vec<Vec<i64>> =
         PROMPTS.iter().map(|p| pre.tokenizer.encode(&t.user_prompt(p)).unwrap()).collect();
     let mut cfg = GenerateConfig::greedy(&pre.tokenizer, 64);
-    cfg.eos_id = -1;
+    cfg.eos_ids.clear();
     let _g = tch::no_grad_guard();
     // Pure per-op overhead: the same 30-layer graph with tiny matrices.
     let tiny_cfg = LlamaConfig {

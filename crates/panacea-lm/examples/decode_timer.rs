@@ -42,7 +42,7 @@ fn main() {
     let ids: Vec<Vec<i64>> =
         PROMPTS.iter().map(|p| m.tokenizer.encode(&t.user_prompt(p)).unwrap()).collect();
     let mut cfg = GenerateConfig::greedy(&m.tokenizer, 64);
-    cfg.eos_id = -1;
+    cfg.eos_ids.clear();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     println!("ready fused={} dtype={kind:?}", m.model.is_fused());
     for line in std::io::stdin().lock().lines() {

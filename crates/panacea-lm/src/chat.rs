@@ -1,8 +1,16 @@
-//! ChatML rendering (SmolLM2's `tokenizer.chat_template`, spec/models.md §1.8):
+//! Chat templates: a model's own Jinja template ([`JinjaChatTemplate`], rendered with
+//! minijinja the way transformers' `apply_chat_template` renders it), and ChatML
+//! ([`ChatTemplate`]: SmolLM2's template written out by hand, spec/models.md §1.8:
 //! `<|im_start|>{role}\n{content}<|im_end|>\n` per message, a default system prompt when the
-//! first message is not a system message, and `<|im_start|>assistant\n` as the generation prompt.
+//! first message is not a system message, and `<|im_start|>assistant\n` as the generation
+//! prompt). [`PromptTemplate`] is what a loaded model carries: its own template, or ChatML as a
+//! fallback that says so.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::LmError;
 
 /// SmolLM2's default system prompt, inserted by its template when none is given.
 pub const SMOLLM_SYSTEM_PROMPT: &str =
@@ -21,7 +29,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// The role's name in chat templates: `system`, `user` or `assistant`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
             Role::User => "user",
@@ -79,6 +88,136 @@ impl ChatTemplate {
 
     /// A single user turn with the generation prompt: the usual way to prompt the model.
     pub fn user_prompt(&self, content: &str) -> String {
+        self.render(&[Message::new(Role::User, content)], true)
+    }
+}
+
+/// A model's own chat template (HF `chat_template`, or GGUF `tokenizer.chat_template`), with
+/// the special-token strings it may reference.
+///
+/// Rendered as transformers renders it: Jinja with `trim_blocks` and `lstrip_blocks`, loop
+/// controls, Python string methods on values (`.strip()`, `.startswith()`, ... via
+/// minijinja-contrib's pycompat), and `raise_exception(msg)` failing the render with the
+/// template's message. The context holds `messages`, `add_generation_prompt`, `bos_token`
+/// and `eos_token`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JinjaChatTemplate {
+    /// The template text.
+    pub source: String,
+    /// Where it came from (a file and key), for messages.
+    pub origin: String,
+    /// The BOS token's text (`""` when the model has none).
+    pub bos_token: String,
+    /// The EOS token's text (`""` when the model has none).
+    pub eos_token: String,
+}
+
+impl JinjaChatTemplate {
+    /// A template; it is compiled (and syntax errors reported) by [`JinjaChatTemplate::check`]
+    /// or on the first render.
+    pub fn new(
+        source: impl Into<String>,
+        origin: impl Into<String>,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Self {
+        Self {
+            source: source.into(),
+            origin: origin.into(),
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        }
+    }
+
+    fn environment(&self) -> Result<minijinja::Environment<'static>, LmError> {
+        let mut env = minijinja::Environment::new();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| self.error(&e))?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned("chat_template", self.source.clone()).map_err(|e| self.error(&e))?;
+        Ok(env)
+    }
+
+    fn error(&self, e: &minijinja::Error) -> LmError {
+        let what = match (e.kind(), e.detail()) {
+            // raise_exception: the template's own message.
+            (minijinja::ErrorKind::InvalidOperation, Some(d)) => d.to_owned(),
+            _ => e.to_string(),
+        };
+        let line = e.line().map(|l| format!(" (template line {l})")).unwrap_or_default();
+        LmError::Template(format!("{}: {what}{line}", self.origin))
+    }
+
+    /// Compiles the template, so that a syntax error shows at load time.
+    pub fn check(&self) -> Result<(), LmError> {
+        self.environment().map(|_| ())
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
+    /// answer begins. A template that refuses the conversation (`raise_exception`) gives
+    /// [`LmError::Template`] with its message.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, LmError> {
+        let env = self.environment()?;
+        let tmpl = env.get_template("chat_template").map_err(|e| self.error(&e))?;
+        let msgs: Vec<minijinja::Value> = messages
+            .iter()
+            .map(|m| {
+                let mut map = BTreeMap::new();
+                map.insert("role", minijinja::Value::from(m.role.as_str()));
+                map.insert("content", minijinja::Value::from(m.content.as_str()));
+                minijinja::Value::from(map)
+            })
+            .collect();
+        let mut ctx = BTreeMap::new();
+        ctx.insert("messages", minijinja::Value::from(msgs));
+        ctx.insert("add_generation_prompt", minijinja::Value::from(add_generation_prompt));
+        ctx.insert("bos_token", minijinja::Value::from(self.bos_token.as_str()));
+        ctx.insert("eos_token", minijinja::Value::from(self.eos_token.as_str()));
+        tmpl.render(minijinja::Value::from(ctx)).map_err(|e| self.error(&e))
+    }
+}
+
+/// The chat template a model is prompted with: its own, or ChatML when it has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PromptTemplate {
+    /// The model's own template.
+    Model(JinjaChatTemplate),
+    /// The model has no template: ChatML is used instead. Callers should say so (the library
+    /// does not print).
+    ChatMlFallback(ChatTemplate),
+}
+
+impl PromptTemplate {
+    /// Whether this is the ChatML fallback rather than the model's own template.
+    pub fn is_fallback(&self) -> bool {
+        matches!(self, PromptTemplate::ChatMlFallback(_))
+    }
+
+    /// Renders `messages` (see [`JinjaChatTemplate::render`] and [`ChatTemplate::render`]).
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, LmError> {
+        match self {
+            PromptTemplate::Model(t) => t.render(messages, add_generation_prompt),
+            PromptTemplate::ChatMlFallback(t) => Ok(t.render(messages, add_generation_prompt)),
+        }
+    }
+
+    /// A single user turn with the generation prompt.
+    pub fn user_prompt(&self, content: &str) -> Result<String, LmError> {
         self.render(&[Message::new(Role::User, content)], true)
     }
 }

@@ -38,6 +38,9 @@ pub enum LmError {
     /// The tokenizer could not be built or failed on input.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A chat template failed to compile or render (its `raise_exception` message included).
+    #[error("chat template {0}")]
+    Template(String),
     /// A caller passed inconsistent arguments.
     #[error("{0}")]
     Invalid(String),

@@ -39,19 +39,21 @@ pub struct GenerateConfig {
     pub max_new_tokens: i64,
     /// Token choice.
     pub sampling: Sampling,
-    /// A row stops after emitting this id.
-    pub eos_id: i64,
+    /// A row stops after emitting any of these ids (Llama 3 lists several); empty: rows run
+    /// to `max_new_tokens`.
+    pub eos_ids: Vec<i64>,
     /// Filler for left padding and for positions after a row stopped.
     pub pad_id: i64,
 }
 
 impl GenerateConfig {
-    /// Greedy decoding of up to `max_new_tokens`, stopping and padding with the tokenizer's EOS.
+    /// Greedy decoding of up to `max_new_tokens`, stopping on every one of the tokenizer's EOS
+    /// ids and padding with its pad id.
     pub fn greedy(tokenizer: &Tokenizer, max_new_tokens: i64) -> Self {
         Self {
             max_new_tokens,
             sampling: Sampling::Greedy,
-            eos_id: tokenizer.eos_id,
+            eos_ids: tokenizer.eos_ids.clone(),
             pad_id: tokenizer.pad_id,
         }
     }
@@ -214,7 +216,9 @@ pub fn generate_ids(
             if !unpadded {
                 mask.narrow(1, p + step, 1).copy_(&active.unsqueeze(1));
             }
-            finished = finished.logical_or(&next.eq(cfg.eos_id));
+            for &eos in &cfg.eos_ids {
+                finished = finished.logical_or(&next.eq(eos));
+            }
             if step + 1 == n || ((step + 1) % check_every == 0 && bool::try_from(finished.all())?) {
                 break;
             }

@@ -432,6 +432,7 @@ impl GgufHeader {
                 .get(&k("rope.freq_base"))
                 .and_then(GgufValue::as_f64)
                 .unwrap_or(10_000.0),
+            rope_scaling: None,
             vocab_size: vocab,
             max_position_embeddings: opt_int(&k("context_length")).unwrap_or(2048),
             tie_word_embeddings: self.tensor("output.weight").is_none(),

@@ -6,7 +6,8 @@
 //! - [`safetensors`]: reading and writing HF safetensors.
 //! - [`load`]: resolving a path or short name (`smollm2-135m`) and loading it.
 //! - [`generate`]: batched KV-cache generation and sequence likelihoods.
-//! - [`tokenizer`], [`chat`]: the tokenizer (from tokenizer.json or GGUF metadata) and ChatML.
+//! - [`tokenizer`], [`chat`]: the tokenizer (from tokenizer.json or GGUF metadata), the model's
+//!   own Jinja chat template and the ChatML fallback.
 //! - [`error`]: the crate's typed error.
 //! - [`bench_prompts`]: the prompts every decode benchmark uses.
 //!
@@ -28,8 +29,8 @@ pub mod safetensors;
 pub mod tiny_random;
 pub mod tokenizer;
 
-pub use chat::{ChatTemplate, Message, Role};
-pub use config::LlamaConfig;
+pub use chat::{ChatTemplate, JinjaChatTemplate, Message, PromptTemplate, Role};
+pub use config::{LlamaConfig, RopeScaling};
 pub use error::LmError;
 pub use generate::{generate, generate_ids, GenerateConfig, Generation, Sampling};
 pub use llama::{init_random, KvCache, Llama};

@@ -1,6 +1,7 @@
-//! The Llama-family decoder (Llama 2/3, SmolLM2, Qwen2) in tch, written after Hugging Face
-//! `modeling_llama.py`: RMSNorm, grouped-query attention with rotate-half RoPE, SwiGLU MLP,
-//! tied or untied LM head, optional q/k/v biases (Qwen2).
+//! The Llama-family decoder (Llama 2/3, SmolLM2, Mistral, Qwen2, Qwen3) in tch, written after
+//! Hugging Face `modeling_llama.py`: RMSNorm, grouped-query attention with rotate-half RoPE
+//! (optionally Llama-3 or linear frequency scaling), SwiGLU MLP, tied or untied LM head,
+//! optional q/k/v biases (Qwen2) and per-head q/k RMSNorm before RoPE (Qwen3).
 //!
 //! Every projection is a [`SvdLoraLinear`] whose frozen weight lives in the base VarStore under
 //! its Hugging Face name (`model.layers.{i}.self_attn.q_proj.weight`, ...), so safetensors load
@@ -231,6 +232,10 @@ pub struct Attention {
     pub v_proj: SvdLoraLinear,
     /// [D, H·hd].
     pub o_proj: SvdLoraLinear,
+    /// Qwen3's per-head RMSNorm of the queries, [hd], applied before RoPE.
+    pub q_norm: Option<RmsNorm>,
+    /// Qwen3's per-head RMSNorm of the keys, [hd], applied before RoPE.
+    pub k_norm: Option<RmsNorm>,
     /// q/k/v in one buffer, after [`Llama::fuse_projections`].
     qkv: Option<FusedProj>,
     n_heads: i64,
@@ -256,6 +261,8 @@ impl Attention {
             k_proj: proj(base, adapter, "k_proj", d, hkv * hd, bias),
             v_proj: proj(base, adapter, "v_proj", d, hkv * hd, bias),
             o_proj: proj(base, adapter, "o_proj", h * hd, d, false),
+            q_norm: c.qk_norm().then(|| RmsNorm::new(&base.sub("q_norm"), hd, c.rms_norm_eps)),
+            k_norm: c.qk_norm().then(|| RmsNorm::new(&base.sub("k_norm"), hd, c.rms_norm_eps)),
             qkv: None,
             n_heads: h,
             n_kv_heads: hkv,
@@ -269,6 +276,8 @@ impl Attention {
             k_proj: reproj(&self.k_proj, adapter, "k_proj"),
             v_proj: reproj(&self.v_proj, adapter, "v_proj"),
             o_proj: reproj(&self.o_proj, adapter, "o_proj"),
+            q_norm: self.q_norm.as_ref().map(RmsNorm::shared),
+            k_norm: self.k_norm.as_ref().map(RmsNorm::shared),
             qkv: self.qkv.as_ref().map(FusedProj::shared),
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
@@ -292,17 +301,39 @@ impl Attention {
         let (h, hkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let heads = |y: &Tensor, n: i64| y.view([b, t, n, hd]).transpose(1, 2);
         let members = [&self.q_proj, &self.k_proj, &self.v_proj];
+        // Qwen3 normalises each query and key head before RoPE.
+        let norm = |y: Tensor, n: &Option<RmsNorm>| match n {
+            Some(n) => n.forward(&y),
+            None => y,
+        };
+        let qk_norm = self.q_norm.is_some() || self.k_norm.is_some();
         let (q, k, v) = match self.qkv.as_ref().filter(|f| f.usable(&members, adapter)) {
-            Some(f) => {
+            Some(f) if !qk_norm => {
                 // One GEMM for q, k and v, one RoPE for q and k together.
                 let y = f.forward(x); // [B, t, (H + 2·Hkv)·hd]
                 let qk = apply_rope(&heads(&y.narrow(2, 0, (h + hkv) * hd), h + hkv), cos, sin);
                 let v = heads(&y.narrow(2, (h + hkv) * hd, hkv * hd), hkv);
                 (qk.narrow(1, 0, h), qk.narrow(1, h, hkv), v)
             }
+            Some(f) => {
+                // One GEMM; the q and k heads have their own norms, so two RoPEs.
+                let y = f.forward(x); // [B, t, (H + 2·Hkv)·hd]
+                let q = norm(heads(&y.narrow(2, 0, h * hd), h), &self.q_norm);
+                let k = norm(heads(&y.narrow(2, h * hd, hkv * hd), hkv), &self.k_norm);
+                let v = heads(&y.narrow(2, (h + hkv) * hd, hkv * hd), hkv);
+                (apply_rope(&q, cos, sin), apply_rope(&k, cos, sin), v)
+            }
             None => (
-                apply_rope(&heads(&self.q_proj.forward(x, adapter), h), cos, sin),
-                apply_rope(&heads(&self.k_proj.forward(x, adapter), hkv), cos, sin),
+                apply_rope(
+                    &norm(heads(&self.q_proj.forward(x, adapter), h), &self.q_norm),
+                    cos,
+                    sin,
+                ),
+                apply_rope(
+                    &norm(heads(&self.k_proj.forward(x, adapter), hkv), &self.k_norm),
+                    cos,
+                    sin,
+                ),
                 heads(&self.v_proj.forward(x, adapter), hkv),
             ),
         }; // [B, H, t, hd], [B, Hkv, t, hd] ×2
@@ -514,6 +545,9 @@ pub struct Llama {
     pub norm: RmsNorm,
     /// [V, D]; the embedding matrix itself (shared storage) when tied.
     pub lm_head: Tensor,
+    /// RoPE inverse frequencies [hd/2] (f32) when the config scales them
+    /// ([`LlamaConfig::scaled_inv_freq`]); `None`: θ^(-2i/hd), computed in [`Llama::rope`].
+    scaled_inv_freq: Option<Tensor>,
 }
 
 impl Llama {
@@ -546,7 +580,11 @@ impl Llama {
         } else {
             base.sub("lm_head").zeros_no_train("weight", &[c.vocab_size, c.hidden_size])
         };
-        Self { config: c.clone(), embed_tokens, layers, norm, lm_head }
+        let scaled_inv_freq = c.scaled_inv_freq().map(|f| {
+            let f: Vec<f32> = f.iter().map(|&x| x as f32).collect();
+            Tensor::from_slice(&f).to_device(base.device())
+        });
+        Self { config: c.clone(), embed_tokens, layers, norm, lm_head, scaled_inv_freq }
     }
 
     /// Another view of the same frozen base (every base tensor shares storage with `self`'s,
@@ -571,6 +609,7 @@ impl Llama {
             layers,
             norm: self.norm.shared(),
             lm_head: self.lm_head.shallow_clone(),
+            scaled_inv_freq: self.scaled_inv_freq.as_ref().map(Tensor::shallow_clone),
         }
     }
 
@@ -659,9 +698,12 @@ impl Llama {
     fn rope(&self, positions: &Tensor) -> (Tensor, Tensor) {
         let hd = self.config.head_dim();
         let dev = positions.device();
-        let inv_freq = (Tensor::arange_start_step(0, hd, 2, (Kind::Float, dev)) / hd as f64)
-            .multiply_scalar(-(self.config.rope_theta.ln()))
-            .exp(); // [hd/2] = θ^(-2i/hd)
+        let inv_freq = match &self.scaled_inv_freq {
+            Some(f) => f.to_device(dev), // [hd/2]
+            None => (Tensor::arange_start_step(0, hd, 2, (Kind::Float, dev)) / hd as f64)
+                .multiply_scalar(-(self.config.rope_theta.ln()))
+                .exp(), // [hd/2] = θ^(-2i/hd)
+        };
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq; // [B, t, hd/2]
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1); // [B, 1, t, hd]
         let sin = emb.sin();

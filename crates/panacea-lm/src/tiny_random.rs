@@ -4,7 +4,10 @@
 
 use tch::Kind;
 
-use crate::{init_random, resolve_model, Llama, LlamaConfig, LmError, LoadedModel, Tokenizer};
+use crate::{
+    init_random, resolve_model, ChatTemplate, Llama, LlamaConfig, LmError, LoadedModel,
+    PromptTemplate, Tokenizer,
+};
 
 /// The model name that selects it wherever a model name is accepted.
 pub const TINY_RANDOM: &str = "tiny-random";
@@ -29,5 +32,7 @@ pub fn tiny_random_model(
         base_vs.bfloat16();
     }
     base_vs.freeze();
-    Ok(LoadedModel { base_vs, model, tokenizer })
+    // The SmolLM2 tokenizer without its folder's template: ChatML, as SmolLM2's own template is.
+    let chat_template = PromptTemplate::ChatMlFallback(ChatTemplate::default());
+    Ok(LoadedModel { base_vs, model, tokenizer, chat_template })
 }

@@ -119,8 +119,11 @@ pub fn tokenizer_json_from_gguf(header: &GgufHeader) -> Result<String, LmError> 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     json: String,
-    /// End-of-sequence id (generation stops on it).
+    /// The end-of-sequence id (the first of [`Tokenizer::eos_ids`]; appended after responses).
     pub eos_id: i64,
+    /// Every id generation stops on: `eos_id` alone, or the list of the model's
+    /// generation_config.json (see [`Tokenizer::with_eos_ids`]).
+    pub eos_ids: Vec<i64>,
     /// Padding id (here the same as EOS: masks come from lengths, never from this id).
     pub pad_id: i64,
 }
@@ -146,7 +149,29 @@ impl Tokenizer {
                 "end-of-sequence id {eos_id} is outside the vocabulary (0..{n})"
             )));
         }
-        Ok(Self { inner, json: json.to_owned(), eos_id, pad_id: eos_id })
+        Ok(Self { inner, json: json.to_owned(), eos_id, eos_ids: vec![eos_id], pad_id: eos_id })
+    }
+
+    /// Sets the ids generation stops on (the first becomes `eos_id`; padding keeps its id).
+    /// Every id must be in the vocabulary, and there must be at least one.
+    pub fn with_eos_ids(mut self, ids: Vec<i64>) -> Result<Self, LmError> {
+        let n = self.vocab_size() as i64;
+        let Some(&first) = ids.first() else {
+            return Err(LmError::Tokenizer("the list of end-of-sequence ids is empty".into()));
+        };
+        if let Some(bad) = ids.iter().find(|&&i| !(0..n).contains(&i)) {
+            return Err(LmError::Tokenizer(format!(
+                "end-of-sequence id {bad} is outside the vocabulary (0..{n})"
+            )));
+        }
+        self.eos_id = first;
+        self.eos_ids = ids;
+        Ok(self)
+    }
+
+    /// The text of token `id` (special tokens included), when it exists.
+    pub fn token_text(&self, id: i64) -> Option<String> {
+        u32::try_from(id).ok().and_then(|i| self.inner.id_to_token(i))
     }
 
     /// Reads a tokenizer.json file.

@@ -122,7 +122,7 @@ pub fn generate_config(cfg: &RolloutConfig, eos_id: i64, pad_id: i64) -> Generat
             top_k: cfg.top_k,
             top_p: cfg.top_p,
         },
-        eos_id,
+        eos_ids: vec![eos_id],
         pad_id,
     }
 }

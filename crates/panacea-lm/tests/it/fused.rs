@@ -106,8 +106,12 @@ fn fused_logits_equal_unfused_logits() {
 fn fused_greedy_generation_equals_unfused() {
     let ((_pvs, plain), (_fvs, fused)) = pair(&LlamaConfig::tiny(), 23);
     let prompts = vec![vec![5i64, 6, 7, 8, 9], vec![40, 41], vec![7; 3]];
-    let cfg =
-        GenerateConfig { max_new_tokens: 8, sampling: Sampling::Greedy, eos_id: -1, pad_id: 2 };
+    let cfg = GenerateConfig {
+        max_new_tokens: 8,
+        sampling: Sampling::Greedy,
+        eos_ids: Vec::new(),
+        pad_id: 2,
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let a = generate_ids(&plain, &prompts, Adapter::Off, &cfg, &mut rng).expect("plain");
     let b = generate_ids(&fused, &prompts, Adapter::Off, &cfg, &mut rng).expect("fused");

@@ -9,7 +9,7 @@ use tch::Kind;
 use crate::common::{max_abs_diff, tiny};
 
 fn cfg(sampling: Sampling, n: i64) -> GenerateConfig {
-    GenerateConfig { max_new_tokens: n, sampling, eos_id: 2, pad_id: 2 }
+    GenerateConfig { max_new_tokens: n, sampling, eos_ids: vec![2], pad_id: 2 }
 }
 
 fn prompts() -> Vec<Vec<i64>> {
@@ -72,7 +72,12 @@ fn rows_stop_at_eos_which_is_kept_in_the_response_mask() {
     tch::no_grad(|| {
         let _ = model.norm.weight.shallow_clone().fill_(0.0);
     });
-    let c = GenerateConfig { max_new_tokens: 10, sampling: Sampling::Greedy, eos_id: 0, pad_id: 5 };
+    let c = GenerateConfig {
+        max_new_tokens: 10,
+        sampling: Sampling::Greedy,
+        eos_ids: vec![0],
+        pad_id: 5,
+    };
     let ps = vec![vec![500i64, 501, 502], vec![7]];
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let g = generate_ids(&model, &ps, Adapter::Off, &c, &mut rng).expect("g");
@@ -98,8 +103,12 @@ fn a_stopped_row_is_padded_and_masked_while_others_continue() {
     let probe =
         generate_ids(&model, &ps, Adapter::Off, &cfg(Sampling::Greedy, 1), &mut rng).expect("p");
     let eos = i64::try_from(probe.response_ids.get(0).get(0)).expect("id");
-    let c =
-        GenerateConfig { max_new_tokens: 5, sampling: Sampling::Greedy, eos_id: eos, pad_id: 9 };
+    let c = GenerateConfig {
+        max_new_tokens: 5,
+        sampling: Sampling::Greedy,
+        eos_ids: vec![eos],
+        pad_id: 9,
+    };
     let g = generate_ids(&model, &ps, Adapter::Off, &c, &mut rng).expect("g");
     let row0 = Vec::<i64>::try_from(g.response_ids.get(0)).expect("ids");
     let mask0 = Vec::<i64>::try_from(g.response_mask.get(0)).expect("mask");

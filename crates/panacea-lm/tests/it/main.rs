@@ -1,9 +1,12 @@
 //! The integration tests of panacea-lm, one module per topic (one binary, linked once).
 
+mod chat_template;
 mod common;
+mod config;
 mod fused;
 mod generate;
 mod gguf;
+mod hf_parity;
 mod model;
 mod real;
 mod safetensors;

@@ -1,0 +1,127 @@
+//! Chat templates rendered with minijinja equal transformers' `apply_chat_template`: five real
+//! templates (SmolLM2, Llama 3, Qwen2.5, Mistral without and with a system prompt;
+//! tests/fixtures/chat_templates/, provenance in its README) on conversations with system
+//! prompts, several turns and the generation prompt.
+//! The expected strings (and the templates' `raise_exception` messages) were recorded by
+//! scripts/make_model_fixtures.py with transformers.
+
+use std::path::PathBuf;
+
+use panacea_lm::{ChatTemplate, JinjaChatTemplate, LmError, Message, PromptTemplate, Role};
+use serde::Deserialize;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_templates")
+}
+
+#[derive(Deserialize)]
+struct Case {
+    template: String,
+    conversation: String,
+    bos_token: String,
+    eos_token: String,
+    messages: Vec<Message>,
+    add_generation_prompt: bool,
+    expected: Option<String>,
+    expected_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Cases {
+    cases: Vec<Case>,
+}
+
+fn template(case: &Case) -> JinjaChatTemplate {
+    let source = std::fs::read_to_string(dir().join(&case.template)).expect("template file");
+    JinjaChatTemplate::new(source, &case.template, &case.bos_token, &case.eos_token)
+}
+
+#[test]
+fn renders_as_transformers_does_for_five_real_templates() {
+    let text = std::fs::read_to_string(dir().join("cases.json")).expect("cases.json");
+    let cases: Cases = serde_json::from_str(&text).expect("cases.json parses");
+    let mut templates = std::collections::BTreeSet::new();
+    let mut with_system = 0;
+    for case in &cases.cases {
+        let what = format!("{} / {}", case.template, case.conversation);
+        let got = template(case).render(&case.messages, case.add_generation_prompt);
+        match (&case.expected, &case.expected_error) {
+            (Some(want), None) => {
+                assert_eq!(got.expect(&what), *want, "{what}");
+                templates.insert(case.template.clone());
+                with_system += usize::from(case.messages[0].role == Role::System);
+            }
+            (None, Some(msg)) => match got {
+                Err(LmError::Template(e)) => assert!(e.contains(msg.as_str()), "{what}: {e}"),
+                other => panic!("{what}: expected the template's error {msg:?}, got {other:?}"),
+            },
+            _ => panic!("{what}: a case has either `expected` or `expected_error`"),
+        }
+    }
+    assert_eq!(templates.len(), 5, "every template rendered at least once: {templates:?}");
+    assert!(with_system >= 8, "system prompts covered: {with_system}");
+}
+
+#[test]
+fn raise_exception_is_an_error_with_the_template_message() {
+    let source = std::fs::read_to_string(dir().join("mistral.jinja")).expect("template");
+    let t = JinjaChatTemplate::new(source, "mistral.jinja", "<s>", "</s>");
+    let msgs = [Message::new(Role::User, "a"), Message::new(Role::User, "b")];
+    let err = t.render(&msgs, true).expect_err("two user turns in a row");
+    let text = err.to_string();
+    assert!(text.contains("Conversation roles must alternate"), "{text}");
+    assert!(text.contains("mistral.jinja"), "names the template: {text}");
+}
+
+#[test]
+fn a_syntax_error_is_reported_with_its_line() {
+    let t =
+        JinjaChatTemplate::new("{% for m in messages %}\n{{ m.content ", "broken.jinja", "", "");
+    let text = t.check().expect_err("unclosed").to_string();
+    assert!(text.contains("broken.jinja") && text.contains("line 2"), "{text}");
+}
+
+#[test]
+fn the_chatml_fallback_says_so_and_renders_chatml() {
+    let fallback = PromptTemplate::ChatMlFallback(ChatTemplate::default());
+    assert!(fallback.is_fallback());
+    let want = ChatTemplate::default().user_prompt("Hi");
+    assert_eq!(fallback.user_prompt("Hi").expect("render"), want);
+    // SmolLM2's own template renders the same text as the hand-written ChatML.
+    let source = std::fs::read_to_string(dir().join("smollm2.jinja")).expect("template");
+    let own = PromptTemplate::Model(JinjaChatTemplate::new(
+        source,
+        "smollm2.jinja",
+        "<|im_start|>",
+        "<|im_end|>",
+    ));
+    assert!(!own.is_fallback());
+    assert_eq!(own.user_prompt("Hi").expect("render"), want);
+}
+
+/// The model folders carry their template in tokenizer_config.json (transformers 4.x) or in
+/// chat_template.jinja (5.x); a folder with neither falls back to ChatML and says so.
+#[test]
+fn model_folders_use_their_own_template() {
+    crate::common::setup();
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let user = [Message::new(Role::User, "Hi")];
+    for (family, start) in [
+        ("llama3", "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"),
+        ("qwen2", "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud."),
+        ("mistral", "<s>[INST] Hi [/INST]"),
+    ] {
+        let pre = panacea_lm::Pretrained::from_dir(&models.join(family)).expect("loads");
+        let text = pre.chat_template.render(&user, true).expect("renders");
+        assert!(text.starts_with(start), "{family}: {text:?}");
+    }
+    // The same folder without its template: ChatML, reported.
+    let tmp = std::env::temp_dir().join(format!("panacea-lm-notemplate-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(models.join("qwen3").join(f), tmp.join(f)).expect("copy");
+    }
+    let pre = panacea_lm::Pretrained::from_dir(&tmp).expect("loads without a template");
+    assert!(pre.chat_template.is_fallback());
+    let _ = std::fs::remove_dir_all(&tmp);
+}
