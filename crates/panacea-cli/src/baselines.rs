@@ -10,8 +10,8 @@
 //!   at the nearest lattice λ.
 //!
 //! Every member is the Panacea run's config with `preference = { kind: fixed, weights: λ }`,
-//! one λ per step (`train.preference_per_row=false` for PPO, `train.per_pair_preference=false`
-//! for DPO) and `train.steps = S/n`. DPO members also get `dpo.aggregation = { kind: linear }`:
+//! one λ per step (`train.preference_per_row=false`) and `train.steps = S/n`. DPO members also
+//! get `aggregation = { kind: linear }`:
 //! DPS is the LS-scalarised objective (method.md §9), and at a vertex λ = e_i linear and
 //! Tchebycheff (z = 0) are the same loss L_i. So an LS and a Tchebycheff Panacea DPO run of
 //! one config have the same baselines, and one report compares both with them (the
@@ -99,7 +99,7 @@ impl RunJob {
             }
             RunJob::Dpo => {
                 let cfg: DpoRunConfig = panacea_core::config::load_config(config, &[])?;
-                (cfg.k(), cfg.train.steps as u64)
+                (cfg.k(), cfg.train.steps)
             }
         })
     }
@@ -245,14 +245,15 @@ impl Family {
                 config,
                 vec![
                     fixed,
-                    "train.per_pair_preference=false".into(),
-                    "dpo.aggregation={kind: linear}".into(),
+                    "train.preference_per_row=false".into(),
+                    "aggregation={kind: linear}".into(),
                     format!("train.steps={steps}"),
                 ],
                 self.device,
                 root,
                 name,
-            )),
+            ))
+            .map(|t| Trained { run_dir: t.run_dir, interrupted: t.interrupted }),
         }
     }
 }
@@ -356,8 +357,8 @@ mod tests {
         .run_dir;
         check_baselines(&panacea, RunJob::Dpo, ("step-000002", "step-000001"), |config| {
             let cfg: DpoRunConfig = panacea_core::config::load_config(config, &[]).expect("config");
-            assert!(!cfg.train.per_pair_preference);
-            assert_eq!(cfg.dpo.aggregation, panacea_core::Aggregation::Linear);
+            assert!(!cfg.train.preference_per_row);
+            assert_eq!(cfg.aggregation, panacea_core::Aggregation::Linear);
             let PreferenceSampler::Fixed { weights } = &cfg.preference else {
                 panic!("{:?}", cfg.preference)
             };
@@ -370,7 +371,12 @@ mod tests {
                     Some(vec![j["dpo/pref/helpful"].as_f64()?, j["dpo/pref/harmless"].as_f64()?])
                 })
                 .collect();
-            assert_eq!(logged, vec![weights.clone(); cfg.train.steps], "{}", run.display());
+            assert_eq!(
+                logged,
+                vec![weights.clone(); cfg.train.steps as usize],
+                "{}",
+                run.display()
+            );
             cfg.preference
         });
         std::fs::remove_dir_all(&runs).expect("clean up");

@@ -1490,7 +1490,10 @@ struct RunSummary {
     /// DPO: `data.train`, the pair file (its `stats.json` holds concise's settings).
     #[serde(default)]
     data: Option<serde_json::Value>,
-    /// DPO settings (`dpo.aggregation`).
+    /// The aggregation (`aggregation`, a top-level key of every trainer's config).
+    #[serde(default)]
+    aggregation: Option<serde_json::Value>,
+    /// DPO settings (`dpo.aggregation` in configs of earlier versions).
     #[serde(default)]
     dpo: Option<serde_json::Value>,
     /// PPO settings (`ppo.aggregation`).
@@ -1538,11 +1541,14 @@ impl RunSummary {
 
     /// `LS` or `Tche`: the run's aggregation (both trainers default to linear).
     fn aggregation(&self) -> &'static str {
-        let kind = self
-            .dpo
-            .as_ref()
-            .or(self.ppo.as_ref())
-            .and_then(|s| s.get("aggregation")?.get("kind")?.as_str().map(str::to_owned));
+        let top = self.aggregation.as_ref().and_then(|a| a.get("kind")?.as_str());
+        let nested = || {
+            self.dpo
+                .as_ref()
+                .or(self.ppo.as_ref())
+                .and_then(|s| s.get("aggregation")?.get("kind")?.as_str())
+        };
+        let kind = top.or_else(nested).map(str::to_owned);
         if kind.as_deref() == Some("tchebycheff") {
             "Tche"
         } else {
@@ -2133,7 +2139,7 @@ mod tests {
             crate::train_dpo::train(args).expect("train-dpo").run_dir
         };
         // configs/tiny/dpo.yaml aggregates with Tchebycheff.
-        let ls = train("dpo-ls", &["train.steps=2", "dpo.aggregation={kind: linear}"]);
+        let ls = train("dpo-ls", &["train.steps=2", "aggregation={kind: linear}"]);
         let tche = train("dpo-tche", &["train.steps=2"]);
         let ls_adapter = ls.join("checkpoints/step-000002");
         let out = runs.join("report");
