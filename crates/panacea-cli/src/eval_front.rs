@@ -52,10 +52,7 @@ use panacea_core::config::{Validate, Validator};
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::SvdLoraLinear;
 use panacea_core::{PreferenceSampler, PreferenceVector, RunRng};
-use panacea_data::{
-    ConciseScorer, HarmlessScorer, LengthMeasure, MiniLmEncoder, NegativeScorer, PositiveScorer,
-    PromptSet, RelevantScorer, Scorer, Split,
-};
+use panacea_data::{ConciseScorer, PromptSet, Scorer, Split};
 use panacea_eval::{
     bootstrap_ci, epsilon_additive, igd_plus, nondominated, nondominated_mask, plot_fronts,
     spacing, BootstrapOptions, ConfidenceInterval, Duplicates, Front, FrontReport, MethodInput,
@@ -337,6 +334,20 @@ impl GoldScorer {
         }
     }
 
+    /// The shared scorer spec of a text scorer (`None` for a learned score model), which
+    /// builds it: one constructor for PPO rewards and evaluation.
+    fn text_spec(&self) -> Option<panacea_data::ScorerSpec> {
+        use panacea_data::ScorerSpec;
+        Some(match self {
+            GoldScorer::ScoreModel { .. } => return None,
+            GoldScorer::Harmless => ScorerSpec::Harmless,
+            GoldScorer::Positive => ScorerSpec::Positive,
+            GoldScorer::Negative => ScorerSpec::Negative,
+            GoldScorer::Relevant { batch_size } => ScorerSpec::Relevant { batch_size: *batch_size },
+            GoldScorer::Concise { r_max, c } => ScorerSpec::Concise { r_max: *r_max, c: *c },
+        })
+    }
+
     /// Builds the scorer; concise counts tokens of the policy's tokenizer; a learned score
     /// model is loaded onto `base`.
     fn build(
@@ -349,29 +360,12 @@ impl GoldScorer {
             GoldScorer::ScoreModel { name, path, cost } => {
                 Box::new(LearnedScorer::load(name, path, *cost, base, tokenizer)?)
             }
-            GoldScorer::Harmless => Box::new(HarmlessScorer::load_bundled()?),
-            GoldScorer::Positive => Box::new(PositiveScorer::new()),
-            GoldScorer::Negative => Box::new(NegativeScorer::new()),
-            GoldScorer::Relevant { batch_size } => {
-                let dir = MiniLmEncoder::default_dir()
-                    .context("neither PANACEA_CACHE nor HOME is set; cannot find MiniLM")?;
-                let enc = MiniLmEncoder::load(&dir, device).with_context(|| {
-                    format!(
-                        "loading the relevance encoder from {}\nhint: run `cargo xtask \
-                         fetch-scorers`",
-                        dir.display()
-                    )
-                })?;
-                Box::new(RelevantScorer::new(enc, *batch_size)?)
-            }
-            GoldScorer::Concise { r_max, c } => {
-                // |y| in policy tokens. Encoding UTF-8 text with a loaded BPE tokenizer does
-                // not fail; if it ever did, the character count bounds the token count.
+            text => {
+                let spec = text.text_spec().context("a text scorer")?;
                 let tok = tokenizer.clone();
-                let length = LengthMeasure::Custom(Box::new(move |text: &str| {
-                    tok.encode(text).map_or_else(|_| text.chars().count(), |ids| ids.len())
-                }));
-                Box::new(ConciseScorer::new(*r_max, *c, length)?)
+                let tokens: panacea_data::TokenCounter =
+                    std::sync::Arc::new(move |t: &str| tok.encode(t).ok().map(|ids| ids.len()));
+                spec.text_scorer(Some(tokens), device)?.context("a text scorer")?
             }
         })
     }
@@ -1496,7 +1490,7 @@ struct RunSummary {
     /// DPO settings (`dpo.aggregation` in configs of earlier versions).
     #[serde(default)]
     dpo: Option<serde_json::Value>,
-    /// PPO settings (`ppo.aggregation`).
+    /// PPO settings (`ppo.aggregation` in runs from before the shared config vocabulary).
     #[serde(default)]
     ppo: Option<serde_json::Value>,
 }
@@ -2217,16 +2211,21 @@ mod tests {
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), 2).expect("tokenizer");
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let runs = std::env::temp_dir().join(format!("panacea-eval-rm-{}", std::process::id()));
-        let args = crate::train_rm::Args::for_test(
-            root.join("configs/tiny/rm.yaml"),
-            vec![
+        let cfg: panacea_rlhf::TrainRmConfig = panacea_core::config::load_config(
+            &root.join("configs/tiny/rm.yaml"),
+            &[
                 "train.epochs=1".into(),
-                format!("data.path={}", root.join("data/tiny/pairs_generic.jsonl").display()),
+                format!("data.train={}", root.join("data/tiny/pairs_generic.jsonl").display()),
             ],
-            runs.clone(),
-        );
-        crate::train_rm::run(args).expect("train-rm");
-        let rm = std::fs::read_dir(&runs).expect("runs").flatten().next().expect("run").path();
+        )
+        .expect("config");
+        let rm = panacea_rlhf::train_score_models(
+            &cfg,
+            &panacea_run::RunOptions::new(&runs),
+            &mut panacea_run::Silent,
+        )
+        .expect("train-rm")
+        .run_dir;
         // The score models' base: configs/tiny/rm.yaml's tiny-random body with init seed 1.
         let base_vs = nn::VarStore::new(tch::Device::Cpu);
         let model = Llama::new(&base_vs.root(), None, &LlamaConfig::tiny());

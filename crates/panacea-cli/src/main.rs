@@ -13,7 +13,6 @@ mod export_peft;
 mod generate;
 mod interrupt;
 mod metrics;
-#[allow(dead_code)] // used by the jobs as they move into the libraries
 mod observer;
 mod perplexity;
 mod progress;
