@@ -37,7 +37,10 @@ pub mod sense;
 pub use bootstrap::{
     bootstrap_ci, bootstrap_difference, mean_front, n_prompts, BootstrapOptions, ConfidenceInterval,
 };
-pub use compare::{differences_vs_first, DifferenceMetric, PairedDifference};
+pub use compare::{
+    details_markdown, differences_vs_first, dominance, dominance_markdown, method_details,
+    points_markdown, DifferenceMetric, Dominance, MethodDetail, PairedDifference, PointRow,
+};
 pub use control::{lambda_control, lambda_control_with_ci, spearman, LambdaControl};
 pub use diversity::{
     expected_utility, inner_product, spacing, spacing_all_variants, sparsity, SpacingVariant,
