@@ -14,7 +14,7 @@
 //!   [`parse_points`] for user files, [`all_metrics`] for the `panacea metrics` command.
 //!
 //! Every function takes plain `f64` rows and an explicit [`Sense`]. Definitions and algorithms are
-//! in `shared/spec/metrics.md`; internally everything is minimised.
+//! in the repository's `docs/metrics.md`; internally everything is minimised.
 #![warn(missing_docs)]
 
 pub mod bench_fronts;
