@@ -57,9 +57,9 @@ use panacea_data::{
     PromptSet, RelevantScorer, Scorer, Split,
 };
 use panacea_eval::{
-    details_markdown, dominance, dominance_markdown, method_details, plot_fronts,
-    points_markdown, BootstrapOptions, Dominance, Front, FrontReport, MethodDetail, MethodInput,
-    PlotOptions, RefPoint, ReportOptions, Sense,
+    details_markdown, dominance, dominance_markdown, method_details, plot_fronts, points_markdown,
+    BootstrapOptions, Dominance, Front, FrontReport, MethodDetail, MethodInput, PlotOptions,
+    RefPoint, ReportOptions, Sense,
 };
 use panacea_lm::{Adapter, ChatTemplate, GenerateConfig, Llama, Sampling, Tokenizer};
 use serde::{Deserialize, Serialize};
