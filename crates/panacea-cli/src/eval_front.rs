@@ -54,9 +54,9 @@ use panacea_core::SvdLoraLinear;
 use panacea_core::{PreferenceSampler, PreferenceVector, RunRng};
 use panacea_data::{ConciseScorer, PromptSet, Scorer, Split};
 use panacea_eval::{
-    bootstrap_ci, epsilon_additive, igd_plus, nondominated, nondominated_mask, plot_fronts,
-    spacing, BootstrapOptions, ConfidenceInterval, Duplicates, Front, FrontReport, MethodInput,
-    PlotOptions, RefPoint, ReportOptions, Sense, SpacingVariant,
+    details_markdown, dominance, dominance_markdown, method_details, plot_fronts, points_markdown,
+    BootstrapOptions, Dominance, Front, FrontReport, MethodDetail, MethodInput, PlotOptions,
+    RefPoint, ReportOptions, Sense,
 };
 use panacea_lm::{Adapter, ChatTemplate, GenerateConfig, Llama, Sampling, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -1068,26 +1068,6 @@ fn check_adapter_objectives(
 // Report
 // ---------------------------------------------------------------------------------------------
 
-/// One front point with its per-objective bootstrap interval.
-#[derive(Debug, Serialize)]
-struct PointRow {
-    pref: Option<Vec<f64>>,
-    mean: Vec<f64>,
-    ci: Vec<ConfidenceInterval>,
-    nondominated_in_method: bool,
-}
-
-/// Metrics panacea-eval's `FrontReport` does not carry.
-#[derive(Debug, Serialize)]
-struct MethodExtra {
-    method: String,
-    adapter: Option<String>,
-    igd_plus_vs_union: f64,
-    spacing_l1_nminus1: f64,
-    spacing_libmoon_l2_n: f64,
-    points: Vec<PointRow>,
-}
-
 /// What `report.json` holds.
 #[derive(Debug, Serialize)]
 struct ReportJson<'a> {
@@ -1104,41 +1084,9 @@ struct ReportJson<'a> {
     union_nondominated: Vec<Vec<f64>>,
     dominance: &'a [Dominance],
     report: &'a FrontReport,
-    methods: Vec<MethodExtra>,
+    methods: Vec<MethodDetail>,
     generated_rows: usize,
     seconds: f64,
-}
-
-/// Whether one method's front dominates another's (ordered pair, every method incl. the base).
-#[derive(Debug, Serialize)]
-pub(crate) struct Dominance {
-    /// The dominating candidate A.
-    pub(crate) method: String,
-    /// The front B it is compared with.
-    pub(crate) over: String,
-    /// Zitzler's coverage C(A, B): the share of B's points weakly dominated by a point of A
-    /// (1 = A covers all of B).
-    pub(crate) coverage: f64,
-    /// Additive ε indicator ε+(A, B): the smallest shift of A's points (in objective units)
-    /// after which every point of B is weakly dominated; ≤ 0 means A dominates B outright.
-    pub(crate) epsilon_additive: f64,
-}
-
-/// Every ordered pair of distinct methods' [`Dominance`].
-fn dominance(methods: &[MethodInput]) -> anyhow::Result<Vec<Dominance>> {
-    let mut out = Vec::new();
-    for a in methods {
-        for b in methods.iter().filter(|b| b.name != a.name) {
-            let (pa, pb) = (&a.front.points, &b.front.points);
-            out.push(Dominance {
-                method: a.name.clone(),
-                over: b.name.clone(),
-                coverage: panacea_eval::coverage(pa, pb, Sense::Max)?,
-                epsilon_additive: epsilon_additive(pa, pb, Sense::Max)?,
-            });
-        }
-    }
-    Ok(out)
 }
 
 const IP_SCALING: &str = "raw gold-scorer values, no normalisation: mean over λ of ⟨λ, ξ(λ)⟩";
@@ -1164,37 +1112,8 @@ pub(crate) fn write_report(
     let options =
         ReportOptions { sense, reference: RefPoint::Auto, bootstrap: boot, ..Default::default() };
     let report = FrontReport::build(&ev.methods, &options)?;
-    let union: Vec<Vec<f64>> =
-        ev.methods.iter().flat_map(|m| m.front.points.iter().cloned()).collect();
-    let union_nd = nondominated(&union, sense, Duplicates::KeepOne)?;
-    let mut extras = Vec::new();
-    for (m, src) in ev.methods.iter().zip(&ev.sources) {
-        let f = &m.front;
-        let mask = nondominated_mask(&f.points, sense, Duplicates::KeepAll)?;
-        let pp = m.per_prompt.as_ref().context("per-prompt samples are always kept")?;
-        let mut points = Vec::new();
-        for (k, p) in f.points.iter().enumerate() {
-            let one = [pp[k].clone()];
-            let ci = (0..p.len())
-                .map(|j| bootstrap_ci(&one, |fr| Ok(fr[0][j]), &boot))
-                .collect::<Result<Vec<_>, _>>()?;
-            points.push(PointRow {
-                pref: f.prefs.get(k).cloned(),
-                mean: p.clone(),
-                ci,
-                nondominated_in_method: mask[k],
-            });
-        }
-        extras.push(MethodExtra {
-            method: m.name.clone(),
-            adapter: src.clone(),
-            igd_plus_vs_union: igd_plus(&f.points, &union_nd, sense)?,
-            spacing_l1_nminus1: spacing(&f.points, SpacingVariant::L1Nminus1)?,
-            spacing_libmoon_l2_n: spacing(&f.points, SpacingVariant::L2N)?,
-            points,
-        });
-    }
-    let dominance = dominance(&ev.methods)?;
+    let (union_nd, extras) = method_details(&ev.methods, &ev.sources, sense, &boot)?;
+    let dominance = dominance(&ev.methods, sense)?;
     let markdown = markdown(ev, cfg, &report, &extras, &dominance);
     let json = ReportJson {
         tool: "panacea eval-front",
@@ -1264,7 +1183,7 @@ fn markdown(
     ev: &Evaluation,
     cfg: &EvalFrontConfig,
     report: &FrontReport,
-    extras: &[MethodExtra],
+    extras: &[MethodDetail],
     dominance: &[Dominance],
 ) -> String {
     let mut s = String::new();
@@ -1298,67 +1217,10 @@ fn markdown(
          and spacing ×100; these are not scaled.\n"
     );
     s.push_str(&report.to_markdown());
-    let _ = writeln!(
-        s,
-        "\n| method | IGD+ vs union ↓ | spacing LibMOON (L2, 1/n) ↓ | spacing L1 1/(n−1) ↓ |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|");
-    for e in extras {
-        let _ = writeln!(
-            s,
-            "| {} | {:.4} | {:.4} | {:.4} |",
-            e.method, e.igd_plus_vs_union, e.spacing_libmoon_l2_n, e.spacing_l1_nminus1
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\n## Dominance between fronts\n\nRow A, column B: coverage C(A, B) = share of B's points \
-         weakly dominated by a point of A (1 = A's front covers B's), then the additive ε+(A, B) \
-         in objective units (≤ 0: A dominates all of B; > 0: how far A falls short).\n"
-    );
+    s.push_str(&details_markdown(extras));
     let names: Vec<&str> = ev.methods.iter().map(|m| m.name.as_str()).collect();
-    let _ = writeln!(s, "| A \\ B | {} |", names.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---|".repeat(names.len()));
-    for a in &names {
-        let cells: Vec<String> = names
-            .iter()
-            .map(|b| {
-                dominance.iter().find(|d| d.method == *a && d.over == *b).map_or_else(
-                    || "–".to_owned(),
-                    |d| format!("C {:.2}, ε+ {:+.4}", d.coverage, d.epsilon_additive),
-                )
-            })
-            .collect();
-        let _ = writeln!(s, "| {a} | {} |", cells.join(" | "));
-    }
-    let level = cfg.bootstrap.level * 100.0;
-    let _ = writeln!(s, "\n## Points ({level:.0}% bootstrap intervals over prompts)\n");
-    let mut header = "| method | λ |".to_string();
-    let mut rule = "|---|---|".to_string();
-    for o in &ev.objectives {
-        let _ = write!(header, " {o} |");
-        rule.push_str("---|");
-    }
-    let _ = writeln!(s, "{header} non-dominated |\n{rule}---|");
-    for e in extras {
-        for p in &e.points {
-            let pref = p.pref.as_ref().map_or("–".to_string(), |l| fmt_vec(l));
-            let cells: Vec<String> = p
-                .mean
-                .iter()
-                .zip(&p.ci)
-                .map(|(m, c)| format!("{m:.4} [{:.4}, {:.4}]", c.lower, c.upper))
-                .collect();
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                e.method,
-                pref,
-                cells.join(" | "),
-                if p.nondominated_in_method { "yes" } else { "no" }
-            );
-        }
-    }
+    s.push_str(&dominance_markdown(&names, dominance));
+    s.push_str(&points_markdown(&ev.objectives, cfg.bootstrap.level, extras));
     let _ = writeln!(s, "\n## Example responses (first prompt, first sample)\n");
     for (m, l, p, r) in &ev.examples {
         let short: String = r.chars().take(300).collect();

@@ -2,7 +2,7 @@
 //! panacea-eval, moocore and pygmo time exactly the same points (the criterion bench in
 //! `benches/` and the criterion-free `examples/hv_timing.rs` both use them).
 
-/// The (d, n) sizes timed against moocore and pygmo, in metrics.md §3 order.
+/// The (d, n) sizes timed against moocore and pygmo (benches/README.md, "Hypervolume").
 pub const SIZES: [(usize, usize); 12] = [
     (2, 1000),
     (2, 10_000),

@@ -14,7 +14,7 @@
 //!   [`parse_points`] for user files, [`all_metrics`] for the `panacea metrics` command.
 //!
 //! Every function takes plain `f64` rows and an explicit [`Sense`]. Definitions and algorithms are
-//! in `shared/spec/metrics.md`; internally everything is minimised.
+//! in the repository's `docs/metrics.md`; internally everything is minimised.
 #![warn(missing_docs)]
 
 pub mod bench_fronts;
@@ -37,7 +37,10 @@ pub mod sense;
 pub use bootstrap::{
     bootstrap_ci, bootstrap_difference, mean_front, n_prompts, BootstrapOptions, ConfidenceInterval,
 };
-pub use compare::{differences_vs_first, DifferenceMetric, PairedDifference};
+pub use compare::{
+    details_markdown, differences_vs_first, dominance, dominance_markdown, method_details,
+    points_markdown, DifferenceMetric, Dominance, MethodDetail, PairedDifference, PointRow,
+};
 pub use control::{lambda_control, lambda_control_with_ci, spearman, LambdaControl};
 pub use diversity::{
     expected_utility, inner_product, spacing, spacing_all_variants, sparsity, SpacingVariant,

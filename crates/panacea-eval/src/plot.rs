@@ -1,7 +1,8 @@
 //! Front plots with `plotters` (PNG or SVG, chosen by the file extension):
 //! - 2-D: every method's points as a scatter plus its attainment step line, overlaid, with λ
 //!   labels and the reference point drawn;
-//! - 3-D and up: a scatter matrix of pairwise projections (objective names on the diagonal).
+//! - 3-D: the three pairwise projections (f1–f2, f1–f3, f2–f3) and a legend, in a 2 × 2 grid;
+//! - 4-D and up: a scatter matrix of pairwise projections (objective names on the diagonal).
 //!
 //! Text uses the bundled DejaVu Sans (assets/DejaVuSans.ttf, Bitstream Vera/DejaVu licence, see
 //! the crate README) through plotters' `ab_glyph` backend, so no system font library is needed.
@@ -123,6 +124,13 @@ fn draw<DB: DrawingBackend>(
     let root = root.titled(&o.title, ("sans-serif", 24)).map_err(|e| e.to_string())?;
     if dim == 2 {
         draw_2d(&root, fronts, o, (0, 1), true)
+    } else if dim == 3 {
+        // Three objectives: the three pairwise projections and a legend, in a 2 × 2 grid.
+        let cells = root.split_evenly((2, 2));
+        for (cell, axes) in cells.iter().zip([(0, 1), (0, 2), (1, 2)]) {
+            draw_2d(cell, fronts, o, axes, false)?;
+        }
+        draw_legend(&cells[3], fronts, o)
     } else {
         let names = fronts
             .iter()
@@ -146,6 +154,31 @@ fn draw<DB: DrawingBackend>(
         }
         Ok(())
     }
+}
+
+/// A legend panel: one marker and name per method, the reference point's marker when drawn.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    fronts: &[(String, Front)],
+    o: &PlotOptions,
+) -> std::result::Result<(), String> {
+    let (w, h) = area.dim_in_pixel();
+    let (x, mut y) = (w as i32 / 6, h as i32 / 5);
+    let text = |s: String, at: (i32, i32)| Text::new(s, at, ("sans-serif", 16));
+    area.draw(&text("pairwise projections".into(), (x, y))).map_err(|e| e.to_string())?;
+    for (mi, (name, _)) in fronts.iter().enumerate() {
+        y += 26;
+        let color = PALETTE[mi % PALETTE.len()];
+        area.draw(&Circle::new((x + 6, y + 8), 5, color.filled())).map_err(|e| e.to_string())?;
+        area.draw(&text(name.clone(), (x + 20, y))).map_err(|e| e.to_string())?;
+    }
+    if o.reference_point.is_some() {
+        y += 26;
+        area.draw(&Cross::new((x + 6, y + 8), 5, BLACK.stroke_width(2)))
+            .map_err(|e| e.to_string())?;
+        area.draw(&text("reference point".into(), (x + 20, y))).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {

@@ -1,4 +1,4 @@
-//! Hypervolume properties on seeded random sets (metrics.md §5): agreement of every code path
+//! Hypervolume properties on seeded random sets (docs/metrics.md §2): agreement of every code path
 //! with the inclusion–exclusion oracle, monotonicity, permutation invariance, dominated points,
 //! the scaling law, reference-point filtering and the Monte Carlo estimate.
 
@@ -282,7 +282,7 @@ fn ties_in_one_coordinate() {
 }
 
 #[test]
-fn auto_reference_point_follows_method_md() {
+fn auto_reference_point_follows_the_documented_rule() {
     // Maximisation: z_j = min_j − 0.05·(max_j − min_j); range 0 → margin 0.05·max(1, |min_j|).
     let a = vec![vec![1.0, 5.0], vec![3.0, 5.0]];
     let b = vec![vec![2.0, 5.0]];

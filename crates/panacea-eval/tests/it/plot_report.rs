@@ -153,3 +153,65 @@ fn a_reference_point_that_no_point_dominates_fails_unless_allowed() {
         all_metrics(&pts, Sense::Max, &RefPoint::Explicit(vec![3.5, -1.0]), None, false).unwrap();
     assert_eq!((ok.n_contributing, ok.warnings.len()), (1, 0));
 }
+
+#[test]
+fn two_objective_plots_are_unchanged() {
+    // tests/data/plots/front2d.svg was written by the plotting code before three-objective
+    // fronts got their own layout; 2-D drawing must still produce exactly those bytes.
+    let dir = tmp_dir("plots-2d-golden");
+    let fronts = vec![
+        ("panacea".to_string(), line_front(0.5)),
+        ("rewarded soups".to_string(), line_front(0.0)),
+    ];
+    let opts = PlotOptions {
+        title: "HH front".into(),
+        reference_point: Some(vec![-0.5, -0.5]),
+        ..Default::default()
+    };
+    let path = dir.join("front2d.svg");
+    plot_fronts(&path, &fronts, &opts).unwrap();
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/plots/front2d.svg");
+    assert!(
+        std::fs::read(&path).unwrap() == std::fs::read(&golden).unwrap(),
+        "{} differs from {}",
+        path.display(),
+        golden.display()
+    );
+}
+
+#[test]
+fn three_objective_fronts_are_three_pairwise_projections() {
+    let dir = tmp_dir("plots-3d");
+    let n = 6;
+    let f3 = Front {
+        prefs: vec![],
+        points: (0..n).map(|i| vec![i as f64, 5.0 - i as f64, ((i * 3) % 5) as f64]).collect(),
+        labels: vec!["helpful".into(), "harmless".into(), "concise".into()],
+    };
+    let g3 = Front {
+        points: f3.points.iter().map(|p| vec![p[0], p[1] + 1.0, p[2]]).collect(),
+        ..f3.clone()
+    };
+    let fronts = vec![("panacea".to_string(), f3), ("soups".to_string(), g3)];
+    let opts = PlotOptions { reference_point: Some(vec![-1.0; 3]), ..Default::default() };
+    let svg_path = dir.join("front3d.svg");
+    plot_fronts(&svg_path, &fronts, &opts).unwrap();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.contains(r#"width="900" height="700""#), "the requested size");
+    // Three panels of 2 fronts × 6 points, plus one legend marker per front.
+    assert_eq!(svg.matches("<circle").count(), 3 * 2 * n + 2, "{svg}");
+    // Each objective is on an axis of exactly two of the three projections.
+    // (plotters writes each text element's content on its own line.)
+    let text = |s: &str| format!(">\n{s}\n</text>");
+    for name in ["helpful", "harmless", "concise"] {
+        assert_eq!(svg.matches(&text(name)).count(), 2, "{name}");
+    }
+    assert!(svg.contains(&text("soups")) && svg.contains(&text("reference point")), "legend");
+    let png_path = dir.join("front3d.png");
+    plot_fronts(&png_path, &fronts, &opts).unwrap();
+    let png = std::fs::read(&png_path).unwrap();
+    // PNG signature, then the IHDR chunk's width and height (big-endian u32 at bytes 16..24).
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 900);
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 700);
+}
