@@ -121,6 +121,33 @@ fn a_stopped_row_is_padded_and_masked_while_others_continue() {
 }
 
 #[test]
+fn every_listed_eos_id_stops_its_row() {
+    let (_vs, model) = tiny(16);
+    let ps = prompts();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let probe =
+        generate_ids(&model, &ps, Adapter::Off, &cfg(Sampling::Greedy, 1), &mut rng).expect("p");
+    let first: Vec<i64> = Vec::try_from(probe.response_ids.reshape([-1])).expect("ids");
+    let mut ids = first.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    assert!(ids.len() >= 2, "the rows' first tokens differ: {first:?}");
+    let with = |eos_ids: Vec<i64>| GenerateConfig {
+        max_new_tokens: 5,
+        sampling: Sampling::Greedy,
+        eos_ids,
+        pad_id: 9,
+    };
+    // Every row's first token is one of the listed ids (Llama 3 lists several): all stop.
+    let g = generate_ids(&model, &ps, Adapter::Off, &with(ids.clone()), &mut rng).expect("g");
+    assert_eq!(g.response_ids.size(), [8, 1], "the loop ends once every row stopped");
+    // Without the last id, the rows that emitted it go on.
+    let g = generate_ids(&model, &ps, Adapter::Off, &with(ids[..ids.len() - 1].to_vec()), &mut rng)
+        .expect("g");
+    assert!(g.response_ids.size()[1] > 1);
+}
+
+#[test]
 fn log_probs_match_a_full_forward_rescoring() {
     use panacea_lm::CausalLm;
     let (_vs, model) = tiny(14);

@@ -308,6 +308,10 @@ fn a_tiny_llama_gguf_loads_with_unpermuted_qk_config_and_tokenizer() {
         .kv_i32s("tokenizer.ggml.token_type", &[1, 1, 1, 3])
         .kv_strs("tokenizer.ggml.merges", &["a b"])
         .kv_u32("tokenizer.ggml.eos_token_id", 3)
+        .kv_str(
+            "tokenizer.chat_template",
+            "{% for m in messages %}{{ m.content.strip() }}{{ eos_token }}{% endfor %}",
+        )
         .tensor("token_embd.weight", &[8, 4], 0, &f32_bytes(&seq(32, 0.03)))
         .tensor("output_norm.weight", &[8], 0, &f32_bytes(&[1.0; 8]))
         .tensor("blk.0.attn_norm.weight", &[8], 0, &f32_bytes(&[1.0; 8]))
@@ -338,6 +342,9 @@ fn a_tiny_llama_gguf_loads_with_unpermuted_qk_config_and_tokenizer() {
     assert_eq!(pre.tokenizer.encode("ab").expect("encode"), vec![2]);
     assert_eq!(pre.tokenizer.encode("ba<|im_end|>").expect("encode"), vec![1, 0, 3]);
     assert_eq!(pre.tokenizer.eos_id, 3);
+    // The chat template comes from `tokenizer.chat_template`, with the EOS token's text.
+    let msgs = [panacea_lm::Message::new(panacea_lm::Role::User, " ab ")];
+    assert_eq!(pre.chat_template.render(&msgs, true).expect("render"), "ab<|im_end|>");
     // Every variable of the model gets a weight, and the forward runs.
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let model = pre.build(&mut vs, None, tch::Kind::Float).expect("build");
@@ -350,6 +357,10 @@ fn a_tiny_llama_gguf_loads_with_unpermuted_qk_config_and_tokenizer() {
     let back = Pretrained::from_dir(&dir).expect("reload");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(back.config, pre.config);
+    // The template and the EOS ids travel with the folder (tokenizer_config.json,
+    // generation_config.json).
+    assert_eq!(back.chat_template.render(&msgs, true).expect("render"), "ab<|im_end|>");
+    assert_eq!(back.tokenizer.eos_ids, vec![3]);
     assert_eq!(back.tensors.len(), pre.tensors.len());
     for ((n1, t1), (n2, t2)) in back.tensors.iter().zip(&pre.tensors) {
         assert_eq!(n1, n2);
