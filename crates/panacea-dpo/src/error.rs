@@ -134,7 +134,7 @@ impl DpoError {
     ) -> Self {
         let hint = format!(
             "the updates diverged (the config's numbers are finite, validation checks them): \
-             lower `optim.lr` (now {}) or `optim.max_grad_norm` (now {})",
+             lower `optim.lr` (now {:?}) or `optim.max_grad_norm` (now {:?})",
             settings.optim.lr, settings.optim.max_grad_norm
         );
         Self::NonFinite { step, quantity: quantity.to_owned(), value, hint }
