@@ -97,11 +97,17 @@ fn old_keys_name_their_new_keys() {
         ("ppo.optim.actor_lr=0.1", "`ppo.optim.actor_lr` is now `optim.lr`"),
         ("ppo.optim.grad_clip=2", "`ppo.optim.grad_clip` is now `optim.max_grad_norm`"),
         ("train.hv_every=5", "`train.hv_every` is now `train.eval_every`"),
-        ("model.init_seed=7", "is now `seed`"),
     ];
     for (set, expected) in cases {
         let err = ppo("configs/tiny/ppo.yaml", &[set]).expect_err(set);
         assert!(err.contains(expected), "{set}: {err}");
+    }
+    for (yaml, expected) in [
+        ("model: { name: tiny-random }\n", "`model.name` is now `model`"),
+        ("model: { init_seed: 7 }\n", "`model.init_seed` is now `seed`"),
+    ] {
+        let err = parse_config::<TrainPpoConfig>(yaml, "old-ppo.yaml", &[]).expect_err(yaml);
+        assert!(err.to_string().contains(expected), "{yaml}: {err}");
     }
     let old_rm = "model: { name: tiny-random, rank: 4, alpha: 16.0 }\n";
     let err = parse_config::<TrainRmConfig>(old_rm, "old-rm.yaml", &[]).expect_err("old rm");

@@ -358,3 +358,25 @@ fn response_only_log_probs_equal_the_full_head_on_response_positions() {
         assert!(diff < 1e-5, "max difference {diff}");
     }
 }
+
+/// A parameter an update broke is named (store and variable) before a checkpoint could be
+/// written, with a hint about weights rather than the learning-rate hint of a diverging loss.
+#[test]
+fn a_non_finite_parameter_is_named_before_anything_is_saved() {
+    let (_base, t) = trainer(
+        config(),
+        vec![Box::new(EvenTokenFraction), Box::new(OddTokenFraction)],
+        vec![Objective::reward("even"), Objective::reward("odd")],
+    );
+    t.check_finite_parameters().expect("a fresh trainer is finite");
+    let (name, var) =
+        t.adapter_vs.variables().into_iter().min_by(|a, b| a.0.cmp(&b.0)).expect("a variable");
+    tch::no_grad(|| {
+        let _ = var.shallow_clone().fill_(f64::NAN);
+    });
+    let text = t.check_finite_parameters().expect_err("a NaN parameter").to_string();
+    assert!(
+        text.contains(&format!("adapter parameter `{name}`")) && text.contains("broke the weights"),
+        "{text}"
+    );
+}
