@@ -4,7 +4,8 @@
 //! A front point F_k is the mean, over P prompts, of the objective vectors obtained under
 //! preference λ_k. The same prompts are used for every λ, so a resample draws P prompt indices
 //! with replacement once and applies them to every front point (a paired bootstrap); the metric
-//! is recomputed on the resampled front.
+//! is recomputed on the resampled front. [`bootstrap_difference`] applies each resample to two
+//! methods at once (same prompts), for an interval on the difference of their metrics.
 
 use serde::{Deserialize, Serialize};
 
@@ -118,15 +119,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
-/// Paired percentile bootstrap of `metric` (applied to a [K][D] front) over prompts.
-pub fn bootstrap_ci<F>(
-    per_prompt: &[Vec<Vec<f64>>],
-    metric: F,
-    options: &BootstrapOptions,
-) -> Result<ConfidenceInterval>
-where
-    F: Fn(&[Vec<f64>]) -> Result<f64>,
-{
+fn check_options(options: &BootstrapOptions) -> Result<()> {
     if options.n_resamples < 2 || !(options.level > 0.0 && options.level < 1.0) {
         return Err(EvalError::InvalidValue {
             what: "bootstrap options",
@@ -136,24 +129,106 @@ where
             ),
         });
     }
-    let p = check_shape(per_prompt)?;
-    let all: Vec<usize> = (0..p).collect();
-    let estimate = metric(&resampled_front(per_prompt, &all))?;
+    Ok(())
+}
+
+/// Calls `each` with the prompt indices of every resample: `n_resamples` draws of P indices with
+/// replacement from a generator seeded with `options.seed`. The sequence depends only on the seed
+/// and P, so every call with the same seed over the same prompts sees the same resamples: the
+/// per-method intervals and the differences between methods share them.
+fn for_each_resample(
+    p: usize,
+    options: &BootstrapOptions,
+    mut each: impl FnMut(&[usize]) -> Result<()>,
+) -> Result<()> {
     let mut rng = Rng::seed_from_u64(options.seed);
     let mut idx = vec![0usize; p];
-    let mut values = Vec::with_capacity(options.n_resamples);
     for _ in 0..options.n_resamples {
         idx.iter_mut().for_each(|i| *i = rng.below(p));
-        values.push(metric(&resampled_front(per_prompt, &idx))?);
+        each(&idx)?;
     }
+    Ok(())
+}
+
+fn percentile_interval(
+    estimate: f64,
+    mut values: Vec<f64>,
+    options: &BootstrapOptions,
+) -> ConfidenceInterval {
     values.sort_unstable_by(f64::total_cmp);
     let alpha = (1.0 - options.level) / 2.0;
-    Ok(ConfidenceInterval {
+    ConfidenceInterval {
         estimate,
         lower: quantile(&values, alpha),
         upper: quantile(&values, 1.0 - alpha),
         level: options.level,
         n_resamples: options.n_resamples,
         seed: options.seed,
-    })
+    }
+}
+
+/// Paired percentile bootstrap of `metric` (applied to a [K][D] front) over prompts.
+pub fn bootstrap_ci<F>(
+    per_prompt: &[Vec<Vec<f64>>],
+    metric: F,
+    options: &BootstrapOptions,
+) -> Result<ConfidenceInterval>
+where
+    F: Fn(&[Vec<f64>]) -> Result<f64>,
+{
+    check_options(options)?;
+    let p = check_shape(per_prompt)?;
+    let all: Vec<usize> = (0..p).collect();
+    let estimate = metric(&resampled_front(per_prompt, &all))?;
+    let mut values = Vec::with_capacity(options.n_resamples);
+    for_each_resample(p, options, |idx| {
+        values.push(metric(&resampled_front(per_prompt, idx))?);
+        Ok(())
+    })?;
+    Ok(percentile_interval(estimate, values, options))
+}
+
+/// Paired percentile bootstrap of the difference `metric_a(A) − metric_b(B)` between two methods
+/// evaluated on the same P prompts (`a` is [K_A][P][D], `b` is [K_B][P][D]; prompt p must be the
+/// same prompt in both).
+///
+/// Each resample draws P prompt indices once and applies them to both methods, so what the two
+/// share (an easy or hard prompt) cancels in the difference; two identical methods give the
+/// interval [0, 0]. The estimate is the difference on the full prompt set. The resamples are the
+/// ones [`bootstrap_ci`] draws with the same options.
+pub fn bootstrap_difference<FA, FB>(
+    a: &[Vec<Vec<f64>>],
+    b: &[Vec<Vec<f64>>],
+    metric_a: FA,
+    metric_b: FB,
+    options: &BootstrapOptions,
+) -> Result<ConfidenceInterval>
+where
+    FA: Fn(&[Vec<f64>]) -> Result<f64>,
+    FB: Fn(&[Vec<f64>]) -> Result<f64>,
+{
+    check_options(options)?;
+    let p = check_shape(a)?;
+    let pb = check_shape(b)?;
+    if p != pb {
+        return Err(EvalError::InvalidValue {
+            what: "paired bootstrap",
+            detail: format!(
+                "the first method has {p} prompts per front point but the second has {pb} (hint: a paired comparison needs both methods evaluated on the same prompts)"
+            ),
+        });
+    }
+    let all: Vec<usize> = (0..p).collect();
+    let estimate = metric_a(&resampled_front(a, &all))? - metric_b(&resampled_front(b, &all))?;
+    let mut values = Vec::with_capacity(options.n_resamples);
+    for_each_resample(p, options, |idx| {
+        values.push(metric_a(&resampled_front(a, idx))? - metric_b(&resampled_front(b, idx))?);
+        Ok(())
+    })?;
+    Ok(percentile_interval(estimate, values, options))
+}
+
+/// The number of prompts behind per-prompt samples ([K][P][D]), after checking their shape.
+pub fn n_prompts(per_prompt: &[Vec<Vec<f64>>]) -> Result<usize> {
+    check_shape(per_prompt)
 }

@@ -49,10 +49,16 @@ impl SpacingVariant {
     }
 }
 
-/// Schott's spacing over all given points: d_i = min_{j≠i} dist(f_i, f_j),
-/// SP = sqrt(Σ (d_i − d̄)² / D). Returns 0 for fewer than 2 points. Does not depend on the sense.
+/// Schott's spacing over the distinct points: d_i = min_{j≠i} dist(f_i, f_j),
+/// SP = sqrt(Σ (d_i − d̄)² / D), where i and j range over the distinct points (exactly equal
+/// rows count once) and n is their number. Returns 0 for fewer than 2 distinct points. Does not
+/// depend on the sense.
+///
+/// Copies are dropped because a repeated point would be its copy's nearest neighbour at
+/// distance 0: a method that answers many preferences with the same few outputs (DPS answering
+/// a λ grid with its nearest member) would get spacing 0 by construction.
 pub fn spacing(points: &[Vec<f64>], variant: SpacingVariant) -> Result<f64> {
-    let m = Matrix::new("points", points, 1.0, None)?;
+    let m = Matrix::new("points", points, 1.0, None)?.distinct_rows();
     let n = m.n;
     if n < 2 {
         return Ok(0.0);
@@ -83,13 +89,17 @@ pub fn spacing(points: &[Vec<f64>], variant: SpacingVariant) -> Result<f64> {
 }
 
 /// PGMORL sparsity: (1/(|S| − 1)) Σ_j Σ_i (S̃_j(i+1) − S̃_j(i))², where S̃_j holds objective j's
-/// values over S sorted ascending; 0 if |S| < 2. With `only_nondominated` (the project default)
-/// S is the non-dominated subset in the given sense (all copies of duplicates kept); otherwise S
-/// is every point given.
+/// values over S sorted ascending; 0 if |S| < 2. S holds distinct points only (exactly equal rows
+/// count once, as in [`spacing`]): with `only_nondominated` (the project default) S is the
+/// distinct non-dominated points in the given sense, otherwise every distinct point given.
+///
+/// Copies add zero-width gaps and would divide the same total by more gaps: eleven points that
+/// are three distinct ones repeated would score a fifth of the three points' sparsity.
 pub fn sparsity(points: &[Vec<f64>], sense: Sense, only_nondominated: bool) -> Result<f64> {
-    let m = Matrix::new("points", points, 1.0, None)?;
+    let m = Matrix::new("points", points, 1.0, None)?.distinct_rows();
     let keep: Vec<bool> = if only_nondominated {
-        let mm = Matrix::new("points", points, sense.sign(), None)?;
+        let mut mm = m.clone();
+        mm.data.iter_mut().for_each(|v| *v *= sense.sign());
         nondominated_mask_min(&mm, Duplicates::KeepAll)
     } else {
         vec![true; m.n]

@@ -7,7 +7,9 @@
 //! - [`igd`], [`igd_plus`], [`gd`], [`avg_hausdorff`], [`epsilon_additive`],
 //!   [`epsilon_multiplicative`], [`r2_exact_2d`];
 //! - [`spacing`], [`sparsity`], [`inner_product`], [`expected_utility`];
-//! - [`bootstrap_ci`] from per-prompt samples;
+//! - [`bootstrap_ci`] from per-prompt samples, and [`bootstrap_difference`] /
+//!   [`differences_vs_first`] for paired intervals on differences between methods;
+//! - [`spearman`] and [`lambda_control`]: does objective i rise with λ_i over the grid;
 //! - [`Front`], [`FrontReport`] (JSON, CSV, Markdown), [`plot_fronts`] (PNG, SVG),
 //!   [`parse_points`] for user files, [`all_metrics`] for the `panacea metrics` command.
 //!
@@ -17,6 +19,8 @@
 
 pub mod bench_fronts;
 pub mod bootstrap;
+pub mod compare;
+pub mod control;
 pub mod diversity;
 pub mod error;
 pub mod front;
@@ -29,7 +33,11 @@ pub mod report;
 mod rng;
 pub mod sense;
 
-pub use bootstrap::{bootstrap_ci, mean_front, BootstrapOptions, ConfidenceInterval};
+pub use bootstrap::{
+    bootstrap_ci, bootstrap_difference, mean_front, n_prompts, BootstrapOptions, ConfidenceInterval,
+};
+pub use compare::{differences_vs_first, DifferenceMetric, PairedDifference};
+pub use control::{lambda_control, lambda_control_with_ci, spearman, LambdaControl};
 pub use diversity::{expected_utility, inner_product, spacing, sparsity, SpacingVariant};
 pub use error::{EvalError, Result};
 pub use front::Front;

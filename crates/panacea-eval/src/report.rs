@@ -1,6 +1,7 @@
 //! Reports: every metric of one point set (`panacea metrics`), and a methods × metrics
 //! comparison of several fronts against one shared reference point, as JSON, CSV (points) and
-//! Markdown (with bootstrap confidence intervals where per-prompt samples are given).
+//! Markdown (with bootstrap confidence intervals where per-prompt samples are given, and paired
+//! bootstrap differences of every method against the first).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +9,8 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{bootstrap_ci, BootstrapOptions, ConfidenceInterval};
+use crate::compare::{differences_vs_first, PairedDifference};
+use crate::control::{lambda_control_with_ci, LambdaControl};
 use crate::diversity::{expected_utility, inner_product, spacing, sparsity, SpacingVariant};
 use crate::error::{EvalError, Result};
 use crate::front::Front;
@@ -231,6 +234,10 @@ pub struct MethodReport {
     pub spacing: f64,
     /// Bootstrap intervals, keyed by metric name.
     pub ci: BTreeMap<String, ConfidenceInterval>,
+    /// Per-λ control: Spearman ρ between λ_i and objective i over the grid, per objective, with
+    /// a bootstrap interval over prompts when per-prompt samples were given (empty without
+    /// preferences).
+    pub lambda_control: Vec<LambdaControl>,
 }
 
 /// Several methods' fronts compared against one reference point.
@@ -254,6 +261,9 @@ pub struct FrontReport {
     pub normalised: bool,
     /// One row per method.
     pub methods: Vec<MethodReport>,
+    /// Paired bootstrap differences (HV, IP) of every other method against the first one, for
+    /// methods with per-prompt samples; empty with fewer than 2 methods.
+    pub differences: Vec<PairedDifference>,
 }
 
 impl FrontReport {
@@ -284,6 +294,7 @@ impl FrontReport {
         };
         let rp = RefPoint::Explicit(reference_point.clone());
         let sense = options.sense;
+        let objectives = first.front.objective_names();
         let mut rows = Vec::new();
         for m in methods {
             let f = &m.front;
@@ -324,6 +335,17 @@ impl FrontReport {
                     );
                 }
             }
+            let lambda_control = if has_prefs {
+                lambda_control_with_ci(
+                    &objectives,
+                    &f.prefs,
+                    &f.points,
+                    m.per_prompt.as_deref(),
+                    &options.bootstrap,
+                )?
+            } else {
+                Vec::new()
+            };
             rows.push(MethodReport {
                 method: m.name.clone(),
                 n_points: f.points.len(),
@@ -341,12 +363,15 @@ impl FrontReport {
                 sparsity: sparsity(&f.points, sense, options.sparsity_only_nondominated)?,
                 spacing: spacing(&f.points, options.spacing)?,
                 ci,
+                lambda_control,
             });
         }
+        let differences =
+            differences_vs_first(methods, sense, &reference_point, &options.bootstrap)?;
         Ok(FrontReport {
             sense,
             dim,
-            objectives: first.front.objective_names(),
+            objectives,
             reference_point,
             reference_point_rule: match options.reference {
                 RefPoint::Auto => "auto".into(),
@@ -356,6 +381,7 @@ impl FrontReport {
             sparsity_only_nondominated: options.sparsity_only_nondominated,
             normalised: false,
             methods: rows,
+            differences,
         })
     }
 
@@ -410,6 +436,40 @@ impl FrontReport {
                 cell(Some(m.sparsity), m.ci.get("sparsity")),
                 cell(Some(m.spacing), m.ci.get("spacing")),
             );
+        }
+        if let Some(first) = self.differences.first() {
+            let _ = writeln!(
+                s,
+                "\nDifferences against {} (paired bootstrap over the same prompts, the same \
+                 resamples for every method):\n",
+                first.baseline
+            );
+            for d in &self.differences {
+                let _ = writeln!(s, "- {}", d.verdict());
+            }
+        }
+        let controlled: Vec<&MethodReport> =
+            self.methods.iter().filter(|m| !m.lambda_control.is_empty()).collect();
+        if !controlled.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nPer-λ control: Spearman ρ between λ_i and objective i over the grid (1: the \
+                 objective rises with its weight; – when undefined):\n"
+            );
+            let _ = writeln!(s, "| method | {} |", self.objectives.join(" | "));
+            let _ = writeln!(s, "|---|{}", "---|".repeat(self.objectives.len()));
+            for m in controlled {
+                let cells: Vec<String> = m
+                    .lambda_control
+                    .iter()
+                    .map(|c| match (c.spearman, &c.ci) {
+                        (Some(r), Some(ci)) => format!("{r:.3} [{:.3}, {:.3}]", ci.lower, ci.upper),
+                        (Some(r), None) => format!("{r:.3}"),
+                        (None, _) => "–".into(),
+                    })
+                    .collect();
+                let _ = writeln!(s, "| {} | {} |", m.method, cells.join(" | "));
+            }
         }
         s
     }

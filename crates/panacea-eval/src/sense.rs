@@ -102,6 +102,27 @@ impl Matrix {
     pub(crate) fn rows(&self) -> impl Iterator<Item = &[f64]> + '_ {
         self.data.chunks_exact(self.d.max(1)).take(self.n)
     }
+
+    /// The distinct rows: one copy of each set of exactly equal rows (compared with `==`, so
+    /// −0.0 equals 0.0), in lexicographic order. O(n log n).
+    pub(crate) fn distinct_rows(&self) -> Matrix {
+        let d = self.d.max(1);
+        // −0.0 + 0.0 = +0.0, so equal rows are also equal under `total_cmp` once normalised.
+        let normalised: Vec<f64> = self.data.iter().map(|v| v + 0.0).collect();
+        let row = |i: usize| &normalised[i * d..(i + 1) * d];
+        let mut order: Vec<usize> = (0..self.n).collect();
+        order.sort_unstable_by(|&a, &b| {
+            row(a)
+                .iter()
+                .zip(row(b))
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        order.dedup_by(|a, b| row(*a) == row(*b));
+        let data = order.iter().flat_map(|&i| row(i).iter().copied()).collect();
+        Matrix { data, n: order.len(), d: self.d }
+    }
 }
 
 /// Validates a single vector (a reference point or ideal point) against dimension `d` and maps it

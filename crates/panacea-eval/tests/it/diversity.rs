@@ -62,3 +62,56 @@ fn bootstrap_interval_is_seeded_and_brackets_the_estimate() {
     let other = bootstrap_ci(&per_prompt, metric, &BootstrapOptions { seed: 4, ..opts }).unwrap();
     assert_ne!(a.lower, other.lower, "a different seed draws different resamples");
 }
+
+/// DPS-like fronts: a λ grid answered by a few distinct outputs, each repeated.
+fn repeat(points: &[Vec<f64>], copies: &[usize]) -> Vec<Vec<f64>> {
+    points.iter().zip(copies).flat_map(|(p, &c)| std::iter::repeat_n(p.clone(), c)).collect()
+}
+
+#[test]
+fn repeated_points_do_not_shrink_sparsity() {
+    // Three distinct maximised points; each objective's sorted values 0, 0.4, 0.8 give gaps
+    // 0.4² + 0.4² = 0.32, so the total is 0.64 over |S| − 1 = 2 gaps: 0.32. Counting the 8 copies
+    // (3, 2, 3) as points would divide the same total by 7: 0.0914.
+    let distinct = vec![vec![0.0, 0.8], vec![0.4, 0.4], vec![0.8, 0.0]];
+    let with_copies = repeat(&distinct, &[3, 2, 3]);
+    for only_nd in [true, false] {
+        let want = sparsity(&distinct, Sense::Max, only_nd).unwrap();
+        assert!((want - 0.32).abs() < 1e-15, "{want}");
+        assert_eq!(sparsity(&with_copies, Sense::Max, only_nd).unwrap(), want, "{only_nd}");
+    }
+    // A dominated point's copies are still dropped by the non-dominated filter.
+    let mut more = with_copies.clone();
+    more.extend(repeat(&[vec![0.1, 0.1]], &[4]));
+    assert_eq!(
+        sparsity(&more, Sense::Max, true).unwrap(),
+        sparsity(&distinct, Sense::Max, true).unwrap()
+    );
+}
+
+#[test]
+fn repeated_points_do_not_shrink_spacing() {
+    // (0,10), (1,9), (10,0): L1 nearest-neighbour distances 2, 2, 18, mean 22/3, squared
+    // deviations 2·(16/3)² + (32/3)² = 1536/9; /(n − 1) = 768/9 → sqrt = 9.237604307034013; /n
+    // → 512/9 → 7.542472332656507. With copies every point's nearest neighbour is its copy at
+    // distance 0, which made spacing exactly 0.
+    let distinct = vec![vec![0.0, 10.0], vec![1.0, 9.0], vec![10.0, 0.0]];
+    let dps_like = repeat(&distinct, &[3, 5, 3]);
+    assert_eq!(dps_like.len(), 11);
+    let l1 = spacing(&dps_like, SpacingVariant::L1Nminus1).unwrap();
+    assert!((l1 - (768.0_f64 / 9.0).sqrt()).abs() < 1e-12, "{l1}");
+    let l1n = spacing(&dps_like, SpacingVariant::L1N).unwrap();
+    assert!((l1n - (512.0_f64 / 9.0).sqrt()).abs() < 1e-12, "{l1n}");
+    for v in SpacingVariant::ALL {
+        assert_eq!(spacing(&dps_like, v).unwrap(), spacing(&distinct, v).unwrap(), "{v:?}");
+    }
+    // −0.0 and 0.0 are the same value, so those rows are copies too.
+    let signed = vec![vec![-0.0, 10.0], vec![0.0, 10.0], vec![1.0, 9.0], vec![10.0, 0.0]];
+    assert_eq!(
+        spacing(&signed, SpacingVariant::L1Nminus1).unwrap(),
+        spacing(&distinct, SpacingVariant::L1Nminus1).unwrap()
+    );
+    // One distinct point, however often repeated, has nothing to be spaced from.
+    assert_eq!(spacing(&repeat(&distinct[..1], &[4]), SpacingVariant::L2N).unwrap(), 0.0);
+    assert_eq!(sparsity(&repeat(&distinct[..1], &[4]), Sense::Max, false).unwrap(), 0.0);
+}

@@ -2,6 +2,8 @@
 //! against an inclusion–exclusion oracle, file parsing, reports and plots.
 
 mod common;
+mod compare;
+mod control;
 mod diversity;
 mod errors;
 mod hv_properties;
