@@ -5,15 +5,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod baselines;
 mod convert;
 mod doctor;
 mod eval_front;
+#[cfg(test)]
+mod eval_front_tests;
 mod export_peft;
 mod generate;
 mod interrupt;
 mod metrics;
-#[allow(dead_code)] // used by the jobs as they move into the libraries
+#[allow(dead_code)] // install_stop_flag: used by the jobs as they move into the libraries
 mod observer;
 mod perplexity;
 mod progress;

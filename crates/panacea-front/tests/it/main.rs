@@ -1,0 +1,9 @@
+//! panacea-front's integration tests (one binary). Tests that need the SmolLM2 tokenizer (the
+//! tiny-random base uses it) skip with a message when it is not in the model cache.
+
+mod baselines;
+mod crn;
+mod pipeline;
+mod runs;
+mod support;
+mod three_objectives;
