@@ -39,9 +39,9 @@ run() {
 # Second sweep (s*, 200 steps):
 run s1-default-seed1 --set seed=1
 run s2-default-seed2 --set seed=2
-run s3-lr3e-3-seed0 --set dpo.lr=3.0e-3
-run s4-lr3e-3-seed1 --set dpo.lr=3.0e-3 --set seed=1
-run s5-lr3e-3-seed2 --set dpo.lr=3.0e-3 --set seed=2
+run s3-lr3e-3-seed0 --set optim.lr=3.0e-3
+run s4-lr3e-3-seed1 --set optim.lr=3.0e-3 --set seed=1
+run s5-lr3e-3-seed2 --set optim.lr=3.0e-3 --set seed=2
 run s6-default-stride3 --set data.eval_prompt_stride=3
 # First sweep (c*, STEPS=240): c1 default; c2 β 0.5; c3 β 0.5, lr 1e-3; c4 β 0.5, one λ per
 # pair; c5 β 0.5, Tchebycheff; c6 β 0.5 on the 0.02-margin pairs.

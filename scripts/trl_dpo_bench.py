@@ -92,7 +92,7 @@ def run_panacea_once(binary, pairs_file, args, workdir, cache_dir):
            "--set", "objectives=[helpful, harmless]", "--set", "data.eval_prompt_stride=0",
            "--set", f"data.max_len={args.max_len}", "--set", f"train.steps={args.steps}",
            "--set", f"train.batch_size={args.batch}", "--set", "train.save_every=0",
-           "--set", f"threads={args.threads}", "--set", f"dpo.lr={args.lr}"] + cache
+           "--set", f"threads={args.threads}", "--set", f"optim.lr={args.lr}"] + cache
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

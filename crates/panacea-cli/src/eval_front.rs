@@ -11,13 +11,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use panacea_core::device::{DType, DeviceChoice};
+use panacea_front::Result;
 use panacea_front::{
     Baseline, FrontConfig, FrontError, FrontJob, MemberRun, MemberTrainer, RunConfig, RunJob,
 };
-use panacea_run::{Observer, Trained};
+use panacea_rlhf::config::TrainPpoConfig;
+use panacea_run::{Observer, RunOptions, Trained};
 
 use crate::observer::ProgressObserver;
-use crate::{train_dpo, train_ppo};
+use crate::train_ppo;
 
 /// Flags of `panacea eval-front`.
 #[derive(clap::Args)]
@@ -108,25 +110,16 @@ impl Args {
     }
 }
 
-/// Trains a baseline member with this binary's PPO or DPO loop from the member's typed config
-/// (the loops read a config file: it is written to a temporary file for the call).
+/// Trains a baseline member: DPO with panacea-dpo's whole job, PPO with this binary's loop
+/// (which reads a config file: the member's typed config is written to a temporary file).
 pub(crate) struct CliTrainer {
     /// `--device`, passed on to the member runs.
     pub(crate) device: Option<DeviceChoice>,
 }
 
-impl MemberTrainer for CliTrainer {
-    fn train(
-        &mut self,
-        member: &MemberRun<'_>,
-        _observer: &mut dyn Observer,
-    ) -> panacea_front::Result<Trained> {
-        let failed = |e: anyhow::Error| FrontError::Invalid(format!("{e:#}"));
-        let yaml = match member.config {
-            RunConfig::Ppo(c) => panacea_core::config::to_yaml(c),
-            RunConfig::Dpo(c) => panacea_core::config::to_yaml(c),
-        }
-        .map_err(panacea_core::CoreError::from)?;
+impl CliTrainer {
+    fn train_ppo(&self, member: &MemberRun<'_>, cfg: &TrainPpoConfig) -> Result<(PathBuf, bool)> {
+        let yaml = panacea_core::config::to_yaml(cfg).map_err(panacea_core::CoreError::from)?;
         let path = std::env::temp_dir().join(format!(
             "panacea-member-{}-{}.yaml",
             std::process::id(),
@@ -138,18 +131,28 @@ impl MemberTrainer for CliTrainer {
             source,
         })?;
         let (root, name) = (member.runs_dir.to_path_buf(), member.name.to_owned());
-        let trained = match member.config {
-            RunConfig::Ppo(_) => {
-                let args = train_ppo::Args::new_run(path.clone(), vec![], self.device, root, name);
-                train_ppo::train(args).map(|t| (t.run_dir, t.interrupted))
-            }
-            RunConfig::Dpo(_) => {
-                let args = train_dpo::Args::new_run(path.clone(), vec![], self.device, root, name);
-                train_dpo::train(args).map(|t| (t.run_dir, t.interrupted))
+        let args = train_ppo::Args::new_run(path.clone(), vec![], self.device, root, name);
+        let trained = train_ppo::train(args);
+        let _ = std::fs::remove_file(&path);
+        let t = trained.map_err(|e| FrontError::Invalid(format!("{e:#}")))?;
+        Ok((t.run_dir, t.interrupted))
+    }
+}
+
+impl MemberTrainer for CliTrainer {
+    fn train(&mut self, member: &MemberRun<'_>, observer: &mut dyn Observer) -> Result<Trained> {
+        let (run_dir, interrupted) = match member.config {
+            RunConfig::Ppo(c) => self.train_ppo(member, c)?,
+            RunConfig::Dpo(c) => {
+                let mut cfg = (**c).clone();
+                if let Some(d) = self.device {
+                    cfg.device = d;
+                }
+                let opts = RunOptions::new(member.runs_dir).named(member.name);
+                let t = panacea_dpo::train_dpo(&cfg, &opts, observer)?;
+                (t.run_dir, t.interrupted)
             }
         };
-        let _ = std::fs::remove_file(&path);
-        let (run_dir, interrupted) = trained.map_err(failed)?;
         let checkpoint = panacea_run::latest_checkpoint(&run_dir)?;
         Ok(Trained {
             step: checkpoint.as_ref().map_or(0, |c| c.step),

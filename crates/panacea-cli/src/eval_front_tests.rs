@@ -96,8 +96,8 @@ fn dpo_baselines_train_fixed_preference_dpo_runs_at_equal_compute_and_are_reused
     .run_dir;
     check_baselines(&panacea, RunJob::Dpo, ("step-000002", "step-000001"), |config| {
         let cfg: DpoRunConfig = panacea_core::config::load_config(config, &[]).expect("config");
-        assert!(!cfg.train.per_pair_preference);
-        assert_eq!(cfg.dpo.aggregation, panacea_core::Aggregation::Linear);
+        assert!(!cfg.train.preference_per_row);
+        assert_eq!(cfg.aggregation, panacea_core::Aggregation::Linear);
         let PreferenceSampler::Fixed { weights } = &cfg.preference else {
             panic!("{:?}", cfg.preference)
         };
@@ -110,7 +110,7 @@ fn dpo_baselines_train_fixed_preference_dpo_runs_at_equal_compute_and_are_reused
                 Some(vec![j["dpo/pref/helpful"].as_f64()?, j["dpo/pref/harmless"].as_f64()?])
             })
             .collect();
-        assert_eq!(logged, vec![weights.clone(); cfg.train.steps], "{}", run.display());
+        assert_eq!(logged, vec![weights.clone(); cfg.train.steps as usize], "{}", run.display());
         cfg.preference
     });
     std::fs::remove_dir_all(&runs).expect("clean up");
@@ -138,7 +138,7 @@ fn dpo_runs_ls_and_tchebycheff_share_one_report_with_rewarded_soups() {
         train_dpo::train(args).expect("train-dpo").run_dir
     };
     // configs/tiny/dpo.yaml aggregates with Tchebycheff.
-    let ls = train("dpo-ls", &["train.steps=2", "dpo.aggregation={kind: linear}"]);
+    let ls = train("dpo-ls", &["train.steps=2", "aggregation={kind: linear}"]);
     let tche = train("dpo-tche", &["train.steps=2"]);
     let ls_adapter = ls.join("checkpoints/step-000002");
     let out = runs.join("report");

@@ -104,7 +104,7 @@ fn main() {
     // The whole trainer step, with the reference forward and with the reference from a filled
     // cache, interleaved so both see the same machine load.
     let mut trainer =
-        DpoTrainer::new(policy, adapter_vs, run.dpo.clone(), run.k()).expect("trainer");
+        DpoTrainer::new(policy, adapter_vs, run.trainer_config(), run.k()).expect("trainer");
     let dir = std::env::temp_dir().join(format!("dpo-step-profile-{}", std::process::id()));
     let key =
         RefCacheKey { data: "profile".into(), base_model: "profile".into(), settings: "".into() };

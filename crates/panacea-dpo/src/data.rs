@@ -1,4 +1,4 @@
-//! Preference pairs as the DPO trainer consumes them (method.md §7.1–7.2).
+//! Preference pairs as the DPO trainer consumes them.
 //!
 //! A pair is tokenised as `ChatML(prompt) + response + EOS` for each of its two responses. The
 //! EOS is appended and **counted** in the sequence log-prob, as safe-rlhf does when it tokenises

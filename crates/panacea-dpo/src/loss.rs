@@ -1,5 +1,5 @@
 //! The multi-objective DPO loss (Panacea, arXiv 2402.02030, §3.1 DPO objective J_i, aggregated
-//! with Eq. 6 (linear) or Eq. 7 (Tchebycheff); method.md §3.3 and §7.2).
+//! with Eq. 6 (linear) or Eq. 7 (Tchebycheff); docs/method.md, "Multi-objective DPO").
 //!
 //! ```text
 //! h_j   = log π_θ(y_j|x) − log π_ref(y_j|x)            j ∈ {0, 1}   (implicit reward / β)

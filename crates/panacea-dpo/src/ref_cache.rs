@@ -1,5 +1,6 @@
-//! An on-disk cache of reference log-probs (method.md §7.2: "reference log-probs do not depend
-//! on θ or λ, so they can be cached per pair" [ours]).
+//! An on-disk cache of reference log-probs: they depend neither on the trained parameters θ
+//! nor on λ, so each pair's two values are computed once and reused by every later step,
+//! evaluation and run on the same data and base [ours].
 //!
 //! The reference model is the frozen base (`Adapter::Off`), so log π_ref(y_j|x) of a pair is a
 //! fixed number once the data, the base weights and the scoring settings are fixed. The cache

@@ -1,4 +1,4 @@
-//! One multi-objective DPO step (style.md §3.2; method.md §7.2):
+//! One multi-objective DPO step:
 //!
 //! ```text
 //! 1. [response 0 of every pair; response 1 of every pair], packed into one    ids [B, L]
@@ -20,19 +20,28 @@
 //! of a forward + backward), and is exact for every aggregation, masks and per-pair λ included.
 //! With one micro-batch the loss is back-propagated directly.
 //!
-//! The optimiser is AdamW (β = (0.9, 0.999)) without weight decay over the adapter VarStore
-//! alone: the base weights are never in it, λ is an input (never a variable), and σ and s are
-//! not decayed (method.md §10, pitfall 4). Its moments are saved with checkpoints
-//! ([`DpoTrainer::save_optimizer`]), so a resumed run continues exactly.
+//! The optimiser is AdamW (β = (0.9, 0.999), weight decay `optim.weight_decay`, 0 by default)
+//! over the adapter VarStore alone: the base weights are never in it, λ is an input (never a
+//! variable), and σ and s are never decayed (decaying them would pull every preference's
+//! effect towards the base). Its moments and step count are saved with checkpoints
+//! ([`DpoTrainer::save_state`]), so a resumed run continues exactly.
+//!
+//! **Non-finite values stop the step.** A loss or gradient norm that is not finite fails the
+//! step before the optimiser moves ([`DpoError::NonFinite`]), and so do parameters that the
+//! update made non-finite; the step counter does not advance, so a caller that saves only
+//! after a successful step never writes a NaN checkpoint.
 
 use panacea_core::adapter::Adapter;
+use std::path::Path;
+
+use panacea_core::checkpoint::write_atomic;
 use panacea_core::optim::{AdamW, AdamWConfig};
-use panacea_core::preference::{PreferenceVector, StepPreference};
+use panacea_core::preference::StepPreference;
 use panacea_lm::CausalLm;
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::DpoSettings;
+use crate::config::DpoTrainerConfig;
 use crate::data::PairBatch;
 use crate::loss::{mo_dpo_loss, ranking_accuracy, DpoLossOutput};
 use crate::ref_cache::RefLogpCache;
@@ -119,18 +128,33 @@ fn scalar(t: &Tensor) -> f64 {
     f64::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu)).expect("a scalar tensor")
 }
 
+/// AdamW's moments in a checkpoint folder ([`DpoTrainer::save_state`]).
+pub const OPTIM_FILE: &str = "optim.safetensors";
+/// The trainer's counters in a checkpoint folder, written after [`OPTIM_FILE`].
+pub const STATE_FILE: &str = "dpo_state.json";
+
+/// What [`DpoTrainer::save_state`] writes besides the moments.
+#[derive(Serialize, serde::Deserialize)]
+struct DpoState {
+    /// Optimiser steps taken.
+    steps_done: u64,
+    /// K, checked on restore.
+    n_objectives: usize,
+}
+
 /// The DPO trainer: the policy (base + adapter; `Adapter::Off` is the reference), the adapter
-/// VarStore and its optimiser. No loop and no I/O: the CLI drives it.
+/// VarStore and its optimiser. One step at a time and no loop: [`crate::train_dpo`] drives it,
+/// and so can a caller with its own loop.
 pub struct DpoTrainer<M: PackedLm> {
     /// The model; its adapter variables live in `adapter_vs`.
     pub model: M,
     /// The trainable adapter variables (the only ones the optimiser sees).
     pub adapter_vs: nn::VarStore,
     opt: AdamW,
-    /// Loss and optimisation settings.
-    pub settings: DpoSettings,
+    /// Loss, optimiser and schedule settings.
+    pub settings: DpoTrainerConfig,
     k: usize,
-    steps_done: usize,
+    steps_done: u64,
 }
 
 impl<M: PackedLm> std::fmt::Debug for DpoTrainer<M> {
@@ -149,7 +173,7 @@ impl<M: PackedLm> DpoTrainer<M> {
     pub fn new(
         model: M,
         adapter_vs: nn::VarStore,
-        settings: DpoSettings,
+        settings: DpoTrainerConfig,
         k: usize,
     ) -> Result<Self, DpoError> {
         settings.aggregation.check(k)?;
@@ -163,29 +187,30 @@ impl<M: PackedLm> DpoTrainer<M> {
         // β2 = 0.999: TRL's and PyTorch's AdamW default.
         let opt = AdamW::new(
             &adapter_vs,
-            AdamWConfig { beta2: 0.999, ..Default::default() },
-            settings.lr,
+            AdamWConfig {
+                beta2: 0.999,
+                weight_decay: settings.optim.weight_decay,
+                ..Default::default()
+            },
+            settings.optim.lr,
         );
         Ok(Self { model, adapter_vs, opt, settings, k, steps_done: 0 })
     }
 
-    /// Optimiser steps taken (including those restored with [`DpoTrainer::restore_optimizer`]).
-    pub fn steps_done(&self) -> usize {
+    /// Optimiser steps taken successfully (including those restored with
+    /// [`DpoTrainer::restore_state`]).
+    pub fn steps_done(&self) -> u64 {
         self.steps_done
     }
 
-    /// The learning rate of step `step` (0-based): linear warm-up, then constant.
-    pub fn lr_at(&self, step: usize) -> f64 {
-        let w = self.settings.warmup_steps;
-        if w == 0 {
-            self.settings.lr
-        } else {
-            self.settings.lr * ((step + 1) as f64 / w as f64).min(1.0)
-        }
+    /// The learning rate of the next step: linear warm-up over ⌈warmup_ratio · total_steps⌉
+    /// steps, then constant.
+    pub fn next_lr(&self) -> f64 {
+        self.settings.optim.lr_at(self.steps_done + 1, self.settings.total_steps)
     }
 
     fn micro_ranges(&self, b: usize) -> Vec<(usize, usize)> {
-        let m = match self.settings.micro_batch_size {
+        let m = match self.settings.dpo.micro_batch_size {
             0 => b,
             m => m.min(b),
         };
@@ -262,7 +287,15 @@ impl<M: PackedLm> DpoTrainer<M> {
         pair_pref: &Tensor,
     ) -> Result<DpoLossOutput, DpoError> {
         let s = &self.settings;
-        mo_dpo_loss(policy, reference, &batch.labels, pair_pref, s.beta, s.loss, &s.aggregation)
+        mo_dpo_loss(
+            policy,
+            reference,
+            &batch.labels,
+            pair_pref,
+            s.dpo.beta,
+            s.dpo.loss,
+            &s.aggregation,
+        )
     }
 
     /// Zeroes the adapter gradients and accumulates ∂L/∂θ of `batch` under `pref` into them
@@ -309,23 +342,37 @@ impl<M: PackedLm> DpoTrainer<M> {
 
     /// One optimiser step on `batch` under `pref`; reference log-probs from `cache` when
     /// given (missing pairs are computed and added; saving the cache is the caller's job).
-    #[tracing::instrument(skip_all, fields(step = self.steps_done))]
+    /// Fails with [`DpoError::NonFinite`] at a non-finite loss or gradient norm (before the
+    /// update) or non-finite parameters (after it); the step then does not count.
+    #[tracing::instrument(skip_all, fields(step = self.steps_done + 1))]
     pub fn step(
         &mut self,
         batch: &PairBatch,
         pref: StepPreference<'_>,
         cache: Option<&mut RefLogpCache>,
     ) -> Result<DpoStepMetrics, DpoError> {
+        let step = self.steps_done + 1;
         let (out, from_cache) = self.accumulate_gradients(batch, pref, cache)?;
-        let grad_norm = self.opt.clip_grad_norm(self.settings.max_grad_norm);
-        let lr = self.lr_at(self.steps_done);
+        let loss = scalar(&out.loss);
+        if !loss.is_finite() {
+            return Err(DpoError::non_finite(step, "loss", loss, &self.settings));
+        }
+        let grad_norm = self.opt.clip_grad_norm(self.settings.optim.max_grad_norm);
+        if !grad_norm.is_finite() {
+            return Err(DpoError::non_finite(step, "gradient norm", grad_norm, &self.settings));
+        }
+        let lr = self.next_lr();
         self.opt.set_lr(lr);
         self.opt.step();
-        self.steps_done += 1;
+        if let Some((name, value)) = self.first_non_finite_parameter() {
+            let what = format!("adapter parameter `{name}` after the update");
+            return Err(DpoError::non_finite(step, &what, value, &self.settings));
+        }
+        self.steps_done = step;
         let b = batch.len() as i64;
-        let beta = self.settings.beta;
+        let beta = self.settings.dpo.beta;
         Ok(DpoStepMetrics {
-            loss: scalar(&out.loss),
+            loss,
             loss_per_obj: host(&out.loss_per_obj),
             accuracy_per_obj: host(&out.accuracy_per_obj),
             labelled_per_obj: host(&out.labelled_per_obj),
@@ -342,21 +389,53 @@ impl<M: PackedLm> DpoTrainer<M> {
         })
     }
 
-    /// Writes the optimiser's moments to `path` (safetensors, atomically); the step count is
-    /// the caller's `steps_done`, restored with [`DpoTrainer::restore_optimizer`].
-    pub fn save_optimizer(&self, path: &std::path::Path) -> Result<(), DpoError> {
-        Ok(self.opt.save(path)?)
+    /// The first adapter variable holding a NaN or an infinity, with one such value. One
+    /// device sync for the whole adapter.
+    fn first_non_finite_parameter(&self) -> Option<(String, f64)> {
+        let mut vars: Vec<(String, Tensor)> = self.adapter_vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let finite: Vec<Tensor> = vars.iter().map(|(_, t)| t.isfinite().all()).collect();
+        let finite = Tensor::stack(&finite, 0).to_device(Device::Cpu); // [n_vars]
+        let flags = Vec::<bool>::try_from(&finite).ok()?;
+        let i = flags.iter().position(|ok| !ok)?;
+        let t = &vars[i].1;
+        let bad = t.masked_select(&t.isfinite().logical_not()).get(0);
+        Some((vars[i].0.clone(), scalar(&bad)))
     }
 
-    /// Restores the moments written by [`DpoTrainer::save_optimizer`] and sets the step counter
-    /// to `steps_done` (warm-up and bias correction continue where they stopped).
-    pub fn restore_optimizer(
-        &mut self,
-        path: &std::path::Path,
-        steps_done: usize,
-    ) -> Result<(), DpoError> {
-        self.opt.restore(path, steps_done as u64)?;
-        self.steps_done = steps_done;
+    /// Writes what the trainer owns besides the adapter into the folder `dir` (which must
+    /// exist): AdamW's moments ([`OPTIM_FILE`]) and the step count ([`STATE_FILE`], last), each
+    /// atomically. The caller saves the adapter (with its folder config) and its loop state
+    /// beside them.
+    pub fn save_state(&self, dir: &Path) -> Result<(), DpoError> {
+        self.opt.save(&dir.join(OPTIM_FILE))?;
+        let state = DpoState { steps_done: self.steps_done, n_objectives: self.k };
+        let text = serde_json::to_string_pretty(&state).map_err(|e| DpoError::State {
+            path: dir.join(STATE_FILE),
+            message: format!("cannot serialise: {e}"),
+        })?;
+        write_atomic(&dir.join(STATE_FILE), format!("{text}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// Restores what [`DpoTrainer::save_state`] wrote (the adapter is loaded by the caller):
+    /// the moments, and the step count, so warm-up and bias correction continue where they
+    /// stopped. The number of objectives must match the checkpoint's.
+    pub fn restore_state(&mut self, dir: &Path) -> Result<(), DpoError> {
+        let path = dir.join(STATE_FILE);
+        let state_err = |message: String| DpoError::State { path: path.clone(), message };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            state_err(format!("cannot read: {e}; hint: is this a train-dpo checkpoint folder?"))
+        })?;
+        let state: DpoState = serde_json::from_str(&text).map_err(|e| state_err(format!("{e}")))?;
+        if state.n_objectives != self.k {
+            return Err(state_err(format!(
+                "the checkpoint has {} objectives, this trainer {}",
+                state.n_objectives, self.k
+            )));
+        }
+        self.opt.restore(&dir.join(OPTIM_FILE), state.steps_done)?;
+        self.steps_done = state.steps_done;
         Ok(())
     }
 

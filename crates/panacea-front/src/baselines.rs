@@ -132,7 +132,7 @@ impl RunConfig {
     pub fn steps(&self) -> u64 {
         match self {
             RunConfig::Ppo(c) => c.train.steps,
-            RunConfig::Dpo(c) => c.train.steps as u64,
+            RunConfig::Dpo(c) => c.train.steps,
         }
     }
 
@@ -159,9 +159,9 @@ impl RunConfig {
             RunConfig::Dpo(c) => {
                 let mut c = c.clone();
                 c.preference = fixed;
-                c.train.per_pair_preference = false;
-                c.dpo.aggregation = Aggregation::Linear;
-                c.train.steps = steps as usize;
+                c.train.preference_per_row = false;
+                c.aggregation = Aggregation::Linear;
+                c.train.steps = steps;
                 RunConfig::Dpo(c)
             }
         }

@@ -81,20 +81,6 @@ pub fn run_of_adapter(adapter: &Path) -> Option<PathBuf> {
     run.join(panacea_run::CONFIG_FILE).is_file().then(|| run.to_path_buf())
 }
 
-/// A data path as given, else relative to the workspace (where training runs resolve their
-/// data files the same way).
-fn resolve_data_path(p: &Path) -> PathBuf {
-    if p.is_absolute() || p.exists() {
-        return p.to_owned();
-    }
-    let w = panacea_data::workspace_path(&p.to_string_lossy());
-    if w.exists() {
-        w
-    } else {
-        p.to_owned()
-    }
-}
-
 /// What the front evaluation reads of a training run's resolved `config.yaml` (other keys
 /// ignored): the objectives, and for DPO the pair file and the aggregation.
 #[derive(Debug, Deserialize)]
@@ -173,7 +159,7 @@ impl RunSummary {
     /// `cargo xtask make-pairs` writes with the settings it labelled the pairs by.
     fn pair_concise(&self) -> Option<GoldScorer> {
         let train = self.data.as_ref()?.get("train")?.as_str()?;
-        let dir = resolve_data_path(Path::new(train)).parent()?.to_owned();
+        let dir = panacea_dpo::resolve_data_path(Path::new(train), None).ok()?.parent()?.to_owned();
         let text = std::fs::read_to_string(dir.join("stats.json")).ok()?;
         let stats: serde_json::Value = serde_json::from_str(&text).ok()?;
         let c = stats.get("concise")?;

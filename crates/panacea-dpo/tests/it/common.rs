@@ -1,7 +1,9 @@
 //! Shared test helpers: a tiny random-init Llama with an SVD-LoRA adapter, and synthetic pairs.
 
 use panacea_core::adapter::SvdLoraConfig;
-use panacea_dpo::{DpoSettings, DpoTrainer, EncodedPair, PairBatch, SeqLogp};
+use panacea_dpo::{
+    DpoSettings, DpoTrainer, DpoTrainerConfig, EncodedPair, OptimConfig, PairBatch, SeqLogp,
+};
 use panacea_lm::{init_random, Llama, LlamaConfig};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -12,7 +14,7 @@ pub(crate) const EOS: i64 = 2;
 /// trainer. Deterministic for a given `seed`. Returns the base VarStore too.
 pub(crate) fn tiny_trainer(
     k: usize,
-    settings: DpoSettings,
+    settings: DpoTrainerConfig,
     seed: i64,
 ) -> (nn::VarStore, DpoTrainer<Llama>) {
     tiny_trainer_with(&LlamaConfig::tiny(), k, settings, seed)
@@ -22,7 +24,7 @@ pub(crate) fn tiny_trainer(
 pub(crate) fn tiny_trainer_with(
     config: &LlamaConfig,
     k: usize,
-    settings: DpoSettings,
+    settings: DpoTrainerConfig,
     seed: i64,
 ) -> (nn::VarStore, DpoTrainer<Llama>) {
     panacea_core::device::init_torch();
@@ -34,6 +36,28 @@ pub(crate) fn tiny_trainer_with(
     init_random(&base_vs, seed);
     let trainer = DpoTrainer::new(model, adapter_vs, settings, k).expect("trainer");
     (base_vs, trainer)
+}
+
+/// Trainer settings for the tiny tests: β = 0.5, learning rate `lr`, clip at 10, the rest
+/// default (linear aggregation, one forward per batch, no warm-up).
+pub(crate) fn settings(lr: f64) -> DpoTrainerConfig {
+    DpoTrainerConfig {
+        dpo: DpoSettings { beta: 0.5, ..DpoSettings::default() },
+        optim: OptimConfig { lr, max_grad_norm: 10.0, ..OptimConfig::default() },
+        ..DpoTrainerConfig::default()
+    }
+}
+
+/// [`settings`] with `micro_batch_size` and `aggregation`.
+pub(crate) fn settings_with(
+    lr: f64,
+    micro_batch_size: usize,
+    aggregation: panacea_core::aggregation::Aggregation,
+) -> DpoTrainerConfig {
+    let mut s = settings(lr);
+    s.dpo.micro_batch_size = micro_batch_size;
+    s.aggregation = aggregation;
+    s
 }
 
 /// A pair from token lists (EOS appended by `EncodedPair::new`).

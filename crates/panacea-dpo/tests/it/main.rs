@@ -1,5 +1,6 @@
 //! The one integration-test binary of panacea-dpo (one `mod` per topic).
 
 mod common;
+mod job;
 mod shared_prefix;
 mod trainer;

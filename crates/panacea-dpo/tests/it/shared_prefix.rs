@@ -5,7 +5,7 @@ use panacea_core::aggregation::Aggregation;
 use panacea_core::preference::PreferenceVector;
 use panacea_dpo::trainer::sequence_logps;
 use panacea_dpo::{
-    mo_dpo_loss, shared_prefix_logps, DpoSettings, EncodedPair, PairBatch, SeqLogp, StepPreference,
+    mo_dpo_loss, shared_prefix_logps, EncodedPair, PairBatch, SeqLogp, StepPreference,
 };
 use panacea_lm::{Adapter, LlamaConfig};
 use tch::{Device, Kind, Tensor};
@@ -15,8 +15,8 @@ use crate::common::{
     EOS,
 };
 
-fn settings() -> DpoSettings {
-    DpoSettings { lr: 1e-3, beta: 0.5, max_grad_norm: 10.0, ..DpoSettings::default() }
+fn settings() -> panacea_dpo::DpoTrainerConfig {
+    crate::common::settings(1e-3)
 }
 
 /// Pairs whose layouts stress the packing: responses that share leading tokens (the common
@@ -194,11 +194,7 @@ fn a_trainer_step_has_the_loss_and_gradients_of_the_plain_implementation() {
         .collect();
     for aggregation in [Aggregation::Linear, Aggregation::tchebycheff_zero(2)] {
         for micro in [0, 2] {
-            let s = DpoSettings {
-                micro_batch_size: micro,
-                aggregation: aggregation.clone(),
-                ..settings()
-            };
+            let s = crate::common::settings_with(1e-3, micro, aggregation.clone());
             let (_base, mut trainer) = tiny_trainer(2, s.clone(), 8);
             perturb_diagonal(&trainer);
             let b = batch(&awkward_pairs(), 2);
@@ -214,9 +210,16 @@ fn a_trainer_step_has_the_loss_and_gradients_of_the_plain_implementation() {
             let row_pref = Tensor::cat(&[&pair_pref, &pair_pref], 0); // [2B, K]
             let reference = tch::no_grad(|| sequence_logps(&trainer.model, &b, Adapter::Off));
             let lp = sequence_logps(&trainer.model, &b, Adapter::On { pref: &row_pref });
-            let plain =
-                mo_dpo_loss(&lp, &reference, &b.labels, &pair_pref, s.beta, s.loss, &s.aggregation)
-                    .expect("loss");
+            let plain = mo_dpo_loss(
+                &lp,
+                &reference,
+                &b.labels,
+                &pair_pref,
+                s.dpo.beta,
+                s.dpo.loss,
+                &s.aggregation,
+            )
+            .expect("loss");
             plain.loss.backward();
             let (l_step, l_plain) = (
                 f64::try_from(&out.loss).expect("scalar"),

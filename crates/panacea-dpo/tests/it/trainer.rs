@@ -7,18 +7,14 @@ use panacea_core::ops::{gather_log_probs, sequence_log_probs};
 use panacea_core::preference::{PreferenceSampler, PreferenceVector};
 use panacea_dpo::ref_cache::{CacheStatus, RefCacheKey};
 use panacea_dpo::trainer::sequence_logps;
-use panacea_dpo::{DpoSettings, RefLogpCache, StepPreference};
+use panacea_dpo::{RefLogpCache, StepPreference};
 use panacea_lm::{Adapter, CausalLm};
 use tch::{Device, Kind};
 
 use crate::common::{
-    batch, grads, max_abs, mixed_pairs, pair, perturb_diagonal, snapshot, tiny_trainer,
-    tiny_trainer_with,
+    batch, grads, max_abs, mixed_pairs, pair, perturb_diagonal, settings, settings_with, snapshot,
+    tiny_trainer, tiny_trainer_with,
 };
-
-fn settings(lr: f64) -> DpoSettings {
-    DpoSettings { lr, beta: 0.5, max_grad_norm: 10.0, ..DpoSettings::default() }
-}
 
 #[test]
 fn fused_sequence_logps_equal_the_core_reference_path() {
@@ -70,11 +66,7 @@ fn two_micro_batches_of_two_equal_one_batch_of_four() {
         .collect();
     for aggregation in [Aggregation::Linear, Aggregation::tchebycheff_zero(2)] {
         let run = |micro: usize| {
-            let s = DpoSettings {
-                micro_batch_size: micro,
-                aggregation: aggregation.clone(),
-                ..settings(1e-3)
-            };
+            let s = settings_with(1e-3, micro, aggregation.clone());
             let (_base, mut trainer) = tiny_trainer(2, s, 7);
             perturb_diagonal(&trainer);
             let b = batch(&mixed_pairs(), 2);
@@ -274,11 +266,11 @@ fn resumed_training_ends_bit_exact_with_the_uninterrupted_one() {
         first.step(&b, StepPreference::Shared(p), None).expect("step");
     }
     save_var_store(&dir.join("adapter.safetensors"), &first.adapter_vs).expect("save adapter");
-    first.save_optimizer(&dir.join("optim.safetensors")).expect("save optimiser");
+    first.save_state(&dir).expect("save trainer state");
     drop(first);
     let (_b3, mut resumed) = tiny_trainer(2, settings(2e-2), 4);
     load_var_store(&dir.join("adapter.safetensors"), &resumed.adapter_vs).expect("load adapter");
-    resumed.restore_optimizer(&dir.join("optim.safetensors"), 2).expect("restore optimiser");
+    resumed.restore_state(&dir).expect("restore trainer state");
     assert_eq!(resumed.steps_done(), 2);
     for p in &prefs[2..] {
         resumed.step(&b, StepPreference::Shared(p), None).expect("step");
@@ -288,4 +280,22 @@ fn resumed_training_ends_bit_exact_with_the_uninterrupted_one() {
         assert!(x.equal(&y), "{n} differs after resume");
     }
     std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn a_non_finite_step_fails_and_does_not_count() {
+    // lr = 1e30: the first update moves σ and s by ~1e30 (finite in f32); the second forward
+    // overflows, so its loss is not finite and the step fails before the optimiser moves.
+    let (_base, mut trainer) = tiny_trainer(2, settings(1e30), 3);
+    let b = batch(&mixed_pairs(), 2);
+    let pref = PreferenceVector::uniform(2).expect("pref");
+    trainer.step(&b, StepPreference::Shared(&pref), None).expect("step 1 is finite");
+    assert_eq!(trainer.steps_done(), 1);
+    let err = trainer.step(&b, StepPreference::Shared(&pref), None).expect_err("step 2");
+    let panacea_dpo::DpoError::NonFinite { step, ref quantity, .. } = err else {
+        panic!("expected a non-finite error, got {err}")
+    };
+    assert_eq!(step, 2, "{err}");
+    assert!(err.to_string().contains(&format!("step 2: the {quantity}")), "{err}");
+    assert_eq!(trainer.steps_done(), 1, "the failed step does not count");
 }

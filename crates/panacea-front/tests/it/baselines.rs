@@ -119,8 +119,8 @@ fn ppo_baselines_are_fixed_preference_members_of_the_runs_config() {
 fn dpo_baselines_are_linear_fixed_preference_members_of_the_runs_config() {
     check_family("configs/tiny/dpo.yaml", RunJob::Dpo, |cfg, _| {
         let RunConfig::Dpo(c) = cfg else { panic!("{cfg:?}") };
-        assert!(!c.train.per_pair_preference, "one λ per step");
-        assert_eq!(c.dpo.aggregation, Aggregation::Linear, "DPS is the LS objective");
+        assert!(!c.train.preference_per_row, "one λ per step");
+        assert_eq!(c.aggregation, Aggregation::Linear, "DPS is the LS objective");
     });
 }
 

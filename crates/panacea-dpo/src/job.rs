@@ -1,0 +1,665 @@
+//! A whole multi-objective DPO run as one call: [`train_dpo`], top to bottom:
+//! config → device → base model + adapter → pairs (split, tokenised) → reference log-prob
+//! caches → run folder (new, or resumed from its newest checkpoint) → the loop (batch, λ,
+//! [`DpoTrainer::step`], metrics, evaluation, checkpoints, the stop flag) → the last
+//! evaluation and checkpoint.
+//!
+//! Run folder (panacea-run's [`RunDir`], job name `train-dpo`): `config.yaml` (resolved),
+//! `command.txt`, `manifest.json`, `metrics.jsonl` + TensorBoard events, `dpo_data.json` (what
+//! tokenisation kept and dropped, the base model's hash), and `checkpoints/step-NNNNNN/` holding
+//! the native adapter folder, the trainer's state ([`DpoTrainer::save_state`]) and the loop state
+//! (step, RNG streams, data cursor). A resumed run continues bit-exactly on the CPU.
+//!
+//! Metrics (`metrics.jsonl`, one object per logged step; `{name}` is an objective):
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `dpo/loss`, `dpo/loss/{name}` | aggregated loss, per-objective loss L̄_i |
+//! | `dpo/accuracy/{name}` | implicit-reward accuracy of the batch |
+//! | `dpo/pref/{name}` | the step's λ (its mean with per-row preferences) |
+//! | `dpo/margin`, `dpo/reward/response_{0,1}` | mean h_0 − h_1, mean β·h_j |
+//! | `dpo/grad_norm`, `dpo/lr`, `dpo/ref_from_cache` | before clipping; the step's rate |
+//! | `eval/e_{name}/{accuracy,ranking_accuracy,loss}/{name}` | held-out pairs under λ = e_name (`e_mid`: the centre) |
+//! | `eval/base/ranking_accuracy/{name}` | the base model's likelihood ranking |
+//! | `eval/hv` | hypervolume of the ranking-accuracy points of the vertices and the centre (reference 0) |
+//! | `time/step_ms`, `time/pairs_per_s` | timings |
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use panacea_core::checkpoint::{load_adapter, save_adapter, AdapterFolderConfig, BaseModelId};
+use panacea_core::config::{parse_config, to_yaml};
+use panacea_core::preference::{PreferenceVector, StepPreference};
+use panacea_core::seed::{seed_everything, RunRng, RunRngState};
+use panacea_data::{PairRecord, ReadOptions};
+use panacea_lm::{CausalLm, ChatTemplate, Llama, LoadedModel};
+use panacea_run::{Event, Manifest, Observer, RunDir, RunError, RunOptions, Trained, CONFIG_FILE};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::DpoRunConfig;
+use crate::data::{encode_pairs, EncodeReport, EncodedPair, PairBatch, PairLoader};
+use crate::ref_cache::{hash_pairs, hash_var_store, CacheStatus, RefCacheKey, RefLogpCache};
+use crate::trainer::DpoTrainer;
+use crate::DpoError;
+
+/// The job's name in manifests, run folders and resume checks.
+pub const JOB: &str = "train-dpo";
+
+/// Tokenisation report of a run's pairs, written as `dpo_data.json` in the run folder.
+pub const DATA_REPORT_FILE: &str = "dpo_data.json";
+
+/// The loop's own state, saved as the loop state of every checkpoint.
+#[derive(Serialize, Deserialize)]
+struct LoopState {
+    step: u64,
+    rng: RunRngState,
+    loader: PairLoader,
+}
+
+/// Trains a preference-conditioned SVD-LoRA adapter with multi-objective DPO as `cfg` says,
+/// in a new run folder under `opts.runs_dir` (named `opts.name`, else `train-dpo`), or
+/// continuing `opts.resume` from its newest complete checkpoint (`cfg` may then differ from
+/// the run's saved config only in the keys panacea-run allows to change on resume).
+///
+/// Progress goes to `observer`; nothing is printed. When `opts.stop` is set the job finishes
+/// its step, writes a checkpoint and returns with `interrupted`. A NaN or infinite loss,
+/// gradient norm or parameter stops it with [`DpoError::NonFinite`] before anything of that
+/// step is saved.
+pub fn train_dpo(
+    cfg: &DpoRunConfig,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Trained, DpoError> {
+    // 1. Device, threads, seed.
+    let k = cfg.k();
+    let device = cfg.device.resolve()?;
+    if cfg.threads > 0 {
+        tch::set_num_threads(i32::try_from(cfg.threads).unwrap_or(i32::MAX));
+    }
+    observer.on_event(&Event::Message(&format!(
+        "running on {device:?}, dtype {}, {k} objectives {:?}",
+        cfg.dtype, cfg.objectives
+    )));
+    let mut rng = seed_everything(cfg.seed);
+    // A resumed run folder is checked (job, config changes, a checkpoint) before anything
+    // slow is loaded.
+    let resumed = match &opts.resume {
+        Some(dir) => Some(resume_run(dir, cfg, &opts.command)?),
+        None => None,
+    };
+
+    // 2. Model: the frozen base, and the policy view with the SVD-LoRA adapter on it.
+    observer.on_event(&Event::Phase(&format!("loading model {}", cfg.model)));
+    let loaded = load_base(cfg, device)?;
+    let base_hash = hash_var_store(&loaded.base_vs)?;
+    let adapter_vs = tch::nn::VarStore::new(device);
+    let policy: Llama = loaded.model.with_adapter(Some((&adapter_vs.root(), &cfg.adapter)));
+    let folder_cfg = AdapterFolderConfig::new(
+        &cfg.adapter,
+        &cfg.objectives,
+        BaseModelId { name: cfg.model.clone(), hash: base_hash.clone() },
+    )?;
+
+    // 3. Pairs: read, split by prompt, tokenise (ChatML prompt + response + EOS), drop and
+    //    count the unusable.
+    let pairs = load_pair_sets(cfg, &loaded, observer)?;
+    let (train, eval) = (&pairs.train, pairs.eval.as_deref());
+
+    // 4. Reference log-prob caches (train and eval), keyed by data, base weights and settings.
+    let mut train_cache = open_ref_cache(cfg, device, &base_hash, train, "train", observer);
+    let mut eval_cache =
+        eval.and_then(|e| open_ref_cache(cfg, device, &base_hash, e, "eval", observer));
+
+    // 5. Trainer, run folder (new or resumed).
+    let mut trainer = DpoTrainer::new(policy, adapter_vs, cfg.trainer_config(), k)?;
+    let mut loader = PairLoader::new(train.len(), cfg.train.batch_size)?;
+    let mut start = 0;
+    let mut run = match resumed {
+        Some((run, ckpt)) => {
+            let state: LoopState = ckpt.loop_state()?;
+            load_adapter(&ckpt.dir, &trainer.adapter_vs, &folder_cfg)?;
+            trainer.restore_state(&ckpt.dir)?;
+            rng = RunRng::from_state(&state.rng);
+            loader = state.loader;
+            start = state.step;
+            run
+        }
+        None => {
+            let name = opts.name.as_deref().unwrap_or(JOB);
+            let run = RunDir::create(&opts.runs_dir, name, &to_yaml(cfg)?, &opts.command)?;
+            let mut manifest = Manifest::now(JOB, format!("{device:?}"), cfg.seed);
+            for p in std::iter::once(&cfg.data.train).chain(cfg.data.eval.as_ref()) {
+                let p = resolve_data_path(p, cfg.config_dir.as_deref())?;
+                let hash = panacea_run::sha256_file(&p)?;
+                manifest.data_hashes.push((p.display().to_string(), hash));
+            }
+            run.write_manifest(&manifest)?;
+            let info = json!({
+                "base_model": cfg.model,
+                "base_model_hash": base_hash,
+                "train_pairs": pairs.train_report,
+                "eval_pairs": pairs.eval_report,
+            });
+            run.write_json(DATA_REPORT_FILE, &info)?;
+            run
+        }
+    };
+    let steps = cfg.train.steps;
+    observer.on_event(&Event::Started {
+        job: JOB,
+        run_dir: run.path(),
+        start_step: start,
+        total_steps: steps,
+    });
+
+    // 6. The loop.
+    if start == 0 {
+        // Before the first step the policy is the reference (σ = s = 0), so only the base
+        // model's ranking accuracy is new information; it also fills the eval reference cache.
+        if let Some(pairs) = eval {
+            let line = evaluate_base(&trainer, pairs, cfg, &mut eval_cache)?;
+            observer.on_event(&Event::Message(&line.human));
+            run.log_metrics(&line.json)?;
+        }
+    }
+    let mut checkpoint = None;
+    for step in start..steps {
+        let t0 = Instant::now();
+        let idx = loader.next_batch(train.len(), &mut rng.data);
+        let rows: Vec<&EncodedPair> = idx.iter().map(|&i| &train[i]).collect();
+        let batch =
+            PairBatch::collate(&rows, k, loaded.tokenizer.pad_id, cfg.dpo.seq_logp, device)?;
+        let m = if cfg.train.preference_per_row {
+            let prefs = cfg.preference.sample_rows(k, rows.len(), &mut rng.preference)?;
+            trainer.step(&batch, StepPreference::PerRow(&prefs), train_cache.as_mut())?
+        } else {
+            let pref = cfg.preference.sample(k, &mut rng.preference)?;
+            trainer.step(&batch, StepPreference::Shared(&pref), train_cache.as_mut())?
+        };
+        let done = step + 1;
+        let ms = t0.elapsed().as_millis();
+        let summary = format!("loss {:.3} acc {:?}", m.loss, round2(&m.accuracy_per_obj));
+        observer.on_event(&Event::Step { step: done, summary: &summary });
+        if done % cfg.train.log_every == 0 || done == steps {
+            let mut j = BTreeMap::new();
+            j.insert("step".to_owned(), json!(done));
+            j.insert("epoch".to_owned(), json!(loader.epoch()));
+            j.insert("dpo/loss".to_owned(), json!(m.loss));
+            for (i, name) in cfg.objectives.iter().enumerate() {
+                j.insert(format!("dpo/loss/{name}"), json!(m.loss_per_obj[i]));
+                j.insert(format!("dpo/accuracy/{name}"), json!(m.accuracy_per_obj[i]));
+                j.insert(format!("dpo/pref/{name}"), json!(m.pref[i]));
+            }
+            j.insert("dpo/margin".to_owned(), json!(m.margin_mean));
+            j.insert("dpo/reward/response_0".to_owned(), json!(m.reward_mean[0]));
+            j.insert("dpo/reward/response_1".to_owned(), json!(m.reward_mean[1]));
+            j.insert("dpo/grad_norm".to_owned(), json!(m.grad_norm));
+            j.insert("dpo/lr".to_owned(), json!(m.lr));
+            j.insert("dpo/ref_from_cache".to_owned(), json!(m.ref_from_cache));
+            j.insert("time/step_ms".to_owned(), json!(ms));
+            j.insert(
+                "time/pairs_per_s".to_owned(),
+                json!(m.pairs as f64 * 1000.0 / ms.max(1) as f64),
+            );
+            run.log_metrics(&json!(j))?;
+            let per: Vec<String> = cfg
+                .objectives
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    format!(
+                        "loss[{n}] {:.3} acc[{n}] {:.2}",
+                        m.loss_per_obj[i], m.accuracy_per_obj[i]
+                    )
+                })
+                .collect();
+            observer.on_event(&Event::Message(&format!(
+                "step {done} | loss {:.4} | {} | margin {:.3} | pref {:?} | {ms} ms",
+                m.loss,
+                per.join(" "),
+                m.margin_mean,
+                round2(&m.pref)
+            )));
+        }
+        let last = done == steps;
+        if (cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0) || last {
+            if let Some(pairs) = eval {
+                let line = evaluate(&trainer, pairs, cfg, &mut eval_cache, done)?;
+                observer.on_event(&Event::Message(&line.human));
+                run.log_metrics(&line.json)?;
+            }
+        }
+        let interrupted = opts.stop.is_requested();
+        if (cfg.train.save_every > 0 && done % cfg.train.save_every == 0) || last || interrupted {
+            let state = LoopState { step: done, rng: rng.state(), loader: loader.clone() };
+            let ckpt = run.save_checkpoint(done, &state, |dir| {
+                save_adapter(dir, &trainer.adapter_vs, &folder_cfg)?;
+                trainer.save_state(dir)
+            })?;
+            for c in [&mut train_cache, &mut eval_cache].into_iter().flatten() {
+                c.save()?;
+            }
+            observer.on_event(&Event::Checkpoint { step: done, dir: &ckpt.dir });
+            checkpoint = Some(ckpt.dir);
+        }
+        if interrupted {
+            observer.on_event(&Event::Finished {
+                run_dir: run.path(),
+                step: done,
+                interrupted: true,
+            });
+            return Ok(Trained {
+                run_dir: run.path().to_owned(),
+                step: done,
+                checkpoint,
+                interrupted: true,
+            });
+        }
+    }
+    // The last step always writes a checkpoint (a resume needs steps > the checkpoint's).
+    observer.on_event(&Event::Finished { run_dir: run.path(), step: steps, interrupted: false });
+    Ok(Trained { run_dir: run.path().to_owned(), step: steps, checkpoint, interrupted: false })
+}
+
+/// Re-opens `dir` for `cfg`: the run's saved config and `cfg` go to panacea-run's resume
+/// check (only resumable keys may differ), after making sure the folder is a `train-dpo` run,
+/// so a run of another job is named as such instead of failing to parse as a DPO config.
+fn resume_run(
+    dir: &Path,
+    cfg: &DpoRunConfig,
+    command: &str,
+) -> Result<(RunDir, panacea_run::Checkpoint), DpoError> {
+    if let Ok(m) = Manifest::read(dir) {
+        if m.job != JOB {
+            return Err(RunError::WrongJob {
+                path: dir.to_owned(),
+                expected: JOB.to_owned(),
+                found: m.job,
+            }
+            .into());
+        }
+    }
+    let saved_path = dir.join(CONFIG_FILE);
+    let saved_text = std::fs::read_to_string(&saved_path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            DpoError::Run(RunError::NotARunFolder { path: dir.to_owned() })
+        } else {
+            DpoError::Io { what: "reading", path: saved_path.clone(), source }
+        }
+    })?;
+    let saved: DpoRunConfig = parse_config(&saved_text, &saved_path.display().to_string(), &[])?;
+    let as_json = |c: &DpoRunConfig| {
+        serde_json::to_value(c).map_err(|e| DpoError::Data(format!("config as JSON: {e}")))
+    };
+    let (run, ckpt) =
+        RunDir::resume(dir, JOB, &as_json(&saved)?, &as_json(cfg)?, &to_yaml(cfg)?, command)?;
+    Ok((run, ckpt))
+}
+
+/// The frozen base model and its tokenizer: `cfg.model` loaded from the model cache, a GGUF
+/// file or a model folder, or for `tiny-random` a 2-layer random Llama initialised from
+/// `cfg.seed` (SmolLM2 tokenizer).
+pub fn load_base(cfg: &DpoRunConfig, device: tch::Device) -> Result<LoadedModel, DpoError> {
+    let loaded = if cfg.model == panacea_lm::TINY_RANDOM {
+        panacea_lm::tiny_random_model(device, cfg.seed as i64, cfg.dtype.kind())
+    } else {
+        panacea_lm::load_model(&cfg.model, device, cfg.dtype.kind())
+    };
+    loaded.map_err(|source| DpoError::Model { name: cfg.model.clone(), source })
+}
+
+/// Where a data path of a config points: an absolute path as it is; a relative one against
+/// `config_dir` (the config file's folder) when given, then the current folder, then this
+/// workspace (so the bundled configs' `data/...` paths work from any folder of a source
+/// checkout). Fails naming every place tried.
+pub fn resolve_data_path(path: &Path, config_dir: Option<&Path>) -> Result<PathBuf, DpoError> {
+    let mut candidates = Vec::new();
+    if path.is_absolute() {
+        candidates.push(path.to_owned());
+    } else {
+        candidates.extend(config_dir.map(|d| d.join(path)));
+        candidates.push(path.to_owned());
+        candidates.push(panacea_data::workspace_path(&path.to_string_lossy()));
+    }
+    candidates.dedup();
+    match candidates.iter().find(|c| c.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(DpoError::DataPath { path: path.to_owned(), tried: candidates }),
+    }
+}
+
+/// The tokenised pair sets of a run and what tokenisation kept.
+struct PairSets {
+    train: Vec<EncodedPair>,
+    train_report: EncodeReport,
+    eval: Option<Vec<EncodedPair>>,
+    eval_report: Option<EncodeReport>,
+}
+
+/// Reads `data.train` (and `data.eval`, or splits off every `eval_prompt_stride`-th prompt),
+/// tokenises both and reports what was kept.
+fn load_pair_sets(
+    cfg: &DpoRunConfig,
+    loaded: &LoadedModel,
+    observer: &mut dyn Observer,
+) -> Result<PairSets, DpoError> {
+    let mut train_records = read_pairs(cfg, &cfg.data.train, observer)?;
+    let eval_records = match &cfg.data.eval {
+        Some(p) => Some(read_pairs(cfg, p, observer)?),
+        None if cfg.data.eval_prompt_stride > 0 => {
+            let (train_part, eval_part) =
+                split_by_prompt(std::mem::take(&mut train_records), cfg.data.eval_prompt_stride);
+            train_records = train_part;
+            if train_records.is_empty() || eval_part.is_empty() {
+                return Err(DpoError::Data(format!(
+                    "data.eval_prompt_stride = {} leaves an empty split of {}; hint: a smaller \
+                     stride, or data.eval",
+                    cfg.data.eval_prompt_stride,
+                    cfg.data.train.display()
+                )));
+            }
+            Some(eval_part)
+        }
+        None => None,
+    };
+    let (train, train_report) =
+        encode(cfg, loaded, train_records, cfg.data.max_train_pairs, "train", observer)?;
+    let (eval, eval_report) = match eval_records {
+        Some(r) => {
+            // Interleaved so that a `max_eval_pairs` cap keeps pairs of every eval prompt
+            // (the file holds each prompt's pairs in a run).
+            let (pairs, report) = encode(
+                cfg,
+                loaded,
+                interleave_by_prompt(r),
+                cfg.data.max_eval_pairs,
+                "eval",
+                observer,
+            )?;
+            (Some(pairs), Some(report))
+        }
+        None => (None, None),
+    };
+    Ok(PairSets { train, train_report, eval, eval_report })
+}
+
+/// The records of one pair file; skipped lines (with `data.skip_invalid`) become a warning.
+fn read_pairs(
+    cfg: &DpoRunConfig,
+    path: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Vec<PairRecord>, DpoError> {
+    let path = resolve_data_path(path, cfg.config_dir.as_deref())?;
+    let opts = ReadOptions {
+        format: cfg.data.format,
+        dims: cfg.objectives.clone(),
+        skip_invalid: cfg.data.skip_invalid,
+    };
+    let (records, report) = panacea_data::load_pairs(&path, opts)
+        .map_err(|source| DpoError::Pairs { path: path.clone(), source })?;
+    if report.skipped > 0 {
+        observer.on_event(&Event::Warning(&format!(
+            "{}: skipped {} malformed line(s) of {}; first:\n  {}",
+            path.display(),
+            report.skipped,
+            report.records + report.skipped + report.blank_lines,
+            report.first_errors.join("\n  ")
+        )));
+    }
+    Ok(records)
+}
+
+/// Tokenises at most `limit` records (0 = all); fails when none is usable.
+fn encode(
+    cfg: &DpoRunConfig,
+    loaded: &LoadedModel,
+    mut records: Vec<PairRecord>,
+    limit: usize,
+    what: &str,
+    observer: &mut dyn Observer,
+) -> Result<(Vec<EncodedPair>, EncodeReport), DpoError> {
+    if limit > 0 {
+        records.truncate(limit);
+    }
+    let template = ChatTemplate::default();
+    let (pairs, report) =
+        encode_pairs(&records, cfg.k(), &loaded.tokenizer, &template, cfg.data.max_len)?;
+    observer.on_event(&Event::Message(&format!(
+        "{what} pairs: {} kept, {} dropped (identical {}, unlabelled {}, prompt too long {}), {} \
+         truncated, labelled per objective {:?}",
+        report.kept,
+        report.dropped(),
+        report.dropped_identical,
+        report.dropped_unlabelled,
+        report.dropped_prompt_too_long,
+        report.truncated,
+        report.labelled_per_obj
+    )));
+    if pairs.is_empty() {
+        return Err(DpoError::Data(format!(
+            "no usable {what} pairs (every pair was dropped: see the counts above); hint: raise \
+             data.max_len or check the labels"
+        )));
+    }
+    Ok((pairs, report))
+}
+
+/// The reference log-prob cache of `pairs`, unless `ref_cache.enabled` is off. Its key covers
+/// the encoded pairs, the base weights and everything else that changes the numbers (the
+/// sequence log-prob variant, the dtype, the device kind).
+fn open_ref_cache(
+    cfg: &DpoRunConfig,
+    device: tch::Device,
+    base_hash: &str,
+    pairs: &[EncodedPair],
+    what: &str,
+    observer: &mut dyn Observer,
+) -> Option<RefLogpCache> {
+    if !cfg.ref_cache.enabled {
+        return None;
+    }
+    let settings = format!(
+        "seq_logp={:?} dtype={} device={}",
+        cfg.dpo.seq_logp,
+        cfg.dtype,
+        if device.is_cuda() { "cuda" } else { "cpu" }
+    );
+    let dir = cfg.ref_cache.dir.clone().unwrap_or_else(|| {
+        panacea_lm::load::cache_root()
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("dpo-ref-logp")
+    });
+    let key = RefCacheKey { data: hash_pairs(pairs), base_model: base_hash.to_owned(), settings };
+    let (cache, status) = RefLogpCache::open(&dir, key);
+    let line = match status {
+        CacheStatus::New => format!("{what} reference cache: new ({})", cache.path().display()),
+        CacheStatus::Loaded { entries } => {
+            format!("{what} reference cache: {entries} pairs ({})", cache.path().display())
+        }
+        CacheStatus::Invalidated { reason } => {
+            format!("{what} reference cache: invalidated, rebuilding ({reason})")
+        }
+    };
+    observer.on_event(&Event::Message(&line));
+    Some(cache)
+}
+
+/// One evaluation record: a log line and the metrics.jsonl object.
+struct EvalLine {
+    human: String,
+    json: Value,
+}
+
+/// The eval pairs collated in training-sized batches.
+fn eval_batches<'a>(
+    pairs: &'a [EncodedPair],
+    cfg: &'a DpoRunConfig,
+    dev: tch::Device,
+) -> impl Iterator<Item = Result<PairBatch, DpoError>> + 'a {
+    pairs.chunks(cfg.train.batch_size.max(1)).map(move |chunk| {
+        let rows: Vec<&EncodedPair> = chunk.iter().collect();
+        PairBatch::collate(&rows, cfg.k(), 0, cfg.dpo.seq_logp, dev)
+    })
+}
+
+/// Implicit-reward and likelihood-ranking accuracy per objective on the eval pairs under each
+/// vertex λ = e_j and the centre, pooled over batches (weighted by labelled pairs).
+fn evaluate(
+    trainer: &DpoTrainer<Llama>,
+    pairs: &[EncodedPair],
+    cfg: &DpoRunConfig,
+    cache: &mut Option<RefLogpCache>,
+    step: u64,
+) -> Result<EvalLine, DpoError> {
+    let k = cfg.k();
+    let dev = trainer.model.device();
+    let mut j = BTreeMap::new();
+    j.insert("step".to_owned(), json!(step));
+    let mut human = format!("eval step {step} |");
+    // The vertices e_v and the centre: their policy ranking accuracies form a small front whose
+    // hypervolume (reference 0: accuracies lie in [0, 1]) is logged as `eval/hv` each evaluation.
+    let mut front: Vec<Vec<f64>> = Vec::with_capacity(k + 1);
+    for v in 0..=k {
+        let pref =
+            if v < k { PreferenceVector::vertex(k, v)? } else { PreferenceVector::uniform(k)? };
+        let mut acc = vec![0.0; k];
+        let mut policy_rank = vec![0.0; k];
+        let mut base_rank = vec![0.0; k];
+        let mut loss = vec![0.0; k];
+        let mut count = vec![0.0; k];
+        for batch in eval_batches(pairs, cfg, dev) {
+            let m = trainer.evaluate(&batch?, StepPreference::Shared(&pref), cache.as_mut())?;
+            for i in 0..k {
+                let n = m.labelled_per_obj[i];
+                acc[i] += m.accuracy_per_obj[i] * n;
+                policy_rank[i] += m.policy_ranking_accuracy_per_obj[i] * n;
+                base_rank[i] += m.base_ranking_accuracy_per_obj[i] * n;
+                loss[i] += m.loss_per_obj[i] * n;
+                count[i] += n;
+            }
+        }
+        let tag = cfg.objectives.get(v).map_or("mid", String::as_str);
+        front.push((0..k).map(|i| policy_rank[i] / count[i].max(1.0)).collect());
+        human.push_str(&format!(" pref=e[{tag}]:"));
+        for (i, name) in cfg.objectives.iter().enumerate() {
+            let n = count[i].max(1.0);
+            j.insert(format!("eval/e_{tag}/accuracy/{name}"), json!(acc[i] / n));
+            j.insert(format!("eval/e_{tag}/ranking_accuracy/{name}"), json!(policy_rank[i] / n));
+            j.insert(format!("eval/base/ranking_accuracy/{name}"), json!(base_rank[i] / n));
+            j.insert(format!("eval/e_{tag}/loss/{name}"), json!(loss[i] / n));
+            human.push_str(&format!(
+                " acc[{name}] {:.2} rank[{name}] {:.2} (base {:.2})",
+                acc[i] / n,
+                policy_rank[i] / n,
+                base_rank[i] / n
+            ));
+        }
+    }
+    log_accuracy_hv(&front, &mut j, &mut human)?;
+    Ok(EvalLine { human, json: json!(j) })
+}
+
+/// Logs `eval/hv`: the hypervolume of ranking-accuracy points (reference 0: accuracies lie in
+/// [0, 1]).
+fn log_accuracy_hv(
+    front: &[Vec<f64>],
+    j: &mut BTreeMap<String, Value>,
+    human: &mut String,
+) -> Result<(), DpoError> {
+    let k = front.first().map_or(0, Vec::len);
+    let hv = panacea_eval::hypervolume(
+        front,
+        panacea_eval::Sense::Max,
+        &panacea_eval::RefPoint::Explicit(vec![0.0; k]),
+    )?;
+    j.insert("eval/hv".to_owned(), json!(hv.value));
+    human.push_str(&format!(" | hv {:.4}", hv.value));
+    Ok(())
+}
+
+/// The base model's likelihood-ranking accuracy per objective on the eval pairs (step 0;
+/// the implicit reward is 0 for every pair there, so its accuracy is not logged).
+fn evaluate_base(
+    trainer: &DpoTrainer<Llama>,
+    pairs: &[EncodedPair],
+    cfg: &DpoRunConfig,
+    cache: &mut Option<RefLogpCache>,
+) -> Result<EvalLine, DpoError> {
+    let k = cfg.k();
+    let dev = trainer.model.device();
+    let (mut base_rank, mut count) = (vec![0.0; k], vec![0.0; k]);
+    for batch in eval_batches(pairs, cfg, dev) {
+        let batch = batch?;
+        let (reference, _) = trainer.reference_logps(&batch, cache.as_mut())?; // [2B]
+        let rank = crate::loss::ranking_accuracy(&reference, &batch.labels)?; // [K]
+        let labelled =
+            batch.labels.ne(0).sum_dim_intlist([0i64].as_slice(), false, tch::Kind::Float); // [K]
+        for i in 0..k {
+            let n = labelled.double_value(&[i as i64]);
+            base_rank[i] += rank.double_value(&[i as i64]) * n;
+            count[i] += n;
+        }
+    }
+    let mut j = BTreeMap::new();
+    j.insert("step".to_owned(), json!(0));
+    let mut human = format!("eval step 0 | {} pairs |", pairs.len());
+    for (i, name) in cfg.objectives.iter().enumerate() {
+        let acc = base_rank[i] / count[i].max(1.0);
+        j.insert(format!("eval/base/ranking_accuracy/{name}"), json!(acc));
+        human.push_str(&format!(" base rank[{name}] {acc:.2}"));
+    }
+    // The start of the `eval/hv` curve: every λ ranks like the base here, so the front is the
+    // base's one point.
+    let base_point: Vec<f64> = (0..k).map(|i| base_rank[i] / count[i].max(1.0)).collect();
+    log_accuracy_hv(&[base_point], &mut j, &mut human)?;
+    Ok(EvalLine { human, json: json!(j) })
+}
+
+/// Records reordered round-robin over prompts (first pair of every prompt, then the second,
+/// ...), each prompt's pairs keeping their order; prompts in first-appearance order.
+pub fn interleave_by_prompt(records: Vec<PairRecord>) -> Vec<PairRecord> {
+    let mut groups: Vec<Vec<PairRecord>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for r in records {
+        let g = *index.entry(r.prompt.clone()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(r);
+    }
+    let mut iters: Vec<_> = groups.into_iter().map(|g| g.into_iter()).collect();
+    let mut out = Vec::new();
+    loop {
+        let before = out.len();
+        out.extend(iters.iter_mut().filter_map(Iterator::next));
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+/// Splits records by prompt: the prompts with first-appearance index i where i % stride ==
+/// stride − 1 (and all their pairs) go to the second list.
+pub fn split_by_prompt(
+    records: Vec<PairRecord>,
+    stride: usize,
+) -> (Vec<PairRecord>, Vec<PairRecord>) {
+    let mut order: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for r in records {
+        let next = order.len();
+        let i = *order.entry(r.prompt.clone()).or_insert(next);
+        if i % stride == stride - 1 {
+            eval.push(r);
+        } else {
+            train.push(r);
+        }
+    }
+    (train, eval)
+}
+
+fn round2(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| (x * 100.0).round() / 100.0).collect()
+}
