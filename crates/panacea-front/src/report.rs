@@ -123,11 +123,10 @@ pub fn comparisons(
     reference_point: &[f64],
     boot: &BootstrapOptions,
 ) -> Result<Vec<PairedDifference>> {
+    let methods = || ev.methods.iter().zip(&ev.baseline).skip(1);
     let mut out = Vec::new();
-    let is_panacea = |i: usize| i > 0 && !ev.baseline[i];
-    for (i, m) in ev.methods.iter().enumerate().filter(|(i, _)| is_panacea(*i)) {
-        let _ = i;
-        for (_, b) in ev.methods.iter().enumerate().filter(|(j, _)| ev.baseline[*j]) {
+    for (m, _) in methods().filter(|(_, is_baseline)| !**is_baseline) {
+        for (b, _) in methods().filter(|(_, is_baseline)| **is_baseline) {
             let pair = [b.clone(), m.clone()];
             out.extend(differences_vs_first(&pair, Sense::Max, reference_point, boot)?);
         }
