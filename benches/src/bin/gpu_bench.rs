@@ -507,7 +507,7 @@ fn ppo(cx: &mut Ctx) -> Result<()> {
     let iters = cx.iters(2);
     let mut err = None;
     let step_ms = time_ms(dev, 1, iters, || {
-        if let Err(e) = trainer.step(&batch, &pref_list, &mut rng) {
+        if let Err(e) = trainer.step(&batch, StepPreference::PerRow(&pref_list), &mut rng) {
             err = Some(e);
         }
     });
@@ -556,7 +556,7 @@ fn ppo(cx: &mut Ctx) -> Result<()> {
         })?;
         sync(dev);
         ref_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        let exp = trainer.make_experience(&batch, &pref_list, &mut rng)?;
+        let exp = trainer.make_experience(&batch, StepPreference::PerRow(&pref_list), &mut rng)?;
         sync(dev);
         let t0 = Instant::now();
         trainer.learn(&exp, &mut rng)?;

@@ -3,7 +3,8 @@
 //!
 //! The Panacea run (the `--latest-*-run`, else the run around the first `--adapter`) decides
 //! the gold scorers unless `--set objectives=[...]` chooses them; `--compare rs,dps` trains its
-//! baselines with its own trainer. Adapters inside run folders are labelled
+//! baselines with its own trainer (Ctrl-C stops a baseline member after its step, with a
+//! checkpoint; run the comparison again to continue). Adapters inside run folders are labelled
 //! `panacea {PPO|DPO} {LS|Tche} (<run>)`, so several runs share one report.
 
 use std::path::{Path, PathBuf};
@@ -11,15 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use panacea_core::device::{DType, DeviceChoice};
-use panacea_front::Result;
-use panacea_front::{
-    Baseline, FrontConfig, FrontError, FrontJob, MemberRun, MemberTrainer, RunConfig, RunJob,
-};
-use panacea_rlhf::config::TrainPpoConfig;
-use panacea_run::{Observer, RunOptions, Trained};
+use panacea_front::{Baseline, FrontConfig, FrontJob, JobTrainer, RunJob};
 
-use crate::observer::ProgressObserver;
-use crate::train_ppo;
+use crate::observer::{install_stop_flag, ProgressObserver};
 
 /// Flags of `panacea eval-front`.
 #[derive(clap::Args)]
@@ -110,59 +105,6 @@ impl Args {
     }
 }
 
-/// Trains a baseline member: DPO with panacea-dpo's whole job, PPO with this binary's loop
-/// (which reads a config file: the member's typed config is written to a temporary file).
-pub(crate) struct CliTrainer {
-    /// `--device`, passed on to the member runs.
-    pub(crate) device: Option<DeviceChoice>,
-}
-
-impl CliTrainer {
-    fn train_ppo(&self, member: &MemberRun<'_>, cfg: &TrainPpoConfig) -> Result<(PathBuf, bool)> {
-        let yaml = panacea_core::config::to_yaml(cfg).map_err(panacea_core::CoreError::from)?;
-        let path = std::env::temp_dir().join(format!(
-            "panacea-member-{}-{}.yaml",
-            std::process::id(),
-            member.name
-        ));
-        std::fs::write(&path, yaml).map_err(|source| FrontError::Io {
-            action: "writing",
-            path: path.clone(),
-            source,
-        })?;
-        let (root, name) = (member.runs_dir.to_path_buf(), member.name.to_owned());
-        let args = train_ppo::Args::new_run(path.clone(), vec![], self.device, root, name);
-        let trained = train_ppo::train(args);
-        let _ = std::fs::remove_file(&path);
-        let t = trained.map_err(|e| FrontError::Invalid(format!("{e:#}")))?;
-        Ok((t.run_dir, t.interrupted))
-    }
-}
-
-impl MemberTrainer for CliTrainer {
-    fn train(&mut self, member: &MemberRun<'_>, observer: &mut dyn Observer) -> Result<Trained> {
-        let (run_dir, interrupted) = match member.config {
-            RunConfig::Ppo(c) => self.train_ppo(member, c)?,
-            RunConfig::Dpo(c) => {
-                let mut cfg = (**c).clone();
-                if let Some(d) = self.device {
-                    cfg.device = d;
-                }
-                let opts = RunOptions::new(member.runs_dir).named(member.name);
-                let t = panacea_dpo::train_dpo(&cfg, &opts, observer)?;
-                (t.run_dir, t.interrupted)
-            }
-        };
-        let checkpoint = panacea_run::latest_checkpoint(&run_dir)?;
-        Ok(Trained {
-            step: checkpoint.as_ref().map_or(0, |c| c.step),
-            checkpoint: checkpoint.map(|c| c.dir),
-            run_dir,
-            interrupted,
-        })
-    }
-}
-
 /// `panacea eval-front`.
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let job = args.job()?;
@@ -172,7 +114,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(out.join(".gitignore"), "*\n")?;
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let mut trainer = CliTrainer { device: args.device };
+    let mut trainer = JobTrainer { device: args.device, stop: install_stop_flag()? };
     let mut observer = ProgressObserver::new();
     let w = panacea_front::run_front_job(&job, &out, &command, &mut trainer, &mut observer)?;
     println!("{}", w.markdown);

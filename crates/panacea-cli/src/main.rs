@@ -8,19 +8,14 @@ use clap::{Parser, Subcommand};
 mod convert;
 mod doctor;
 mod eval_front;
-#[cfg(test)]
-mod eval_front_tests;
 mod export_peft;
 mod generate;
 mod interrupt;
 mod metrics;
-#[allow(dead_code)] // install_stop_flag: used by the jobs as they move into the libraries
 mod observer;
 mod perplexity;
 mod progress;
 mod run_dir;
-#[cfg(test)]
-mod test_support;
 mod train_dpo;
 mod train_ppo;
 mod train_rm;

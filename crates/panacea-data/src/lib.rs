@@ -6,6 +6,8 @@
 //! - Gold scorers: [`harmless`] (alt-profanity-check toxicity, exported to JSON), [`positive`]
 //!   (VADER compound), [`relevant`] (all-MiniLM-L6-v2 cosine, encoder in [`minilm`]),
 //!   [`concise`] (the paper's concise rule).
+//! - [`spec`]: [`ScorerSpec`], the one config description of an objective's score function
+//!   (PPO rewards and front evaluation), and the constructor of the text scorers.
 //! - [`prompts`]: the bundled harmful and benign prompt sets with fixed splits.
 //! - [`pairgen`]: per-dimension pairs from k scored responses per prompt, and rank statistics.
 //! - [`pairs`]: streaming JSONL loaders for the generic N-dimension schema, PKU-SafeRLHF and
@@ -28,6 +30,7 @@ pub mod positive;
 pub mod prompts;
 pub mod relevant;
 pub mod scorer;
+pub mod spec;
 
 pub use concise::{ConciseScorer, LengthMeasure};
 pub use error::DataError;
@@ -41,6 +44,7 @@ pub use positive::{NegativeScorer, PositiveScorer};
 pub use prompts::{load_prompts, split_of, PromptRecord, PromptSet, Split};
 pub use relevant::RelevantScorer;
 pub use scorer::Scorer;
+pub use spec::{ScorerSpec, TokenCounter};
 
 /// A path inside this workspace (`data/...`), resolved from the crate's manifest folder at
 /// compile time, so tests and tools find the committed data from any working directory.

@@ -19,10 +19,11 @@
 
 use std::path::{Path, PathBuf};
 
+use panacea_core::device::DeviceChoice;
 use panacea_core::{Aggregation, PreferenceSampler, PreferenceVector};
 use panacea_dpo::DpoRunConfig;
 use panacea_rlhf::config::TrainPpoConfig;
-use panacea_run::{Event, Observer, Trained};
+use panacea_run::{Event, Observer, RunOptions, StopFlag, Trained};
 
 use crate::error::{Context, FrontError, Result};
 use crate::method::{DpsSpec, SoupSpec};
@@ -75,10 +76,14 @@ impl RunConfig {
                 panacea_core::config::load_config(config, &[])
                     .map_err(panacea_core::CoreError::from)?,
             )),
-            RunJob::Dpo => RunConfig::Dpo(Box::new(
-                panacea_core::config::load_config(config, &[])
-                    .map_err(panacea_core::CoreError::from)?,
-            )),
+            RunJob::Dpo => {
+                let mut cfg: DpoRunConfig = panacea_core::config::load_config(config, &[])
+                    .map_err(panacea_core::CoreError::from)?;
+                // Relative data paths as a resumed run reads them: from the run folder, the
+                // current folder, then the workspace.
+                cfg.config_dir = config.parent().map(Path::to_path_buf);
+                RunConfig::Dpo(Box::new(cfg))
+            }
         })
     }
 
@@ -186,6 +191,38 @@ pub trait MemberTrainer {
     /// Trains `member` into a new run folder under `member.runs_dir` named after
     /// `member.name`.
     fn train(&mut self, member: &MemberRun<'_>, observer: &mut dyn Observer) -> Result<Trained>;
+}
+
+/// Trains members with the workspace's whole jobs: [`panacea_rlhf::train_ppo`] for PPO runs,
+/// [`panacea_dpo::train_dpo`] for DPO runs.
+#[derive(Debug, Default, Clone)]
+pub struct JobTrainer {
+    /// Runs the members on this device instead of their config's.
+    pub device: Option<DeviceChoice>,
+    /// Stops a member after its current step (with a checkpoint); the family then ends with
+    /// [`FrontError::Interrupted`] and a later comparison continues it.
+    pub stop: StopFlag,
+}
+
+impl MemberTrainer for JobTrainer {
+    fn train(&mut self, member: &MemberRun<'_>, observer: &mut dyn Observer) -> Result<Trained> {
+        let opts = RunOptions {
+            stop: self.stop.clone(),
+            ..RunOptions::new(member.runs_dir).named(member.name)
+        };
+        Ok(match member.config {
+            RunConfig::Ppo(c) => {
+                let mut cfg = (**c).clone();
+                cfg.device = self.device.unwrap_or(cfg.device);
+                panacea_rlhf::train_ppo(&cfg, &opts, observer)?
+            }
+            RunConfig::Dpo(c) => {
+                let mut cfg = (**c).clone();
+                cfg.device = self.device.unwrap_or(cfg.device);
+                panacea_dpo::train_dpo(&cfg, &opts, observer)?
+            }
+        })
+    }
 }
 
 /// The baselines, ready for evaluation.

@@ -52,7 +52,9 @@ pub mod runs;
 pub mod sample;
 pub mod scorer;
 
-pub use baselines::{train_baselines, Baseline, Baselines, MemberRun, MemberTrainer, RunConfig};
+pub use baselines::{
+    train_baselines, Baseline, Baselines, JobTrainer, MemberRun, MemberTrainer, RunConfig,
+};
 pub use config::{BootstrapConfig, FrontConfig, GenerationConfig, PromptSource, PromptsConfig};
 pub use error::{Context, FrontError, Result};
 pub use evaluate::{check_base_models, evaluate, evaluate_front, Evaluation, Example};

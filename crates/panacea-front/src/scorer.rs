@@ -4,13 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use panacea_core::config::Validator;
-use panacea_data::{
-    ConciseScorer, HarmlessScorer, LengthMeasure, MiniLmEncoder, NegativeScorer, PositiveScorer,
-    RelevantScorer, Scorer,
-};
+use panacea_data::{ConciseScorer, Scorer, ScorerSpec, TokenCounter};
 use panacea_lm::{ChatTemplate, Llama, Tokenizer};
 use serde::{Deserialize, Serialize};
-use tch::nn;
 
 use crate::error::{ensure, Context, FrontError, Result};
 
@@ -131,55 +127,49 @@ impl GoldScorer {
         }
     }
 
-    /// Builds the scorer; concise counts tokens of the policy's tokenizer; a learned score
-    /// model is loaded onto `base`; MiniLM runs on `device`.
+    /// The shared scorer spec of a text scorer (`None` for a learned score model): PPO
+    /// rewards and evaluation build text scorers with one constructor.
+    pub fn text_spec(&self) -> Option<ScorerSpec> {
+        Some(match self {
+            GoldScorer::ScoreModel { .. } => return None,
+            GoldScorer::Harmless => ScorerSpec::Harmless,
+            GoldScorer::Positive => ScorerSpec::Positive,
+            GoldScorer::Negative => ScorerSpec::Negative,
+            GoldScorer::Relevant { batch_size } => ScorerSpec::Relevant { batch_size: *batch_size },
+            GoldScorer::Concise { r_max, c } => ScorerSpec::Concise { r_max: *r_max, c: *c },
+        })
+    }
+
+    /// Builds the scorer: a text scorer through [`ScorerSpec::text_scorer`] (concise counts
+    /// the policy tokenizer's tokens, MiniLM runs on `device`), a learned score model loaded
+    /// onto `base`.
     pub fn build(
         &self,
         tokenizer: &Tokenizer,
         base: &Llama,
         device: tch::Device,
     ) -> Result<Box<dyn Scorer>> {
-        Ok(match self {
-            GoldScorer::ScoreModel { name, path, cost } => {
-                Box::new(LearnedScorer::load(name, path, *cost, base, tokenizer)?)
-            }
-            GoldScorer::Harmless => Box::new(HarmlessScorer::load_bundled()?),
-            GoldScorer::Positive => Box::new(PositiveScorer::new()),
-            GoldScorer::Negative => Box::new(NegativeScorer::new()),
-            GoldScorer::Relevant { batch_size } => {
-                let dir = MiniLmEncoder::default_dir().ok_or_else(|| {
-                    FrontError::NotFound(
-                        "neither PANACEA_CACHE nor HOME is set; cannot find MiniLM".into(),
-                    )
-                })?;
-                let enc = MiniLmEncoder::load(&dir, device).context_with(|| {
-                    format!(
-                        "loading the relevance encoder from {}\nhint: run `cargo xtask \
-                         fetch-scorers`",
-                        dir.display()
-                    )
-                })?;
-                Box::new(RelevantScorer::new(enc, *batch_size)?)
-            }
-            GoldScorer::Concise { r_max, c } => {
-                // |y| in policy tokens. Encoding UTF-8 text with a loaded BPE tokenizer does
-                // not fail; if it ever did, the character count bounds the token count.
-                let tok = tokenizer.clone();
-                let length = LengthMeasure::Custom(Box::new(move |text: &str| {
-                    tok.encode(text).map_or_else(|_| text.chars().count(), |ids| ids.len())
-                }));
-                Box::new(ConciseScorer::new(*r_max, *c, length)?)
-            }
-        })
+        if let GoldScorer::ScoreModel { name, path, cost } = self {
+            return Ok(Box::new(LearnedScorer::load(name, path, *cost, base, tokenizer)?));
+        }
+        let tok = tokenizer.clone();
+        let tokens: TokenCounter =
+            std::sync::Arc::new(move |t: &str| tok.encode(t).ok().map(|ids| ids.len()));
+        let spec = self.text_spec().ok_or_else(|| {
+            FrontError::Invalid(format!("objective {}: not a text scorer", self.name()))
+        })?;
+        spec.text_scorer(Some(tokens), device)
+            .context_with(|| format!("building the {} scorer", self.name()))?
+            .ok_or_else(|| {
+                FrontError::Invalid(format!("objective {}: not a text scorer", self.name()))
+            })
     }
 }
 
 /// A learned score model as a higher-is-better [`Scorer`] (see [`GoldScorer::ScoreModel`]).
 struct LearnedScorer {
     name: String,
-    model: panacea_rlhf::score::LmScoreModel,
-    /// Holds the model's adapter and head.
-    _vs: nn::VarStore,
+    model: panacea_rlhf::LearnedScoreModel,
     tokenizer: Tokenizer,
     template: ChatTemplate,
     negate: bool,
@@ -193,22 +183,19 @@ impl LearnedScorer {
         base: &Llama,
         tokenizer: &Tokenizer,
     ) -> Result<Self> {
-        let mut vs = nn::VarStore::new(panacea_lm::CausalLm::device(base));
-        let (model, meta) = panacea_rlhf::score::load_score_model(path, base, &mut vs)
+        let model = panacea_rlhf::LearnedScoreModel::load(path, base)
             .context_with(|| format!("objective {name}: loading score model {}", path.display()))?;
-        let is_cost = meta.kind == panacea_core::ObjectiveKind::Cost;
+        let is_cost = model.meta.kind == panacea_core::ObjectiveKind::Cost;
         ensure(is_cost == cost, || {
             format!(
                 "objective {name}: {} holds a {:?} model but the objective says cost = {cost}",
                 path.display(),
-                meta.kind
+                model.meta.kind
             )
         })?;
-        vs.freeze();
         Ok(Self {
             name: name.to_owned(),
             model,
-            _vs: vs,
             tokenizer: tokenizer.clone(),
             template: ChatTemplate::default(),
             negate: cost,
@@ -243,7 +230,7 @@ impl Scorer for LearnedScorer {
                 responses.len()
             )));
         }
-        let device = panacea_lm::CausalLm::device(&self.model.backbone);
+        let device = panacea_lm::CausalLm::device(&self.model.model.backbone);
         let mut out = Vec::with_capacity(prompts.len());
         for (ps, rs) in prompts.chunks(16).zip(responses.chunks(16)) {
             let mut rows = Vec::with_capacity(ps.len());

@@ -1,19 +1,27 @@
-//! Settings of one PPO step (method.md §6.6, [`PpoConfig`]) and of a whole `train-ppo` run
-//! ([`TrainPpoConfig`]: model, prompts, objectives and their sources, preference sampler,
-//! loop). Defaults exist only where they are safe; paths, objectives and K have none.
+//! Settings of one PPO step ([`PpoConfig`]), of a whole `train-ppo` run ([`TrainPpoConfig`]:
+//! model, prompts, objectives and their scorers, preference sampler, loop) and of a
+//! `train-rm` run ([`TrainRmConfig`]). Defaults exist only where they are safe; paths,
+//! objectives and K have none.
+//!
+//! The keys follow the workspace's one config vocabulary (`configs/README.md`): `model`,
+//! `seed`, `device`, `dtype`, `threads`, `adapter`, `objectives`, `preference`,
+//! `aggregation`, `train.*` and `optim.*` mean the same in every job. Keys of earlier versions
+//! are listed in each config's [`Validate::renamed_keys`] table and fail with the new name.
 
 use serde::{Deserialize, Serialize};
 
 use panacea_core::adapter::SvdLoraConfig;
 use panacea_core::aggregation::Aggregation;
+use panacea_core::config::RenamedKey;
 use panacea_core::config::{Validate, Validator};
-use panacea_core::device::DType;
+use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::objective::{Objective, ObjectiveKind};
 use panacea_core::preference::PreferenceSampler;
+use panacea_data::{PairFormat, ScorerSpec};
 
 use crate::lagrange::LagrangeConfig;
 
-/// Generation settings of the rollout (method.md §6.1 step 2).
+/// Generation settings of the rollout (`rollout:`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutConfig {
@@ -31,7 +39,7 @@ pub struct RolloutConfig {
     pub top_p: Option<f64>,
 }
 
-/// PPO's own coefficients (method.md §6.1, §6.6).
+/// PPO's own coefficients (`ppo:`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PpoSettings {
@@ -67,32 +75,33 @@ pub struct PpoSettings {
     pub normalise_scores: bool,
 }
 
-/// Optimiser settings: Adam(0.9, 0.95) for both actor and critic, linear warm-up, then cosine
-/// (actor) or constant (critic).
+/// Optimiser settings (`optim:`): AdamW(0.9, 0.95) for both actor and critic, linear warm-up,
+/// then cosine (actor) or constant (critic).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {
     /// Peak actor (adapter) learning rate, > 0.
-    #[serde(default = "d_actor_lr")]
-    pub actor_lr: f64,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
     /// Critic learning rate, > 0.
     #[serde(default = "d_critic_lr")]
     pub critic_lr: f64,
     /// Actor weight decay on U and V (σ and s never decay), ≥ 0.
-    #[serde(default = "d_wd")]
+    #[serde(default)]
     pub weight_decay: f64,
     /// Critic weight decay, ≥ 0.
     #[serde(default)]
     pub critic_weight_decay: f64,
     /// Fraction of the steps spent in linear warm-up, in [0, 1).
-    #[serde(default = "d_warmup")]
+    #[serde(default)]
     pub warmup_ratio: f64,
     /// Global gradient-norm clip, > 0.
     #[serde(default = "one")]
-    pub grad_clip: f64,
+    pub max_grad_norm: f64,
 }
 
-/// Everything [`crate::trainer::PpoTrainer`] needs.
+/// Everything [`crate::trainer::PpoTrainer`] needs (built from a run's config by
+/// [`TrainPpoConfig::trainer_config`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PpoConfig {
@@ -144,17 +153,11 @@ fn d_one_usize() -> usize {
 fn d_mini() -> usize {
     4
 }
-fn d_actor_lr() -> f64 {
-    2e-3
+fn d_lr() -> f64 {
+    1e-3
 }
 fn d_critic_lr() -> f64 {
     1e-3
-}
-fn d_wd() -> f64 {
-    0.01
-}
-fn d_warmup() -> f64 {
-    0.03
 }
 
 impl Default for RolloutConfig {
@@ -183,12 +186,12 @@ impl Default for PpoSettings {
 impl Default for OptimConfig {
     fn default() -> Self {
         Self {
-            actor_lr: d_actor_lr(),
+            lr: d_lr(),
             critic_lr: d_critic_lr(),
-            weight_decay: d_wd(),
+            weight_decay: 0.0,
             critic_weight_decay: 0.0,
-            warmup_ratio: d_warmup(),
-            grad_clip: 1.0,
+            warmup_ratio: 0.0,
+            max_grad_norm: 1.0,
         }
     }
 }
@@ -199,12 +202,12 @@ impl OptimConfig {
         (self.warmup_ratio * total as f64).ceil() as u64
     }
 
-    /// Actor learning rate at 1-based `step` of `total`: linear warm-up to `actor_lr`, then
+    /// Actor learning rate at 1-based `step` of `total`: linear warm-up to `lr`, then
     /// cosine decay to 0 at `total`.
     pub fn actor_lr_at(&self, step: u64, total: u64) -> f64 {
         let warm = self.warmup_steps(total);
         if step <= warm && warm > 0 {
-            return self.actor_lr * step as f64 / warm as f64;
+            return self.lr * step as f64 / warm as f64;
         }
         let span = total.saturating_sub(warm).max(1) as f64;
         let progress = ((step - warm) as f64 / span).clamp(0.0, 1.0);
@@ -212,7 +215,7 @@ impl OptimConfig {
         // already moves a little, so the last step (progress 1) would be 0: keep a floor of
         // one step's worth so no step is wasted.
         let floor = 1.0 / span;
-        self.actor_lr * (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(floor * 0.5)
+        self.lr * (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(floor * 0.5)
     }
 
     /// Critic learning rate at `step` of `total`: linear warm-up, then constant.
@@ -262,7 +265,7 @@ impl Validate for PpoSettings {
 
 impl Validate for OptimConfig {
     fn validate(&self, v: &mut Validator) {
-        v.positive(self.actor_lr, "actor_lr");
+        v.positive(self.lr, "lr");
         v.positive(self.critic_lr, "critic_lr");
         v.in_range(self.weight_decay, "weight_decay", 0.0, 1.0);
         v.in_range(self.critic_weight_decay, "critic_weight_decay", 0.0, 1.0);
@@ -271,7 +274,7 @@ impl Validate for OptimConfig {
             "warmup_ratio",
             format!("must lie in [0, 1), got {}", self.warmup_ratio),
         );
-        v.positive(self.grad_clip, "grad_clip");
+        v.positive(self.max_grad_norm, "max_grad_norm");
     }
 }
 
@@ -285,21 +288,6 @@ impl Validate for PpoConfig {
             v.section("lagrange", l);
         }
     }
-}
-
-/// Which base model to load.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// A short name from the model cache (`smollm2-135m`), a model folder or GGUF file, or
-    /// `tiny-random` (a 2-layer D = 64 random-init Llama with the real SmolLM2 tokenizer, for
-    /// smoke runs).
-    pub name: String,
-    /// The policy adapter (its `n_objectives` must equal the number of objectives).
-    pub adapter: SvdLoraConfig,
-    /// Seed of the `tiny-random` init.
-    #[serde(default)]
-    pub init_seed: i64,
 }
 
 /// Where the training prompts come from.
@@ -329,11 +317,12 @@ pub enum BundledSet {
     Harmful,
 }
 
-/// Prompt data settings.
+/// Prompt data settings (`data:`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// The prompt source.
+    /// The prompt source (both splits: train prompts for rollouts, eval prompts for the
+    /// hypervolume curve and the final comparison).
     pub prompts: PromptSource,
     /// Render prompts with the ChatML template.
     #[serde(default = "yes")]
@@ -343,51 +332,20 @@ pub struct DataConfig {
     pub max_prompt_tokens: usize,
 }
 
-/// One objective's score function.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// VADER compound sentiment of the response, in [−1, 1].
-    Positive,
-    /// Minus the VADER compound of the response, in [−1, 1] (in direct conflict with
-    /// `positive`).
-    Negative,
-    /// 1 − p(toxic) of the response (alt-profanity-check export), in [0, 1].
-    Harmless,
-    /// The concise rule r_max if |y| ≤ c else r_max + 1 − |y|/c, |y| in tokens.
-    Concise {
-        /// r_max.
-        #[serde(default = "d_r_max")]
-        r_max: f64,
-        /// c, in tokens, > 0.
-        c: f64,
-    },
-    /// A learned reward or cost model folder written by `panacea train-rm`.
-    ScoreModel {
-        /// The folder.
-        path: std::path::PathBuf,
-    },
-    /// Toy: fraction of even token ids in the response (tests and smoke runs).
-    EvenTokens,
-    /// Toy: fraction of odd token ids in the response.
-    OddTokens,
-    /// Toy: minus the response length in tokens.
-    NegativeLength,
-}
-
-/// One objective: what it is called, whether it is a reward or a cost, its scale and source.
+/// One objective: what it is called, whether it is a reward or a cost, its scale and scorer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectiveSpec {
     /// Short name (logs, metrics, fronts).
     pub name: String,
-    /// Reward or cost.
+    /// Reward or cost. Only a learned score model can be a cost: every built-in scorer
+    /// returns a higher-is-better utility.
     pub kind: ObjectiveKind,
     /// Multiplier on the normalised utility, > 0.
     #[serde(default = "one")]
     pub scale: f64,
     /// The score function.
-    pub source: SourceConfig,
+    pub source: ScorerSpec,
 }
 
 impl ObjectiveSpec {
@@ -397,13 +355,13 @@ impl ObjectiveSpec {
     }
 }
 
-/// Loop settings (owned by the CLI's loop).
+/// Loop settings (`train:`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Number of PPO steps, ≥ 1.
     pub steps: u64,
-    /// Prompts per step (rollout batch), a multiple of `ppo.ppo.mini_batch_size`.
+    /// Prompts per step (rollout batch), a multiple of `ppo.mini_batch_size`.
     pub batch_size: usize,
     /// Log every N steps.
     #[serde(default = "d_one_u64")]
@@ -411,22 +369,23 @@ pub struct TrainConfig {
     /// Checkpoint every N steps (0: only at the end).
     #[serde(default)]
     pub save_every: u64,
-    /// Eval prompts used for the final e_1 / e_2 comparison (greedy), ≥ 1.
-    #[serde(default = "d_eval_prompts")]
-    pub eval_prompts: usize,
-    /// Draw one λ per prompt row instead of one per step (method.md §2.2, [ours]): each
-    /// rollout then covers several points of the simplex, and each row keeps its λ through
-    /// the whole step. The paper shares one λ per step (false).
-    #[serde(default)]
-    pub preference_per_row: bool,
     /// Every N steps (0: never), greedy answers to `hv_prompts` eval prompts under the
     /// Das–Dennis λ grid with H = 2 (K = 2: e_1, (½, ½), e_2) give a front whose hypervolume
     /// is logged as `eval/hv` (reference: the base model's vector minus 1 in every objective).
     #[serde(default)]
-    pub hv_every: u64,
+    pub eval_every: u64,
     /// Eval prompts answered for the hypervolume curve, ≥ 1.
     #[serde(default = "d_hv_prompts")]
     pub hv_prompts: usize,
+    /// Eval prompts used for the final comparison of the vertices e_j with the base (greedy),
+    /// ≥ 1.
+    #[serde(default = "d_eval_prompts")]
+    pub eval_prompts: usize,
+    /// Draw one λ per prompt row instead of one per step: each rollout then covers several
+    /// points of the simplex, and each row keeps its λ through the whole step. The paper
+    /// shares one λ per step (false).
+    #[serde(default)]
+    pub preference_per_row: bool,
 }
 
 fn d_hv_prompts() -> usize {
@@ -437,38 +396,74 @@ fn d_hv_prompts() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainPpoConfig {
-    /// The run's single seed.
-    #[serde(default = "d_seed")]
+    /// The base model: a short name from the model cache (`smollm2-135m`), a model folder or
+    /// GGUF file, or `tiny-random` (panacea-lm's 2-layer random-init Llama with the SmolLM2
+    /// tokenizer, initialised from `seed`).
+    pub model: String,
+    /// The run's one seed (RNG streams, libtorch's generator, the tiny-random init).
+    #[serde(default)]
     pub seed: u64,
-    /// `cpu`, `cuda`, `cuda:N` or `auto` (`--device` overrides it).
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "d_device")]
-    pub device: String,
-    /// Weight dtype of the frozen base (`f32` or `bf16`; `--dtype` overrides it). The policy
-    /// and critic adapters, the value and score heads, the optimiser moments, log-probs and
-    /// losses stay f32 whatever this is (the DPO path does the same).
+    pub device: DeviceChoice,
+    /// Weight dtype of the frozen base (`f32` or `bf16`). The policy and critic adapters, the
+    /// value and score heads, the optimiser moments, log-probs and losses stay f32 whatever
+    /// this is.
     #[serde(default)]
     pub dtype: DType,
-    /// The base model and the policy adapter.
-    pub model: ModelConfig,
-    /// Prompt data.
-    pub data: DataConfig,
+    /// libtorch intra-op threads (0: libtorch's default).
+    #[serde(default)]
+    pub threads: usize,
+    /// The policy adapter (its `n_objectives` must equal the number of objectives; the critic
+    /// uses the same settings).
+    pub adapter: SvdLoraConfig,
     /// The objectives, in preference order (K = their number).
     pub objectives: Vec<ObjectiveSpec>,
     /// How λ is drawn each step (drawn before generation, fixed through the step).
     #[serde(default)]
     pub preference: PreferenceSampler,
+    /// How per-objective advantages are scalarised with λ (linear by default; Tchebycheff is
+    /// experimental and needs an ideal point on normalised scores).
+    #[serde(default)]
+    pub aggregation: Aggregation,
+    /// Prompt data.
+    pub data: DataConfig,
     /// The loop.
     pub train: TrainConfig,
-    /// PPO itself.
+    /// Rollout generation.
     #[serde(default)]
-    pub ppo: PpoConfig,
+    pub rollout: RolloutConfig,
+    /// PPO coefficients.
+    #[serde(default)]
+    pub ppo: PpoSettings,
+    /// Optimisers and schedules.
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// Optional PPO-Lagrangian constraint on one cost objective.
+    #[serde(default)]
+    pub lagrange: Option<LagrangeConfig>,
+}
+
+impl TrainPpoConfig {
+    /// The settings of [`crate::trainer::PpoTrainer`].
+    pub fn trainer_config(&self) -> PpoConfig {
+        PpoConfig {
+            rollout: self.rollout.clone(),
+            ppo: self.ppo.clone(),
+            optim: self.optim.clone(),
+            aggregation: self.aggregation.clone(),
+            lagrange: self.lagrange.clone(),
+        }
+    }
+
+    /// The objective names, in preference order.
+    pub fn objective_names(&self) -> Vec<String> {
+        self.objectives.iter().map(|o| o.name.clone()).collect()
+    }
 }
 
 fn d_max_prompt() -> usize {
     96
-}
-fn d_r_max() -> f64 {
-    4.0
 }
 fn d_one_u64() -> u64 {
     1
@@ -476,64 +471,89 @@ fn d_one_u64() -> u64 {
 fn d_eval_prompts() -> usize {
     16
 }
-fn d_seed() -> u64 {
-    1
+fn d_device() -> DeviceChoice {
+    DeviceChoice::Auto
 }
-fn d_device() -> String {
-    "cpu".into()
+
+/// Keys of `train-ppo` configs before the shared vocabulary, most specific first.
+const PPO_RENAMED: &[RenamedKey] = &[
+    RenamedKey { old: "model.name", new: "model", note: "`model` is now the model name itself" },
+    RenamedKey { old: "model.adapter", new: "adapter", note: "" },
+    RenamedKey {
+        old: "model.init_seed",
+        new: "seed",
+        note: "tiny-random is initialised from the run's seed",
+    },
+    RenamedKey { old: "ppo.rollout", new: "rollout", note: "" },
+    RenamedKey { old: "ppo.ppo", new: "ppo", note: "the PPO coefficients moved up one level" },
+    RenamedKey { old: "ppo.optim.actor_lr", new: "optim.lr", note: "" },
+    RenamedKey { old: "ppo.optim.grad_clip", new: "optim.max_grad_norm", note: "" },
+    RenamedKey { old: "ppo.optim", new: "optim", note: "" },
+    RenamedKey { old: "ppo.aggregation", new: "aggregation", note: "" },
+    RenamedKey { old: "ppo.lagrange", new: "lagrange", note: "" },
+    RenamedKey { old: "train.hv_every", new: "train.eval_every", note: "" },
+];
+
+/// Records a problem for every objective problem shared by PPO and score-model configs:
+/// empty or repeated names.
+fn check_objective_names<'a>(v: &mut Validator, names: impl Iterator<Item = &'a str>) {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, name) in names.enumerate() {
+        let key = format!("objectives.{i}.name");
+        v.check(!name.trim().is_empty(), &key, "must not be empty");
+        v.check(!seen.contains(&name), &key, format!("`{name}` is named twice"));
+        seen.push(name);
+    }
 }
 
 impl Validate for TrainPpoConfig {
     fn validate(&self, v: &mut Validator) {
         let k = self.objectives.len();
+        v.check(!self.model.trim().is_empty(), "model", "must name a model");
         v.check(k >= 1, "objectives", "give at least one objective");
         v.check(
-            self.model.adapter.n_objectives == k as i64,
-            "model.adapter.n_objectives",
-            format!(
-                "must equal the number of objectives ({k}), got {}",
-                self.model.adapter.n_objectives
-            ),
+            self.adapter.n_objectives == k as i64,
+            "adapter.n_objectives",
+            format!("must equal the number of objectives ({k}), got {}", self.adapter.n_objectives),
         );
-        v.check(self.model.adapter.rank >= 1, "model.adapter.rank", "must be ≥ 1");
-        v.check(!self.model.name.trim().is_empty(), "model.name", "must not be empty");
+        v.check(self.adapter.rank >= 1, "adapter.rank", "must be ≥ 1");
+        v.positive(self.adapter.alpha, "adapter.alpha");
+        v.positive(self.adapter.init_std, "adapter.init_std");
+        check_objective_names(v, self.objectives.iter().map(|o| o.name.as_str()));
         for (i, o) in self.objectives.iter().enumerate() {
             let key = format!("objectives.{i}");
-            v.check(!o.name.trim().is_empty(), &format!("{key}.name"), "must not be empty");
             v.positive(o.scale, &format!("{key}.scale"));
-            if let SourceConfig::Concise { c, r_max } = &o.source {
-                v.positive(*c, &format!("{key}.source.c"));
-                v.check(r_max.is_finite(), &format!("{key}.source.r_max"), "must be finite");
+            for (sub, message) in o.source.problems() {
+                v.problem(&format!("{key}.source.{sub}"), message);
             }
-            if let SourceConfig::ScoreModel { path } = &o.source {
-                v.check(
-                    path.is_dir(),
-                    &format!("{key}.source.path"),
-                    format!(
-                        "{} is not a folder; hint: run `panacea train-rm` first",
-                        path.display()
-                    ),
-                );
-            }
+            v.check(
+                o.kind == ObjectiveKind::Reward || o.source.is_learned(),
+                &format!("{key}.kind"),
+                format!(
+                    "`cost` with the built-in scorer `{}`, which returns a higher-is-better \
+                     utility that a cost would negate; hint: declare it `reward` (for the \
+                     opposite direction use a scorer that measures it, e.g. `negative` for \
+                     `positive`), or use a learned cost model (`kind: score_model`)",
+                    o.source.kind_name()
+                ),
+            );
         }
-        let mut names: Vec<&str> = self.objectives.iter().map(|o| o.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        v.check(names.len() == k, "objectives", "objective names must be unique");
         if let Err(e) = self.preference.check(k) {
             v.problem("preference", e.to_string());
         }
-        if let Aggregation::Tchebycheff { ideal } = &self.ppo.aggregation {
+        v.section("aggregation", &self.aggregation);
+        if let Aggregation::Tchebycheff { ideal } = &self.aggregation {
             v.check(
                 ideal.len() == k,
-                "ppo.aggregation.ideal",
+                "aggregation.ideal",
                 format!("give {k} entries (one per objective), got {}", ideal.len()),
             );
         }
-        if let Some(l) = &self.ppo.lagrange {
+        if let Some(l) = &self.lagrange {
+            v.section("lagrange", l);
             v.check(
                 l.objective < k && self.objectives[l.objective].kind == ObjectiveKind::Cost,
-                "ppo.lagrange.objective",
+                "lagrange.objective",
                 format!("must index a cost objective (0..{k})"),
             );
         }
@@ -541,12 +561,12 @@ impl Validate for TrainPpoConfig {
         v.check(self.train.log_every >= 1, "train.log_every", "must be ≥ 1");
         v.check(self.train.eval_prompts >= 1, "train.eval_prompts", "must be ≥ 1");
         v.check(self.train.hv_prompts >= 1, "train.hv_prompts", "must be ≥ 1");
-        let mb = self.ppo.ppo.mini_batch_size;
+        let mb = self.ppo.mini_batch_size;
         v.check(
-            self.train.batch_size >= 1 && mb >= 1 && self.train.batch_size % mb == 0,
+            self.train.batch_size >= 1 && mb >= 1 && self.train.batch_size.is_multiple_of(mb),
             "train.batch_size",
             format!(
-                "must be a positive multiple of ppo.ppo.mini_batch_size ({mb}), got {}",
+                "must be a positive multiple of ppo.mini_batch_size ({mb}), got {}",
                 self.train.batch_size
             ),
         );
@@ -563,7 +583,179 @@ impl Validate for TrainPpoConfig {
                 );
             }
         }
+        v.section("rollout", &self.rollout);
         v.section("ppo", &self.ppo);
+        v.section("optim", &self.optim);
+    }
+
+    fn renamed_keys() -> &'static [RenamedKey] {
+        PPO_RENAMED
+    }
+}
+
+/// The pair file of a score-model run (`data:`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RmDataConfig {
+    /// A JSONL pair file.
+    pub train: std::path::PathBuf,
+    /// `generic`, `pku-saferlhf` or `hh-rlhf`.
+    pub format: PairFormat,
+    /// Fraction of pairs held out for evaluation, in (0, 1).
+    #[serde(default = "d_eval_fraction")]
+    pub eval_fraction: f64,
+    /// Render prompts with the ChatML template.
+    #[serde(default = "yes")]
+    pub chat_template: bool,
+    /// Sequences are cut to this many tokens (from the left, keeping the response end), ≥ 4.
+    #[serde(default = "d_rm_max_len")]
+    pub max_len: usize,
+    /// Skip malformed lines (counted and reported) instead of stopping at the first one.
+    #[serde(default)]
+    pub skip_invalid: bool,
+}
+
+/// One score model to train: a pair-file dimension and whether it scores a reward or a cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RmObjective {
+    /// The pair file's dimension (label) to train on; the model folder is `score-<name>`.
+    pub name: String,
+    /// Reward (higher is better) or cost (higher is worse).
+    pub kind: ObjectiveKind,
+}
+
+/// Score-model loop settings (`train:`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RmTrainConfig {
+    /// Passes over the train pairs, ≥ 1.
+    pub epochs: usize,
+    /// Pairs per step, ≥ 1.
+    pub batch_size: usize,
+    /// η of the score regulariser η·mean(r²), ≥ 0.
+    #[serde(default)]
+    pub eta: f64,
+}
+
+/// Score-model optimiser settings (`optim:`): Adam(0.9, 0.95), constant learning rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RmOptimConfig {
+    /// Learning rate, > 0.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Global gradient-norm clip, > 0.
+    #[serde(default = "one")]
+    pub max_grad_norm: f64,
+}
+
+impl Default for RmOptimConfig {
+    fn default() -> Self {
+        Self { lr: d_lr(), max_grad_norm: 1.0 }
+    }
+}
+
+/// The whole `train-rm` config file: one score model per objective on one pair file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRmConfig {
+    /// The base model (as in [`TrainPpoConfig::model`]); a PPO run that uses the score models
+    /// must load the same base (for `tiny-random`: the same `seed`).
+    pub model: String,
+    /// The run's one seed (pair shuffle, head init, the tiny-random init).
+    #[serde(default)]
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "d_device")]
+    pub device: DeviceChoice,
+    /// Weight dtype of the frozen base; the score adapters, heads, optimiser and losses stay
+    /// f32.
+    #[serde(default)]
+    pub dtype: DType,
+    /// libtorch intra-op threads (0: libtorch's default).
+    #[serde(default)]
+    pub threads: usize,
+    /// Each score model's adapter; `n_objectives` must be 1 (score models are not
+    /// preference-conditioned: the one preference slot is held at 1).
+    pub adapter: SvdLoraConfig,
+    /// The pair file.
+    pub data: RmDataConfig,
+    /// The dimensions to train, one score model each.
+    pub objectives: Vec<RmObjective>,
+    /// The loop.
+    pub train: RmTrainConfig,
+    /// The optimiser.
+    #[serde(default)]
+    pub optim: RmOptimConfig,
+}
+
+fn d_eval_fraction() -> f64 {
+    0.2
+}
+fn d_rm_max_len() -> usize {
+    128
+}
+
+/// Keys of `train-rm` configs before the shared vocabulary.
+const RM_RENAMED: &[RenamedKey] = &[
+    RenamedKey { old: "model.name", new: "model", note: "`model` is now the model name itself" },
+    RenamedKey {
+        old: "model.rank",
+        new: "adapter.rank",
+        note: "the adapter is `adapter: { rank, alpha, n_objectives: 1 }`",
+    },
+    RenamedKey {
+        old: "model.alpha",
+        new: "adapter.alpha",
+        note: "the adapter is `adapter: { rank, alpha, n_objectives: 1 }`",
+    },
+    RenamedKey { old: "data.path", new: "data.train", note: "" },
+    RenamedKey { old: "data.max_tokens", new: "data.max_len", note: "" },
+    RenamedKey {
+        old: "models",
+        new: "objectives",
+        note: "entries are `{ name, kind }` (`dim` is now `name`)",
+    },
+    RenamedKey { old: "train.lr", new: "optim.lr", note: "" },
+];
+
+impl Validate for TrainRmConfig {
+    fn validate(&self, v: &mut Validator) {
+        v.check(!self.model.trim().is_empty(), "model", "must name a model");
+        v.check(self.adapter.rank >= 1, "adapter.rank", "must be ≥ 1");
+        v.positive(self.adapter.alpha, "adapter.alpha");
+        v.positive(self.adapter.init_std, "adapter.init_std");
+        v.check(
+            self.adapter.n_objectives == 1,
+            "adapter.n_objectives",
+            format!(
+                "must be 1 (a score model has one preference slot held at 1), got {}",
+                self.adapter.n_objectives
+            ),
+        );
+        v.check(
+            self.data.train.is_file(),
+            "data.train",
+            format!("{} is not a file", self.data.train.display()),
+        );
+        v.check(
+            self.data.eval_fraction > 0.0 && self.data.eval_fraction < 1.0,
+            "data.eval_fraction",
+            format!("must lie in (0, 1), got {}", self.data.eval_fraction),
+        );
+        v.check(self.data.max_len >= 4, "data.max_len", "must be ≥ 4");
+        v.check(!self.objectives.is_empty(), "objectives", "name at least one dimension to train");
+        check_objective_names(v, self.objectives.iter().map(|o| o.name.as_str()));
+        v.check(self.train.epochs >= 1, "train.epochs", "must be ≥ 1");
+        v.check(self.train.batch_size >= 1, "train.batch_size", "must be ≥ 1");
+        v.in_range(self.train.eta, "train.eta", 0.0, f64::MAX);
+        v.positive(self.optim.lr, "optim.lr");
+        v.positive(self.optim.max_grad_norm, "optim.max_grad_norm");
+    }
+
+    fn renamed_keys() -> &'static [RenamedKey] {
+        RM_RENAMED
     }
 }
 
@@ -574,7 +766,7 @@ mod tests {
     #[test]
     fn schedule_warms_up_then_decays() {
         // 100 steps, 3 % warm-up → 3 warm-up steps: 1/3, 2/3, 1 of the peak; then cosine.
-        let o = OptimConfig { actor_lr: 1.0, ..OptimConfig::default() };
+        let o = OptimConfig { lr: 1.0, warmup_ratio: 0.03, ..OptimConfig::default() };
         assert!((o.actor_lr_at(1, 100) - 1.0 / 3.0).abs() < 1e-12);
         assert!((o.actor_lr_at(3, 100) - 1.0).abs() < 1e-12);
         // Halfway through the cosine part (step 3 + 48.5): 0.5 · (1 + cos(π/2)) = 0.5.

@@ -1,21 +1,21 @@
-//! λ-conditioned multi-objective critic (method.md §6.3, default (b)): K value heads (D → K,
-//! per token) on a backbone view that shares the frozen base and carries its own SVD-LoRA,
+//! λ-conditioned multi-objective critic: K value heads (D → K, per token) on a backbone view that shares the frozen base and carries its own SVD-LoRA,
 //! conditioned on the step's λ. Its variables live in their own VarStore with their own
 //! optimiser, so the actor's optimiser never sees them.
 
 use panacea_core::adapter::{Adapter, SvdLoraConfig};
 use panacea_core::optim::{AdamW, AdamWConfig};
-use panacea_lm::{CausalLm, Llama};
+use panacea_lm::Llama;
 use tch::{nn, Kind, Tensor};
 
+use crate::policy::PpoPolicy;
 use crate::RlhfError;
 
 /// K value heads on a λ-conditioned backbone.
-pub struct MultiCritic {
+pub struct MultiCritic<M: PpoPolicy = Llama> {
     /// The critic's variables (adapter and heads).
     pub vs: nn::VarStore,
     /// The backbone: shared frozen base, critic adapter.
-    pub backbone: Llama,
+    pub backbone: M,
     /// Heads' weight [K, D].
     pub head_w: Tensor,
     /// Heads' bias [K].
@@ -24,25 +24,25 @@ pub struct MultiCritic {
     pub opt: AdamW,
 }
 
-impl std::fmt::Debug for MultiCritic {
+impl<M: PpoPolicy> std::fmt::Debug for MultiCritic<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MultiCritic").field("heads", &self.head_w.size()).finish()
     }
 }
 
-impl MultiCritic {
+impl<M: PpoPolicy> MultiCritic<M> {
     /// Builds the critic on `base` (any view of the frozen base) with a fresh VarStore on the
-    /// base's device. `adapter.n_objectives` must be K. Heads start at zero (method.md §6.3
-    /// [ours]: no score-model heads to copy from).
+    /// base's device. `adapter.n_objectives` must be K. Heads start at zero (there are no
+    /// score-model heads to copy them from), so every value starts at 0.
     pub fn new(
-        base: &Llama,
+        base: &M,
         adapter: &SvdLoraConfig,
         lr: f64,
         weight_decay: f64,
     ) -> Result<Self, RlhfError> {
         let vs = nn::VarStore::new(base.device());
         let root = vs.root();
-        let backbone = base.with_adapter(Some((&root.sub("backbone"), adapter)));
+        let backbone = PpoPolicy::with_adapter(base, Some((&root.sub("backbone"), adapter)));
         let k = adapter.n_objectives;
         let d = base.hidden_size();
         let heads = root.sub("value_heads");

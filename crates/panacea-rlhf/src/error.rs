@@ -11,10 +11,12 @@ pub enum RlhfError {
     /// A config could not be parsed or validated.
     #[error(transparent)]
     Config(#[from] panacea_core::config::ConfigError),
-    /// A loss, reward or KL value was NaN or infinite; training stops before anything is saved.
+    /// A loss, gradient norm, score, KL value or parameter was NaN or infinite; training stops
+    /// before anything of that step is saved.
     #[error(
-        "step {step}: {what} is not finite ({value}); the run stopped before writing a \
-         checkpoint. hint: lower the learning rate or kl_coef, or enable score normalisation"
+        "step {step}: {what} is {value}, not finite; the run stopped without saving this step. \
+         {}",
+        non_finite_hint(what)
     )]
     NonFinite {
         /// The training step (1-based) at which it happened.
@@ -53,6 +55,33 @@ pub enum RlhfError {
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A run folder, manifest, metrics file or checkpoint could not be written or read.
+    #[error(transparent)]
+    Run(#[from] panacea_run::RunError),
+    /// The model or tokenizer could not be loaded or run.
+    #[error(transparent)]
+    Lm(#[from] panacea_lm::LmError),
+    /// Prompt or pair data, or a scorer, could not be loaded or run.
+    #[error(transparent)]
+    Data(#[from] panacea_data::DataError),
+    /// A front metric could not be computed.
+    #[error("hypervolume: {0}")]
+    Front(#[from] panacea_eval::EvalError),
+}
+
+/// What to try for a non-finite `what`: configs reject non-finite numbers, so a NaN comes from
+/// the run itself — a diverging update, a scorer, or a parameter that an update broke.
+fn non_finite_hint(what: &str) -> &'static str {
+    if what.starts_with("score[") {
+        "hint: the objective's scorer returned a non-finite score; check its source (a learned \
+         score model trained to NaN, a rule on empty responses)"
+    } else if what.contains("parameter") {
+        "hint: an update broke the weights; resume from the last checkpoint with a lower \
+         `optim.lr` / `optim.critic_lr`"
+    } else {
+        "hint: the update diverged; lower `optim.lr` (or `optim.critic_lr` for the value \
+         loss) or `ppo.kl_coef`, or keep `ppo.normalise_scores` on"
+    }
 }
 
 /// Checks that `value` is finite, or returns [`RlhfError::NonFinite`] naming `what` and `step`.

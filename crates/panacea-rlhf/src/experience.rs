@@ -1,4 +1,5 @@
-//! The immutable record of one rollout (style.md §3.1 steps 1–5). It carries the preference it
+//! The immutable record of one rollout (stages 1–5 of a PPO step: rollout, scores, log-probs
+//! and values, shaped rewards, advantages). It carries the preference it
 //! was generated with, and the PPO update reads λ from here and nowhere else.
 
 use tch::Tensor;

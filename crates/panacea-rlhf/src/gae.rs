@@ -1,6 +1,7 @@
 //! Generalised advantage estimation per objective (Schulman et al. 2016, Eq. 16; safe-rlhf
 //! `rl_trainer.get_advantages_and_returns`), run independently on each of the K utility streams
-//! and aggregated afterwards with the step's preference (method.md §6.1 step 6, §6.2).
+//! and aggregated afterwards with the step's preference: one advantage per objective, one
+//! aggregation call ([`panacea_core::Aggregation::aggregate`]).
 //!
 //! ```text
 //! δ_{t,i} = u_{t,i} + γ V_{t+1,i} − V_{t,i}

@@ -1,5 +1,5 @@
 //! PPO-Lagrangian on one cost dimension (Ray et al. 2019; safe-rlhf `ppo_lag/trainer.py`),
-//! combined with preference conditioning (method.md §6.4):
+//! combined with preference conditioning:
 //!
 //! ```text
 //! log μ ← log μ − lr · ∂/∂log μ [ −(J_c − d) · μ ] = log μ + lr · (J_c − d) · μ       (SGD)
@@ -8,9 +8,10 @@
 //!
 //! J_c is the mean episode cost over a window of recent episodes, d the threshold. A_c is the
 //! advantage of the cost-positive stream; since every stream here is a utility (−cost), A_c is
-//! minus the constrained dimension's utility advantage, so A = (A_r + μ·A_u)/(1 + μ). [ours]
-//! A_r is the preference-aggregated advantage of the other dimensions, with the preference
-//! renormalised over them.
+//! minus the constrained dimension's utility advantage, so A = (A_r + μ·A_u)/(1 + μ). A_r is
+//! the preference-aggregated advantage of the other dimensions, with the preference
+//! renormalised over them. How the multiplier and λ combine is this project's choice (the
+//! paper does not combine them).
 
 use std::collections::VecDeque;
 

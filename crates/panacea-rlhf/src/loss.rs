@@ -1,5 +1,5 @@
 //! PPO's clipped surrogate losses (Schulman et al. 2017, Eq. 7; safe-rlhf `ppo/trainer.py`
-//! `actor_loss_fn` / `critic_loss_fn`), method.md §6.1 step 7:
+//! `actor_loss_fn` / `critic_loss_fn`), the last stage of a PPO step:
 //!
 //! ```text
 //! ρ_t        = exp(lp_t − old_lp_t)

@@ -1,6 +1,7 @@
-//! Per-token rewards with the KL penalty (method.md §6.1 step 5; safe-rlhf
+//! Per-token rewards with the KL penalty (step 4 of a PPO step, as in safe-rlhf's
 //! `ppo/trainer.py::add_kl_divergence_regularization`) and the running per-objective score
-//! normaliser (method.md §6.1 step 3, [ours]).
+//! normaliser applied to the utilities before they are shaped (this project's addition,
+//! `ppo.normalise_scores`: objectives on different scales then weigh alike under λ).
 //!
 //! ```text
 //! kl_t    = old_lp_t − ref_lp_t

@@ -1,18 +1,24 @@
-//! Rollout (method.md §6.1 step 2) and the reward sources that score it (step 3).
+//! Rollout and the reward sources that score it, and [`reward_source`]: the one factory from
+//! an objective's [`ScorerSpec`] to its source.
 //!
 //! A reward source returns one **raw** score per row in its own direction (a cost model
 //! returns costs); the trainer turns scores into utilities with
 //! [`panacea_core::objective::utilities`], the project's only negation of costs.
 
+use std::sync::Arc;
+
 use panacea_core::adapter::Adapter;
-use panacea_data::Scorer;
-use panacea_lm::{generate_ids, GenerateConfig, Generation, Llama, Sampling};
+use panacea_core::ObjectiveKind;
+use panacea_data::{Scorer, ScorerSpec};
+use panacea_lm::{CausalLm, GenerateConfig, Generation, Llama, Sampling, Tokenizer};
 use rand::Rng;
 use tch::{Kind, Tensor};
 
 use crate::config::RolloutConfig;
 use crate::experience::PromptBatch;
-use crate::score::ScoreModel;
+use crate::policy::PpoPolicy;
+use crate::score::{LearnedScoreModel, ScoreModel};
+use crate::testing::{EvenTokenFraction, NegativeLength, OddTokenFraction};
 use crate::RlhfError;
 
 /// What a reward source may look at: the full sequences and the texts.
@@ -91,6 +97,51 @@ impl<M: ScoreModel> RewardSource for ModelSource<M> {
     }
 }
 
+/// The reward source of an objective named `name` declared as `kind`, scored by `spec`: text
+/// scorers through panacea-data's one constructor (concise counts tokens of `tokenizer`), a
+/// learned score model loaded onto `base` (it must have been trained as `kind`), the rule
+/// rewards on token ids directly.
+pub fn reward_source(
+    name: &str,
+    kind: ObjectiveKind,
+    spec: &ScorerSpec,
+    tokenizer: &Tokenizer,
+    base: &Llama,
+) -> Result<Box<dyn RewardSource>, RlhfError> {
+    let tok = tokenizer.clone();
+    let counter: panacea_data::TokenCounter =
+        Arc::new(move |text: &str| tok.encode(text).ok().map(|ids| ids.len()));
+    if let Some(scorer) = spec.text_scorer(Some(counter), base.device())? {
+        return Ok(Box::new(ScorerSource(scorer)));
+    }
+    Ok(match spec {
+        ScorerSpec::ScoreModel { path } => {
+            let model = LearnedScoreModel::load(path, base)?;
+            if model.meta.kind != kind {
+                return Err(RlhfError::Invalid {
+                    what: format!("objective {name}"),
+                    reason: format!(
+                        "declared a {kind:?} but the score model in {} was trained as a {:?}; \
+                         hint: set the objective's `kind` to match",
+                        path.display(),
+                        model.meta.kind
+                    ),
+                });
+            }
+            Box::new(ModelSource { name: name.to_owned(), model })
+        }
+        ScorerSpec::EvenTokens => Box::new(EvenTokenFraction),
+        ScorerSpec::OddTokens => Box::new(OddTokenFraction),
+        ScorerSpec::NegativeLength => Box::new(NegativeLength),
+        other => {
+            return Err(RlhfError::Invalid {
+                what: format!("objective {name}"),
+                reason: format!("the scorer `{}` could not be built", other.kind_name()),
+            })
+        }
+    })
+}
+
 /// Raw scores of every row under every source: one row of K scores per sequence.
 pub fn score_all(
     sources: &[Box<dyn RewardSource>],
@@ -127,10 +178,11 @@ pub fn generate_config(cfg: &RolloutConfig, eos_id: i64, pad_id: i64) -> Generat
     }
 }
 
-/// Samples responses to `batch` under `Adapter::On { pref }` (pref [B, K]) without gradients.
-/// The adapter's factors are prepared once for the whole rollout (same tokens as unprepared).
-pub fn rollout(
-    policy: &mut Llama,
+/// Samples responses to `batch` under `Adapter::On { pref }` (pref [B, K]) without gradients
+/// ([`PpoPolicy::rollout`]: [`Llama`] prepares the adapter's factors once for the whole rollout,
+/// with the same tokens as unprepared).
+pub fn rollout<M: PpoPolicy>(
+    policy: &mut M,
     batch: &PromptBatch,
     pref: &Tensor,
     cfg: &GenerateConfig,
@@ -140,12 +192,7 @@ pub fn rollout(
         what: "rollout generation".into(),
         reason: e.to_string(),
     };
-    policy
-        .with_prepared_adapter(pref, |p| {
-            tch::no_grad(|| generate_ids(p, &batch.ids, Adapter::On { pref }, cfg, rng))
-        })
-        .map_err(invalid)?
-        .map_err(invalid)
+    policy.rollout(&batch.ids, pref, cfg, rng).map_err(invalid)
 }
 
 /// The action mask [B, A] (f32) of a generation: action position t predicts token t + 1, so
@@ -163,14 +210,13 @@ pub fn action_mask(g: &Generation) -> Tensor {
 /// SmolLM2-135M's forward FLOPs and most positions of a rollout are prompt, so this saves a
 /// sizeable share of each PPO forward; on the response positions it equals
 /// `gather_log_probs(policy.logits(..))`.
-pub fn response_log_probs(
-    policy: &Llama,
+pub fn response_log_probs<M: CausalLm>(
+    policy: &M,
     seq: &Tensor,
     mask: &Tensor,
     adapter: Adapter<'_>,
     prompt_len: i64,
 ) -> Result<(Tensor, Tensor), RlhfError> {
-    use panacea_lm::CausalLm;
     let (b, t) = (seq.size()[0], seq.size()[1]);
     let n = t - prompt_len;
     if prompt_len < 1 || n < 1 {

@@ -1,5 +1,5 @@
-//! Score models (reward and cost) and their losses (method.md §5; safe-rlhf `values/reward` and
-//! `values/cost`).
+//! Score models (reward and cost) and their losses (after safe-rlhf's `values/reward` and
+//! `values/cost`), and [`LearnedScoreModel`], the one loader of a saved score-model folder.
 //!
 //! A score model is the LM backbone (a [`Llama`] view sharing the frozen base, with its own
 //! adapter) plus a linear head D → 1 applied to every token. The sequence score is read at the
@@ -272,6 +272,40 @@ pub fn load_score_model(
     let model = LmScoreModel::new(base, &vs.root(), &meta.adapter);
     vs.load(dir.join(SCORE_WEIGHTS_FILE)).map_err(|e| ck(format!("loading weights: {e}")))?;
     Ok((model, meta))
+}
+
+/// A saved score model loaded onto a base model, frozen: the one loader of `panacea train-rm`'s
+/// folders, used by PPO rewards and by front evaluation.
+#[derive(Debug)]
+pub struct LearnedScoreModel {
+    /// The model (backbone view with its own adapter, scalar head).
+    pub model: LmScoreModel,
+    /// What the folder records (adapter, reward or cost, base model, held-out accuracy).
+    pub meta: ScoreModelMeta,
+    /// Holds the adapter and head variables.
+    vs: nn::VarStore,
+}
+
+impl LearnedScoreModel {
+    /// Loads the folder `dir` onto `base` (any view of the frozen base the model was trained
+    /// on), on the base's device, with its variables frozen.
+    pub fn load(dir: &std::path::Path, base: &Llama) -> Result<Self, RlhfError> {
+        let mut vs = nn::VarStore::new(base.device());
+        let (model, meta) = load_score_model(dir, base, &mut vs)?;
+        vs.freeze();
+        Ok(Self { model, meta, vs })
+    }
+
+    /// The model's own variables (adapter and head).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+}
+
+impl ScoreModel for LearnedScoreModel {
+    fn end_scores(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
+        self.model.end_scores(ids, mask)
+    }
 }
 
 #[cfg(test)]

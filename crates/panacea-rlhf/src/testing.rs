@@ -1,5 +1,6 @@
-//! Toy objectives and a tiny random-init policy for tests and smoke runs (style.md §4.5): the
-//! objectives read response token ids, so no tokenizer or scorer files are needed.
+//! Toy objectives and a tiny random-init policy for tests and smoke runs: the objectives read
+//! response token ids, so no tokenizer or scorer files are needed, and a test runs real PPO
+//! steps in seconds.
 
 use panacea_core::adapter::SvdLoraConfig;
 use panacea_lm::{init_random, Llama, LlamaConfig};

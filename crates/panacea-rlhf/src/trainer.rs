@@ -1,19 +1,21 @@
-//! One step of preference-conditioned multi-objective PPO (Panacea, arXiv 2402.02030, Eq. 16;
-//! method.md §6.1; style.md §3.1). No loop and no I/O: the CLI owns both.
+//! One step of preference-conditioned multi-objective PPO (Panacea, arXiv 2402.02030, Eq. 16).
+//! No loop and no I/O besides [`PpoTrainer::save_state`] / [`PpoTrainer::restore_state`]: the
+//! whole job is [`crate::train_ppo`].
 //!
 //! λ is sampled by the caller **before** generation and passed in; it is stored in
 //! [`Experience::pref`] and every later stage (scores, critic values, advantages, each PPO
-//! epoch and minibatch) reads it from there. The public re-implementation that resamples λ
-//! after the rollout optimises experience under the wrong preference (method.md §10 item 1).
+//! epoch and minibatch) reads it from there. Resampling λ after the rollout (as one public
+//! re-implementation does) would optimise experience generated under one preference as if it
+//! had been generated under another.
 
 use panacea_core::adapter::{Adapter, SvdLoraConfig};
 use panacea_core::checkpoint::{load_var_store, save_var_store, write_atomic};
 use panacea_core::objective::{utilities, Objective};
 use panacea_core::ops::{masked_mean, masked_whiten};
 use panacea_core::optim::{AdamW, AdamWConfig};
-use panacea_core::{PreferenceVector, RunRng};
+use panacea_core::{PreferenceVector, RunRng, StepPreference};
 use panacea_lm::generate::response_texts;
-use panacea_lm::{CausalLm, GenerateConfig, Llama, Tokenizer};
+use panacea_lm::{GenerateConfig, Llama, Tokenizer};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -27,6 +29,7 @@ use crate::experience::{Experience, PromptBatch};
 use crate::gae::gae;
 use crate::lagrange::{combine_advantages, Lagrangian};
 use crate::loss::{policy_loss, value_loss};
+use crate::policy::PpoPolicy;
 use crate::rewards::{shape_rewards, ScoreNormaliser};
 use crate::rollout::{
     action_mask, generate_config, response_log_probs, rollout, score_all, RewardSource, RolloutView,
@@ -34,9 +37,9 @@ use crate::rollout::{
 use crate::RlhfError;
 
 /// What the trainer is built from.
-pub struct PpoParts {
+pub struct PpoParts<M: PpoPolicy = Llama> {
     /// The policy: frozen base plus the SVD-LoRA adapter living in `adapter_vs`.
-    pub policy: Llama,
+    pub policy: M,
     /// The adapter's VarStore; the actor optimiser covers it alone.
     pub adapter_vs: nn::VarStore,
     /// The critic's adapter settings (`n_objectives` = K).
@@ -146,19 +149,20 @@ pub struct PpoState {
     pub lagrangian: Option<Lagrangian>,
 }
 
-/// Multi-objective PPO on an SVD-LoRA policy with a λ-conditioned multi-head critic.
-pub struct PpoTrainer {
+/// Multi-objective PPO on an SVD-LoRA policy with a λ-conditioned multi-head critic, generic
+/// over the policy model ([`PpoPolicy`]; [`Llama`] by default).
+pub struct PpoTrainer<M: PpoPolicy = Llama> {
     /// Settings.
     pub cfg: PpoConfig,
     /// The policy (base + adapter).
-    pub policy: Llama,
+    pub policy: M,
     /// The adapter's variables.
     pub adapter_vs: nn::VarStore,
     /// AdamW(0.9, 0.95) over `adapter_vs` (σ and s in the no-decay group); its moments are
     /// saved with checkpoints.
     pub actor_opt: AdamW,
     /// The critic with its own VarStore and optimiser.
-    pub critic: MultiCritic,
+    pub critic: MultiCritic<M>,
     /// The objectives.
     pub objectives: Vec<Objective>,
     sources: Vec<Box<dyn RewardSource>>,
@@ -168,15 +172,15 @@ pub struct PpoTrainer {
     pub lagrangian: Option<Lagrangian>,
     tokenizer: Option<Tokenizer>,
     gen_cfg: GenerateConfig,
-    /// Steps completed.
-    pub step: u64,
+    /// Steps completed: bumped only when a step succeeded, restored from checkpoints.
+    steps_done: u64,
     /// Total steps of the run.
     pub total_steps: u64,
 }
 
-impl PpoTrainer {
+impl<M: PpoPolicy> PpoTrainer<M> {
     /// Builds the optimisers and the critic and checks the objectives against the config.
-    pub fn new(cfg: PpoConfig, parts: PpoParts) -> Result<Self, RlhfError> {
+    pub fn new(cfg: PpoConfig, parts: PpoParts<M>) -> Result<Self, RlhfError> {
         let k = parts.objectives.len();
         let invalid = |reason: String| RlhfError::Invalid { what: "PPO set-up".into(), reason };
         if k == 0 || parts.sources.len() != k {
@@ -211,7 +215,7 @@ impl PpoTrainer {
         let actor_opt = AdamW::new(
             &parts.adapter_vs,
             AdamWConfig { weight_decay: o.weight_decay, ..Default::default() },
-            o.actor_lr,
+            o.lr,
         );
         let critic = MultiCritic::new(
             &parts.policy,
@@ -232,7 +236,7 @@ impl PpoTrainer {
             lagrangian,
             tokenizer: parts.tokenizer,
             gen_cfg,
-            step: 0,
+            steps_done: 0,
             total_steps: parts.total_steps,
         })
     }
@@ -245,7 +249,7 @@ impl PpoTrainer {
         self.actor_opt.save(&dir.join(ACTOR_OPTIM_FILE))?;
         self.critic.opt.save(&dir.join(CRITIC_OPTIM_FILE))?;
         let state = PpoState {
-            step: self.step,
+            step: self.steps_done,
             actor_opt_steps: self.actor_opt.steps(),
             critic_opt_steps: self.critic.opt.steps(),
             normaliser: self.normaliser.clone(),
@@ -282,7 +286,7 @@ impl PpoTrainer {
         load_var_store(&dir.join(CRITIC_FILE), &self.critic.vs)?;
         self.actor_opt.restore(&dir.join(ACTOR_OPTIM_FILE), state.actor_opt_steps)?;
         self.critic.opt.restore(&dir.join(CRITIC_OPTIM_FILE), state.critic_opt_steps)?;
-        self.step = state.step;
+        self.steps_done = state.step;
         self.normaliser = state.normaliser;
         self.lagrangian = state.lagrangian;
         Ok(())
@@ -303,24 +307,57 @@ impl PpoTrainer {
         self.objectives.len()
     }
 
-    /// One PPO step under the preferences `prefs`, sampled by the caller before generation:
-    /// one vector shared by every row (the paper), or one per prompt row (method.md §2.2,
-    /// per-row preference), so one rollout covers several points of the simplex.
-    #[tracing::instrument(skip_all, fields(step = self.step + 1))]
+    /// Steps completed (a restored checkpoint's count included). A failed step does not count.
+    pub fn steps_done(&self) -> u64 {
+        self.steps_done
+    }
+
+    /// The step being worked on (1-based).
+    fn current_step(&self) -> u64 {
+        self.steps_done + 1
+    }
+
+    /// Checks that every trainable tensor (policy adapter and critic) is finite, naming the
+    /// first that is not; called before anything is saved.
+    pub fn check_finite_parameters(&self) -> Result<(), RlhfError> {
+        for (store, vs) in [("adapter", &self.adapter_vs), ("critic", &self.critic.vs)] {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, t) in vars {
+                let finite = tch::no_grad(|| t.isfinite().all().int64_value(&[]) == 1);
+                if !finite {
+                    return Err(RlhfError::NonFinite {
+                        step: self.steps_done,
+                        what: format!("{store} parameter `{name}`"),
+                        value: f64::NAN,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One PPO step under the preference `pref`, sampled by the caller before generation:
+    /// one vector shared by every row (the paper), or one per prompt row, so one rollout covers
+    /// several points of the simplex. The step counter moves only when the step succeeded.
+    #[tracing::instrument(skip_all, fields(step = self.steps_done + 1))]
     pub fn step(
         &mut self,
         batch: &PromptBatch,
-        prefs: &[PreferenceVector],
+        pref: StepPreference<'_>,
         rng: &mut RunRng,
     ) -> Result<PpoStepMetrics, RlhfError> {
-        self.step += 1;
-        let exp = self.make_experience(batch, prefs, rng)?;
+        let exp = self.make_experience(batch, pref, rng)?;
         self.learn(&exp, rng)
     }
 
-    /// The step's preference rows [B, K] (f32): `prefs` holds one vector for every row or
-    /// exactly one per row.
-    fn preference_rows(&self, prefs: &[PreferenceVector], b: usize) -> Result<Tensor, RlhfError> {
+    /// The step's preference rows [B, K] (f32): one vector for every row or exactly one per
+    /// row.
+    fn preference_rows(&self, pref: StepPreference<'_>, b: usize) -> Result<Tensor, RlhfError> {
+        let prefs: &[PreferenceVector] = match pref {
+            StepPreference::Shared(p) => std::slice::from_ref(p),
+            StepPreference::PerRow(ps) => ps,
+        };
         let k = self.k();
         for p in prefs {
             p.expect_len(k)?;
@@ -343,21 +380,22 @@ impl PpoTrainer {
         Ok(Tensor::from_slice(&flat).view([b as i64, k as i64]).to_device(self.policy.device()))
     }
 
-    /// Steps 1–5 of style.md §3.1: rollout, scores, log-probs, values, rewards, advantages.
+    /// The first half of a step (stages 1–5): rollout, scores, log-probs, values, rewards,
+    /// advantages. [`PpoTrainer::learn`] completes the step.
     pub fn make_experience(
         &mut self,
         batch: &PromptBatch,
-        prefs: &[PreferenceVector],
+        pref: StepPreference<'_>,
         rng: &mut RunRng,
     ) -> Result<Experience, RlhfError> {
         let k = self.k();
         if batch.is_empty() {
             return Err(RlhfError::Invalid { what: "prompt batch".into(), reason: "empty".into() });
         }
-        let step = self.step;
+        let step = self.current_step();
         let dev = self.policy.device();
         let b = batch.len() as i64;
-        let pref_t = self.preference_rows(prefs, batch.len())?; // [B, K]
+        let pref_t = self.preference_rows(pref, batch.len())?; // [B, K]
 
         // 1. Rollout under On{λ}.
         let gen = rollout(&mut self.policy, batch, &pref_t, &self.gen_cfg, &mut rng.sampling)?;
@@ -441,7 +479,7 @@ impl PpoTrainer {
 
     /// adv [B, A, K], pref [B, K] → [B, A]. Linear or Tchebycheff over all objectives, or,
     /// with a Lagrangian constraint, over the free objectives (λ renormalised over them)
-    /// combined with the constrained objective's advantage (method.md §6.4).
+    /// combined with the constrained objective's advantage ([`combine_advantages`]).
     fn aggregate_advantages(&self, adv: &Tensor, pref: &Tensor) -> Result<Tensor, RlhfError> {
         let k = self.k() as i64;
         let (a_in, p_in, constrained) = match (&self.cfg.lagrange, &self.lagrangian) {
@@ -465,16 +503,17 @@ impl PpoTrainer {
         })
     }
 
-    /// Step 6: PPO epochs over shuffled minibatches, always with the stored λ.
+    /// The second half of a step (stage 6): PPO epochs over shuffled minibatches, always with
+    /// the stored λ. When it succeeds the step counts as done.
     pub fn learn(
         &mut self,
         exp: &Experience,
         rng: &mut RunRng,
     ) -> Result<PpoStepMetrics, RlhfError> {
-        let step = self.step;
+        let step = self.current_step();
         let b = exp.seq.size()[0] as usize;
         let mb = self.cfg.ppo.mini_batch_size;
-        if mb == 0 || b % mb != 0 {
+        if mb == 0 || !b.is_multiple_of(mb) {
             return Err(RlhfError::Invalid {
                 what: "minibatching".into(),
                 reason: format!(
@@ -523,7 +562,7 @@ impl PpoTrainer {
                 // syncs anyway) but before the step, so a NaN never reaches the adapter.
                 self.actor_opt.zero_grad();
                 pl.loss.backward();
-                let grad_norm = self.actor_opt.clip_grad_norm(o.grad_clip);
+                let grad_norm = self.actor_opt.clip_grad_norm(o.max_grad_norm);
                 let ploss = ensure_finite(step, "policy loss", pl.loss.double_value(&[]))?;
                 ensure_finite(step, "policy gradient norm", grad_norm)?;
                 self.actor_opt.step();
@@ -546,7 +585,7 @@ impl PpoTrainer {
                     value_loss(&v, &sel(&exp.old_values), &sel(&exp.returns), &act, p.clip_value);
                 self.critic.opt.zero_grad();
                 vl.backward();
-                let grad_norm = self.critic.opt.clip_grad_norm(o.grad_clip);
+                let grad_norm = self.critic.opt.clip_grad_norm(o.max_grad_norm);
                 let vloss = ensure_finite(step, "value loss", vl.double_value(&[]))?;
                 ensure_finite(step, "value gradient norm", grad_norm)?;
                 self.critic.opt.step();
@@ -579,6 +618,7 @@ impl PpoTrainer {
                 .mean_dim([0i64].as_slice(), false, Kind::Double)
                 .to_device(tch::Device::Cpu),
         )?;
+        self.steps_done = step;
         Ok(PpoStepMetrics {
             step,
             pref,

@@ -1,13 +1,13 @@
 //! Baseline families trained from the Panacea run's typed config: the members' λ, their step
 //! budgets (equal total compute), their fixed-λ configs, and reuse of finished members. The
 //! trainer here records what it is asked and writes the run folder a trainer would (manifest,
-//! config, a complete checkpoint); the real PPO and DPO loops are tested in their crates.
+//! config, a complete checkpoint); the last two tests train the members with the real loops.
 
 use std::path::{Path, PathBuf};
 
 use panacea_core::{Aggregation, PreferenceSampler};
 use panacea_front::{
-    train_baselines, Baseline, FrontError, MemberRun, MemberTrainer, RunConfig, RunJob,
+    train_baselines, Baseline, FrontError, JobTrainer, MemberRun, MemberTrainer, RunConfig, RunJob,
 };
 use panacea_run::{Manifest, Observer, Silent, Trained};
 
@@ -133,4 +133,95 @@ fn a_folder_that_is_no_training_run_is_refused_with_a_hint() {
     assert!(format!("{err}").contains("neither a PPO nor a DPO run folder"), "{err}");
     assert!(trainer.trained.is_empty());
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Trains RS and DPS for the Panacea run `panacea` (S = 4 steps, K = 2) with the real loops
+/// ([`JobTrainer`]) and checks: RS is two runs of 2 steps, DPS three of 1 step; each member is
+/// a run of the same job whose resolved config holds its fixed λ (read by `fixed_pref`); a
+/// second call trains nothing and returns the same folders.
+#[track_caller]
+fn check_trained_family(
+    panacea: &Path,
+    job: RunJob,
+    fixed_pref: impl Fn(&Path) -> PreferenceSampler,
+) {
+    let which = [Baseline::Rs, Baseline::Dps];
+    let mut trainer = JobTrainer::default();
+    let b = train_baselines(panacea, &which, None, &mut trainer, &mut Silent).expect("train");
+    let soup = b.soup.expect("rs");
+    assert_eq!(soup.adapters.len(), 2);
+    for a in &soup.adapters {
+        assert!(a.ends_with("step-000002"), "{}", a.display());
+    }
+    let dps = b.dps.expect("dps");
+    assert_eq!(dps.members.len(), 3);
+    for (pref, adapter) in &dps.members {
+        assert!(adapter.ends_with("step-000001"), "{}", adapter.display());
+        let run = adapter.parent().and_then(Path::parent).expect("run folder");
+        assert_eq!(RunJob::from_manifest(run), Some(job));
+        assert_eq!(
+            fixed_pref(&run.join("config.yaml")),
+            PreferenceSampler::Fixed { weights: pref.as_slice().to_vec() }
+        );
+    }
+    let count = || std::fs::read_dir(panacea.join("baselines")).expect("ls").count();
+    assert_eq!(count(), 5);
+    let again = train_baselines(panacea, &which, None, &mut trainer, &mut Silent).expect("reuse");
+    assert_eq!(count(), 5, "a second comparison must reuse the finished runs");
+    assert_eq!(again.soup.expect("rs").adapters, soup.adapters);
+}
+
+/// On the tiny PPO config (4 steps): RS trains K = 2 fixed-λ PPO runs of 2 steps, DPS three
+/// of 1 step, reused the second time.
+#[test]
+fn ppo_baselines_are_trained_by_train_ppo_and_reused() {
+    if !crate::support::smollm2_available() {
+        return;
+    }
+    let runs = temp_dir("baselines-ppo-real");
+    let cfg = crate::support::tiny_ppo(&["train.steps=4"]);
+    let opts = panacea_run::RunOptions::new(&runs).named("ppo");
+    let panacea = panacea_rlhf::train_ppo(&cfg, &opts, &mut Silent).expect("panacea run").run_dir;
+    check_trained_family(&panacea, RunJob::Ppo, |config| {
+        let cfg: panacea_rlhf::TrainPpoConfig =
+            panacea_core::config::load_config(config, &[]).expect("config");
+        assert!(!cfg.train.preference_per_row);
+        cfg.preference
+    });
+    let _ = std::fs::remove_dir_all(&runs);
+}
+
+/// The same for a Tchebycheff DPO run (the tiny DPO config on `tiny-random`, 4 steps): the
+/// members are DPO runs, one shared λ per step, linear aggregation, and every logged step's λ
+/// is the member's fixed one.
+#[test]
+fn dpo_baselines_are_trained_by_train_dpo_and_reused() {
+    if !crate::support::smollm2_available() {
+        return;
+    }
+    let runs = temp_dir("baselines-dpo-real");
+    let cfg = crate::support::tiny_dpo(&runs, &["train.steps=4"]);
+    let opts = panacea_run::RunOptions::new(&runs).named("dpo");
+    let panacea = panacea_dpo::train_dpo(&cfg, &opts, &mut Silent).expect("panacea run").run_dir;
+    check_trained_family(&panacea, RunJob::Dpo, |config| {
+        let cfg: panacea_dpo::DpoRunConfig =
+            panacea_core::config::load_config(config, &[]).expect("config");
+        assert!(!cfg.train.preference_per_row);
+        assert_eq!(cfg.aggregation, Aggregation::Linear);
+        let PreferenceSampler::Fixed { weights } = &cfg.preference else {
+            panic!("{:?}", cfg.preference)
+        };
+        let run = config.parent().expect("run");
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics");
+        let logged: Vec<Vec<f64>> = metrics
+            .lines()
+            .filter_map(|l| {
+                let j: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some(vec![j["dpo/pref/helpful"].as_f64()?, j["dpo/pref/harmless"].as_f64()?])
+            })
+            .collect();
+        assert_eq!(logged, vec![weights.clone(); cfg.train.steps as usize], "{}", run.display());
+        cfg.preference
+    });
+    let _ = std::fs::remove_dir_all(&runs);
 }

@@ -3,7 +3,9 @@
 
 mod baselines;
 mod crn;
+mod dpo_report;
 mod pipeline;
 mod runs;
+mod scorers;
 mod support;
 mod three_objectives;

@@ -70,3 +70,43 @@ pub(crate) fn tiny_eval_config(overrides: &[&str]) -> FrontConfig {
     panacea_core::config::parse_config(&yaml, "configs/tiny/eval.yaml", &sets)
         .expect("tiny eval config parses")
 }
+
+/// True when the SmolLM2 tokenizer is in the model cache (the tiny-random base and the tiny
+/// configs use it); otherwise says the test is skipped.
+pub(crate) fn smollm2_available() -> bool {
+    panacea_core::device::init_torch();
+    if panacea_lm::resolve_model("smollm2-135m").is_err() {
+        eprintln!(
+            "SKIPPED: smollm2-135m is not in the model cache (`cargo xtask test` fetches it)"
+        );
+        return false;
+    }
+    true
+}
+
+/// `configs/tiny/dpo.yaml` as a quick run: the `tiny-random` base, the batch in one forward,
+/// no evaluation pairs, one thread, a reference cache inside `runs`; then `extra`.
+pub(crate) fn tiny_dpo(runs: &Path, extra: &[&str]) -> panacea_dpo::DpoRunConfig {
+    let mut sets = vec![
+        "model=tiny-random".to_owned(),
+        "dpo.micro_batch_size=0".to_owned(),
+        "data.eval=null".to_owned(),
+        "threads=1".to_owned(),
+        "device=cpu".to_owned(),
+        format!("ref_cache.dir={}", runs.join("ref-cache").display()),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let mut cfg: panacea_dpo::DpoRunConfig =
+        panacea_core::config::load_config(&workspace().join("configs/tiny/dpo.yaml"), &sets)
+            .expect("tiny DPO config");
+    cfg.config_dir = Some(workspace().join("configs/tiny"));
+    cfg
+}
+
+/// `configs/tiny/ppo.yaml` on the CPU with `extra`.
+pub(crate) fn tiny_ppo(extra: &[&str]) -> panacea_rlhf::TrainPpoConfig {
+    let mut sets = vec!["device=cpu".to_owned()];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    panacea_core::config::load_config(&workspace().join("configs/tiny/ppo.yaml"), &sets)
+        .expect("tiny PPO config")
+}

@@ -1,6 +1,8 @@
 //! The single integration-test binary of panacea-rlhf (one binary per crate keeps link time down
 //! on 2-core machines). One module per topic.
 
+mod configs;
+mod jobs;
 mod ppo;
 mod pure;
 mod score;

@@ -1,7 +1,9 @@
 //! Tiny-model PPO: a few real steps on a random-init Llama with toy objectives.
 
 use panacea_core::adapter::SvdLoraConfig;
-use panacea_core::{seed_everything, Objective, PreferenceSampler, PreferenceVector, RunRng};
+use panacea_core::{
+    seed_everything, Objective, PreferenceSampler, PreferenceVector, RunRng, StepPreference,
+};
 use panacea_rlhf::config::PpoConfig;
 use panacea_rlhf::lagrange::LagrangeConfig;
 use panacea_rlhf::rollout::{RewardSource, RolloutView};
@@ -27,8 +29,10 @@ fn config() -> PpoConfig {
     cfg.rollout.max_new_tokens = 6;
     cfg.ppo.mini_batch_size = 2;
     cfg.ppo.update_iters = 2;
-    cfg.optim.actor_lr = 1e-2;
+    cfg.optim.lr = 1e-2;
     cfg.optim.critic_lr = 1e-2;
+    // PPO's weight decay before the shared config vocabulary (its default is 0 now).
+    cfg.optim.weight_decay = 0.01;
     cfg.optim.warmup_ratio = 0.0;
     cfg
 }
@@ -76,11 +80,11 @@ fn ppo_steps_move_every_adapter_tensor_and_no_base_tensor_with_lambda_fixed() {
         let pref = sampler.sample(2, &mut rng.preference).expect("pref");
         if step == 1 {
             // Split the step to look at the experience: it records the λ it was generated
-            // with, on every row, and the update uses exactly that λ.
-            t.step += 1;
-            let exp = t
-                .make_experience(&batch, std::slice::from_ref(&pref), &mut rng)
-                .expect("experience");
+            // with, on every row, and the update uses exactly that λ. The step counts once
+            // `learn` succeeded.
+            let exp =
+                t.make_experience(&batch, StepPreference::Shared(&pref), &mut rng).expect("exp");
+            assert_eq!(t.steps_done(), 0);
             let rows: Vec<Vec<f64>> =
                 Vec::try_from(exp.pref.to_kind(tch::Kind::Double)).expect("rows");
             for r in &rows {
@@ -89,6 +93,7 @@ fn ppo_steps_move_every_adapter_tensor_and_no_base_tensor_with_lambda_fixed() {
                 }
             }
             let m = t.learn(&exp, &mut rng).expect("learn");
+            assert_eq!((m.step, t.steps_done()), (1, 1));
             assert_eq!(
                 m.pref_used.len(),
                 1,
@@ -97,7 +102,7 @@ fn ppo_steps_move_every_adapter_tensor_and_no_base_tensor_with_lambda_fixed() {
             );
             assert_eq!(m.pref_used[0], rows[0]);
         } else {
-            let m = t.step(&batch, std::slice::from_ref(&pref), &mut rng).expect("step");
+            let m = t.step(&batch, StepPreference::Shared(&pref), &mut rng).expect("step");
             assert_eq!(m.step, step);
             assert_eq!(m.pref_used.len(), 1);
             for (a, b) in m.pref_used[0].iter().zip(pref.as_slice()) {
@@ -143,7 +148,7 @@ fn lagrangian_runs_alongside_preference_conditioning() {
     );
     let mut rng = seed_everything(5);
     let pref = PreferenceVector::new(vec![0.2, 0.5, 0.3]).expect("pref");
-    let m = t.step(&prompts(), std::slice::from_ref(&pref), &mut rng).expect("step");
+    let m = t.step(&prompts(), StepPreference::Shared(&pref), &mut rng).expect("step");
     // The cost of objective 1 is the raw score of OddTokenFraction ∈ [0, 1], far above the
     // threshold −100, so μ grows: log μ = 0 + 0.01·(mean cost + 100)·1 > 0.
     let mu = m.lagrange_mu.expect("mu");
@@ -166,13 +171,18 @@ fn non_finite_score_stops_the_step_and_names_it() {
         trainer(config(), vec![Box::new(NanSource)], vec![Objective::reward("bad")]);
     let mut rng = seed_everything(1);
     let pref = PreferenceVector::new(vec![1.0]).expect("pref");
-    match t.step(&prompts(), std::slice::from_ref(&pref), &mut rng) {
-        Err(RlhfError::NonFinite { step, what, .. }) => {
-            assert_eq!(step, 1);
-            assert_eq!(what, "score[bad]");
+    match t.step(&prompts(), StepPreference::Shared(&pref), &mut rng) {
+        Err(e @ RlhfError::NonFinite { .. }) => {
+            let RlhfError::NonFinite { step, what, .. } = &e else { unreachable!() };
+            assert_eq!((*step, what.as_str()), (1, "score[bad]"));
+            // The hint names the scorer, not the learning rate: nothing in the update failed.
+            let text = e.to_string();
+            assert!(text.contains("scorer") && !text.contains("optim.lr"), "{text}");
         }
         other => panic!("expected NonFinite, got {other:?}"),
     }
+    // A failed step does not count.
+    assert_eq!(t.steps_done(), 0);
 }
 
 /// Mean even-token fraction of 64 sampled responses (8 draws of each of 8 prompts) under
@@ -241,7 +251,11 @@ fn train_parity(per_row: bool) -> (f64, f64, f64) {
         } else {
             vec![sampler.sample(2, &mut rng.preference).expect("pref")]
         };
-        let m = t.step(&batch, &prefs, &mut rng).expect("step");
+        let pref = match prefs.as_slice() {
+            [one] => StepPreference::Shared(one),
+            rows => StepPreference::PerRow(rows),
+        };
+        let m = t.step(&batch, pref, &mut rng).expect("step");
         let distinct = m.pref_used.len();
         assert!(if per_row { distinct > 1 } else { distinct == 1 }, "{:?}", m.pref_used);
     }
@@ -279,7 +293,7 @@ fn resumed_run_ends_bit_exact_with_the_uninterrupted_one() {
     let run_steps = |t: &mut PpoTrainer, rng: &mut RunRng, n: usize| {
         for _ in 0..n {
             let prefs = sampler.sample_rows(2, batch.len(), &mut rng.preference).expect("prefs");
-            t.step(&batch, &prefs, rng).expect("step");
+            t.step(&batch, StepPreference::PerRow(&prefs), rng).expect("step");
         }
     };
     let (_, mut straight) = trainer(config(), sources(), objectives());
@@ -299,7 +313,7 @@ fn resumed_run_ends_bit_exact_with_the_uninterrupted_one() {
     let (_, mut resumed) = trainer(config(), sources(), objectives());
     load_var_store(&dir.join("adapter.safetensors"), &resumed.adapter_vs).expect("load adapter");
     resumed.restore_state(&dir).expect("restore");
-    assert_eq!(resumed.step, 2);
+    assert_eq!(resumed.steps_done(), 2);
     let mut rng = RunRng::from_state(&rng_state);
     run_steps(&mut resumed, &mut rng, 2);
 

@@ -1,7 +1,7 @@
 //! Learned score models on the tiny random-init backbone: Bradley–Terry training generalises
 //! to held-out pairs, the folder round-trips, and PPO takes its rewards from it.
 
-use panacea_core::{seed_everything, Objective, PreferenceVector};
+use panacea_core::{seed_everything, Objective, PreferenceVector, StepPreference};
 use panacea_rlhf::rollout::{ModelSource, RewardSource};
 use panacea_rlhf::score::{
     load_score_model, pair_loss, save_score_model, score_adapter_config, LmScoreModel, ScoreModel,
@@ -77,6 +77,9 @@ fn reward_model_learns_held_out_pairs_round_trips_and_drives_ppo() {
     let mut cfg = panacea_rlhf::PpoConfig::default();
     cfg.rollout.max_new_tokens = 4;
     cfg.ppo.mini_batch_size = 2;
+    // PPO's optimiser defaults before the shared config vocabulary.
+    cfg.optim.weight_decay = 0.01;
+    cfg.optim.warmup_ratio = 0.03;
     let sources: Vec<Box<dyn RewardSource>> = vec![
         Box::new(ModelSource { name: "learned".into(), model: loaded }),
         Box::new(NegativeLength),
@@ -97,6 +100,6 @@ fn reward_model_learns_held_out_pairs_round_trips_and_drives_ppo() {
     let batch =
         PromptBatch { prompts: vec![String::new(); 2], ids: vec![vec![1, 10], vec![1, 11, 12]] };
     let pref = PreferenceVector::new(vec![0.5, 0.5]).expect("pref");
-    let m = t.step(&batch, std::slice::from_ref(&pref), &mut run_rng).expect("step");
+    let m = t.step(&batch, StepPreference::Shared(&pref), &mut run_rng).expect("step");
     assert!(m.score_mean[0].is_finite() && m.policy_loss.is_finite(), "{m:?}");
 }

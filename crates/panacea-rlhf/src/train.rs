@@ -1,0 +1,506 @@
+//! [`train_ppo`]: a whole `train-ppo` job as one library call — model and adapter, prompts,
+//! reward sources, run folder, the loop top to bottom (draw a prompt batch, draw λ **before**
+//! generation, [`PpoTrainer::step`], log, evaluate, checkpoint), resume, stop flag, and the
+//! final comparison of the vertex preferences e_j with the base model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use panacea_core::checkpoint::{
+    hash_var_store, load_adapter, save_adapter, AdapterFolderConfig, BaseModelId,
+};
+use panacea_core::config::to_yaml;
+use panacea_core::objective::utilities;
+use panacea_core::seed::RunRngState;
+use panacea_core::{
+    seed_everything, Adapter, PreferenceSampler, PreferenceVector, RunRng, StepPreference,
+};
+use panacea_data::{PromptSet, Split};
+use panacea_lm::generate::response_texts;
+use panacea_lm::{ChatTemplate, GenerateConfig, Llama, Pretrained, Sampling, Tokenizer};
+use panacea_run::{
+    sha256_file, Checkpoint, Event, Manifest, Observer, RunDir, RunOptions, Trained, CONFIG_FILE,
+};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use tch::{nn, Kind, Tensor};
+
+use crate::config::{BundledSet, PromptSource, TrainPpoConfig};
+use crate::policy::PpoPolicy;
+use crate::rollout::{reward_source, score_all, RewardSource, RolloutView};
+use crate::{PpoParts, PpoTrainer, PromptBatch, RlhfError};
+
+/// The job name recorded in a PPO run's manifest.
+pub const PPO_JOB: &str = "train-ppo";
+/// The final comparison written into the run folder after the last step.
+pub const FINAL_EVAL_FILE: &str = "final_eval.json";
+
+/// The loop's own state, saved as `trainer_state.json` in every checkpoint folder beside the
+/// adapter and the trainer's files ([`PpoTrainer::save_state`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoopState {
+    /// Steps completed.
+    step: u64,
+    /// Every RNG stream's position.
+    rng: RunRngState,
+    /// The data cursor (order of the current pass and position in it).
+    cursor: PromptCursor,
+}
+
+/// Trains a preference-conditioned PPO adapter as `cfg` says, in a new run folder under
+/// `opts.runs_dir` or continuing `opts.resume` from its newest checkpoint; progress and
+/// messages go to `observer`, and `opts.stop` ends the run after the current step with a
+/// checkpoint.
+pub fn train_ppo(
+    cfg: &TrainPpoConfig,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Trained, RlhfError> {
+    if cfg.threads > 0 {
+        tch::set_num_threads(cfg.threads as i32);
+    }
+    let device = cfg.device.resolve()?;
+    // A resume is checked (lock, job, config changes) before anything heavy is loaded.
+    let resumed = match &opts.resume {
+        Some(dir) => Some(resume_run(dir, cfg, &opts.command)?),
+        None => None,
+    };
+    observer.on_event(&Event::Message(&format!(
+        "running on {device:?}, dtype {}, seed {}",
+        cfg.dtype, cfg.seed
+    )));
+    let mut rng = seed_everything(cfg.seed);
+    let k = cfg.objectives.len();
+
+    // Model, prompts, reward sources, trainer.
+    observer.on_event(&Event::Phase(&format!("loading {}", cfg.model)));
+    let (base_vs, policy, adapter_vs, tokenizer) = load_policy(cfg, device)?;
+    let (train_prompts, eval_prompts, data_files) = load_prompts(cfg, &tokenizer)?;
+    let sources = reward_sources(cfg, &tokenizer, &policy)?;
+    let mut trainer = build_trainer(cfg, &tokenizer, policy, adapter_vs, sources)?;
+    observer.on_event(&Event::Message(&format!(
+        "{} train / {} eval prompts; base {} tensors frozen; adapter {} tensors trainable",
+        train_prompts.len(),
+        eval_prompts.len(),
+        base_vs.variables().len(),
+        trainer.adapter_vs.trainable_variables().len()
+    )));
+
+    // Run folder. The base hash follows the same recipe as DPO's, so PPO and DPO adapters of
+    // one base carry the same hash.
+    let base_hash = hash_var_store(&base_vs)?;
+    let folder_cfg = AdapterFolderConfig::new(
+        &cfg.adapter,
+        &cfg.objective_names(),
+        BaseModelId { name: cfg.model.clone(), hash: base_hash.clone() },
+    )?;
+    let n_train = train_prompts.len();
+    let (mut run, start, mut cursor) = match resumed {
+        Some((run, ckpt)) => {
+            load_adapter(&ckpt.dir, &trainer.adapter_vs, &folder_cfg)?;
+            trainer.restore_state(&ckpt.dir)?;
+            let state: LoopState = ckpt.loop_state()?;
+            if state.cursor.order.len() != n_train {
+                return Err(RlhfError::Invalid {
+                    what: ckpt.dir.display().to_string(),
+                    reason: format!(
+                        "the checkpoint's data cursor covers {} prompts, the data now has \
+                         {n_train}; hint: the prompt files changed since the run started",
+                        state.cursor.order.len()
+                    ),
+                });
+            }
+            rng = RunRng::from_state(&state.rng);
+            (run, ckpt.step, state.cursor)
+        }
+        None => {
+            let name = opts.name.as_deref().unwrap_or("train-ppo");
+            let run = RunDir::create(&opts.runs_dir, name, &to_yaml(cfg)?, &opts.command)?;
+            let mut manifest = Manifest::now(PPO_JOB, format!("{device:?}"), cfg.seed);
+            manifest.data_hashes.push(("base model weights".to_owned(), base_hash));
+            for f in &data_files {
+                manifest.data_hashes.push((f.display().to_string(), sha256_file(f)?));
+            }
+            run.write_manifest(&manifest)?;
+            (run, 0, PromptCursor::new(n_train))
+        }
+    };
+    observer.on_event(&Event::Started {
+        job: PPO_JOB,
+        run_dir: run.path(),
+        start_step: start,
+        total_steps: cfg.train.steps,
+    });
+
+    // The loop.
+    let names = cfg.objective_names();
+    let max_new = cfg.rollout.max_new_tokens;
+    let batch_size = cfg.train.batch_size;
+    let save = |run: &RunDir,
+                trainer: &PpoTrainer,
+                step: u64,
+                rng: &RunRng,
+                cursor: &PromptCursor|
+     -> Result<Checkpoint, RlhfError> {
+        // Nothing non-finite is ever written: a broken parameter stops the run here.
+        trainer.check_finite_parameters()?;
+        let state = LoopState { step, rng: rng.state(), cursor: cursor.clone() };
+        run.save_checkpoint(step, &state, |dir| -> Result<(), RlhfError> {
+            save_adapter(dir, &trainer.adapter_vs, &folder_cfg)?;
+            trainer.save_state(dir)
+        })
+    };
+    // The hypervolume curve: a small λ grid on a few eval prompts, against a reference fixed
+    // by the base model's vector (so values are comparable across steps and resumes).
+    let hv_prompts = &eval_prompts[..eval_prompts.len().min(cfg.train.hv_prompts)];
+    let hv_grid = PreferenceSampler::DasDennis { h: 2 }.grid(k)?;
+    let hv_reference: Option<Vec<f64>> = if cfg.train.eval_every > 0 {
+        observer.on_event(&Event::Phase("evaluating the base model for the hypervolume reference"));
+        let base = evaluate(&trainer, hv_prompts, None, max_new, batch_size)?;
+        Some(base.iter().map(|x| x - 1.0).collect())
+    } else {
+        None
+    };
+    let mut last_checkpoint = None;
+    for step in start + 1..=cfg.train.steps {
+        let t0 = Instant::now();
+        let batch = cursor.next_batch(&train_prompts, batch_size, &mut rng.data);
+        // λ is drawn before generation and fixed for the whole step (per row when configured).
+        let prefs = if cfg.train.preference_per_row {
+            cfg.preference.sample_rows(k, batch.len(), &mut rng.preference)?
+        } else {
+            vec![cfg.preference.sample(k, &mut rng.preference)?]
+        };
+        let pref = match prefs.as_slice() {
+            [shared] => StepPreference::Shared(shared),
+            rows => StepPreference::PerRow(rows),
+        };
+        let m = trainer.step(&batch, pref, &mut rng)?;
+        let ms = t0.elapsed().as_millis();
+        let scores: Vec<String> =
+            names.iter().zip(&m.score_mean).map(|(n, s)| format!("{n} {s:.3}")).collect();
+        let summary = format!("{} | kl {:.3}", scores.join(" "), m.kl);
+        observer.on_event(&Event::Step { step, summary: &summary });
+        if step % cfg.train.log_every == 0 || step == cfg.train.steps {
+            let mut json = m.to_json(&trainer.objectives);
+            json["time_ms"] = serde_json::json!(ms);
+            run.log_metrics(&json)?;
+            let scores: Vec<String> = names
+                .iter()
+                .zip(&m.score_mean)
+                .map(|(n, s)| format!("score[{n}] {s:.3}"))
+                .collect();
+            observer.on_event(&Event::Message(&format!(
+                "step {step} | loss {:.3} | vloss {:.3} | kl {:.3} | {} | pref {:?} | len {:.1} | {ms} ms",
+                m.policy_loss,
+                m.value_loss,
+                m.kl,
+                scores.join(" "),
+                m.pref.iter().map(|p| (p * 100.0).round() / 100.0).collect::<Vec<_>>(),
+                m.response_len
+            )));
+        }
+        if let Some(reference) = hv_reference.as_ref().filter(|_| step % cfg.train.eval_every == 0)
+        {
+            let mut front = Vec::with_capacity(hv_grid.len());
+            for pref in &hv_grid {
+                front.push(evaluate(&trainer, hv_prompts, Some(pref), max_new, batch_size)?);
+            }
+            let hv = panacea_eval::hypervolume(
+                &front,
+                panacea_eval::Sense::Max,
+                &panacea_eval::RefPoint::Explicit(reference.clone()),
+            )?;
+            let mut json = serde_json::json!({"step": step, "eval/hv": hv.value});
+            for (pref, point) in hv_grid.iter().zip(&front) {
+                json[format!("eval/front/{pref}")] = serde_json::json!(point);
+            }
+            run.log_metrics(&json)?;
+            observer.on_event(&Event::Message(&format!(
+                "step {step} | hypervolume {:.4} over {} λ × {} prompts (reference {})",
+                hv.value,
+                hv_grid.len(),
+                hv_prompts.len(),
+                fmt_vec(reference)
+            )));
+        }
+        let interrupted = opts.stop.is_requested();
+        if (cfg.train.save_every > 0 && step % cfg.train.save_every == 0)
+            || step == cfg.train.steps
+            || interrupted
+        {
+            let ckpt = save(&run, &trainer, step, &rng, &cursor)?;
+            observer.on_event(&Event::Checkpoint { step, dir: &ckpt.dir });
+            last_checkpoint = Some(ckpt.dir);
+        }
+        if interrupted {
+            observer.on_event(&Event::Finished { run_dir: run.path(), step, interrupted: true });
+            return Ok(Trained {
+                run_dir: run.path().to_owned(),
+                step,
+                checkpoint: last_checkpoint,
+                interrupted: true,
+            });
+        }
+    }
+
+    // After training: greedy responses on held-out prompts under the base model and under
+    // each vertex preference, scored by every objective.
+    observer.on_event(&Event::Phase("final evaluation of the base model and each vertex"));
+    let eval = &eval_prompts[..eval_prompts.len().min(cfg.train.eval_prompts)];
+    let mut report = serde_json::Map::new();
+    let base_vec = evaluate(&trainer, eval, None, max_new, batch_size)?;
+    let mut lines = vec![
+        format!(
+            "objective vectors on {} held-out prompts (mean utility; {}):",
+            eval.len(),
+            names.join(", ")
+        ),
+        format!("  base model        {}", fmt_vec(&base_vec)),
+    ];
+    report.insert("base".into(), serde_json::json!(base_vec));
+    for (j, name) in names.iter().enumerate() {
+        let pref = PreferenceVector::vertex(k, j)?;
+        let v = evaluate(&trainer, eval, Some(&pref), max_new, batch_size)?;
+        lines.push(format!("  λ = e_{} ({:<8}) {}", j + 1, name, fmt_vec(&v)));
+        report.insert(format!("e{}", j + 1), serde_json::json!(v));
+    }
+    report.insert("objectives".into(), serde_json::json!(names));
+    run.write_json(FINAL_EVAL_FILE, &serde_json::Value::Object(report))?;
+    observer.on_event(&Event::Message(&lines.join("\n")));
+    let step = cfg.train.steps.max(start);
+    observer.on_event(&Event::Finished { run_dir: run.path(), step, interrupted: false });
+    let checkpoint = match last_checkpoint {
+        Some(dir) => Some(dir),
+        None => panacea_run::latest_checkpoint(run.path())?.map(|c| c.dir),
+    };
+    Ok(Trained { run_dir: run.path().to_owned(), step, checkpoint, interrupted: false })
+}
+
+/// Re-opens the run folder `dir` for `requested`: its saved config is read through the config
+/// parser (so keys of earlier versions are named), and [`RunDir::resume`] refuses changes that
+/// a resumed run cannot make.
+fn resume_run(
+    dir: &Path,
+    requested: &TrainPpoConfig,
+    command: &str,
+) -> Result<(RunDir, Checkpoint), RlhfError> {
+    let saved = read_saved_config::<TrainPpoConfig>(dir)?;
+    let as_json = |c: &TrainPpoConfig| {
+        serde_json::to_value(c).map_err(|e| RlhfError::Invalid {
+            what: "the resumed config".into(),
+            reason: e.to_string(),
+        })
+    };
+    Ok(RunDir::resume(
+        dir,
+        PPO_JOB,
+        &as_json(&saved)?,
+        &as_json(requested)?,
+        &to_yaml(requested)?,
+        command,
+    )?)
+}
+
+/// The config saved in a run folder, parsed and validated like a new one.
+pub(crate) fn read_saved_config<T>(dir: &Path) -> Result<T, RlhfError>
+where
+    T: serde::de::DeserializeOwned + panacea_core::config::Validate,
+{
+    let path = dir.join(CONFIG_FILE);
+    if !path.is_file() {
+        return Err(panacea_run::RunError::NotARunFolder { path: dir.to_owned() }.into());
+    }
+    Ok(panacea_core::config::load_config(&path, &[])?)
+}
+
+/// A loaded policy: (frozen base store, policy model, adapter store, tokenizer).
+pub type LoadedPolicy = (nn::VarStore, Llama, nn::VarStore, Tokenizer);
+
+/// The prompts of a run: (train prompts, eval prompts, data files read).
+pub type LoadedPrompts = (Vec<Prompt>, Vec<Prompt>, Vec<PathBuf>);
+
+/// Loads (or, for `tiny-random`, creates from `cfg.seed`) the base model with the policy
+/// adapter. The base store is converted to `cfg.dtype` before the adapter, critic and score
+/// models take their views of it (views made earlier would keep the f32 tensors); the adapter
+/// store stays f32.
+pub fn load_policy(cfg: &TrainPpoConfig, device: tch::Device) -> Result<LoadedPolicy, RlhfError> {
+    let adapter_vs = nn::VarStore::new(device);
+    let adapter = (&adapter_vs.root(), &cfg.adapter);
+    if cfg.model == panacea_lm::TINY_RANDOM {
+        let tiny = panacea_lm::tiny_random_model(device, cfg.seed as i64, cfg.dtype.kind())?;
+        let policy = tiny.model.with_adapter(Some(adapter));
+        return Ok((tiny.base_vs, policy, adapter_vs, tiny.tokenizer));
+    }
+    let mut base_vs = nn::VarStore::new(device);
+    let pre = Pretrained::load(&cfg.model)?;
+    let policy = pre.build(&mut base_vs, Some(adapter), cfg.dtype.kind())?;
+    base_vs.freeze();
+    Ok((base_vs, policy, adapter_vs, pre.tokenizer.clone()))
+}
+
+/// A rendered prompt and its token ids.
+pub type Prompt = (String, Vec<i64>);
+
+/// The train and eval prompts, rendered and tokenised, and the data files read.
+pub fn load_prompts(cfg: &TrainPpoConfig, tok: &Tokenizer) -> Result<LoadedPrompts, RlhfError> {
+    let (records, files) = match &cfg.data.prompts {
+        PromptSource::Bundled { sets } => {
+            let mut recs = Vec::new();
+            let mut files = Vec::new();
+            for s in sets {
+                let set = match s {
+                    BundledSet::Benign => PromptSet::Benign,
+                    BundledSet::Harmful => PromptSet::Harmful,
+                };
+                recs.extend(set.load()?);
+                files.push(set.bundled_path());
+            }
+            (recs, files)
+        }
+        PromptSource::File { path } => (panacea_data::load_prompts(path)?, vec![path.clone()]),
+    };
+    let template = ChatTemplate::default();
+    let mut train = Vec::new();
+    let mut eval = Vec::new();
+    for r in records {
+        let text = if cfg.data.chat_template { template.user_prompt(&r.prompt) } else { r.prompt };
+        let ids = tok.encode(&text)?;
+        if ids.is_empty() || ids.len() > cfg.data.max_prompt_tokens {
+            continue;
+        }
+        match r.split {
+            Split::Train => train.push((text, ids)),
+            Split::Eval => eval.push((text, ids)),
+        }
+    }
+    if train.len() < cfg.train.batch_size || eval.is_empty() {
+        return Err(RlhfError::Invalid {
+            what: "prompts".into(),
+            reason: format!(
+                "only {} train and {} eval prompts fit data.max_prompt_tokens = {}; hint: raise \
+                 it or lower train.batch_size",
+                train.len(),
+                eval.len(),
+                cfg.data.max_prompt_tokens
+            ),
+        });
+    }
+    Ok((train, eval, files))
+}
+
+/// One reward source per objective, each built from its [`panacea_data::ScorerSpec`]
+/// (learned score models are loaded onto `base`).
+pub fn reward_sources(
+    cfg: &TrainPpoConfig,
+    tok: &Tokenizer,
+    base: &Llama,
+) -> Result<Vec<Box<dyn RewardSource>>, RlhfError> {
+    cfg.objectives.iter().map(|o| reward_source(&o.name, o.kind, &o.source, tok, base)).collect()
+}
+
+/// The PPO trainer of `cfg` around `policy` (its adapter in `adapter_vs`), with one reward
+/// source per objective.
+pub fn build_trainer(
+    cfg: &TrainPpoConfig,
+    tok: &Tokenizer,
+    policy: Llama,
+    adapter_vs: nn::VarStore,
+    sources: Vec<Box<dyn RewardSource>>,
+) -> Result<PpoTrainer, RlhfError> {
+    let parts = PpoParts {
+        critic_adapter: cfg.adapter.clone(),
+        objectives: cfg.objectives.iter().map(|o| o.objective()).collect(),
+        sources,
+        eos_id: tok.eos_id,
+        pad_id: tok.pad_id,
+        tokenizer: Some(tok.clone()),
+        total_steps: cfg.train.steps,
+        policy,
+        adapter_vs,
+    };
+    PpoTrainer::new(cfg.trainer_config(), parts)
+}
+
+fn fmt_vec(v: &[f64]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x:+.4}")).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The data cursor: a shuffled order of the train prompts, reshuffled each pass.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct PromptCursor {
+    order: Vec<usize>,
+    pos: usize,
+}
+
+impl PromptCursor {
+    /// A cursor over `n` prompts whose first batch starts a shuffled pass.
+    pub fn new(n: usize) -> Self {
+        Self { order: (0..n).collect(), pos: n }
+    }
+
+    /// The next `b` prompts, reshuffling the order with `rng` at the start of each pass.
+    pub fn next_batch(&mut self, prompts: &[Prompt], b: usize, rng: &mut impl Rng) -> PromptBatch {
+        let mut batch = PromptBatch { prompts: Vec::with_capacity(b), ids: Vec::with_capacity(b) };
+        while batch.len() < b {
+            if self.pos >= self.order.len() {
+                self.order.shuffle(rng);
+                self.pos = 0;
+            }
+            let (text, ids) = &prompts[self.order[self.pos]];
+            batch.prompts.push(text.clone());
+            batch.ids.push(ids.clone());
+            self.pos += 1;
+        }
+        batch
+    }
+}
+
+/// Mean utility per objective of greedy responses to `prompts` under `pref` (None: the base
+/// model, `Adapter::Off`).
+fn evaluate<M: PpoPolicy>(
+    t: &PpoTrainer<M>,
+    prompts: &[Prompt],
+    pref: Option<&PreferenceVector>,
+    max_new_tokens: i64,
+    batch_size: usize,
+) -> Result<Vec<f64>, RlhfError> {
+    let tok = t.tokenizer().ok_or_else(|| RlhfError::Invalid {
+        what: "evaluation".into(),
+        reason: "needs the tokenizer to decode responses".into(),
+    })?;
+    let gen_cfg = GenerateConfig {
+        max_new_tokens,
+        sampling: Sampling::Greedy,
+        eos_id: tok.eos_id,
+        pad_id: tok.pad_id,
+    };
+    let device = t.policy.device();
+    let mut rows: Vec<Vec<f64>> = Vec::new();
+    // Greedy decoding draws nothing from the RNG; it is only there to satisfy the signature.
+    let mut unused = rand::rngs::mock::StepRng::new(0, 0);
+    for chunk in prompts.chunks(batch_size.max(1)) {
+        let ids: Vec<Vec<i64>> = chunk.iter().map(|(_, i)| i.clone()).collect();
+        let texts: Vec<String> = chunk.iter().map(|(p, _)| p.clone()).collect();
+        let pref_t = pref.map(|p| {
+            p.to_tensor(device)
+                .to_kind(Kind::Float)
+                .unsqueeze(0)
+                .expand([ids.len() as i64, -1], false)
+        });
+        let adapter = match &pref_t {
+            Some(p) => Adapter::On { pref: p },
+            None => Adapter::Off,
+        };
+        let g = t.policy.generate(&ids, adapter, &gen_cfg, &mut unused)?;
+        let responses = response_texts(&g, tok)?;
+        let view = RolloutView::of(&g, &texts, &responses);
+        rows.extend(score_all(t.sources(), &view)?);
+    }
+    let k = t.objectives.len();
+    let raw = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, k as i64]);
+    let util = utilities(&t.objectives, &raw)?.mean_dim([0i64].as_slice(), false, Kind::Double);
+    Ok(Vec::try_from(util)?)
+}
