@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use panacea_core::device::{DType, DeviceChoice};
-use panacea_front::{Baseline, FrontConfig, FrontJob, JobTrainer, RunJob};
+use panacea_front::{Baseline, FrontConfig, FrontError, FrontJob, JobTrainer, RunJob};
 
 use crate::observer::{install_stop_flag, ProgressObserver};
 
@@ -116,7 +116,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut trainer = JobTrainer { device: args.device, stop: install_stop_flag()? };
     let mut observer = ProgressObserver::new();
-    let w = panacea_front::run_front_job(&job, &out, &command, &mut trainer, &mut observer)?;
+    let w = match panacea_front::run_front_job(&job, &out, &command, &mut trainer, &mut observer) {
+        Ok(w) => w,
+        Err(e @ FrontError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!("{}", w.markdown);
     println!(
         "reference point {} (auto); report in {}",

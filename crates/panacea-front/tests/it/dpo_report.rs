@@ -79,7 +79,7 @@ fn dpo_runs_ls_and_tchebycheff_share_one_report_with_rewarded_soups() {
     }
     // A label taken twice is refused before anything is trained or evaluated.
     let twice = FrontJob { labels: vec!["rewarded-soups".into()], ..job };
-    let err = plan(&twice, &mut trainer, &mut Silent).err().expect("duplicate label");
+    let err = plan(&twice, &mut trainer, &mut Silent).expect_err("duplicate label");
     assert!(format!("{err}").contains("--label"), "{err}");
     let _ = std::fs::remove_dir_all(&runs);
 }
