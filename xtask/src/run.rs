@@ -175,17 +175,14 @@ pub(crate) fn eval_front(args: &[String]) -> Result<ExitCode> {
     });
     if !names_a_model {
         let runs = workspace_root().join("runs");
-        let has_ppo_run = std::fs::read_dir(&runs).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                e.path().is_dir() && name.contains("ppo") && !name.contains("eval-front")
-            })
-        });
-        if !has_ppo_run {
+        // The same rule `panacea eval-front --latest-ppo-run` applies (panacea-run's).
+        let latest = panacea_run::latest_run(&runs, "train-ppo")
+            .with_context(|| format!("looking for the latest PPO run under {}", runs.display()))?;
+        if latest.is_none() {
             eprintln!(
-                "no PPO run under {}: nothing to evaluate, no results were produced.\nhint: train \
-                 one with `cargo xtask train-ppo`, or evaluate adapter folders with `cargo xtask \
-                 eval-front --adapter DIR [--label NAME]...`",
+                "no PPO run with a complete checkpoint under {}: nothing to evaluate, no results \
+                 were produced.\nhint: train one with `cargo xtask train-ppo`, or evaluate \
+                 adapter folders with `cargo xtask eval-front --adapter DIR [--label NAME]...`",
                 runs.display()
             );
             return Ok(ExitCode::from(1));

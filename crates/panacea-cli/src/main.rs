@@ -5,20 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod baselines;
 mod convert;
 mod doctor;
 mod eval_front;
 mod export_peft;
 mod generate;
-mod interrupt;
 mod metrics;
 mod observer;
 mod perplexity;
-mod progress;
-mod run_dir;
-#[cfg(test)]
-mod test_support;
 mod train_dpo;
 mod train_ppo;
 mod train_rm;

@@ -15,10 +15,6 @@ use panacea_run::{RunOptions, Trained};
 
 use crate::observer::{install_stop_flag, ProgressObserver};
 
-/// eval-front's tests load a DPO run's base through the library.
-#[cfg(test)]
-pub(crate) use panacea_dpo::load_base;
-
 /// The embedded default run (`configs/dpo-default.yaml`).
 const DEFAULT_CONFIG: &str = include_str!("../../../configs/dpo-default.yaml");
 
@@ -51,29 +47,6 @@ pub(crate) struct Args {
     /// The run folder's name after its date (default: the config file's stem).
     #[arg(long)]
     name: Option<String>,
-}
-
-impl Args {
-    /// A new run of `config` with `sets` overrides in `runs_dir/<date>-<name>` (eval-front's
-    /// baselines).
-    pub(crate) fn new_run(
-        config: PathBuf,
-        sets: Vec<String>,
-        device: Option<DeviceChoice>,
-        runs_dir: PathBuf,
-        name: String,
-    ) -> Self {
-        Self {
-            config: Some(config),
-            sets,
-            device,
-            dtype: None,
-            skip_invalid: false,
-            resume: None,
-            runs_dir,
-            name: Some(name),
-        }
-    }
 }
 
 /// `panacea train-dpo`.
@@ -120,12 +93,6 @@ fn config(args: &Args) -> Result<(DpoRunConfig, Option<String>)> {
     cfg.data.skip_invalid |= args.skip_invalid;
     let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned());
     Ok((cfg, stem))
-}
-
-/// A data path of a DPO config as the run finds it (eval-front reads the pair file's
-/// `stats.json` beside it); the path as given when it is found nowhere.
-pub(crate) fn resolve_data_path(p: &Path) -> PathBuf {
-    panacea_dpo::resolve_data_path(p, None).unwrap_or_else(|_| p.to_owned())
 }
 
 #[cfg(test)]

@@ -46,51 +46,15 @@ pub(crate) struct Args {
     name: Option<String>,
 }
 
-impl Args {
-    /// A new run of `config` with `set` overrides in `runs_dir/<date>-<name>` (eval-front's
-    /// baselines).
-    pub(crate) fn new_run(
-        config: PathBuf,
-        set: Vec<String>,
-        device: Option<DeviceChoice>,
-        runs_dir: PathBuf,
-        name: String,
-    ) -> Self {
-        Self {
-            config: Some(config),
-            set,
-            device,
-            dtype: None,
-            resume: None,
-            runs_dir,
-            name: Some(name),
-        }
-    }
-}
-
-/// How a training run ended (PPO or DPO).
-pub(crate) struct Trained {
-    /// Its run folder.
-    pub(crate) run_dir: PathBuf,
-    /// True when Ctrl-C stopped it before the last step.
-    pub(crate) interrupted: bool,
-}
-
-/// `panacea train-ppo`.
+/// `panacea train-ppo`: the whole job with a progress bar and Ctrl-C (exit 130 when stopped).
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
-    let t = train(args)?;
-    Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
-}
-
-/// The whole job with a progress bar and Ctrl-C.
-pub(crate) fn train(args: Args) -> Result<Trained> {
     let (cfg, stem) = config(&args)?;
     let mut opts = RunOptions::new(&args.runs_dir);
     opts.name = Some(args.name.clone().unwrap_or(stem));
     opts.resume = args.resume.clone();
     opts.stop = install_stop_flag()?;
     let t = panacea_rlhf::train_ppo(&cfg, &opts, &mut ProgressObserver::new())?;
-    Ok(Trained { run_dir: t.run_dir, interrupted: t.interrupted })
+    Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
 /// The config (struct defaults < YAML < `--set` < `--device`/`--dtype`, validated in one pass)

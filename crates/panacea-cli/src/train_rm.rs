@@ -5,10 +5,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use panacea_core::config::load_config;
 use panacea_core::device::{DType, DeviceChoice};
-use panacea_data::{load_pairs, ReadOptions};
 use panacea_rlhf::TrainRmConfig;
 use panacea_run::RunOptions;
 
@@ -56,26 +55,4 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     opts.stop = install_stop_flag()?;
     let t = panacea_rlhf::train_score_models(&cfg, &opts, &mut ProgressObserver::new())?;
     Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
-}
-
-/// Reads a pair file with `opts`; with `skip_invalid`, says how many lines were skipped and
-/// shows the first reasons (file, line, field), so nothing is dropped silently (train-dpo).
-pub(crate) fn load_pairs_reporting(
-    path: &std::path::Path,
-    opts: ReadOptions,
-) -> Result<Vec<panacea_data::PairRecord>> {
-    let (records, report) =
-        load_pairs(path, opts).with_context(|| format!("reading pairs {}", path.display()))?;
-    if report.skipped > 0 {
-        eprintln!(
-            "{}: skipped {} malformed line(s) of {}; first:",
-            path.display(),
-            report.skipped,
-            report.records + report.skipped + report.blank_lines
-        );
-        for e in &report.first_errors {
-            eprintln!("  {e}");
-        }
-    }
-    Ok(records)
 }

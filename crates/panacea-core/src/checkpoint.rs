@@ -463,12 +463,16 @@ pub struct PeftExportSummary {
 /// Exports the native folder `adapter_dir` at the fixed preference `pref` as a plain PEFT LoRA
 /// folder `out_dir`: `adapter_model.safetensors` with
 /// `base_model.model.<module>.lora_{A,B}.weight`, an `adapter_config.json` with
-/// `peft_type: LORA`, `r = lora_alpha = k + m`, and [`PEFT_PROVENANCE_FILE`] recording λ, the
-/// objectives and the base model.
+/// `peft_type: LORA`, `r = lora_alpha = k + m` and `base_model_name_or_path =
+/// base_model_name_or_path`, and [`PEFT_PROVENANCE_FILE`] recording λ, the objectives and the
+/// base model. PEFT loads the base from `base_model_name_or_path`, so it must be a folder with
+/// the base's `config.json` and weights, or a hub id of exactly those weights; the short name
+/// recorded in the adapter folder (e.g. `smollm2-135m`) is neither.
 pub fn export_peft(
     adapter_dir: &Path,
     pref: &PreferenceVector,
     out_dir: &Path,
+    base_model_name_or_path: &str,
 ) -> Result<PeftExportSummary, CoreError> {
     let (config, tensors) = read_adapter(adapter_dir)?;
     let modules = peft_factors(&config, &tensors, pref, &adapter_dir.join(WEIGHTS_FILE))?;
@@ -486,7 +490,7 @@ pub fn export_peft(
     let peft_config = serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": config.base_model.name,
+        "base_model_name_or_path": base_model_name_or_path,
         "r": r,
         "lora_alpha": r,
         "lora_dropout": 0.0,

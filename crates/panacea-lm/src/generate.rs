@@ -5,7 +5,9 @@
 //! it would alone. The cache and the output buffers are allocated once for P + max_new_tokens
 //! positions. A row stops at its first EOS (which is kept and counted in the response mask);
 //! the loop ends as soon as every row has stopped. Sampling draws its uniforms from the RNG the
-//! caller passes, so the same seed gives the same tokens.
+//! caller passes, so the same seed gives the same tokens: one RNG for the whole batch
+//! ([`generate`]), or one per row ([`generate_per_row`]), so that a row's tokens do not depend
+//! on which other rows share its batch (common random numbers across evaluations).
 
 use rand::Rng;
 use tch::{Device, Kind, Tensor};
@@ -121,8 +123,30 @@ pub fn left_pad(prompts: &[Vec<i64>], pad_id: i64, device: Device) -> (Tensor, T
     )
 }
 
+/// Where sampling's uniforms come from: one stream for the batch, or one per row.
+enum Uniforms<'a, R> {
+    /// Row r of a step takes the stream's r-th draw of that step.
+    Shared(&'a mut R),
+    /// Row r draws from its own stream, one draw per step.
+    PerRow(&'a mut [R]),
+}
+
+impl<R: Rng> Uniforms<'_, R> {
+    /// One uniform in [0, 1) per row: [B] values.
+    fn draw(&mut self, b: i64) -> Vec<f32> {
+        match self {
+            Uniforms::Shared(rng) => (0..b).map(|_| rng.gen::<f32>()).collect(),
+            Uniforms::PerRow(rngs) => rngs.iter_mut().map(|rng| rng.gen::<f32>()).collect(),
+        }
+    }
+}
+
 /// Picks the next token of every row from logits [B, V]: returns (ids [B], log-probs [B]).
-fn choose(logits: &Tensor, sampling: Sampling, rng: &mut impl Rng) -> (Tensor, Tensor) {
+fn choose<R: Rng>(
+    logits: &Tensor,
+    sampling: Sampling,
+    uniforms: &mut Uniforms<'_, R>,
+) -> (Tensor, Tensor) {
     match sampling {
         Sampling::Greedy => {
             let next = logits.argmax(-1, false); // [B]
@@ -151,7 +175,7 @@ fn choose(logits: &Tensor, sampling: Sampling, rng: &mut impl Rng) -> (Tensor, T
             let probs = filtered.softmax(-1, Kind::Float); // [B, V]
             let cdf = probs.cumsum(-1, Kind::Float); // [B, V]
             let b = logits.size()[0];
-            let u: Vec<f32> = (0..b).map(|_| rng.gen::<f32>()).collect();
+            let u = uniforms.draw(b);
             let u = Tensor::from_slice(&u).to_device(logits.device()).unsqueeze(1)
                 * cdf.narrow(1, v - 1, 1); // [B, 1]
 
@@ -171,6 +195,35 @@ pub fn generate_ids(
     adapter: Adapter<'_>,
     cfg: &GenerateConfig,
     rng: &mut impl Rng,
+) -> Result<Generation, LmError> {
+    generate_ids_with(model, prompts, adapter, cfg, Uniforms::Shared(rng))
+}
+
+/// [`generate_ids`] with one RNG per row (`rngs[r]` draws row r's tokens and nothing else), so
+/// a row generates the same tokens whatever else is in its batch.
+pub fn generate_ids_per_row<R: Rng>(
+    model: &Llama,
+    prompts: &[Vec<i64>],
+    adapter: Adapter<'_>,
+    cfg: &GenerateConfig,
+    rngs: &mut [R],
+) -> Result<Generation, LmError> {
+    if rngs.len() != prompts.len() {
+        return Err(LmError::Invalid(format!(
+            "generate: {} row RNGs for {} prompts",
+            rngs.len(),
+            prompts.len()
+        )));
+    }
+    generate_ids_with(model, prompts, adapter, cfg, Uniforms::PerRow(rngs))
+}
+
+fn generate_ids_with<R: Rng>(
+    model: &Llama,
+    prompts: &[Vec<i64>],
+    adapter: Adapter<'_>,
+    cfg: &GenerateConfig,
+    mut uniforms: Uniforms<'_, R>,
 ) -> Result<Generation, LmError> {
     cfg.validate()?;
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
@@ -207,7 +260,7 @@ pub fn generate_ids(
         let h = forward(&prompt_ids, p, &mut cache)?;
         let mut logits = model.lm_head(&h.select(1, p - 1)); // [B, V]
         for step in 0..n {
-            let (next, lp) = choose(&logits, cfg.sampling, rng); // [B], [B]
+            let (next, lp) = choose(&logits, cfg.sampling, &mut uniforms); // [B], [B]
             let active = finished.logical_not(); // [B]
             let next = next.where_self(&active, &pad);
             out_ids.narrow(1, step, 1).copy_(&next.unsqueeze(1));
@@ -256,6 +309,22 @@ pub fn generate(
     let ids: Vec<Vec<i64>> =
         prompts.iter().map(|p| tokenizer.encode(p)).collect::<Result<_, _>>()?;
     let mut g = generate_ids(model, &ids, adapter, cfg, rng)?;
+    g.texts = response_texts(&g, tokenizer)?;
+    Ok(g)
+}
+
+/// [`generate`] with one RNG per row (see [`generate_ids_per_row`]).
+pub fn generate_per_row<R: Rng>(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompts: &[String],
+    adapter: Adapter<'_>,
+    cfg: &GenerateConfig,
+    rngs: &mut [R],
+) -> Result<Generation, LmError> {
+    let ids: Vec<Vec<i64>> =
+        prompts.iter().map(|p| tokenizer.encode(p)).collect::<Result<_, _>>()?;
+    let mut g = generate_ids_per_row(model, &ids, adapter, cfg, rngs)?;
     g.texts = response_texts(&g, tokenizer)?;
     Ok(g)
 }

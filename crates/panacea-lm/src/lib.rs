@@ -32,7 +32,10 @@ pub mod tokenizer;
 pub use chat::{ChatTemplate, JinjaChatTemplate, Message, PromptTemplate, Role};
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::LmError;
-pub use generate::{generate, generate_ids, GenerateConfig, Generation, Sampling};
+pub use generate::{
+    generate, generate_ids, generate_ids_per_row, generate_per_row, GenerateConfig, Generation,
+    Sampling,
+};
 pub use llama::{init_random, KvCache, Llama};
 pub use load::{load_model, resolve_model, LoadedModel, Pretrained};
 pub use panacea_core::adapter::Adapter;

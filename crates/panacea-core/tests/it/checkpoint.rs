@@ -175,7 +175,8 @@ fn peft_export_reproduces_delta_w() {
     let a = model(&c, 2, 8);
     save_adapter(&dir, &a.adapter, &meta(&c, "abc")).expect("save");
     let pref: PreferenceVector = "0.7,0.3".parse().expect("valid");
-    let summary = export_peft(&dir, &pref, &out).expect("export");
+    let base = "/models/smollm2-135m";
+    let summary = export_peft(&dir, &pref, &out, base).expect("export");
     assert_eq!((summary.modules, summary.rank), (4, 5));
     only_final_files(&out, &[CONFIG_FILE, WEIGHTS_FILE, PEFT_PROVENANCE_FILE]);
     let tensors: std::collections::HashMap<String, Tensor> =
@@ -196,6 +197,8 @@ fn peft_export_reproduces_delta_w() {
         serde_json::from_str(&std::fs::read_to_string(out.join(CONFIG_FILE)).expect("read"))
             .expect("json");
     assert_eq!(config["peft_type"], "LORA");
+    // PEFT loads the base from here: the folder given, not the adapter's short name ("tiny").
+    assert_eq!(config["base_model_name_or_path"], base);
     assert_eq!(config["r"], 5);
     assert_eq!(config["lora_alpha"], 5);
     assert_eq!(config["target_modules"], serde_json::json!(c.target_modules));
@@ -206,7 +209,7 @@ fn peft_export_reproduces_delta_w() {
     assert_eq!(provenance["preference"], serde_json::json!([0.7, 0.3]));
     // A preference of the wrong length is refused.
     let three = PreferenceVector::uniform(3).expect("valid");
-    assert!(matches!(export_peft(&dir, &three, &out), Err(CoreError::Preference { .. })));
+    assert!(matches!(export_peft(&dir, &three, &out, base), Err(CoreError::Preference { .. })));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -1,0 +1,262 @@
+//! Training runs as seen by the front evaluation: which trainer wrote a run folder, the latest
+//! run of a job (panacea-run's one rule: the newest run whose manifest names the job and that
+//! holds a complete checkpoint), what a run optimised (its gold scorers) and its label.
+
+use std::path::{Path, PathBuf};
+
+use panacea_core::checkpoint::read_adapter_config;
+use panacea_core::config::{Validate, Validator};
+use panacea_run::{Event, Observer};
+use serde::Deserialize;
+
+use crate::error::{ensure, Context, FrontError, Result};
+use crate::scorer::GoldScorer;
+
+/// Which trainer wrote a run folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunJob {
+    /// `panacea train-ppo`.
+    Ppo,
+    /// `panacea train-dpo`.
+    Dpo,
+}
+
+impl RunJob {
+    /// The `job` field of `manifest.json` this trainer writes.
+    pub fn manifest_name(self) -> &'static str {
+        match self {
+            RunJob::Ppo => "train-ppo",
+            RunJob::Dpo => "train-dpo",
+        }
+    }
+
+    /// `ppo` or `dpo`.
+    pub fn short(self) -> &'static str {
+        match self {
+            RunJob::Ppo => "ppo",
+            RunJob::Dpo => "dpo",
+        }
+    }
+
+    /// The job named in `run/manifest.json`, if the file is there and names PPO or DPO.
+    pub fn from_manifest(run: &Path) -> Option<RunJob> {
+        match panacea_run::Manifest::read(run).ok()?.job.as_str() {
+            "train-ppo" => Some(RunJob::Ppo),
+            "train-dpo" => Some(RunJob::Dpo),
+            _ => None,
+        }
+    }
+}
+
+/// The newest complete checkpoint (an adapter folder) of the latest `job` run under `runs`:
+/// returns (run folder, checkpoint folder).
+pub fn latest_adapter(runs: &Path, job: RunJob) -> Result<(PathBuf, PathBuf)> {
+    let what = job.short().to_uppercase();
+    let hint = format!(
+        "hint: train one with `cargo xtask train-{}`, or pass an adapter folder",
+        job.short()
+    );
+    if !runs.is_dir() {
+        return Err(FrontError::NotFound(format!(
+            "no run folder {}: no {what} run exists yet\n{hint}",
+            runs.display()
+        )));
+    }
+    match panacea_run::latest_run(runs, job.manifest_name())? {
+        Some((run, checkpoint)) => Ok((run, checkpoint.dir)),
+        None => Err(FrontError::NotFound(format!(
+            "no {what} run with a complete checkpoint under {} (a run folder whose manifest.json \
+             names {} and that holds checkpoints/step-N with {}); nothing was evaluated\n{hint}",
+            runs.display(),
+            job.manifest_name(),
+            panacea_run::LOOP_STATE_FILE
+        ))),
+    }
+}
+
+/// The training run around an adapter checkpoint (`<run>/checkpoints/step-N`), when that
+/// folder holds a run's `config.yaml`.
+pub fn run_of_adapter(adapter: &Path) -> Option<PathBuf> {
+    let run = adapter.parent()?.parent()?;
+    run.join(panacea_run::CONFIG_FILE).is_file().then(|| run.to_path_buf())
+}
+
+/// What the front evaluation reads of a training run's resolved `config.yaml` (other keys
+/// ignored): the objectives, and for DPO the pair file and the aggregation.
+#[derive(Debug, Deserialize)]
+struct RunSummary {
+    objectives: Vec<RunObjective>,
+    /// DPO: `data.train`, the pair file (its `stats.json` holds concise's settings).
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    /// `aggregation` (the shared key).
+    #[serde(default)]
+    aggregation: Option<serde_json::Value>,
+    /// DPO settings (`dpo.aggregation` in configs written before the shared key).
+    #[serde(default)]
+    dpo: Option<serde_json::Value>,
+    /// PPO settings (`ppo.aggregation` in configs written before the shared key).
+    #[serde(default)]
+    ppo: Option<serde_json::Value>,
+}
+
+/// One trained objective: a PPO objective (name, kind, reward source) or a DPO pair
+/// dimension (a name).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RunObjective {
+    /// A DPO objective: the name of a preference-pair dimension.
+    Dimension(String),
+    /// A PPO objective.
+    Reward {
+        name: String,
+        /// `reward` or `cost`.
+        #[serde(default)]
+        kind: Option<String>,
+        #[serde(default)]
+        source: Option<serde_json::Value>,
+    },
+}
+
+impl Validate for RunSummary {
+    fn validate(&self, _v: &mut Validator) {}
+}
+
+impl RunSummary {
+    fn read(run: &Path) -> Result<RunSummary> {
+        let path = run.join(panacea_run::CONFIG_FILE);
+        panacea_core::config::load_config(&path, &[])
+            .map_err(panacea_core::CoreError::from)
+            .context_with(|| format!("reading the objectives of run {}", path.display()))
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.objectives
+            .iter()
+            .map(|o| match o {
+                RunObjective::Dimension(name) | RunObjective::Reward { name, .. } => name.as_str(),
+            })
+            .collect()
+    }
+
+    /// `LS` or `Tche`: the run's aggregation (both trainers default to linear).
+    fn aggregation(&self) -> &'static str {
+        let section = |s: &Option<serde_json::Value>| s.as_ref()?.get("aggregation").cloned();
+        let kind = self
+            .aggregation
+            .clone()
+            .or_else(|| section(&self.dpo))
+            .or_else(|| section(&self.ppo))
+            .and_then(|a| a.get("kind")?.as_str().map(str::to_owned));
+        if kind.as_deref() == Some("tchebycheff") {
+            "Tche"
+        } else {
+            "LS"
+        }
+    }
+
+    /// concise's settings from the `stats.json` beside a DPO run's pair file, which
+    /// `cargo xtask make-pairs` writes with the settings it labelled the pairs by.
+    fn pair_concise(&self) -> Option<GoldScorer> {
+        let train = self.data.as_ref()?.get("train")?.as_str()?;
+        let dir = panacea_dpo::resolve_data_path(Path::new(train), None).ok()?.parent()?.to_owned();
+        let text = std::fs::read_to_string(dir.join("stats.json")).ok()?;
+        let stats: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let c = stats.get("concise")?;
+        Some(GoldScorer::Concise { r_max: c.get("r_max")?.as_f64()?, c: c.get("c")?.as_f64()? })
+    }
+
+    /// The gold scorer of each objective, in the run's order; `None` where there is none.
+    ///
+    /// PPO: the objective's `source` when it is a gold scorer's settings (`{ kind: concise,
+    /// r_max: 4.0, c: 6.0 }`), a learned `score_model` for itself, else the gold scorer of the
+    /// same name with default settings. DPO: [`GoldScorer::for_pair_dimension`], with
+    /// concise's settings from the pair file's `stats.json` when there is one.
+    fn gold_scorers(&self) -> Vec<Option<GoldScorer>> {
+        self.objectives
+            .iter()
+            .map(|o| match o {
+                RunObjective::Dimension(name) => match GoldScorer::for_pair_dimension(name)? {
+                    GoldScorer::Concise { .. } => {
+                        Some(self.pair_concise().unwrap_or_else(GoldScorer::concise_default))
+                    }
+                    other => Some(other),
+                },
+                RunObjective::Reward { name, kind, source } => {
+                    // A gold scorer declared a cost was optimised negated: only its name can
+                    // say which (higher-is-better) gold scorer measures it, e.g. `negative`.
+                    let as_cost = kind.as_deref() == Some("cost");
+                    if let Some(path) = source.as_ref().and_then(|s| {
+                        (s.get("kind")?.as_str()? == "score_model")
+                            .then(|| s.get("path")?.as_str())?
+                    }) {
+                        // The run's learned reward/cost model measures its own objective.
+                        return Some(GoldScorer::ScoreModel {
+                            name: name.clone(),
+                            path: PathBuf::from(path),
+                            cost: as_cost,
+                        });
+                    }
+                    source
+                        .clone()
+                        .filter(|_| !as_cost)
+                        .and_then(|s| serde_json::from_value::<GoldScorer>(s).ok())
+                        .or_else(|| GoldScorer::from_name(name))
+                }
+            })
+            .collect()
+    }
+}
+
+/// The gold scorers that measure what the training run `run` optimised, in its objective
+/// order: a PPO objective by its own gold-scorer source or learned score model, a DPO pair
+/// dimension by the gold scorer of its name ([`GoldScorer::for_pair_dimension`]); without a
+/// readable `config.yaml`, those of the adapter's objective names. An objective without a gold
+/// scorer is an error whose hint says how to choose scorers.
+pub fn trained_objectives(
+    run: &Path,
+    adapter: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Vec<GoldScorer>> {
+    let (names, scorers): (Vec<String>, Vec<Option<GoldScorer>>) = match RunSummary::read(run) {
+        Ok(summary) => {
+            (summary.names().into_iter().map(str::to_owned).collect(), summary.gold_scorers())
+        }
+        Err(e) => {
+            observer
+                .on_event(&Event::Warning(&format!("{e}; using the adapter's objective names")));
+            let folder = read_adapter_config(adapter)
+                .context_with(|| format!("reading adapter {}", adapter.display()))?;
+            let scorers = folder.objectives.iter().map(|n| GoldScorer::for_pair_dimension(n));
+            (folder.objectives.clone(), scorers.collect())
+        }
+    };
+    let missing: Vec<&str> =
+        names.iter().zip(&scorers).filter(|(_, s)| s.is_none()).map(|(n, _)| n.as_str()).collect();
+    ensure(missing.is_empty(), || {
+        format!(
+            "run {} optimised {names:?}, and {missing:?} has no gold scorer, so eval-front \
+             cannot measure it\nhint: choose one gold scorer per objective, in the run's order, \
+             e.g. --set 'objectives=[{{kind: relevant}}, {{kind: harmless}}]'; gold scorers: \
+             harmless, positive, negative, relevant, concise, and {{kind: score_model, name, \
+             path}} for a learned model",
+            run.display()
+        )
+    })?;
+    Ok(scorers.into_iter().flatten().collect())
+}
+
+/// The default table name of an adapter inside a training run: `panacea DPO LS (<run>)`,
+/// `panacea DPO Tche (<run>)`, `panacea PPO LS (<run>)`.
+pub fn run_label(run: &Path) -> String {
+    let name = run.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().to_string());
+    let Ok(summary) = RunSummary::read(run) else { return format!("panacea ({name})") };
+    let job = RunJob::from_manifest(run).unwrap_or(
+        if summary.objectives.iter().any(|o| matches!(o, RunObjective::Dimension(_))) {
+            RunJob::Dpo
+        } else {
+            RunJob::Ppo
+        },
+    );
+    format!("panacea {} {} ({name})", job.short().to_uppercase(), summary.aggregation())
+}
