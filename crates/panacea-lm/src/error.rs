@@ -38,6 +38,24 @@ pub enum LmError {
     /// The tokenizer could not be built or failed on input.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A request needs more positions than the model's context holds.
+    #[error(
+        "{what} needs {prompt_len} prompt + {new_tokens} new tokens = {} positions, more than \
+         the model's context of {limit} (its max_position_embeddings); hint: ask for at most {} \
+         new tokens, or shorten the prompt",
+        prompt_len.saturating_add(*new_tokens),
+        limit.saturating_sub(*prompt_len).max(0)
+    )]
+    ContextExceeded {
+        /// What was asked, e.g. `generate`.
+        what: String,
+        /// Prompt tokens (the longest, padded prompt of a batch).
+        prompt_len: i64,
+        /// New tokens asked for.
+        new_tokens: i64,
+        /// The model's context size.
+        limit: i64,
+    },
     /// A caller passed inconsistent arguments.
     #[error("{0}")]
     Invalid(String),
