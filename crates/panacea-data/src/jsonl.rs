@@ -79,6 +79,14 @@ pub(crate) fn parse_line<T: serde::de::DeserializeOwned>(
     path: &Path,
     line: &Line,
 ) -> Result<T, DataError> {
+    if let Some(message) = not_json_lines(&line.text) {
+        return Err(DataError::Record {
+            path: path.to_owned(),
+            line: line.number,
+            field: None,
+            message,
+        });
+    }
     let mut de = serde_json::Deserializer::from_str(&line.text);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let value = parsed.map_err(|e| {
@@ -98,4 +106,28 @@ pub(crate) fn parse_line<T: serde::de::DeserializeOwned>(
         message: format!("{e}\nhint: one JSON object per line"),
     })?;
     Ok(value)
+}
+
+/// A message when a line shows that the file is JSON but not JSON Lines: one JSON array (on
+/// one line, or pretty-printed so that its first line is `[`), or a pretty-printed object.
+/// Records are objects, and serde would otherwise read an array positionally into a struct,
+/// or fail with "field `[0]`: invalid type".
+fn not_json_lines(text: &str) -> Option<String> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('[') {
+        Some(
+            "is a JSON array, not an object: the file looks like one JSON array, but JSON Lines \
+             holds one object per line\nhint: convert it with `jq -c '.[]' FILE > FILE.jsonl`"
+                .to_owned(),
+        )
+    } else if trimmed == "{" {
+        Some(
+            "opens an object that does not end on this line: the file looks like pretty-printed \
+             JSON, but JSON Lines holds one whole object per line\nhint: convert it with \
+             `jq -c . FILE > FILE.jsonl`"
+                .to_owned(),
+        )
+    } else {
+        None
+    }
 }

@@ -34,8 +34,8 @@ pub use error::DataError;
 pub use harmless::HarmlessScorer;
 pub use minilm::MiniLmEncoder;
 pub use pairs::{
-    load_pairs, open_pairs, read_pairs, GenericPair, PairFormat, PairReader, PairRecord, PkuRecord,
-    ReadOptions, ReadReport,
+    load_pairs, open_pairs, read_pairs, same_responses, GenericPair, PairFormat, PairReader,
+    PairRecord, PkuRecord, ReadOptions, ReadReport, UnknownLabelKey,
 };
 pub use positive::{NegativeScorer, PositiveScorer};
 pub use prompts::{load_prompts, split_of, PromptRecord, PromptSet, Split};

@@ -4,7 +4,9 @@
 
 use std::io::Cursor;
 
-use panacea_data::{read_pairs, DataError, PairFormat, PairRecord, ReadOptions, ReadReport};
+use panacea_data::{
+    read_pairs, DataError, PairFormat, PairRecord, ReadOptions, ReadReport, UnknownLabelKey,
+};
 use proptest::prelude::*;
 
 fn opts(format: PairFormat, dims: &[&str], skip_invalid: bool) -> ReadOptions {
@@ -256,7 +258,7 @@ proptest! {
             // Lines as `read_until(b'\n')` sees them: a final segment counts only if non-empty.
             let lines = bytes.split(|&b| b == b'\n').count()
                 - usize::from(bytes.is_empty() || bytes.ends_with(b"\n"));
-            prop_assert_eq!(rep.records + rep.skipped + rep.blank_lines, lines);
+            prop_assert_eq!(rep.records + rep.skipped + rep.blank_lines + rep.dropped_identical, lines);
             prop_assert_eq!(n, rep.records);
         }
     }
@@ -366,4 +368,85 @@ fn scored_responses_reader_names_the_line_and_field_of_a_bad_column() {
     let missing = ok[0].to_scored_prompt(&["relevant".to_owned()]).unwrap_err().to_string();
     assert!(missing.contains("\"relevant\""), "{missing}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_json_array_file_is_named_as_such() {
+    let hint = "jq -c '.[]'";
+    // One array on one line, or pretty-printed (its first line is `[`).
+    let one_line = format!("[{GENERIC},{GENERIC}]");
+    let msg = first_error(&one_line, opts(PairFormat::Generic, &["harmless"], false));
+    assert!(msg.starts_with("mem.jsonl:1: is a JSON array") && msg.contains(hint), "{msg}");
+    let pretty = format!("[\n  {GENERIC},\n  {GENERIC}\n]\n");
+    let msg = first_error(&pretty, opts(PairFormat::PkuSaferlhf, &["harmless"], false));
+    assert!(msg.starts_with("mem.jsonl:1: is a JSON array") && msg.contains(hint), "{msg}");
+    // An array of the record's values in field order is refused too (serde would otherwise
+    // read it positionally into the record).
+    let positional = r#"["p","a","b",{"harmless":0}]"#;
+    let (items, _) = read(positional, opts(PairFormat::Generic, &["harmless"], false));
+    let msg = items[0].as_ref().expect_err("positional array").to_string();
+    assert!(msg.contains("is a JSON array"), "{msg}");
+    // A pretty-printed object is named as well.
+    let msg = first_error("{\n\"prompt\": \"p\"\n}\n", opts(PairFormat::Generic, &["a"], false));
+    assert!(msg.contains("pretty-printed JSON") && msg.contains("jq -c ."), "{msg}");
+}
+
+#[test]
+fn identical_responses_are_dropped_and_counted_in_every_format() {
+    let same_generic =
+        r#"{"prompt":"p","response_0":"same","response_1":"same","prefs":{"helpful":0}}"#;
+    let other_generic = r#"{"prompt":"q","response_0":"a","response_1":"b","prefs":{"helpful":1}}"#;
+    let text = format!("{same_generic}\n{other_generic}\n{same_generic}\n");
+    let (items, report) = read(&text, opts(PairFormat::Generic, &["helpful"], false));
+    let kept: Vec<usize> = items.iter().map(|r| r.as_ref().expect("valid").line).collect();
+    assert_eq!(kept, [2]);
+    assert_eq!((report.records, report.dropped_identical), (1, 2));
+    assert_eq!(report.labelled, [1]);
+
+    let same_pku = r#"{"prompt":"p","response_0":"x","response_1":"x","better_response_id":1,"safer_response_id":0,"is_response_0_safe":true,"is_response_1_safe":true}"#;
+    let (items, report) = read(same_pku, opts(PairFormat::PkuSaferlhf, &["helpful"], false));
+    assert!(items.is_empty());
+    assert_eq!(report.dropped_identical, 1);
+
+    let same_hh = r#"{"chosen":"\n\nHuman: hi\n\nAssistant: ok","rejected":"\n\nHuman: hi\n\nAssistant: ok"}"#;
+    let (items, report) = read(same_hh, opts(PairFormat::HhRlhf, &["helpful"], true));
+    assert!(items.is_empty());
+    assert_eq!((report.dropped_identical, report.skipped), (1, 0));
+    assert!(panacea_data::same_responses("a", "a") && !panacea_data::same_responses("a", "a "));
+    assert!(panacea_data::same_responses(&[1i64, 2][..], &[1, 2][..]));
+}
+
+#[test]
+fn unknown_label_keys_are_reported_with_their_first_line() {
+    // Issue 18: a typo'd label key (`helpfull`) trained a reward model on no labels, silently.
+    let typo = |n: u8| {
+        format!(
+            r#"{{"prompt":"p{n}","response_0":"a","response_1":"b","prefs":{{"helpfull":0,"harmless":1}},"scores":{{"helpfull":[1.0,0.0]}}}}"#
+        )
+    };
+    let good =
+        r#"{"prompt":"p","response_0":"a","response_1":"b","prefs":{"helpful":0,"harmless":1}}"#;
+    let text = format!("{good}\n{}\n{}\n", typo(1), typo(2));
+    let (items, report) = read(&text, opts(PairFormat::Generic, &["helpful", "harmless"], false));
+    assert!(items.iter().all(Result::is_ok));
+    assert_eq!(report.labelled, [1, 3]);
+    let want = |field: &str| UnknownLabelKey {
+        field: field.to_owned(),
+        first_line: 2,
+        records: 2,
+        did_you_mean: Some("helpful".to_owned()),
+    };
+    assert_eq!(report.unknown_label_keys, [want("prefs.helpfull"), want("scores.helpfull")]);
+    assert_eq!(
+        report.unknown_label_keys[0].to_string(),
+        "label key `prefs.helpfull` (first on line 2, in 2 record(s)) is not a requested \
+         dimension; did you mean `helpful`?"
+    );
+    // A dimension the caller does not train is listed without a guess.
+    let (_, report) = read(good, opts(PairFormat::Generic, &["harmless"], false));
+    assert_eq!(report.unknown_label_keys.len(), 1);
+    assert_eq!(report.unknown_label_keys[0].did_you_mean, None);
+    // Known keys only: nothing listed.
+    let (_, report) = read(good, opts(PairFormat::Generic, &["helpful", "harmless"], false));
+    assert!(report.unknown_label_keys.is_empty());
 }
