@@ -32,13 +32,14 @@ pub mod scorer;
 pub use concise::{ConciseScorer, LengthMeasure};
 pub use error::DataError;
 pub use harmless::HarmlessScorer;
+pub use jsonl::DEFAULT_MAX_LINE_BYTES;
 pub use minilm::MiniLmEncoder;
 pub use pairs::{
     load_pairs, open_pairs, read_pairs, same_responses, GenericPair, PairFormat, PairReader,
     PairRecord, PkuRecord, ReadOptions, ReadReport, UnknownLabelKey,
 };
 pub use positive::{NegativeScorer, PositiveScorer};
-pub use prompts::{load_prompts, split_of, PromptRecord, PromptSet, Split};
+pub use prompts::{load_prompts, read_prompts, split_of, PromptRecord, PromptSet, Split};
 pub use relevant::RelevantScorer;
 pub use scorer::Scorer;
 

@@ -306,6 +306,14 @@ pub fn load_pairs(
 }
 
 impl<R: BufRead> PairReader<R> {
+    /// Sets the cap on one line's length in bytes (default [`crate::DEFAULT_MAX_LINE_BYTES`]):
+    /// a longer line is a malformed line naming the file, the line and the cap, found before
+    /// more than the cap is buffered.
+    pub fn max_line_bytes(mut self, cap: usize) -> Self {
+        self.lines.set_max_line_bytes(cap);
+        self
+    }
+
     /// Counts so far (complete once the iterator is exhausted).
     pub fn report(&self) -> &ReadReport {
         &self.report
