@@ -12,6 +12,13 @@
 //! extra or mis-shaped tensor, another m, k, α or target list, other objective names, or a
 //! different base-model hash is a [`CoreError::Checkpoint`] naming the file and the tensor.
 //!
+//! No NaN or ±∞ crosses the disk in either direction: [`write_safetensors_atomic`] (which every
+//! saver here and in the trainers goes through) refuses a non-finite floating-point tensor
+//! before it writes anything, and every reader here ([`read_adapter`], so [`load_adapter`] and
+//! [`export_peft`]; [`load_var_store`]) refuses one it finds, naming the file and the tensor. A
+//! diverged run therefore fails where it diverged instead of leaving checkpoints that load into
+//! a model that answers nothing.
+//!
 //! The PEFT export folds the diagonal at a fixed λ into the factors of a plain LoRA of rank
 //! R = k + m: `lora_B = U` [d_out, R] and `lora_A = diag(c·d(λ)) Vᵀ` [R, d_in] with
 //! `lora_alpha = r`, so PEFT's α/r factor is 1 and `lora_B·lora_A = ΔW(λ)`.
@@ -176,11 +183,49 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Writes named tensors to a safetensors file atomically.
+/// `Ok` when the floating-point tensor `t` (named `name`, read from or bound for `path`) holds
+/// only finite values; integer and boolean tensors always pass. `reading` picks the hint.
+pub fn check_finite(path: &Path, name: &str, t: &Tensor, reading: bool) -> Result<(), CoreError> {
+    if !t.is_floating_point() || t.numel() == 0 {
+        return Ok(());
+    }
+    let not_finite = t.f_isfinite()?.f_logical_not()?;
+    let bad = i64::try_from(not_finite.f_sum(Kind::Int64)?)?;
+    if bad == 0 {
+        return Ok(());
+    }
+    let nan = i64::try_from(t.f_isnan()?.f_sum(Kind::Int64)?)?;
+    let hint = if reading {
+        "hint: the run that wrote it diverged; use an earlier checkpoint of the run"
+    } else {
+        "hint: training diverged (a too large learning rate, or a non-finite setting); \
+         nothing was written"
+    };
+    Err(ckpt_err(
+        path,
+        format!(
+            "tensor {name} holds {bad} non-finite value(s) of {} ({nan} NaN, {} ±∞); {hint}",
+            t.numel(),
+            bad - nan
+        ),
+    ))
+}
+
+fn check_all_finite(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    reading: bool,
+) -> Result<(), CoreError> {
+    tensors.iter().try_for_each(|(name, t)| check_finite(path, name, t, reading))
+}
+
+/// Writes named tensors to a safetensors file atomically. Refuses (before writing anything) a
+/// floating-point tensor with a NaN or ±∞, naming it.
 pub fn write_safetensors_atomic(
     path: &Path,
     tensors: &[(String, Tensor)],
 ) -> Result<(), CoreError> {
+    check_all_finite(path, tensors, false)?;
     let tmp = temp_path(path);
     Tensor::write_safetensors(tensors, &tmp)
         .map_err(|e| ckpt_err(&tmp, format!("cannot write tensors: {e}")))?;
@@ -270,12 +315,14 @@ pub fn read_adapter_config(dir: &Path) -> Result<AdapterFolderConfig, CoreError>
 }
 
 /// Reads a native adapter folder: its config and its tensors (sorted by name, on the CPU).
+/// A tensor with a NaN or ±∞ is an error naming the file and the tensor.
 pub fn read_adapter(dir: &Path) -> Result<(AdapterFolderConfig, Vec<(String, Tensor)>), CoreError> {
     let config = read_adapter_config(dir)?;
     let path = dir.join(WEIGHTS_FILE);
     let mut tensors = Tensor::read_safetensors(&path)
         .map_err(|e| ckpt_err(&path, format!("cannot read tensors: {e}")))?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    check_all_finite(&path, &tensors, true)?;
     Ok((config, tensors))
 }
 
@@ -366,10 +413,12 @@ pub fn save_var_store(path: &Path, vs: &nn::VarStore) -> Result<(), CoreError> {
 }
 
 /// Loads a file written by [`save_var_store`] into `vs` with the checks of [`load_adapter`]:
-/// exactly the same names and shapes, or an error naming the tensor and nothing copied.
+/// exactly the same names and shapes and finite values, or an error naming the tensor and
+/// nothing copied.
 pub fn load_var_store(path: &Path, vs: &nn::VarStore) -> Result<(), CoreError> {
     let tensors = Tensor::read_safetensors(path)
         .map_err(|e| ckpt_err(path, format!("cannot read tensors: {e}")))?;
+    check_all_finite(path, &tensors, true)?;
     copy_into_var_store(path, tensors, vs)
 }
 

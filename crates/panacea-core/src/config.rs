@@ -2,6 +2,15 @@
 //! struct (`#[serde(deny_unknown_fields)]`, defaults) → one [`Validate`] pass that reports every
 //! problem at once, each with its key path.
 //!
+//! Two checks run on the untyped YAML, so every config type gets them without writing a line:
+//!
+//! - Before parsing, the text is bounded ([`MAX_CONFIG_BYTES`]) and a cheap scan over it bounds
+//!   its nesting ([`MAX_CONFIG_DEPTH`]): the YAML parser takes tens of seconds on a few hundred
+//!   kilobytes of deeply nested brackets before its own recursion limit stops it.
+//! - After the overrides, every number must be finite: YAML spells NaN and ∞ as `.nan`, `.inf`
+//!   and `-.inf`, and a non-finite setting (a learning rate, an adapter's α) trains silently
+//!   into NaN weights. The error names each key and its value.
+//!
 //! serde_yaml is archived upstream, so it is used here and nowhere else: swapping it means
 //! editing this file only.
 
@@ -70,6 +79,13 @@ pub enum ConfigError {
         new: String,
         /// What else changed with it, if anything (empty or starting with `: `).
         note: String,
+    /// The config text is too large or too deeply nested to be a config; nothing was parsed.
+    #[error("config {source_name}: {message}")]
+    Limit {
+        /// The file name (or `<string>`, or the override).
+        source_name: String,
+        /// Which limit was exceeded, where, and a hint.
+        message: String,
     },
     /// The config parsed but some values are out of range or inconsistent.
     #[error("config {source_name} has {} problem(s):\n{}", problems.len(), list(problems))]
@@ -205,14 +221,230 @@ fn find_renamed<'a>(root: &Value, renamed: &'a [RenamedKey]) -> Option<&'a Renam
     })
 }
 
+/// Largest config text accepted, in bytes. Run configs are a few kilobytes; a bigger file is
+/// not a config (or is an attack on the parser), and is refused before it is read whole.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// Deepest nesting of sections and lists accepted (the bundled configs nest at most 4 deep).
+/// Checked before parsing by a linear scan that over-estimates the depth slightly.
+pub const MAX_CONFIG_DEPTH: usize = 64;
+
 /// Reads a YAML config file, applies `--set` overrides, parses it strictly and validates it.
 pub fn load_config<T: DeserializeOwned + Validate>(
     path: &Path,
     overrides: &[String],
 ) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+    let text = read_config_file(path)?;
     parse_config(&text, &path.display().to_string(), overrides)
+}
+
+/// Reads a config file as UTF-8 text, refusing one over [`MAX_CONFIG_BYTES`] without reading
+/// more than that (the file may be a device or a pipe that never ends).
+pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let io = |source| ConfigError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(&path.display().to_string()));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+fn too_large(source_name: &str) -> ConfigError {
+    ConfigError::Limit {
+        source_name: source_name.to_owned(),
+        message: format!(
+            "is larger than {MAX_CONFIG_BYTES} bytes, the most a config may hold; hint: is this \
+             the right file? Data belongs in a data file named by the config"
+        ),
+    }
+}
+
+/// `Err` when the scan of `yaml` finds nesting deeper than [`MAX_CONFIG_DEPTH`].
+fn check_nesting(yaml: &str, source_name: &str) -> Result<(), ConfigError> {
+    match first_line_nested_too_deep(yaml, MAX_CONFIG_DEPTH) {
+        None => Ok(()),
+        Some(line) => Err(ConfigError::Limit {
+            source_name: source_name.to_owned(),
+            message: format!(
+                "line {line} nests sections or lists more than {MAX_CONFIG_DEPTH} levels deep; \
+                 hint: configs are shallow (a few levels); check the brackets and indentation"
+            ),
+        }),
+    }
+}
+
+/// The first 1-based line at which an upper bound on the YAML nesting depth exceeds `limit`,
+/// found in one pass without parsing. The bound adds, per line:
+///
+/// - the block levels open at its indentation (a stack of increasing indentations: a deeper
+///   indentation opens at most one level),
+/// - one level per compact entry indicator (`- - x` opens two lists on one line), and
+/// - the flow brackets `[` / `{` open outside quoted scalars, comments and block scalars.
+///
+/// It can over-count (a `[` inside an unquoted string counts), never under-count the levels a
+/// parser would build, and costs one pass over the bytes.
+fn first_line_nested_too_deep(yaml: &str, limit: usize) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    // Inside a quoted scalar (which may span lines): its quote character.
+    let mut quote: Option<char> = None;
+    // The indentation of the line that opened a block scalar (`|`, `>`): deeper lines are text.
+    let mut block_scalar: Option<usize> = None;
+    for (i, line) in yaml.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let body = &line[indent..];
+        if let Some(opener) = block_scalar {
+            if body.trim().is_empty() || indent > opener {
+                continue;
+            }
+            block_scalar = None;
+        }
+        let mut block_depth = 0;
+        if quote.is_none() && flow == 0 && !body.trim().is_empty() && !body.starts_with('#') {
+            while indents.last().is_some_and(|&top| top > indent) {
+                indents.pop();
+            }
+            if indents.last().is_none_or(|&top| indent > top) {
+                indents.push(indent);
+            }
+            let mut rest = body;
+            let mut compact = 0;
+            while let Some(r) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("? ")) {
+                compact += 1;
+                rest = r.trim_start_matches(' ');
+            }
+            block_depth = indents.len() + compact;
+        }
+        let mut deepest_flow = flow;
+        let mut prev = ' ';
+        let mut escaped = false;
+        for c in body.chars() {
+            match quote {
+                Some('"') => {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        quote = None;
+                    }
+                }
+                // `''` inside single quotes closes and reopens: the count stays right.
+                Some(_) => {
+                    if c == '\'' {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    '#' if prev == ' ' || prev == '\t' => break,
+                    '\'' | '"' if matches!(prev, ' ' | '\t' | '[' | '{' | ',' | ':' | '-') => {
+                        quote = Some(c)
+                    }
+                    '[' | '{' => {
+                        flow += 1;
+                        deepest_flow = deepest_flow.max(flow);
+                    }
+                    ']' | '}' => flow = flow.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+        if block_depth + deepest_flow > limit {
+            return Some(i + 1);
+        }
+        if quote.is_none() && flow == 0 && opens_block_scalar(body) {
+            block_scalar = Some(indent);
+        }
+    }
+    None
+}
+
+/// Whether a line ends with a block scalar header (`key: |`, `- >-`, `|2`), comments aside.
+fn opens_block_scalar(body: &str) -> bool {
+    let code = match body.find(" #") {
+        Some(at) => &body[..at],
+        None => body,
+    };
+    let code = code.trim_end();
+    let (before, header) = match code.rfind(' ') {
+        Some(at) => (code[..at].trim_end(), &code[at + 1..]),
+        None => ("", code),
+    };
+    let mut chars = header.chars();
+    matches!(chars.next(), Some('|' | '>'))
+        && chars.all(|c| c == '-' || c == '+' || c.is_ascii_digit())
+        && (before.is_empty() || before.ends_with(':') || before.ends_with('-'))
+}
+
+/// Records every non-finite number in the tree as a problem at its key path, and refuses a
+/// tree nested deeper than [`MAX_CONFIG_DEPTH`] (overrides can deepen a file's tree). Walks
+/// with an explicit stack, so no input can exhaust the call stack.
+fn check_values(root: &Value, source_name: &str) -> Result<(), ConfigError> {
+    let mut v = Validator::new();
+    let mut stack: Vec<(&Value, String, usize)> = vec![(root, String::new(), 0)];
+    while let Some((value, key, depth)) = stack.pop() {
+        if depth > MAX_CONFIG_DEPTH {
+            return Err(ConfigError::Limit {
+                source_name: source_name.to_owned(),
+                message: format!(
+                    "`{key}` lies more than {MAX_CONFIG_DEPTH} levels deep; hint: configs are \
+                     shallow (a few levels); check the overrides"
+                ),
+            });
+        }
+        let child = |segment: String| {
+            if key.is_empty() {
+                segment
+            } else {
+                format!("{key}.{segment}")
+            }
+        };
+        match value {
+            Value::Number(n) => {
+                if let Some(x) = n.as_f64().filter(|x| !x.is_finite()) {
+                    let yaml = if x.is_nan() {
+                        ".nan"
+                    } else if x > 0.0 {
+                        ".inf"
+                    } else {
+                        "-.inf"
+                    };
+                    v.problem(
+                        &key,
+                        format!(
+                            "{yaml} is not a finite number; hint: every number in a config must \
+                             be finite (YAML reads .nan, .inf and -.inf as NaN and ±∞)"
+                        ),
+                    );
+                }
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate().rev() {
+                    stack.push((item, child(i.to_string()), depth + 1));
+                }
+            }
+            Value::Mapping(map) => {
+                let entries: Vec<(&Value, &Value)> = map.iter().collect();
+                for (k, item) in entries.into_iter().rev() {
+                    let segment = match k {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => "<key>".to_owned(),
+                    };
+                    stack.push((item, child(segment), depth + 1));
+                }
+            }
+            Value::Tagged(tagged) => stack.push((&tagged.value, key.clone(), depth + 1)),
+            Value::Null | Value::Bool(_) | Value::String(_) => {}
+        }
+    }
+    v.finish(source_name)
 }
 
 /// Like [`load_config`] for YAML held in memory (embedded defaults, tests).
@@ -226,6 +458,10 @@ pub fn parse_config<T: DeserializeOwned + Validate>(
         key,
         message,
     };
+    if yaml.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(source_name));
+    }
+    check_nesting(yaml, source_name)?;
     let mut root: Value =
         serde_yaml::from_str(yaml).map_err(|e| parse_err(".".into(), e.to_string()))?;
     if root.is_null() {
@@ -242,6 +478,7 @@ pub fn parse_config<T: DeserializeOwned + Validate>(
             note: if r.note.is_empty() { String::new() } else { format!(": {}", r.note) },
         });
     }
+    check_values(&root, source_name)?;
     let value: T = serde_path_to_error::deserialize(root).map_err(|e| {
         let key = e.path().to_string();
         parse_err(key, e.into_inner().to_string())
@@ -262,6 +499,17 @@ pub fn apply_override(root: &mut Value, expr: &str) -> Result<(), ConfigError> {
     let key = key.trim();
     if key.is_empty() || key.split('.').any(str::is_empty) {
         return Err(bad("the key must be a dotted path such as ppo.lr".into()));
+    }
+    if key.split('.').count() > MAX_CONFIG_DEPTH {
+        return Err(bad(format!("the key has more than {MAX_CONFIG_DEPTH} segments")));
+    }
+    if raw.len() > MAX_CONFIG_BYTES {
+        return Err(bad(format!("the value is longer than {MAX_CONFIG_BYTES} bytes")));
+    }
+    if let Some(line) = first_line_nested_too_deep(raw, MAX_CONFIG_DEPTH) {
+        return Err(bad(format!(
+            "the value nests more than {MAX_CONFIG_DEPTH} levels deep (line {line})"
+        )));
     }
     let value: Value = serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
     let mut node = root;

@@ -374,6 +374,9 @@ impl AdamW {
         let err = |message: String| CoreError::Checkpoint { path: path.to_owned(), message };
         let loaded = Tensor::read_safetensors(path)
             .map_err(|e| err(format!("cannot read optimiser state: {e}")))?;
+        for (name, t) in &loaded {
+            crate::checkpoint::check_finite(path, name, t, true)?;
+        }
         let mut by_name: std::collections::HashMap<String, Tensor> = loaded.into_iter().collect();
         for p in &mut self.params {
             for (prefix, slot) in [("exp_avg", &mut p.exp_avg), ("exp_avg_sq", &mut p.exp_avg_sq)] {

@@ -35,13 +35,14 @@ pub mod spec;
 pub use concise::{ConciseScorer, LengthMeasure};
 pub use error::DataError;
 pub use harmless::HarmlessScorer;
+pub use jsonl::DEFAULT_MAX_LINE_BYTES;
 pub use minilm::MiniLmEncoder;
 pub use pairs::{
-    load_pairs, open_pairs, read_pairs, GenericPair, PairFormat, PairReader, PairRecord, PkuRecord,
-    ReadOptions, ReadReport,
+    load_pairs, open_pairs, read_pairs, same_responses, GenericPair, PairFormat, PairReader,
+    PairRecord, PkuRecord, ReadOptions, ReadReport, UnknownLabelKey,
 };
 pub use positive::{NegativeScorer, PositiveScorer};
-pub use prompts::{load_prompts, split_of, PromptRecord, PromptSet, Split};
+pub use prompts::{load_prompts, read_prompts, split_of, PromptRecord, PromptSet, Split};
 pub use relevant::RelevantScorer;
 pub use scorer::Scorer;
 pub use spec::{ScorerSpec, TokenCounter};

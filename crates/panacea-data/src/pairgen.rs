@@ -118,7 +118,7 @@ pub fn build_pairs(
     for i in 0..k {
         for j in i + 1..k {
             stats.candidates += 1;
-            if sp.responses[i] == sp.responses[j] {
+            if crate::pairs::same_responses(&sp.responses[i], &sp.responses[j]) {
                 stats.identical += 1;
                 continue;
             }

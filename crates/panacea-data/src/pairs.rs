@@ -23,7 +23,18 @@
 //! Strict by default: the first malformed line is an `Err` naming the file, the line and the
 //! field. With `skip_invalid` the reader skips such lines, counts them in [`ReadReport`] and keeps
 //! the first few messages; nothing is dropped without being counted. Blank lines are counted
-//! too. I/O errors always end the stream with an error.
+//! too. I/O errors always end the stream with an error. A line longer than the reader's cap
+//! ([`crate::DEFAULT_MAX_LINE_BYTES`], see [`PairReader::max_line_bytes`]) is a malformed line,
+//! refused before it is parsed.
+//!
+//! Two things a valid file can hold are not errors but are reported:
+//!
+//! - a pair whose two responses are identical ([`same_responses`]) carries no preference: it is
+//!   dropped and counted ([`ReadReport::dropped_identical`]);
+//! - a generic record's label key (`prefs.<key>`, `scores.<key>`) that is none of the requested
+//!   dimensions is not read, and is listed with the line where it first appears
+//!   ([`ReadReport::unknown_label_keys`]), so a typo such as `helpfull` can be warned about
+//!   instead of leaving a dimension silently unlabelled.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -127,8 +138,8 @@ pub struct ReadOptions {
     pub skip_invalid: bool,
 }
 
-/// What a reader saw. After a full pass, `records + skipped + blank_lines` is the number of
-/// lines in the file.
+/// What a reader saw. After a full pass, `records + skipped + blank_lines + dropped_identical`
+/// is the number of lines in the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadReport {
     /// Records returned.
@@ -137,6 +148,11 @@ pub struct ReadReport {
     pub skipped: usize,
     /// Empty or whitespace-only lines.
     pub blank_lines: usize,
+    /// Valid records dropped because their two responses are identical ([`same_responses`]).
+    pub dropped_identical: usize,
+    /// Label keys of generic records that name none of the requested dimensions, in order of
+    /// first appearance (generic schema only; PKU-SafeRLHF and HH-RLHF have fixed keys).
+    pub unknown_label_keys: Vec<UnknownLabelKey>,
     /// The first [`ReadReport::KEPT_ERRORS`] skip messages, each naming file, line and field.
     pub first_errors: Vec<String>,
     /// Per dimension, how many returned records carry a non-zero label.
@@ -146,6 +162,62 @@ pub struct ReadReport {
 impl ReadReport {
     /// How many skip messages are kept.
     pub const KEPT_ERRORS: usize = 10;
+
+    /// How many distinct unknown label keys are listed (a file with a free-form key per
+    /// record must not grow the report without bound).
+    pub const KEPT_UNKNOWN_KEYS: usize = 32;
+}
+
+/// A label key that is none of the requested dimensions: a typo (`helpfull`) or a dimension
+/// the caller does not train. Its values were not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownLabelKey {
+    /// The key's field path, `prefs.<key>` or `scores.<key>`.
+    pub field: String,
+    /// The 1-based line of its first appearance.
+    pub first_line: usize,
+    /// Records that carry it.
+    pub records: usize,
+    /// A requested dimension at most two edits away (the likely intended name), if any.
+    pub did_you_mean: Option<String>,
+}
+
+impl std::fmt::Display for UnknownLabelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "label key `{}` (first on line {}, in {} record(s)) is not a requested dimension",
+            self.field, self.first_line, self.records
+        )?;
+        match &self.did_you_mean {
+            Some(d) => write!(f, "; did you mean `{d}`?"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether a pair's two responses are the same. Such a pair says nothing about which response
+/// is better (and leaves DPO's divergence range empty), so every consumer drops and counts it
+/// by this one rule: pair generation and the pair readers compare the texts, DPO compares the
+/// token sequences it built (two texts cut to the same tokens are the same pair to it).
+pub fn same_responses<T: PartialEq + ?Sized>(response_0: &T, response_1: &T) -> bool {
+    response_0 == response_1
+}
+
+/// Levenshtein distance of two short keys, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Which PKU field gives a dimension's winner.
@@ -163,6 +235,9 @@ pub struct PairReader<R> {
     pku: Vec<PkuDim>,
     report: ReadReport,
 }
+
+/// Unknown label keys of one record: (field path, key).
+type RecordKeys = Vec<(String, String)>;
 
 /// Opens `path` for streaming.
 pub fn open_pairs(
@@ -231,9 +306,37 @@ pub fn load_pairs(
 }
 
 impl<R: BufRead> PairReader<R> {
+    /// Sets the cap on one line's length in bytes (default [`crate::DEFAULT_MAX_LINE_BYTES`]):
+    /// a longer line is a malformed line naming the file, the line and the cap, found before
+    /// more than the cap is buffered.
+    pub fn max_line_bytes(mut self, cap: usize) -> Self {
+        self.lines.set_max_line_bytes(cap);
+        self
+    }
+
     /// Counts so far (complete once the iterator is exhausted).
     pub fn report(&self) -> &ReadReport {
         &self.report
+    }
+
+    /// Records the unknown label keys of the record on `line`.
+    fn note_unknown_keys(&mut self, line: usize, keys: RecordKeys) {
+        for (field, key) in keys {
+            let known = &mut self.report.unknown_label_keys;
+            if let Some(k) = known.iter_mut().find(|k| k.field == field) {
+                k.records += 1;
+            } else if known.len() < ReadReport::KEPT_UNKNOWN_KEYS {
+                let did_you_mean = self
+                    .opts
+                    .dims
+                    .iter()
+                    .map(|d| (edit_distance(&key, d), d))
+                    .filter(|&(n, _)| n <= 2)
+                    .min()
+                    .map(|(_, d)| d.clone());
+                known.push(UnknownLabelKey { field, first_line: line, records: 1, did_you_mean });
+            }
+        }
     }
 
     fn err(&self, line: usize, field: &str, message: String) -> DataError {
@@ -253,9 +356,11 @@ impl<R: BufRead> PairReader<R> {
         }
     }
 
-    fn parse(&self, line: &Line) -> Result<PairRecord, DataError> {
+    /// Parses one line; also returns the record's unknown label keys.
+    fn parse(&self, line: &Line) -> Result<(PairRecord, RecordKeys), DataError> {
         let path = self.lines.path();
         let k = self.opts.dims.len();
+        let mut unknown = Vec::new();
         let (prompt, response_0, response_1, labels, scores, safety) = match self.opts.format {
             PairFormat::Generic => {
                 let g: GenericPair = parse_line(path, line)?;
@@ -277,6 +382,13 @@ impl<R: BufRead> PairReader<R> {
                         }
                     }
                     scores.push(s);
+                }
+                let unrequested = |key: &&String| !self.opts.dims.contains(*key);
+                for key in g.prefs.keys().filter(unrequested) {
+                    unknown.push((format!("prefs.{key}"), key.clone()));
+                }
+                for key in g.scores.iter().flat_map(|s| s.keys()).filter(unrequested) {
+                    unknown.push((format!("scores.{key}"), key.clone()));
                 }
                 (g.prompt, g.response_0, g.response_1, labels, scores, g.safe)
             }
@@ -322,7 +434,16 @@ impl<R: BufRead> PairReader<R> {
                 )
             }
         };
-        Ok(PairRecord { prompt, response_0, response_1, labels, scores, safety, line: line.number })
+        let record = PairRecord {
+            prompt,
+            response_0,
+            response_1,
+            labels,
+            scores,
+            safety,
+            line: line.number,
+        };
+        Ok((record, unknown))
     }
 }
 
@@ -352,7 +473,12 @@ impl<R: BufRead> Iterator for PairReader<R> {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(rec) => {
+                Ok((rec, unknown)) => {
+                    self.note_unknown_keys(rec.line, unknown);
+                    if same_responses(&rec.response_0, &rec.response_1) {
+                        self.report.dropped_identical += 1;
+                        continue;
+                    }
                     self.report.records += 1;
                     for (n, t) in self.report.labelled.iter_mut().zip(&rec.labels) {
                         *n += usize::from(*t != 0);

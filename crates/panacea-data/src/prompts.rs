@@ -11,7 +11,7 @@
 //! 5), so it never changes when prompts are added or reordered; the loader checks it.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -86,12 +86,25 @@ pub fn split_of(prompt: &str) -> Split {
 }
 
 /// Loads a prompt file strictly: every line must parse, ids must be unique and each split must
-/// equal [`split_of`] of its prompt.
+/// equal [`split_of`] of its prompt. Lines are capped at [`crate::DEFAULT_MAX_LINE_BYTES`].
 pub fn load_prompts(path: &Path) -> Result<Vec<PromptRecord>, DataError> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    read_prompts(BufReader::new(file), path, crate::DEFAULT_MAX_LINE_BYTES)
+}
+
+/// [`load_prompts`] from any buffered reader (`name` stands for the file in errors), with a
+/// cap on one line's length in bytes: a longer line is an error naming the line and the cap,
+/// found before more than the cap is buffered.
+pub fn read_prompts<R: BufRead>(
+    reader: R,
+    name: impl Into<PathBuf>,
+    max_line_bytes: usize,
+) -> Result<Vec<PromptRecord>, DataError> {
+    let path: PathBuf = name.into();
+    let path = path.as_path();
     let mut ids = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for line in Lines::new(BufReader::new(file), path.to_owned()) {
+    for line in Lines::with_max_line_bytes(reader, path.to_owned(), max_line_bytes) {
         let line = line?;
         if line.text.trim().is_empty() {
             continue;

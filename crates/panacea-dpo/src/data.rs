@@ -96,7 +96,7 @@ impl EncodedPair {
             s
         };
         let seqs = [build(responses[0]), build(responses[1])];
-        if seqs[0] == seqs[1] {
+        if panacea_data::same_responses(&seqs[0], &seqs[1]) {
             return Ok(Err(DropReason::IdenticalResponses));
         }
         Ok(Ok(Self { index, prompt_len: prompt.len(), seqs, labels }))

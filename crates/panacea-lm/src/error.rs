@@ -41,6 +41,24 @@ pub enum LmError {
     /// A chat template failed to compile or render (its `raise_exception` message included).
     #[error("chat template {0}")]
     Template(String),
+    /// A request needs more positions than the model's context holds.
+    #[error(
+        "{what} needs {prompt_len} prompt + {new_tokens} new tokens = {} positions, more than \
+         the model's context of {limit} (its max_position_embeddings); hint: ask for at most {} \
+         new tokens, or shorten the prompt",
+        prompt_len.saturating_add(*new_tokens),
+        limit.saturating_sub(*prompt_len).max(0)
+    )]
+    ContextExceeded {
+        /// What was asked, e.g. `generate`.
+        what: String,
+        /// Prompt tokens (the longest, padded prompt of a batch).
+        prompt_len: i64,
+        /// New tokens asked for.
+        new_tokens: i64,
+        /// The model's context size.
+        limit: i64,
+    },
     /// A caller passed inconsistent arguments.
     #[error("{0}")]
     Invalid(String),

@@ -8,6 +8,11 @@
 //! caller passes, so the same seed gives the same tokens: one RNG for the whole batch
 //! ([`generate`]), or one per row ([`generate_per_row`]), so that a row's tokens do not depend
 //! on which other rows share its batch (common random numbers across evaluations).
+//!
+//! P + max_new_tokens must fit the model's context (`max_position_embeddings`): a request past
+//! it is a [`LmError::ContextExceeded`] naming the limit, checked before anything is allocated
+//! (a hundred million new tokens once asked libtorch for 76 GB and panicked). The buffers are
+//! allocated with libtorch's fallible calls, so memory the device refuses is an error too.
 
 use rand::Rng;
 use tch::{Device, Kind, Tensor};
@@ -187,8 +192,23 @@ fn choose<R: Rng>(
     }
 }
 
+/// `Err` naming the limit when `prompt_len + new_tokens` positions exceed the model's context.
+pub fn check_context(
+    model: &Llama,
+    what: &str,
+    prompt_len: i64,
+    new_tokens: i64,
+) -> Result<(), LmError> {
+    let limit = model.config.max_position_embeddings;
+    match prompt_len.checked_add(new_tokens) {
+        Some(total) if total <= limit => Ok(()),
+        _ => Err(LmError::ContextExceeded { what: what.to_owned(), prompt_len, new_tokens, limit }),
+    }
+}
+
 /// Generates continuations of token prompts (any lengths ≥ 1) under `adapter`. `texts` is
-/// left empty; see [`generate`].
+/// left empty; see [`generate`]. The longest prompt plus `max_new_tokens` must fit the model's
+/// context ([`check_context`]).
 pub fn generate_ids(
     model: &Llama,
     prompts: &[Vec<i64>],
@@ -231,16 +251,18 @@ fn generate_ids_with<R: Rng>(
     }
     let device = model.device();
     let (b, n) = (prompts.len() as i64, cfg.max_new_tokens);
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
+    check_context(model, "generate", longest, n)?;
     let (prompt_ids, prompt_mask) = left_pad(prompts, cfg.pad_id, device); // [B, P]
     let p = prompt_ids.size()[1];
-    let mut cache = KvCache::new(model, b, p + n);
+    let mut cache = KvCache::try_new(model, b, p + n)?;
     let opts = (Kind::Int64, device);
-    let mask = Tensor::zeros([b, p + n], opts); // [B, P + N]
+    let mask = Tensor::f_zeros([b, p + n], opts)?; // [B, P + N]
     mask.narrow(1, 0, p).copy_(&prompt_mask);
-    let out_ids = Tensor::full([b, n], cfg.pad_id, opts); // [B, N]
-    let out_mask = Tensor::zeros([b, n], opts); // [B, N]
-    let out_lp = Tensor::zeros([b, n], (Kind::Float, device)); // [B, N]
-    let mut finished = Tensor::zeros([b], (Kind::Bool, device)); // [B]
+    let out_ids = Tensor::f_full([b, n], cfg.pad_id, opts)?; // [B, N]
+    let out_mask = Tensor::f_zeros([b, n], opts)?; // [B, N]
+    let out_lp = Tensor::f_zeros([b, n], (Kind::Float, device))?; // [B, N]
+    let mut finished = Tensor::f_zeros([b], (Kind::Bool, device))?; // [B]
     let pad = Tensor::from(cfg.pad_id).to_device(device);
     // Equal-length prompts need no attention mask at all: a finished row then attends to its
     // own padding tokens too, which only changes logits that are never read again.

@@ -511,6 +511,23 @@ impl KvCache {
         Self { layers, len: 0, capacity }
     }
 
+    /// Like [`KvCache::new`], but an allocation libtorch refuses (too large for the device's
+    /// memory) is an error instead of a panic.
+    pub fn try_new(model: &Llama, batch: i64, capacity: i64) -> Result<Self, crate::LmError> {
+        let c = &model.config;
+        let shape = [batch, c.kv_heads(), capacity, c.head_dim()];
+        let opts = (model.kind(), model.device());
+        let layers = (0..c.num_hidden_layers)
+            .map(|_| {
+                Ok(LayerCache {
+                    k: Tensor::f_zeros(shape, opts)?,
+                    v: Tensor::f_zeros(shape, opts)?,
+                })
+            })
+            .collect::<Result<_, crate::LmError>>()?;
+        Ok(Self { layers, len: 0, capacity })
+    }
+
     /// Number of positions filled so far.
     pub fn len(&self) -> i64 {
         self.len

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use panacea_core::adapter::{Adapter, SvdLoraConfig, SvdLoraLinear};
 use panacea_core::checkpoint::{
-    export_peft, load_adapter, read_adapter_config, save_adapter, AdapterFolderConfig, BaseModelId,
-    CONFIG_FILE, PEFT_PROVENANCE_FILE, WEIGHTS_FILE,
+    export_peft, load_adapter, load_var_store, read_adapter_config, save_adapter, save_var_store,
+    AdapterFolderConfig, BaseModelId, CONFIG_FILE, PEFT_PROVENANCE_FILE, WEIGHTS_FILE,
 };
 use panacea_core::preference::PreferenceVector;
 use panacea_core::CoreError;
@@ -210,6 +210,60 @@ fn peft_export_reproduces_delta_w() {
     // A preference of the wrong length is refused.
     let three = PreferenceVector::uniform(3).expect("valid");
     assert!(matches!(export_peft(&dir, &three, &out, base), Err(CoreError::Preference { .. })));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn non_finite_adapters_are_neither_saved_nor_loaded() {
+    // Issue 18: a diverged DPO run saved all-NaN checkpoints, and export-peft and generate
+    // used them with exit 0.
+    setup();
+    let c = cfg(2);
+    let sigma_name = "model.layers.1.self_attn.v_proj.svd_lora_sigma";
+    let poisoned = model(&c, 2, 8);
+    tch::no_grad(|| {
+        let sigma = poisoned.layers[3].lora.as_ref().expect("adapted").sigma.shallow_clone();
+        let _ = sigma.get(1).fill_(f64::NAN);
+        let _ = sigma.get(2).fill_(f64::INFINITY);
+    });
+
+    // Saving is refused before anything is written, naming the tensor.
+    let dir = temp_dir("nan-save");
+    let err = save_adapter(&dir, &poisoned.adapter, &meta(&c, "abc")).map(|()| meta(&c, "abc"));
+    checkpoint_error(err, WEIGHTS_FILE, &[sigma_name, "2 non-finite value(s) of 3", "1 NaN"]);
+    only_final_files(&dir, &[]);
+    let err =
+        save_var_store(&dir.join("state.safetensors"), &poisoned.adapter).map(|()| meta(&c, "abc"));
+    checkpoint_error(err, "state.safetensors", &[sigma_name]);
+    only_final_files(&dir, &[]);
+
+    // A file that holds one anyway (written by another tool, or by an older build) is refused
+    // by every reader, naming the file and the tensor, and nothing is copied.
+    let good = model(&c, 2, 8);
+    save_adapter(&dir, &good.adapter, &meta(&c, "abc")).expect("save finite");
+    let mut tensors = Tensor::read_safetensors(dir.join(WEIGHTS_FILE)).expect("read");
+    for (name, t) in &mut tensors {
+        if name == sigma_name {
+            *t = t.fill(f64::NAN);
+        }
+    }
+    Tensor::write_safetensors(&tensors, dir.join(WEIGHTS_FILE)).expect("write poisoned");
+    let target = model(&c, 2, 8);
+    let u_before = target.layers[0].lora.as_ref().expect("a").u.copy();
+    checkpoint_error(
+        load_adapter(&dir, &target.adapter, &meta(&c, "abc")),
+        WEIGHTS_FILE,
+        &[sigma_name, "3 NaN", "earlier checkpoint"],
+    );
+    assert!(target.layers[0].lora.as_ref().expect("a").u.equal(&u_before));
+    let pref: PreferenceVector = "0.5,0.5".parse().expect("valid");
+    let out = temp_dir("nan-peft");
+    let err = export_peft(&dir, &pref, &out).map(|_| meta(&c, "abc"));
+    checkpoint_error(err, WEIGHTS_FILE, &[sigma_name]);
+    only_final_files(&out, &[]);
+    let err = load_var_store(&dir.join(WEIGHTS_FILE), &target.adapter).map(|()| meta(&c, "abc"));
+    checkpoint_error(err, WEIGHTS_FILE, &[sigma_name]);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -4,7 +4,12 @@
 
 use std::io::Cursor;
 
-use panacea_data::{read_pairs, DataError, PairFormat, PairRecord, ReadOptions, ReadReport};
+use std::io::{BufRead, Read};
+
+use panacea_data::{
+    read_pairs, DataError, PairFormat, PairRecord, ReadOptions, ReadReport, UnknownLabelKey,
+    DEFAULT_MAX_LINE_BYTES,
+};
 use proptest::prelude::*;
 
 fn opts(format: PairFormat, dims: &[&str], skip_invalid: bool) -> ReadOptions {
@@ -256,9 +261,23 @@ proptest! {
             // Lines as `read_until(b'\n')` sees them: a final segment counts only if non-empty.
             let lines = bytes.split(|&b| b == b'\n').count()
                 - usize::from(bytes.is_empty() || bytes.ends_with(b"\n"));
-            prop_assert_eq!(rep.records + rep.skipped + rep.blank_lines, lines);
+            prop_assert_eq!(rep.records + rep.skipped + rep.blank_lines + rep.dropped_identical, lines);
             prop_assert_eq!(n, rep.records);
         }
+    }
+
+    /// With a small line cap, over-long lines are counted as skipped and the count still adds
+    /// up; nothing panics.
+    #[test]
+    fn random_bytes_under_a_small_cap_never_panic(bytes in prop::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..512), cap in 0usize..48, format in any_format()) {
+        let dims: &[&str] = if format == PairFormat::HhRlhf { &["helpful"] } else { &["helpful", "harmless"] };
+        let mut r = read_pairs(Cursor::new(bytes.clone()), "fuzz", opts(format, dims, true)).expect("options").max_line_bytes(cap);
+        let n = r.by_ref().count();
+        let rep = r.report();
+        let lines = bytes.split(|&b| b == b'\n').count()
+            - usize::from(bytes.is_empty() || bytes.ends_with(b"\n"));
+        prop_assert_eq!(rep.records + rep.skipped + rep.blank_lines + rep.dropped_identical, lines);
+        prop_assert_eq!(n, rep.records);
     }
 
     #[test]
@@ -366,4 +385,183 @@ fn scored_responses_reader_names_the_line_and_field_of_a_bad_column() {
     let missing = ok[0].to_scored_prompt(&["relevant".to_owned()]).unwrap_err().to_string();
     assert!(missing.contains("\"relevant\""), "{missing}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An endless source of one byte, counting what the reader consumed: a line that never ends
+/// must be refused after about the cap, not read to exhaustion.
+struct Endless {
+    byte: u8,
+    chunk: Vec<u8>,
+    consumed: usize,
+    /// After this many bytes, a newline and `tail` follow (then the end).
+    line_len: usize,
+    tail: Vec<u8>,
+}
+
+impl Endless {
+    fn new(byte: u8, line_len: usize, tail: &str) -> Self {
+        Self { byte, chunk: Vec::new(), consumed: 0, line_len, tail: tail.as_bytes().to_vec() }
+    }
+}
+
+impl Read for Endless {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Endless {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        const CHUNK: usize = 8192;
+        self.chunk.clear();
+        if self.consumed < self.line_len {
+            let n = CHUNK.min(self.line_len - self.consumed);
+            self.chunk.resize(n, self.byte);
+        } else {
+            let at = self.consumed - self.line_len;
+            let mut rest = vec![b'\n'];
+            rest.extend_from_slice(&self.tail);
+            self.chunk.extend_from_slice(rest.get(at..).unwrap_or(&[]));
+        }
+        Ok(&self.chunk)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.consumed += n;
+    }
+}
+
+#[test]
+fn an_over_long_line_is_refused_while_reading() {
+    // Issue 18: one 50 MB line took 27–37 s and 5.5 GB before it was dropped as too long.
+    let tail = GENERIC;
+    let fifty_mb = 50 << 20;
+    let mut source = Endless::new(b'x', fifty_mb, tail);
+    {
+        let o = opts(PairFormat::Generic, &["harmless"], false);
+        let mut r = read_pairs(&mut source, "big.jsonl", o).expect("options");
+        let msg = r.next().expect("an item").expect_err("over the cap").to_string();
+        assert!(
+            msg.starts_with("big.jsonl:1: the line is longer than 1048576 bytes")
+                && msg.contains("hint"),
+            "{msg}"
+        );
+    }
+    // Refused after the cap (plus room for a line ending), not after 50 MB.
+    assert_eq!(DEFAULT_MAX_LINE_BYTES, 1 << 20);
+    assert!(source.consumed <= DEFAULT_MAX_LINE_BYTES + 2, "read {} bytes", source.consumed);
+
+    // With skip_invalid the reader skips the rest of the line without storing it, counts it,
+    // and goes on with the next one.
+    let o = opts(PairFormat::Generic, &["harmless"], true);
+    let mut r = read_pairs(Endless::new(b'x', fifty_mb, tail), "big.jsonl", o).expect("options");
+    let rec = r.next().expect("the record after it").expect("valid");
+    assert_eq!(rec.line, 2);
+    assert!(r.next().is_none());
+    assert_eq!((r.report().records, r.report().skipped), (1, 1));
+    assert!(r.report().first_errors[0].contains("longer than 1048576 bytes"));
+
+    // The cap is the caller's: a line of exactly the cap passes, one byte more does not, and
+    // the error comes after reading at most the cap plus one chunk.
+    let line_len = GENERIC.len();
+    let two = format!("{GENERIC}\r\n{GENERIC}\n");
+    let o = || opts(PairFormat::Generic, &["harmless"], false);
+    let exact = read_pairs(Cursor::new(two.clone()), "m", o()).expect("o").max_line_bytes(line_len);
+    assert_eq!(exact.filter(Result::is_ok).count(), 2);
+    let mut under = read_pairs(Cursor::new(two), "m", o()).expect("o").max_line_bytes(line_len - 1);
+    let msg = under.next().expect("item").expect_err("one byte over").to_string();
+    assert!(msg.starts_with(&format!("m:1: the line is longer than {} bytes", line_len - 1)));
+
+    let mut endless = Endless::new(b'y', usize::MAX, "");
+    {
+        let o = opts(PairFormat::Generic, &["harmless"], false);
+        let mut r = read_pairs(&mut endless, "endless", o).expect("options").max_line_bytes(1000);
+        assert!(r.next().expect("item").is_err());
+    }
+    assert!(endless.consumed <= 1002, "read {} bytes of a line capped at 1000", endless.consumed);
+}
+
+#[test]
+fn a_json_array_file_is_named_as_such() {
+    let hint = "jq -c '.[]'";
+    // One array on one line, or pretty-printed (its first line is `[`).
+    let one_line = format!("[{GENERIC},{GENERIC}]");
+    let msg = first_error(&one_line, opts(PairFormat::Generic, &["harmless"], false));
+    assert!(msg.starts_with("mem.jsonl:1: is a JSON array") && msg.contains(hint), "{msg}");
+    let pretty = format!("[\n  {GENERIC},\n  {GENERIC}\n]\n");
+    let msg = first_error(&pretty, opts(PairFormat::PkuSaferlhf, &["harmless"], false));
+    assert!(msg.starts_with("mem.jsonl:1: is a JSON array") && msg.contains(hint), "{msg}");
+    // An array of the record's values in field order is refused too (serde would otherwise
+    // read it positionally into the record).
+    let positional = r#"["p","a","b",{"harmless":0}]"#;
+    let (items, _) = read(positional, opts(PairFormat::Generic, &["harmless"], false));
+    let msg = items[0].as_ref().expect_err("positional array").to_string();
+    assert!(msg.contains("is a JSON array"), "{msg}");
+    // A pretty-printed object is named as well.
+    let msg = first_error("{\n\"prompt\": \"p\"\n}\n", opts(PairFormat::Generic, &["a"], false));
+    assert!(msg.contains("pretty-printed JSON") && msg.contains("jq -c ."), "{msg}");
+}
+
+#[test]
+fn identical_responses_are_dropped_and_counted_in_every_format() {
+    let same_generic =
+        r#"{"prompt":"p","response_0":"same","response_1":"same","prefs":{"helpful":0}}"#;
+    let other_generic = r#"{"prompt":"q","response_0":"a","response_1":"b","prefs":{"helpful":1}}"#;
+    let text = format!("{same_generic}\n{other_generic}\n{same_generic}\n");
+    let (items, report) = read(&text, opts(PairFormat::Generic, &["helpful"], false));
+    let kept: Vec<usize> = items.iter().map(|r| r.as_ref().expect("valid").line).collect();
+    assert_eq!(kept, [2]);
+    assert_eq!((report.records, report.dropped_identical), (1, 2));
+    assert_eq!(report.labelled, [1]);
+
+    let same_pku = r#"{"prompt":"p","response_0":"x","response_1":"x","better_response_id":1,"safer_response_id":0,"is_response_0_safe":true,"is_response_1_safe":true}"#;
+    let (items, report) = read(same_pku, opts(PairFormat::PkuSaferlhf, &["helpful"], false));
+    assert!(items.is_empty());
+    assert_eq!(report.dropped_identical, 1);
+
+    let same_hh = r#"{"chosen":"\n\nHuman: hi\n\nAssistant: ok","rejected":"\n\nHuman: hi\n\nAssistant: ok"}"#;
+    let (items, report) = read(same_hh, opts(PairFormat::HhRlhf, &["helpful"], true));
+    assert!(items.is_empty());
+    assert_eq!((report.dropped_identical, report.skipped), (1, 0));
+    assert!(panacea_data::same_responses("a", "a") && !panacea_data::same_responses("a", "a "));
+    assert!(panacea_data::same_responses(&[1i64, 2][..], &[1, 2][..]));
+}
+
+#[test]
+fn unknown_label_keys_are_reported_with_their_first_line() {
+    // Issue 18: a typo'd label key (`helpfull`) trained a reward model on no labels, silently.
+    let typo = |n: u8| {
+        format!(
+            r#"{{"prompt":"p{n}","response_0":"a","response_1":"b","prefs":{{"helpfull":0,"harmless":1}},"scores":{{"helpfull":[1.0,0.0]}}}}"#
+        )
+    };
+    let good =
+        r#"{"prompt":"p","response_0":"a","response_1":"b","prefs":{"helpful":0,"harmless":1}}"#;
+    let text = format!("{good}\n{}\n{}\n", typo(1), typo(2));
+    let (items, report) = read(&text, opts(PairFormat::Generic, &["helpful", "harmless"], false));
+    assert!(items.iter().all(Result::is_ok));
+    assert_eq!(report.labelled, [1, 3]);
+    let want = |field: &str| UnknownLabelKey {
+        field: field.to_owned(),
+        first_line: 2,
+        records: 2,
+        did_you_mean: Some("helpful".to_owned()),
+    };
+    assert_eq!(report.unknown_label_keys, [want("prefs.helpfull"), want("scores.helpfull")]);
+    assert_eq!(
+        report.unknown_label_keys[0].to_string(),
+        "label key `prefs.helpfull` (first on line 2, in 2 record(s)) is not a requested \
+         dimension; did you mean `helpful`?"
+    );
+    // A dimension the caller does not train is listed without a guess.
+    let (_, report) = read(good, opts(PairFormat::Generic, &["harmless"], false));
+    assert_eq!(report.unknown_label_keys.len(), 1);
+    assert_eq!(report.unknown_label_keys[0].did_you_mean, None);
+    // Known keys only: nothing listed.
+    let (_, report) = read(good, opts(PairFormat::Generic, &["helpful", "harmless"], false));
+    assert!(report.unknown_label_keys.is_empty());
 }

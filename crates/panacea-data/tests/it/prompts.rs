@@ -1,7 +1,17 @@
 //! The bundled prompt sets: they load strictly, their splits follow the hash rule, and their
 //! sizes match scripts/extract_prompts.py's output.
 
-use panacea_data::{split_of, PromptSet, Split};
+use std::io::Cursor;
+
+use panacea_data::{read_prompts, split_of, PromptSet, Split, DEFAULT_MAX_LINE_BYTES};
+use proptest::prelude::*;
+
+/// A valid prompt line for `prompt`, with its id and the split the hash rule gives it.
+fn line(id: &str, prompt: &str) -> String {
+    let split = if split_of(prompt) == Split::Eval { "eval" } else { "train" };
+    serde_json::json!({"id": id, "prompt": prompt, "source": "s", "category": "c", "split": split})
+        .to_string()
+}
 
 #[test]
 fn bundled_sets_load_with_expected_sizes_and_sources() {
@@ -51,4 +61,50 @@ fn a_tampered_split_is_rejected_with_line_and_field() {
     let msg = err.to_string();
     assert!(msg.contains("p.jsonl:2:") && msg.contains("field `split`"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_over_long_prompt_line_is_refused_with_line_and_cap() {
+    let long = "x".repeat(300);
+    let text = format!("{}\n{}\n", line("a-1", "Hi"), line("a-2", &long));
+    let err = read_prompts(Cursor::new(text.clone()), "p.jsonl", 200).expect_err("over the cap");
+    let msg = err.to_string();
+    assert!(msg.starts_with("p.jsonl:2: the line is longer than 200 bytes"), "{msg}");
+    assert!(msg.contains("hint"), "{msg}");
+    // Under the default cap (1 MiB) the same file loads.
+    let prompts = read_prompts(Cursor::new(text), "p.jsonl", DEFAULT_MAX_LINE_BYTES).expect("ok");
+    assert_eq!(prompts.len(), 2);
+}
+
+#[test]
+fn a_json_array_prompt_file_is_named_as_such() {
+    let text = format!("[{}, {}]\n", line("a-1", "Hi"), line("a-2", "Ho"));
+    let msg = read_prompts(Cursor::new(text), "p.json", DEFAULT_MAX_LINE_BYTES)
+        .expect_err("an array")
+        .to_string();
+    assert!(msg.starts_with("p.json:1: is a JSON array") && msg.contains("jq -c '.[]'"), "{msg}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Hostile bytes, under any cap, give records or errors, never a panic.
+    #[test]
+    fn prompt_reader_never_panics(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+        cap in prop_oneof![Just(DEFAULT_MAX_LINE_BYTES), 0usize..64],
+    ) {
+        let _ = read_prompts(Cursor::new(bytes), "fuzz", cap);
+    }
+
+    /// Lines glued from fragments of real records never panic either.
+    #[test]
+    fn prompt_reader_never_panics_on_jsonish_lines(
+        pieces in prop::collection::vec(prop::sample::select(vec![
+            "{", "}", "[", "]", ",", ":", "\"id\"", "\"prompt\"", "\"source\"", "\"category\"",
+            "\"split\"", "\"train\"", "\"eval\"", "\"x\"", "1", "null", "\n", " ", "\"\\ud800\"",
+        ]), 0..40),
+    ) {
+        let _ = read_prompts(Cursor::new(pieces.concat()), "fuzz", DEFAULT_MAX_LINE_BYTES);
+    }
 }

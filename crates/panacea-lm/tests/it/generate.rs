@@ -2,7 +2,8 @@
 //! single runs, seeds reproduce, masks and log-probs are consistent.
 
 use panacea_lm::generate::{generate_ids, GenerateConfig, Sampling};
-use panacea_lm::Adapter;
+use panacea_lm::llama::KvCache;
+use panacea_lm::{Adapter, LmError};
 use rand::SeedableRng;
 use tch::Kind;
 
@@ -213,4 +214,53 @@ fn prepared_adapter_generates_the_same_tokens_and_log_probs_and_is_dropped_after
     let wrong = tch::Tensor::ones([8, 3], (Kind::Float, tch::Device::Cpu));
     assert!(policy.with_prepared_adapter(&wrong, |_| ()).is_err());
     assert!(policy.linears().all(|l| !l.is_prepared()), "dropped after an error too");
+}
+
+#[test]
+fn lengths_past_the_context_are_an_error_naming_the_limit() {
+    // Issue 18: `generate --max-new-tokens 100000000` panicked in libtorch on a 76 GB allocation.
+    let (_vs, mut model) = tiny(17);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let greedy = |n| cfg(Sampling::Greedy, n);
+    let err = generate_ids(&model, &prompts(), Adapter::Off, &greedy(100_000_000), &mut rng)
+        .expect_err("past the context");
+    let LmError::ContextExceeded { prompt_len, new_tokens, limit, .. } = &err else {
+        panic!("{err:?}")
+    };
+    // prompts() are 2..=6 tokens long; the tiny config's context is 8192 positions.
+    assert_eq!((*prompt_len, *new_tokens, *limit), (6, 100_000_000, 8192));
+    let msg = err.to_string();
+    assert!(msg.contains("context of 8192") && msg.contains("at most 8186 new tokens"), "{msg}");
+    let err = generate_ids(&model, &prompts(), Adapter::Off, &greedy(i64::MAX), &mut rng)
+        .expect_err("no overflow");
+    assert!(matches!(err, LmError::ContextExceeded { .. }), "{err:?}");
+
+    // The bound is exact: the longest prompt (6) + N ≤ the context.
+    model.config.max_position_embeddings = 16;
+    let ok = generate_ids(&model, &prompts(), Adapter::Off, &greedy(10), &mut rng);
+    assert!(ok.is_ok(), "{:?}", ok.err());
+    let err = generate_ids(&model, &prompts(), Adapter::Off, &greedy(11), &mut rng)
+        .expect_err("one past");
+    assert!(err.to_string().contains("at most 10 new tokens"), "{err}");
+}
+
+#[test]
+fn an_allocation_libtorch_refuses_is_an_error_not_a_panic() {
+    let (_vs, mut model) = tiny(18);
+    // [2^20, 2 KV heads, 2^20, 16] f32 per layer: 2^47 bytes, a whole 47-bit address space.
+    let err = KvCache::try_new(&model, 1 << 20, 1 << 20).expect_err("refused");
+    assert!(matches!(err, LmError::Torch(_)), "{err:?}");
+    // Through generate, with a context large enough to let the request through: 8 rows ×
+    // 10¹² positions of cache is ~10¹⁵ bytes per layer, beyond the address space too.
+    model.config.max_position_embeddings = i64::MAX;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let err = generate_ids(
+        &model,
+        &prompts(),
+        Adapter::Off,
+        &cfg(Sampling::Greedy, 1_000_000_000_000),
+        &mut rng,
+    )
+    .expect_err("refused");
+    assert!(matches!(err, LmError::Torch(_)), "{err:?}");
 }
