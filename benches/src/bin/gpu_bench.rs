@@ -378,8 +378,12 @@ fn decode(cx: &mut Ctx) -> Result<()> {
     };
     let (base_vs, _adapter_vs, mut model) = build(&cfg, &adapter_config(), dev, cx.kind, cx.seed);
     let weight_bytes = param_bytes(&base_vs) as f64;
-    let gen_cfg =
-        GenerateConfig { max_new_tokens: n, sampling: Sampling::Greedy, eos_ids: Vec::new(), pad_id: 0 };
+    let gen_cfg = GenerateConfig {
+        max_new_tokens: n,
+        sampling: Sampling::Greedy,
+        eos_ids: Vec::new(),
+        pad_id: 0,
+    };
     let mut rng = rand::rngs::mock::StepRng::new(0, 0);
     // Correctness before timing: merged equals unmerged (within the dtype's rounding).
     let (one, _) = prefs(1, dev);

@@ -219,8 +219,12 @@ fn greedy_answers_move_along_the_preference_on_a_toy_vocabulary() {
         let b = batch(&pairs[(step % 2) * 8..(step % 2) * 8 + 8], 2);
         trainer.step(&b, StepPreference::Shared(&pref), None).expect("step");
     }
-    let greedy =
-        GenerateConfig { max_new_tokens: 4, sampling: Sampling::Greedy, eos_ids: vec![2], pad_id: 0 };
+    let greedy = GenerateConfig {
+        max_new_tokens: 4,
+        sampling: Sampling::Greedy,
+        eos_ids: vec![2],
+        pad_id: 0,
+    };
     let even_fraction = |adapter: Adapter<'_>| {
         let mut unused = rand_chacha::ChaCha12Rng::seed_from_u64(0);
         let g = generate_ids(&trainer.model, &held_out, adapter, &greedy, &mut unused)

@@ -194,7 +194,7 @@ fn even_fraction(t: &PpoTrainer, adapter: Option<&PreferenceVector>) -> f64 {
     let cfg = panacea_lm::GenerateConfig {
         max_new_tokens: 8,
         sampling: panacea_lm::Sampling::Sample { temperature: 1.0, top_k: None, top_p: None },
-        eos_id: 2,
+        eos_ids: vec![2],
         pad_id: 2,
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
