@@ -79,6 +79,7 @@ pub enum ConfigError {
         new: String,
         /// What else changed with it, if anything (empty or starting with `: `).
         note: String,
+    },
     /// The config text is too large or too deeply nested to be a config; nothing was parsed.
     #[error("config {source_name}: {message}")]
     Limit {

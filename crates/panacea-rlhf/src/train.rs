@@ -474,7 +474,7 @@ fn evaluate<M: PpoPolicy>(
     let gen_cfg = GenerateConfig {
         max_new_tokens,
         sampling: Sampling::Greedy,
-        eos_id: tok.eos_id,
+        eos_ids: tok.eos_ids.clone(),
         pad_id: tok.pad_id,
     };
     let device = t.policy.device();

@@ -259,7 +259,7 @@ fn non_finite_adapters_are_neither_saved_nor_loaded() {
     assert!(target.layers[0].lora.as_ref().expect("a").u.equal(&u_before));
     let pref: PreferenceVector = "0.5,0.5".parse().expect("valid");
     let out = temp_dir("nan-peft");
-    let err = export_peft(&dir, &pref, &out).map(|_| meta(&c, "abc"));
+    let err = export_peft(&dir, &pref, &out, "base").map(|_| meta(&c, "abc"));
     checkpoint_error(err, WEIGHTS_FILE, &[sigma_name]);
     only_final_files(&out, &[]);
     let err = load_var_store(&dir.join(WEIGHTS_FILE), &target.adapter).map(|()| meta(&c, "abc"));

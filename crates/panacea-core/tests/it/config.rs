@@ -1,8 +1,8 @@
 //! The strict config layer: unknown keys, overrides and the single validation pass.
 
-use panacea_core::config::{parse_config, ConfigError, RenamedKey, Validate, Validator};
 use panacea_core::config::{
-    load_config, parse_config, ConfigError, Validate, Validator, MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH,
+    load_config, parse_config, ConfigError, RenamedKey, Validate, Validator, MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
 };
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -127,6 +127,8 @@ fn renamed_keys_are_refused_with_the_new_name() {
     let ok: Train =
         parse_config("steps: 3\nppo: {clip_ratio: 0.2}\n", "t.yaml", &[]).expect("new key");
     assert_eq!(ok.ppo.clip_ratio, 0.2);
+}
+
 #[test]
 fn config_rejects_non_finite_numbers_anywhere_with_key_and_value() {
     // From an override, in a field no validator checks (issue 18: `--set adapter.alpha=.nan`).
