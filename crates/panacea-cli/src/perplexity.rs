@@ -1,6 +1,6 @@
 //! `panacea perplexity`: token count and mean negative log-likelihood (nats/token) of a text
 //! under a model, the quickest check that weights, layout and tokenizer are right
-//! (SmolLM2-135M on the spec/models.md §1.6 passage: 1.3168).
+//! (SmolLM2-135M on the docs/models.md, §1.6 passage: 1.3168).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -19,7 +19,7 @@ use crate::CoreError;
 
 /// Weight-decay group of U and V (the optimiser's default group).
 pub const DECAY_GROUP: usize = 0;
-/// Weight-decay group of σ and s: never decayed (method.md §10 item 4: decaying s pulls the
+/// Weight-decay group of σ and s: never decayed (docs/method.md, §10 item 4: decaying s pulls the
 /// model back towards ignoring λ). Set it with `opt.set_weight_decay_group(NO_DECAY_GROUP, 0.0)`.
 pub const NO_DECAY_GROUP: usize = 1;
 

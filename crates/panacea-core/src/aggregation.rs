@@ -1,5 +1,5 @@
 //! Scalarising K objectives with a preference vector (Panacea, arXiv 2402.02030, Eq. 6 and
-//! Eq. 7; method.md §3).
+//! Eq. 7; docs/method.md, §3).
 //!
 //! ```text
 //! Linear scalarisation (Eq. 6):  g_λ = Σ_i λ_i J_i
@@ -18,7 +18,7 @@
 //!   The Tchebycheff gradient flows only through the arg-max dimension; tied dimensions share
 //!   it equally (`amax`'s gradient rule).
 //!
-//! **Per-row λ with losses [ours, method.md §3.3].** The batch-mean Tchebycheff form is not
+//! **Per-row λ with losses [ours, docs/method.md, §3.3].** The batch-mean Tchebycheff form is not
 //! defined when rows carry different λ. Rows are therefore grouped by identical λ; each group
 //! gets the batch-mean form with its own λ and the groups are averaged, weighted by their row
 //! counts: `L = Σ_g (n_g / B) · agg_{λ_g}(L̄_g)`. A batch with one λ is exactly the batch-mean
@@ -59,7 +59,7 @@ fn shape_err(what: &str, expected: Vec<i64>, got: Vec<i64>) -> CoreError {
 }
 
 impl Aggregation {
-    /// Tchebycheff with z = 0 for `k` objectives: the loss form of method.md §3.3.
+    /// Tchebycheff with z = 0 for `k` objectives: the loss form of docs/method.md, §3.3.
     pub fn tchebycheff_zero(k: usize) -> Self {
         Self::Tchebycheff { ideal: vec![0.0; k] }
     }

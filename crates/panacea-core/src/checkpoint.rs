@@ -1,4 +1,4 @@
-//! The native adapter folder and the PEFT LoRA export (method.md §2.5).
+//! The native adapter folder and the PEFT LoRA export (docs/method.md, §2.5).
 //!
 //! A native folder holds
 //!

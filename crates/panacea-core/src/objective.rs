@@ -1,4 +1,4 @@
-//! Objectives and their sign convention (method.md §5.3, §10 item 7).
+//! Objectives and their sign convention (docs/method.md, §5.3, §10 item 7).
 //!
 //! Every score is turned into a **utility** (higher is better) here and nowhere else: a reward
 //! is its own utility, a cost is negated. Aggregation, advantages, metrics and fronts downstream
@@ -25,7 +25,7 @@ fn default_scale() -> f64 {
 }
 
 /// One objective dimension: a name (used in logs, checkpoints and fronts), its kind, and a
-/// per-dimension scale applied to utilities by the trainers (method.md §6.1 step 3).
+/// per-dimension scale applied to utilities by the trainers (docs/method.md, §6.1 step 3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Objective {

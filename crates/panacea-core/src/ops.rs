@@ -1,6 +1,6 @@
 //! Tensor helpers shared by the RLHF and DPO trainers: token log-probabilities, masked means
 //! and masked whitening. Log-softmax and reductions run in f32 whatever the model's dtype
-//! (method.md §2.2 "Precision").
+//! (docs/method.md, §2.2 "Precision").
 
 use tch::{Kind, Tensor};
 

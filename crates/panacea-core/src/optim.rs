@@ -29,7 +29,7 @@
 //! change of the VarStore), the optimiser notices and falls back to the per-tensor loop.
 //!
 //! **Why decoupled decay matters here.** At init the diagonal d is zero, so U and V get exactly
-//! zero loss gradient (method.md §2.3). With Adam's coupled L2 (`g += wd·p`, tch's `nn::Adam`)
+//! zero loss gradient (docs/method.md, §2.3). With Adam's coupled L2 (`g += wd·p`, tch's `nn::Adam`)
 //! the decay term is then the whole gradient, and Adam's normalisation turns it into a full
 //! lr-sized step towards zero on every entry: U and V (std 0.02) collapse within a few dozen
 //! steps and the adapter dies. Measured on the PPO default before this optimiser: U's std fell
@@ -49,7 +49,7 @@ use crate::CoreError;
 pub struct AdamWConfig {
     /// β1 (default 0.9).
     pub beta1: f64,
-    /// β2 (default 0.95, method.md §6.6).
+    /// β2 (default 0.95, docs/method.md, §6.6).
     pub beta2: f64,
     /// ε (default 1e-8).
     pub eps: f64,

@@ -1,6 +1,6 @@
 //! Preference vectors λ ∈ Δ^{K−1} and the samplers that draw them (Panacea, arXiv 2402.02030,
 //! §4: "for each data batch, we randomly sample a preference vector from the preference
-//! simplex"; method.md §4).
+//! simplex"; docs/method.md, §4).
 //!
 //! [`PreferenceVector`] is the only way a preference enters a model: it is validated once, when
 //! built (length K, finite, ≥ 0, sum 1 within [`SUM_TOLERANCE`]), so nothing downstream checks
@@ -242,7 +242,7 @@ fn default_vertex_prob() -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PreferenceSampler {
-    /// Dirichlet(1), i.e. uniform on the simplex, with vertex over-sampling (method.md §4.1):
+    /// Dirichlet(1), i.e. uniform on the simplex, with vertex over-sampling (docs/method.md, §4.1):
     /// with probability `vertex_prob` λ = e_j, j ~ Uniform{1..K}; otherwise
     /// λ_i = E_i / Σ_j E_j with E_i = −ln U_i, U_i ~ U(0, 1].
     Dirichlet {
@@ -413,7 +413,7 @@ impl PreferenceSampler {
 }
 
 /// Every λ = a/H with a ∈ ℕ^k, Σa = H, in lexicographic order of a. The count is
-/// C(H+k−1, k−1) (method.md §4.2 table); the last coordinate takes the remainder, so each
+/// C(H+k−1, k−1) (docs/method.md, §4.2 table); the last coordinate takes the remainder, so each
 /// vector sums to 1 up to one rounding step.
 pub fn das_dennis(h: usize, k: usize) -> Result<Vec<PreferenceVector>, CoreError> {
     if k == 0 || h == 0 {

@@ -1,4 +1,4 @@
-//! `cargo xtask make-pairs` (this example): the bundled per-dimension preference dataset (spec/models.md §4.3, the
+//! `cargo xtask make-pairs` (this example): the bundled per-dimension preference dataset (docs/models.md, §4.3, the
 //! PKU-SafeRLHF substitute). It samples k responses per prompt from the base policy (SmolLM2 by
 //! default, no adapter), scores every response with the four gold scorers of panacea-data
 //! (harmless, positive, relevant, concise), and writes per-dimension pairs in the generic schema

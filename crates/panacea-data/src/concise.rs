@@ -1,4 +1,4 @@
-//! The concise reward of Panacea's helpful–harmless–concise experiment (method.md §5.4; the
+//! The concise reward of Panacea's helpful–harmless–concise experiment (docs/method.md, §5.4; the
 //! re-implementation attributes it to the paper's §5.2):
 //!
 //! ```text
@@ -82,7 +82,7 @@ pub struct ConciseScorer {
 }
 
 impl ConciseScorer {
-    /// The re-implementation's defaults: r_max = 4, c = 50 (method.md §5.4).
+    /// The re-implementation's defaults: r_max = 4, c = 50 (docs/method.md, §5.4).
     pub const DEFAULT_R_MAX: f64 = 4.0;
     /// See [`ConciseScorer::DEFAULT_R_MAX`].
     pub const DEFAULT_C: f64 = 50.0;

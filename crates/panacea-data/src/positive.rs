@@ -3,7 +3,7 @@
 //! the emoji lexicon.
 //!
 //! The crate ports an older VADER than PyPI's `vaderSentiment==3.3.2`: compounds agree on most
-//! sentences but not all ("not bad at all :)" gives 0.764 here, 0.705 in Python; spec/models.md
+//! sentences but not all ("not bad at all :)" gives 0.764 here, 0.705 in Python; docs/models.md,
 //! §3.2). Tests therefore pin this crate's values, not Python's. The crate indexes token lists
 //! directly; a panic inside it is caught and returned as an error instead of unwinding through
 //! the caller.

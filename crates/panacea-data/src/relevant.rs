@@ -1,5 +1,5 @@
 //! The relevant scorer: cosine similarity between the all-MiniLM-L6-v2 embeddings of the prompt
-//! and of the response (spec/models.md §3.3), with the encoder of [`crate::minilm`].
+//! and of the response (docs/models.md, §3.3), with the encoder of [`crate::minilm`].
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! Spread and preference-following metrics (docs/metrics.md §6–§7):
+//! Spread and preference-following metrics (docs/metrics.md, §6–§7):
 //! - spacing (Schott, "Fault tolerant design using single and multicriteria genetic algorithm
 //!   optimization", MSc thesis, MIT 1995), in four variants;
 //! - sparsity (Xu, Tian, Ma, Rus, Sueda & Matusik, "Prediction-guided multi-objective
@@ -15,7 +15,7 @@ use crate::kdtree::{self, l1_box, l2_squared, l2_squared_box, KdTree};
 use crate::pareto::{nondominated_mask_min, Duplicates};
 use crate::sense::{Matrix, Sense};
 
-/// Distance and denominator of Schott's spacing (docs/metrics.md §6).
+/// Distance and denominator of Schott's spacing (docs/metrics.md, §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpacingVariant {

@@ -1,5 +1,5 @@
 //! Distance, ε, R2 and coverage indicators between an approximation set A and a reference set R
-//! (docs/metrics.md §3–§5). All but coverage are "lower is better" in either sense.
+//! (docs/metrics.md, §3–§5). All but coverage are "lower is better" in either sense.
 //!
 //! - GD, IGD (moocore definitions with p = 1, Euclidean distance);
 //! - IGD+ (Ishibuchi, Masuda, Tanigaki & Nojima, "Modified distance calculation in generational
@@ -14,7 +14,7 @@
 //!   for the discrete R2; Schäpermeier & Kerschke for the exact integral).
 //!
 //! Points and reference sets are converted to minimisation form first, so for `Sense::Max`
-//! ε₊ measures r_k − a_k and ε× measures r_k / a_k (docs/metrics.md §4).
+//! ε₊ measures r_k − a_k and ε× measures r_k / a_k (docs/metrics.md, §4).
 
 use crate::error::{EvalError, Result};
 use crate::kdtree::{l2_squared, l2_squared_box, KdTree};

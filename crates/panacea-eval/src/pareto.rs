@@ -1,4 +1,4 @@
-//! Non-dominated filter and non-dominated sorting (Pareto ranks), docs/metrics.md §1.
+//! Non-dominated filter and non-dominated sorting (Pareto ranks), docs/metrics.md, §1.
 //!
 //! Both sort the points once by (coordinate sum, then lexicographic order). If a ≺ b then a comes
 //! first in that order (its sum is not larger, and on equal sums it is lexicographically smaller),
@@ -16,7 +16,7 @@ use crate::sense::{strictly_dominates, weakly_dominates, Matrix, Sense};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Duplicates {
     /// Every copy of a non-dominated point is non-dominated (duplicates do not dominate each
-    /// other; docs/metrics.md §1).
+    /// other; docs/metrics.md, §1).
     #[default]
     KeepAll,
     /// Keep only the first copy (lowest index), like moocore's
@@ -171,7 +171,7 @@ pub(crate) fn filter_nondominated_flat(data: &mut Vec<f64>, d: usize) -> usize {
     kept
 }
 
-/// Which points are non-dominated (docs/metrics.md §1), in the given sense.
+/// Which points are non-dominated (docs/metrics.md, §1), in the given sense.
 ///
 /// Rejects NaN/±Inf and ragged rows. `Duplicates::KeepOne` keeps the first copy of a duplicated
 /// non-dominated point.

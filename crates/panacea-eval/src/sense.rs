@@ -2,7 +2,7 @@
 //!
 //! Internally every algorithm minimises (the convention of moocore, pymoo, pygmo and the shared
 //! test files). Panacea's objectives are maximised; they are converted once, here, by negating the
-//! points and the reference point together (docs/metrics.md §0).
+//! points and the reference point together (docs/metrics.md, §0).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! Chat templates: a model's own Jinja template ([`JinjaChatTemplate`], rendered with
 //! minijinja the way transformers' `apply_chat_template` renders it), and ChatML
-//! ([`ChatTemplate`]: SmolLM2's template written out by hand, spec/models.md §1.8:
+//! ([`ChatTemplate`]: SmolLM2's template written out by hand, docs/models.md, §1.8:
 //! `<|im_start|>{role}\n{content}<|im_end|>\n` per message, a default system prompt when the
 //! first message is not a system message, and `<|im_start|>assistant\n` as the generation
 //! prompt). [`PromptTemplate`] is what a loaded model carries: its own template, or ChatML as a

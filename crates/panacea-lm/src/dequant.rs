@@ -1,4 +1,4 @@
-//! Dequantisation of the ggml tensor types this project meets (spec/models.md §1.5 and §2):
+//! Dequantisation of the ggml tensor types this project meets (docs/models.md, §1.5 and §2):
 //! F32, F16, BF16, Q8_0, Q4_1, Q4_K and Q6_K. Each function turns whole blocks of bytes into
 //! f32 values; the caller has already checked that the byte slice holds exactly
 //! `out.len() / block_size` blocks. The loops are plain slice code so the compiler vectorises

@@ -1,4 +1,4 @@
-//! A small, bounds-checked reader for GGUF v3 files (spec/models.md §1.2–1.6), and the
+//! A small, bounds-checked reader for GGUF v3 files (docs/models.md, §1.2–1.6), and the
 //! conversion of a llama/qwen2 GGUF into Hugging Face-named f32 tensors and a [`LlamaConfig`].
 //!
 //! Layout (little-endian): `"GGUF" | u32 version | u64 n_tensors | u64 n_kv | n_kv × {string key,

@@ -1,5 +1,5 @@
 //! The tokenizer: a thin wrapper over Hugging Face `tokenizers` (pure-Rust regex backend), loaded
-//! from a tokenizer.json or rebuilt from GGUF metadata (spec/models.md §1.7: BPE vocab and merges,
+//! from a tokenizer.json or rebuilt from GGUF metadata (docs/models.md, §1.7: BPE vocab and merges,
 //! CONTROL tokens as special added tokens, the pre-tokenizer chosen by `tokenizer.ggml.pre`,
 //! ByteLevel post-processor and decoder).
 

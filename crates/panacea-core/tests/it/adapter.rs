@@ -61,7 +61,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn trainable_parameter_count_matches_method_formula() {
     setup();
-    // method.md §2.2: (d_in + d_out)·R + k + 1 per matrix.
+    // docs/method.md, §2.2: (d_in + d_out)·R + k + 1 per matrix.
     let c = cfg(8, 2, 512.0);
     let l = layer(&c, 24, 40, Kind::Float);
     let vars = adapter_variables(&l.adapter_vs);
@@ -117,7 +117,7 @@ fn adapted_equals_base_at_init_for_every_preference() {
 #[test]
 fn only_the_diagonal_gets_gradient_at_init() {
     setup();
-    // method.md §2.3: with d = 0 the gradients of U and V are exactly zero; σ and s are not.
+    // docs/method.md, §2.3: with d = 0 the gradients of U and V are exactly zero; σ and s are not.
     let c = cfg(4, 2, 8.0);
     let l = layer(&c, 10, 6, Kind::Float);
     let x = Tensor::randn([3, 4, 10], (Kind::Float, Device::Cpu));

@@ -51,7 +51,7 @@ fn preference_tensors_have_the_documented_shapes() {
 
 #[test]
 fn das_dennis_counts_match_the_method_table() {
-    // method.md §4.2: count = C(H + m − 1, m − 1).
+    // docs/method.md, §4.2: count = C(H + m − 1, m − 1).
     for (m, h, count) in [
         (2, 10, 11),
         (3, 5, 21),

@@ -1,4 +1,4 @@
-//! The concise scorer (method.md §5.4) through the `Scorer` trait, with each length measure.
+//! The concise scorer (docs/method.md, §5.4) through the `Scorer` trait, with each length measure.
 
 use panacea_data::{ConciseScorer, LengthMeasure, Scorer};
 

@@ -31,7 +31,7 @@ fn check_anchor(text: &str, want: f64) {
     assert!((got - want).abs() < 5e-4, "{text:?}: got {got}, want {want}");
 }
 
-// Anchors of spec/models.md §3.1 (3-decimal values there; the full text of the first is the
+// Anchors of docs/models.md, §3.1 (3-decimal values there; the full text of the first is the
 // fixture's). "have a wonderful day" is 0.0228 in Python with these pins, not the spec's 0.004.
 #[test]
 fn spec_anchor_insult_is_toxic() {

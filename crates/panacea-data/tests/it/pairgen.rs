@@ -1,4 +1,4 @@
-//! Pair building from scored responses (spec/models.md §4.3): margins, ties, identical
+//! Pair building from scored responses (docs/models.md, §4.3): margins, ties, identical
 //! responses, both schemas, and a round trip through the loaders.
 
 use std::io::Cursor;

@@ -1,4 +1,4 @@
-//! The pair loaders: the three schemas, label mapping (method.md §7.1), strict errors with file,
+//! The pair loaders: the three schemas, label mapping (docs/method.md, §7.1), strict errors with file,
 //! line and field, `skip_invalid` accounting, the committed fixtures, and a property test that
 //! hostile bytes never panic.
 

@@ -1,5 +1,5 @@
 //! The positive scorer (VADER compound from the `vader_sentiment` crate). Values are this
-//! crate's, pinned (spec/models.md §3.2: the Rust port differs from Python's 3.3.2 on some
+//! crate's, pinned (docs/models.md, §3.2: the Rust port differs from Python's 3.3.2 on some
 //! sentences, e.g. "not bad at all :)" is 0.764 here and 0.705 in Python).
 
 use panacea_data::{PositiveScorer, Scorer};
@@ -35,7 +35,7 @@ fn positive_beats_negative() {
 }
 
 /// Rust `vader_sentiment` 0.1.1 values, recorded from this crate (see the module docs); the
-/// first agrees with spec/models.md §3.2's 0.764.
+/// first agrees with docs/models.md, §3.2's 0.764.
 const PINNED: &[(&str, f64)] = &[
     ("not bad at all :)", 0.763792),
     ("I love this movie, it is wonderful!", 0.847815),

@@ -1,5 +1,5 @@
 //! Exact 2-D hypervolume by a sweep, O(n log n) (Beume et al., IEEE TEVC 13(5) 2009, the
-//! 2-D case of the dimension sweep; docs/metrics.md §2).
+//! 2-D case of the dimension sweep; docs/metrics.md, §2).
 //!
 //! Sort by f1 ascending, keep the running minimum of f2; every point that lowers it
 //! adds the rectangle [a1, r1] × [a2, y_prev].

@@ -1,4 +1,4 @@
-//! Opt-in Monte Carlo hypervolume estimate (docs/metrics.md §2): S uniform samples in the
+//! Opt-in Monte Carlo hypervolume estimate (docs/metrics.md, §2): S uniform samples in the
 //! bounding box [min A, r] from a seeded RNG; HV ≈ V_box · h / S with standard error
 //! V_box · sqrt(p̂(1 − p̂) / S), where h counts the samples dominated by some point (the estimator
 //! of Bader & Zitzler's HypE, and the plain estimator compared in Deng & Zhang, IEEE TEVC 23(5)

@@ -1,6 +1,6 @@
 //! Hypervolume: exact (2-D sweep, 3-D HV3D sweep, 4-D HV4D-style sweep, 5-D sweep over 4-D
 //! contributions, WFG for d ≥ 6), an inclusion–exclusion oracle and an opt-in seeded Monte Carlo
-//! estimate; docs/metrics.md §2.
+//! estimate; docs/metrics.md, §2.
 //!
 //! Every value is returned together with the reference point it was computed against, in the
 //! caller's sense. Points that do not strictly dominate the reference point are dropped (not an
@@ -23,7 +23,7 @@ use crate::sense::{validate_vector, Matrix, Sense};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefPoint {
-    /// The project default (docs/metrics.md §0): the nadir of the points pushed out by 5 % of the
+    /// The project default (docs/metrics.md, §0): the nadir of the points pushed out by 5 % of the
     /// range (see [`auto_reference_point`]).
     Auto,
     /// An explicit point, in the same sense as the objective values.
@@ -103,7 +103,7 @@ pub struct Hypervolume {
     pub seed: Option<u64>,
 }
 
-/// The project's automatic reference point (docs/metrics.md §0), in the caller's sense, from the
+/// The project's automatic reference point (docs/metrics.md, §0), in the caller's sense, from the
 /// union of all compared fronts. In maximisation form z_j = min_j − 0.05·(max_j − min_j), with the
 /// margin 0.05·max(1, |min_j|) when the range is 0; for minimisation the mirror image
 /// z_j = max_j + margin.
@@ -176,7 +176,7 @@ fn prepare(points: &[Vec<f64>], sense: Sense, reference: &RefPoint) -> Result<Pr
     Ok(Prepared { data, d, r, reference_user, n_points: m.n })
 }
 
-/// Exact hypervolume of `points` in the given sense against `reference` (docs/metrics.md §2).
+/// Exact hypervolume of `points` in the given sense against `reference` (docs/metrics.md, §2).
 ///
 /// ```
 /// use panacea_eval::{hypervolume, RefPoint, Sense};

@@ -1,4 +1,4 @@
-//! Inclusion–exclusion hypervolume, O(d·2ⁿ): the brute-force oracle of docs/metrics.md §2.
+//! Inclusion–exclusion hypervolume, O(d·2ⁿ): the brute-force oracle of docs/metrics.md, §2.
 //!
 //! HV(A; r) = Σ_{∅≠T⊆A} (−1)^{|T|+1} · vol(join(T), r), where join(T) is the component-wise
 //! maximum (minimisation) of the points in T. Independent of every other code path, so the tests

@@ -1,5 +1,5 @@
 //! Hand-computed examples for the diversity and preference metrics and the non-dominated
-//! filter's duplicate option (docs/metrics.md §1, §6–§7).
+//! filter's duplicate option (docs/metrics.md, §1, §6–§7).
 
 use panacea_eval::{
     bootstrap_ci, expected_utility, inner_product, mean_front, nondominated, nondominated_mask,
@@ -38,7 +38,7 @@ fn sparsity_filter_drops_dominated_points() {
 
 #[test]
 fn inner_product_and_eum_hand_example() {
-    // docs/metrics.md §7: IP = 3.0, EUM = 3.2.
+    // docs/metrics.md, §7: IP = 3.0, EUM = 3.2.
     let pts: Vec<Vec<f64>> = (0..5).map(|k| vec![k as f64, 4.0 - k as f64]).collect();
     let prefs: Vec<Vec<f64>> = (0..5).map(|k| vec![k as f64 / 4.0, 1.0 - k as f64 / 4.0]).collect();
     assert_eq!(inner_product(&prefs, &pts).unwrap(), 3.0);

@@ -1,4 +1,4 @@
-//! Bad input is rejected with typed errors (docs/metrics.md §0): NaN/Inf, ragged rows, wrong
+//! Bad input is rejected with typed errors (docs/metrics.md, §0): NaN/Inf, ragged rows, wrong
 //! reference-point dimension, out-of-domain ε×.
 
 use panacea_eval::{

@@ -1,4 +1,4 @@
-//! Hypervolume properties on seeded random sets (docs/metrics.md §2): agreement of every code path
+//! Hypervolume properties on seeded random sets (docs/metrics.md, §2): agreement of every code path
 //! with the inclusion–exclusion oracle, monotonicity, permutation invariance, dominated points,
 //! the scaling law, reference-point filtering and the Monte Carlo estimate.
 

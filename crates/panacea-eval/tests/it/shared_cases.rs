@@ -54,7 +54,7 @@ fn hv_cases_all_paths() {
             let ie = hypervolume_min_with(&pts, &r, HvAlgorithm::InclusionExclusion).unwrap();
             assert_close(ie, want, exact, &format!("{name} inclusion-exclusion"));
         }
-        // Maximisation form: negate points and reference point (docs/metrics.md §0).
+        // Maximisation form: negate points and reference point (docs/metrics.md, §0).
         let neg: Vec<Vec<f64>> = pts.iter().map(|p| p.iter().map(|x| -x).collect()).collect();
         let rneg: Vec<f64> = r.iter().map(|x| -x).collect();
         let hv_max = hypervolume(&neg, Sense::Max, &RefPoint::Explicit(rneg)).unwrap();
@@ -152,7 +152,7 @@ fn indicator_cases() {
                 &format!("{name} R2"),
             );
         }
-        // Maximisation: negating both sets leaves IGD, IGD+ and ε₊ unchanged (docs/metrics.md §4).
+        // Maximisation: negating both sets leaves IGD, IGD+ and ε₊ unchanged (docs/metrics.md, §4).
         let na: Vec<Vec<f64>> = a.iter().map(|p| p.iter().map(|x| -x).collect()).collect();
         let nr: Vec<Vec<f64>> = r.iter().map(|p| p.iter().map(|x| -x).collect()).collect();
         assert_close(

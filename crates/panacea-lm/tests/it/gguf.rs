@@ -9,7 +9,7 @@ use panacea_lm::gguf::{dequantize_tensor, GgufHeader, GgufValue};
 use panacea_lm::LmError;
 use rand::{Rng, SeedableRng};
 
-/// A little GGUF writer (the layout of spec/models.md §1.2).
+/// A little GGUF writer (the layout of docs/models.md, §1.2).
 #[derive(Default)]
 struct Writer {
     kv: Vec<u8>,
@@ -269,7 +269,7 @@ fn fuzzed_headers_never_panic() {
 }
 
 /// HF rows → GGUF rows: GGUF row head·h + 2i + j holds HF row head·h + j·h/2 + i
-/// (llama.cpp's converter permutation, spec/models.md §1.6).
+/// (llama.cpp's converter permutation, docs/models.md, §1.6).
 fn permute_rows(hf: &[f32], n_heads: usize, rows: usize, cols: usize) -> Vec<f32> {
     let h = rows / n_heads;
     let mut out = vec![0f32; rows * cols];

@@ -17,7 +17,7 @@ fn smollm2_matches_the_transformers_reference_and_answers_paris() {
     let m = load_model(dir.to_str().expect("utf-8 path"), Device::Cpu, Kind::Float).expect("load");
     assert_eq!(m.model.config.num_hidden_layers, 30);
 
-    // Reference (spec/models.md §1.6, HF transformers 5.24 fp32 on the same dequantised
+    // Reference (docs/models.md, §1.6, HF transformers 5.24 fp32 on the same dequantised
     // weights): mean NLL 1.31682 over the 20 predicted tokens. The wrong Q/K layout gives 2.41.
     let ids = m.tokenizer.encode(PASSAGE).expect("encode");
     assert_eq!(ids, PASSAGE_IDS);

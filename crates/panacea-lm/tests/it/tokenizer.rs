@@ -5,7 +5,7 @@ use panacea_lm::ChatTemplate;
 
 use crate::common::real_tokenizer;
 
-/// The passage of spec/models.md §1.6 and its 21 ids (HF transformers 5.24 tokenizer).
+/// The passage of docs/models.md, §1.6 and its 21 ids (HF transformers 5.24 tokenizer).
 pub(crate) const PASSAGE: &str = "The capital of France is Paris. The capital of Germany is \
                                   Berlin. The capital of Italy is Rome.";
 pub(crate) const PASSAGE_IDS: [i64; 21] = [
@@ -68,7 +68,7 @@ fn chat_prompt_starts_with_im_start_system_newline() {
     let Some(tok) = real_tokenizer() else { return };
     let prompt = ChatTemplate::default().user_prompt("What is the capital of France?");
     let ids = tok.encode(&prompt).expect("encode");
-    // <|im_start|>, "system", "Ċ" (the byte-level newline), per spec/models.md §1.7.
+    // <|im_start|>, "system", "Ċ" (the byte-level newline), per docs/models.md, §1.7.
     assert_eq!(ids[0], 1);
     assert_eq!(ids[1], tok.token_id("system").expect("system token"));
     assert_eq!(ids[2], tok.token_id("Ċ").expect("newline token"));
