@@ -56,8 +56,8 @@ fn outside_project(lt: &libtorch::Libtorch) -> Result<ExitCode> {
     let project = root.join("examples/use-the-crates");
     std::fs::copy(root.join("Cargo.lock"), project.join("Cargo.lock"))
         .context("copying Cargo.lock into examples/use-the-crates")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     eprintln!("xtask: building and running examples/use-the-crates (the crates used from outside)");
     let status = cargo(lt)
         .env("CARGO_TARGET_DIR", target)

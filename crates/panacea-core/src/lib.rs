@@ -17,6 +17,23 @@
 //!
 //! Tensors in, tensors out: this crate reads no files except configs and checkpoints and never
 //! prints.
+//!
+//! ```no_run
+//! use panacea_core::adapter::{Adapter, SvdLoraConfig, SvdLoraLinear};
+//! use panacea_core::PreferenceVector;
+//! use tch::{nn, Device, Kind, Tensor};
+//!
+//! // A frozen 16 → 8 linear layer with an SVD-LoRA adapter for two objectives.
+//! let (base_vs, adapter_vs) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
+//! let cfg = SvdLoraConfig::new(2);
+//! let layer = SvdLoraLinear::new(&base_vs.root(), Some((&adapter_vs.root(), &cfg)), 16, 8, false);
+//! let x = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
+//! let pref: PreferenceVector = "0.7,0.3".parse()?;
+//! let steered = layer.forward(&x, Adapter::On { pref: &pref.to_tensor(Device::Cpu) });
+//! let reference = layer.forward(&x, Adapter::Off); // the base model, same weights
+//! assert_eq!(steered.size(), reference.size());
+//! # Ok::<(), panacea_core::CoreError>(())
+//! ```
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 

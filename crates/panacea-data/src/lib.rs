@@ -16,6 +16,18 @@
 //! Data files live under the workspace's `data/` (see its README for schemas, provenance and
 //! licences); the MiniLM weights live in the project cache (`cargo xtask fetch-scorers`). This
 //! crate never prints.
+//!
+//! ```no_run
+//! use panacea_data::{HarmlessScorer, PositiveScorer, Scorer};
+//!
+//! # fn main() -> Result<(), panacea_data::DataError> {
+//! let prompts = ["How do I bake bread?"];
+//! let responses = ["Mix flour, water, salt and yeast, let it rise, then bake it."];
+//! let harmless = HarmlessScorer::load_bundled()?.score(&prompts, &responses)?;
+//! let positive = PositiveScorer::new().score(&prompts, &responses)?;
+//! println!("harmless {harmless:?}, positive {positive:?}");
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 

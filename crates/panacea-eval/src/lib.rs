@@ -15,6 +15,18 @@
 //!
 //! Every function takes plain `f64` rows and an explicit [`Sense`]. Definitions and algorithms are
 //! in the repository's `docs/metrics.md`; internally everything is minimised.
+//!
+//! ```no_run
+//! use panacea_eval::{hypervolume, sparsity, spacing, RefPoint, Sense, SpacingVariant};
+//!
+//! // Three objective vectors (higher is better), e.g. one per preference of a λ grid.
+//! let front = vec![vec![0.2, 0.9], vec![0.6, 0.6], vec![0.9, 0.1]];
+//! let hv = hypervolume(&front, Sense::Max, &RefPoint::Explicit(vec![0.0, 0.0]))?;
+//! let sp = spacing(&front, SpacingVariant::L1Nminus1)?;
+//! let sparse = sparsity(&front, Sense::Max, true)?;
+//! println!("HV {} (reference {:?}), spacing {sp}, sparsity {sparse}", hv.value, hv.reference_point);
+//! # Ok::<(), panacea_eval::EvalError>(())
+//! ```
 #![warn(missing_docs)]
 
 pub mod bench_fronts;

@@ -15,6 +15,15 @@
 //! debug assertions or overflow checks even in dev builds: with them the inner loop ran 3–5×
 //! slower (checked index arithmetic and pointer preconditions), slower than libtorch. The
 //! slice bounds are still checked, once per call, with `assert!`.
+//!
+//! ```no_run
+//! // y = x·Wᵀ for 2 rows of x against a 3 × 4 weight in nn.Linear's [N, K] layout.
+//! let x = [1.0f32, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+//! let w = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0];
+//! let mut y = [0.0f32; 6];
+//! panacea_kernels::matmul_nt_f32(2, 3, 4, &x, &w, &mut y);
+//! assert_eq!(y, [1.0, 5.0, 9.0, 2.0, 6.0, 10.0]);
+//! ```
 
 /// Whether the AVX2+FMA kernels can run on this CPU (detected once, then cached by std).
 pub fn simd_available() -> bool {

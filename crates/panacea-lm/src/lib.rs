@@ -13,6 +13,20 @@
 //!
 //! Every forward takes an [`Adapter`] argument: `Adapter::Off` is the frozen base (the
 //! reference model), `Adapter::On { pref }` the preference-conditioned policy.
+//!
+//! ```no_run
+//! use panacea_lm::{generate, load_model, Adapter, GenerateConfig};
+//!
+//! # fn main() -> Result<(), panacea_lm::LmError> {
+//! // A short name from the model cache, a GGUF file, or a Hugging Face model folder.
+//! let m = load_model("smollm2-135m", tch::Device::Cpu, tch::Kind::Float)?;
+//! let prompt = m.chat_template.user_prompt("What is the capital of France?")?;
+//! let cfg = GenerateConfig::greedy(&m.tokenizer, 32);
+//! let mut rng = rand::rngs::mock::StepRng::new(0, 0); // greedy decoding draws nothing
+//! let out = generate(&m.model, &m.tokenizer, &[prompt], Adapter::Off, &cfg, &mut rng)?;
+//! println!("{}", out.texts[0]);
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 

@@ -5,12 +5,11 @@
 //! pairwise accuracy. Each model is saved as `score-<name>/` in the run folder, which a PPO
 //! objective uses through `source: { kind: score_model, path: ... }`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use panacea_core::config::to_yaml;
 use panacea_core::{seed_everything, ObjectiveKind};
-use panacea_data::{load_pairs, PairFormat, PairRecord, ReadOptions};
+use panacea_data::{load_pairs, PairRecord, ReadOptions};
 use panacea_lm::{ChatTemplate, Pretrained, Tokenizer};
 use panacea_run::{sha256_file, Event, Manifest, Observer, RunDir, RunOptions, Trained};
 use rand::seq::SliceRandom;
@@ -271,24 +270,29 @@ fn read_pairs(
         lines.extend(report.first_errors.iter().map(|e| format!("  {e}")));
         observer.on_event(&Event::Warning(&lines.join("\n")));
     }
-    if cfg.data.format == PairFormat::Generic {
-        let unknown = unknown_label_keys(path, names)?;
-        if !unknown.is_empty() {
-            let listed: Vec<String> =
-                unknown.iter().map(|(k, n)| format!("`{k}` ({n} pairs)")).collect();
-            observer.on_event(&Event::Warning(&format!(
-                "{}: label key(s) {} name no objective and are not used (objectives: {}); hint: \
-                 a typo in the file or in `objectives`?",
-                path.display(),
-                listed.join(", "),
-                names.join(", ")
-            )));
-        }
+    // The reader drops pairs with identical responses and lists label keys no objective names
+    // (one rule for every reader, panacea_data::same_responses); this job only reports them.
+    if !report.unknown_label_keys.is_empty() {
+        let listed: Vec<String> = report
+            .unknown_label_keys
+            .iter()
+            .map(|u| {
+                let key = u.field.rsplit('.').next().unwrap_or(&u.field);
+                let hint =
+                    u.did_you_mean.as_deref().map_or(String::new(), |d| format!(" (`{d}`?)"));
+                format!("`{key}` ({} pairs), first on line {}{hint}", u.records, u.first_line)
+            })
+            .collect();
+        observer.on_event(&Event::Warning(&format!(
+            "{}: label key(s) {} name no objective and are not used (objectives: {}); hint: a \
+             typo in the file or in `objectives`?",
+            path.display(),
+            listed.join(", "),
+            names.join(", ")
+        )));
     }
-    let total = records.len();
-    let kept: Vec<PairRecord> =
-        records.into_iter().filter(|r| r.response_0 != r.response_1).collect();
-    let identical = total - kept.len();
+    let identical = report.dropped_identical;
+    let total = records.len() + identical;
     if identical > 0 {
         observer.on_event(&Event::Warning(&format!(
             "{}: dropped {identical} of {total} pairs whose two responses are identical (they \
@@ -296,7 +300,7 @@ fn read_pairs(
             path.display()
         )));
     }
-    if kept.is_empty() {
+    if records.is_empty() {
         return Err(RlhfError::Invalid {
             what: path.display().to_string(),
             reason: format!(
@@ -305,26 +309,7 @@ fn read_pairs(
             ),
         });
     }
-    Ok(kept)
-}
-
-/// Label keys (`prefs` of the generic schema) that no objective names, with how many records
-/// use each. The pair reader reads only the requested dimensions, so a misspelt key would be
-/// ignored without this.
-fn unknown_label_keys(path: &Path, names: &[String]) -> Result<BTreeMap<String, usize>, RlhfError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| panacea_data::DataError::Io { path: path.to_owned(), source })?;
-    let mut unknown = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        // Lines the reader skipped as malformed are not judged twice.
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if let Some(prefs) = value.get("prefs").and_then(serde_json::Value::as_object) {
-            for key in prefs.keys().filter(|k| !names.contains(k)) {
-                *unknown.entry(key.clone()).or_insert(0) += 1;
-            }
-        }
-    }
-    Ok(unknown)
+    Ok(records)
 }
 
 /// Token ids of prompt + response + EOS for both responses of every pair, each cut from the

@@ -1,3 +1,6 @@
+//! Resuming a run folder: every step logged once, config changes checked and recorded, the
+//! trainer named when it does not match.
+
 use panacea_run::{config_changes, Manifest, RunDir, RunError};
 use serde_json::json;
 

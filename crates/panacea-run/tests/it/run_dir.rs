@@ -1,3 +1,6 @@
+//! Run folders: creation, the one-writer lock, complete-or-absent checkpoints and the one
+//! "latest" rule.
+
 use panacea_run::{
     latest_checkpoint, latest_run, utc_stamp, Manifest, RunDir, RunError, CHECKPOINTS_DIR,
 };
