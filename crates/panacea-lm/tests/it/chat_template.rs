@@ -125,3 +125,28 @@ fn model_folders_use_their_own_template() {
     assert!(pre.chat_template.is_fallback());
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// A model folder's template is untrusted text: compiling and rendering any mix of Jinja
+    /// syntax, text and the names HF templates use gives a string or an error, never a panic.
+    #[test]
+    fn any_template_text_renders_or_errs_without_panicking(
+        parts in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "{{", "}}", "{%", "%}", "{#", "#}", " for m in messages ", " endfor ", " if ",
+                " endif ", " else ", "m['role']", "m.content", ".strip()", "|trim", "|tojson",
+                "raise_exception('no')", "loop.index0", " set x = 1 ", "add_generation_prompt",
+                "bos_token", "(", ")", "[", "]", "'", "\"", "\n", "-", "+", "~", " ", "text",
+            ]),
+            0..40,
+        )
+    ) {
+        let source: String = parts.concat();
+        let t = JinjaChatTemplate::new(source, "fuzz", "<s>", "</s>");
+        let messages = [Message::new(Role::System, "sys"), Message::new(Role::User, "hi")];
+        let _ = t.check();
+        let _ = t.render(&messages, true);
+    }
+}
