@@ -55,7 +55,7 @@ fn the_default_ppo_config_keeps_its_resolved_values() {
 }
 
 /// Every bundled PPO and score-model config parses (score-model paths and pair files given,
-/// since the bundled ones are placeholders or relative to the workspace).
+/// since the bundled ones name folders a run fills in later or paths relative to the workspace).
 #[test]
 fn every_bundled_config_parses() {
     let dir = root().join("crates/panacea-rlhf");
