@@ -13,7 +13,7 @@ use panacea_core::checkpoint::{load_var_store, save_var_store, write_atomic};
 use panacea_core::objective::{utilities, Objective};
 use panacea_core::ops::{masked_mean, masked_whiten};
 use panacea_core::optim::{AdamW, AdamWConfig};
-use panacea_core::{PreferenceVector, RunRng, StepPreference};
+use panacea_core::{Aggregation, PreferenceVector, RunRng, StepPreference};
 use panacea_lm::generate::response_texts;
 use panacea_lm::{GenerateConfig, Llama, Tokenizer};
 use rand::seq::SliceRandom;
@@ -27,7 +27,7 @@ use crate::critic::MultiCritic;
 use crate::error::ensure_finite;
 use crate::experience::{Experience, PromptBatch};
 use crate::gae::gae;
-use crate::lagrange::{combine_advantages, Lagrangian};
+use crate::lagrange::{weighted_advantages, Lagrangian};
 use crate::loss::{policy_loss, value_loss};
 use crate::policy::PpoPolicy;
 use crate::rewards::{shape_rewards, ScoreNormaliser};
@@ -147,6 +147,10 @@ pub struct PpoState {
     pub normaliser: ScoreNormaliser,
     /// The Lagrange multiplier state, when configured.
     pub lagrangian: Option<Lagrangian>,
+    /// Tchebycheff's running ideal point (the maximum batch estimate of each J_i so far), when
+    /// Tchebycheff aggregation runs without a configured ideal point.
+    #[serde(default)]
+    pub ideal: Option<Vec<f64>>,
 }
 
 /// Multi-objective PPO on an SVD-LoRA policy with a λ-conditioned multi-head critic, generic
@@ -170,6 +174,8 @@ pub struct PpoTrainer<M: PpoPolicy = Llama> {
     pub normaliser: ScoreNormaliser,
     /// The Lagrange multiplier state, when configured.
     pub lagrangian: Option<Lagrangian>,
+    /// Tchebycheff's running ideal point ([`PpoState::ideal`]).
+    pub ideal: Option<Vec<f64>>,
     tokenizer: Option<Tokenizer>,
     gen_cfg: GenerateConfig,
     /// Steps completed: bumped only when a step succeeded, restored from checkpoints.
@@ -234,6 +240,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             objectives: parts.objectives,
             sources: parts.sources,
             lagrangian,
+            ideal: None,
             tokenizer: parts.tokenizer,
             gen_cfg,
             steps_done: 0,
@@ -254,6 +261,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             critic_opt_steps: self.critic.opt.steps(),
             normaliser: self.normaliser.clone(),
             lagrangian: self.lagrangian.clone(),
+            ideal: self.ideal.clone(),
         };
         let text = serde_json::to_string_pretty(&state)
             .map_err(|e| RlhfError::Invalid { what: "PPO state".into(), reason: e.to_string() })?;
@@ -289,6 +297,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         self.steps_done = state.step;
         self.normaliser = state.normaliser;
         self.lagrangian = state.lagrangian;
+        self.ideal = state.ideal;
         Ok(())
     }
 
@@ -447,14 +456,14 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         })?;
 
         // 4. Per-token rewards with the KL penalty.
-        let p = &self.cfg.ppo;
+        let p = self.cfg.ppo.clone();
         let shaped = shape_rewards(&old_lp, &ref_lp, &act_mask, &scores, p.kl_coef, p.clip_score);
         let kl_seq = shaped.kl.sum_dim_intlist([-1i64].as_slice(), false, Kind::Float); // [B]
         ensure_finite(step, "kl", kl_seq.mean(Kind::Float).double_value(&[]))?;
 
         // 5. Per-objective GAE, then the single aggregation call site.
         let adv = gae(&old_values, &shaped.rewards, &act_mask, p.gamma, p.gae_lambda);
-        let mut advantages = self.aggregate_advantages(&adv.advantages, &pref_t)?; // [B, A]
+        let mut advantages = self.aggregate_advantages(&adv.advantages, &pref_t, &scores)?; // [B, A]
         if p.whiten_advantages {
             advantages = masked_whiten(&advantages, &act_mask, true); // [B, A]
         }
@@ -477,30 +486,49 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         })
     }
 
-    /// adv [B, A, K], pref [B, K] → [B, A]. Linear or Tchebycheff over all objectives, or,
-    /// with a Lagrangian constraint, over the free objectives (λ renormalised over them)
-    /// combined with the constrained objective's advantage ([`combine_advantages`]).
-    fn aggregate_advantages(&self, adv: &Tensor, pref: &Tensor) -> Result<Tensor, RlhfError> {
-        let k = self.k() as i64;
-        let (a_in, p_in, constrained) = match (&self.cfg.lagrange, &self.lagrangian) {
-            (Some(lc), Some(l)) => {
-                let c = lc.objective as i64;
-                let free: Vec<i64> = (0..k).filter(|&i| i != c).collect();
-                let idx = Tensor::from_slice(&free).to_device(adv.device());
-                let p_free = pref.index_select(1, &idx); // [B, K − 1]
-                let total = p_free.sum_dim_intlist([-1i64].as_slice(), true, Kind::Float); // [B, 1]
-                let uniform = p_free.ones_like() / (k - 1) as f64;
-                let p_free =
-                    (&p_free / total.clamp_min(1e-12)).where_self(&total.gt(0.0), &uniform);
-                (adv.index_select(2, &idx), p_free, Some((adv.select(2, c), l.mu())))
-            }
-            _ => (adv.shallow_clone(), pref.shallow_clone(), None),
+    /// adv [B, A, K], pref [B, K], scores [B, K] (the scaled utilities the rewards were built
+    /// from) → [B, A]: Σ_i w_{r,i} A_{r,t,i} with the weights of
+    /// [`panacea_core::Aggregation::advantage_weights`] — λ itself (linear), or λ_{i*} on the
+    /// worst dimension i* from this batch's estimate of each J_i against the ideal point
+    /// (Tchebycheff; a configured `ideal`, else the running maximum of the batch estimates,
+    /// updated here and saved with checkpoints).
+    ///
+    /// With a Lagrangian constraint on objective c, λ keeps its meaning and the multiplier adds
+    /// the constrained utility's advantage on top: A = (Σ_i λ_i A_i + μ·A_c) / (1 + μ). At μ = 0
+    /// this is plain Panacea; as μ grows every λ is pulled towards satisfying the constraint,
+    /// while the trade-off among the objectives (c included) still follows λ.
+    fn aggregate_advantages(
+        &mut self,
+        adv: &Tensor,
+        pref: &Tensor,
+        scores: &Tensor,
+    ) -> Result<Tensor, RlhfError> {
+        let host = |t: &Tensor| -> Result<Vec<Vec<f64>>, RlhfError> {
+            Ok(Vec::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))?)
         };
-        let aggregated = self.cfg.aggregation.aggregate(&a_in, &p_in)?; // [B, A]
-        Ok(match constrained {
-            Some((a_u, mu)) => combine_advantages(&aggregated, &a_u, mu),
-            None => aggregated,
-        })
+        let prefs = host(pref)?; // [B][K]
+        let rows = host(scores)?; // [B][K]
+        let k = self.k();
+        let estimate: Vec<f64> =
+            (0..k).map(|i| rows.iter().map(|r| r[i]).sum::<f64>() / rows.len() as f64).collect();
+        let ideal = match &self.cfg.aggregation {
+            Aggregation::Tchebycheff { ideal } if !ideal.is_empty() => ideal.clone(),
+            Aggregation::Tchebycheff { .. } => {
+                let z = match self.ideal.take() {
+                    Some(z) => z.iter().zip(&estimate).map(|(a, b)| a.max(*b)).collect(),
+                    None => estimate.clone(),
+                };
+                self.ideal = Some(z.clone());
+                z
+            }
+            Aggregation::Linear => estimate.clone(),
+        };
+        let weights = self.cfg.aggregation.advantage_weights(&prefs, &estimate, &ideal)?;
+        let constraint = match (&self.cfg.lagrange, &self.lagrangian) {
+            (Some(lc), Some(l)) => Some((lc.objective, l.mu())),
+            _ => None,
+        };
+        Ok(weighted_advantages(adv, &weights, constraint))
     }
 
     /// The second half of a step (stage 6): PPO epochs over shuffled minibatches, always with
