@@ -77,4 +77,4 @@ pub use report::{
     all_metrics, FrontReport, MethodInput, MethodReport, MetricWarning, PointMetrics, ReportOptions,
 };
 pub use sense::Sense;
-pub use steering::{steering_report, SteeringReport, VertexCheck};
+pub use steering::{seeds_markdown, steering_report, SteeringReport, VertexCheck};

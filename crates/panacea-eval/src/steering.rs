@@ -117,6 +117,72 @@ impl SteeringReport {
     }
 }
 
+/// A Markdown table of steering reports of the same job over several seeds: one row per seed,
+/// one column per vertex check (`estimate [lower, upper]`) and per objective's Spearman ρ, and
+/// a last row saying whether every seed passed every check. Reports must share objectives.
+pub fn seeds_markdown(runs: &[(u64, SteeringReport)]) -> Result<String> {
+    let Some((_, first)) = runs.first() else {
+        return Err(EvalError::TooFewPoints { what: "steering reports", min: 1, got: 0 });
+    };
+    let label = |c: &VertexCheck, r: &SteeringReport| {
+        format!("{}: {} − {}", r.objectives[c.objective], c.better, c.other)
+    };
+    let columns: Vec<String> = first.checks.iter().map(|c| label(c, first)).collect();
+    let mut out = String::from("| seed |");
+    for c in &columns {
+        out += &format!(" {c} |");
+    }
+    for o in &first.objectives {
+        out += &format!(" ρ {o} |");
+    }
+    out += " every check above 0 |\n|---|";
+    out += &"---|".repeat(columns.len() + first.objectives.len() + 1);
+    out += "\n";
+    for (seed, r) in runs {
+        let these: Vec<String> = r.checks.iter().map(|c| label(c, r)).collect();
+        if these != columns || r.objectives != first.objectives {
+            return Err(EvalError::InvalidValue {
+                what: "steering reports",
+                detail: format!(
+                    "seed {seed} has other objectives or checks than seed {} (hint: compare \
+                     runs of the same config)",
+                    runs[0].0
+                ),
+            });
+        }
+        out += &format!("| {seed} |");
+        for c in &r.checks {
+            let d = &c.difference;
+            out += &format!(" {:+.3} [{:+.3}, {:+.3}] |", d.estimate, d.lower, d.upper);
+        }
+        for c in &r.control {
+            let ci =
+                c.ci.as_ref()
+                    .map_or(String::new(), |i| format!(" [{:+.2}, {:+.2}]", i.lower, i.upper));
+            out += &match c.spearman {
+                Some(rho) => format!(" {rho:+.2}{ci} |"),
+                None => " undefined |".to_owned(),
+            };
+        }
+        out += if r.vertices_pass() { " yes |\n" } else { " no |\n" };
+    }
+    let all = runs.iter().all(|(_, r)| r.vertices_pass());
+    let min_rho = runs
+        .iter()
+        .map(|(_, r)| r.min_spearman())
+        .try_fold(f64::INFINITY, |m, r| r.map(|r| m.min(r)));
+    out += &format!(
+        "\n{} of {} seeds pass every vertex check; the smallest Spearman ρ is {}.\n",
+        runs.iter().filter(|(_, r)| r.vertices_pass()).count(),
+        runs.len(),
+        min_rho.map_or("undefined".to_owned(), |r| format!("{r:+.2}"))
+    );
+    if all {
+        out += "Every vertex e_i beats the base and the other vertices on objective i in every seed.\n";
+    }
+    Ok(out)
+}
+
 /// The index i when `p` is the vertex e_i (one entry 1, the rest 0).
 pub fn vertex_of(p: &[f64]) -> Option<usize> {
     let ones: Vec<usize> = (0..p.len()).filter(|&i| p[i] == 1.0).collect();
@@ -265,6 +331,30 @@ mod tests {
             .map(|c| (c.better.as_str(), c.other.as_str()))
             .collect();
         assert_eq!(failed, vec![("e2", "base")]);
+    }
+
+    #[test]
+    fn the_seed_table_has_a_row_per_seed_and_counts_the_passing_ones() {
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let prefs = vec![vec![1.0, 0.0], vec![0.5, 0.5], vec![0.0, 1.0]];
+        let base = rows([0.0, 0.0], 8);
+        let good = vec![rows([0.3, -0.2], 8), rows([0.05, 0.05], 8), rows([-0.2, 0.3], 8)];
+        let bad = vec![rows([0.4, -0.1], 8), rows([0.3, -0.15], 8), rows([0.2, -0.05], 8)];
+        let pass = steering_report(&names, &prefs, &base, &good, &opts()).unwrap();
+        let fail = steering_report(&names, &prefs, &base, &bad, &opts()).unwrap();
+        let table = seeds_markdown(&[(1, pass.clone()), (2, fail)]).unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("| seed | a: e1 − base | a: e1 − e2 | b: e2 − base |"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("| 1 | +0.300 [+0.300, +0.300] |")
+                && lines[2].ends_with("| yes |")
+        );
+        assert!(lines[3].starts_with("| 2 |") && lines[3].ends_with("| no |"));
+        assert!(table.contains("1 of 2 seeds pass every vertex check"), "{table}");
+        assert!(seeds_markdown(&[]).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! had been generated under another.
 
 use panacea_core::adapter::{Adapter, SvdLoraConfig};
+use panacea_core::adapter_stats::{preference_gradient_share, AdapterStats};
 use panacea_core::checkpoint::{load_var_store, save_var_store, write_atomic};
 use panacea_core::objective::{utilities, Objective};
 use panacea_core::ops::{masked_mean, masked_whiten};
@@ -89,6 +90,14 @@ pub struct PpoStepMetrics {
     pub critic_lr: f64,
     /// The Lagrange multiplier μ, when a constraint is configured.
     pub lagrange_mu: Option<f64>,
+    /// Mean over minibatches of the share of the actor's squared gradient norm that reaches
+    /// the preference part of the adapter (s and the λ columns of U and V).
+    pub preference_grad_share: f64,
+    /// The adapter's shared and preference strengths after the step.
+    pub adapter: AdapterStats,
+    /// For each vertex e_i that some rows of this step used: (i, mean raw utility per
+    /// objective [K], mean KL per sequence) over those rows.
+    pub vertices: Vec<(usize, Vec<f64>, f64)>,
 }
 
 impl PpoStepMetrics {
@@ -118,6 +127,23 @@ impl PpoStepMetrics {
         }
         if let Some(mu) = self.lagrange_mu {
             m.insert("train/lagrange_mu".into(), mu.into());
+        }
+        let a = &self.adapter;
+        let diag = [
+            ("diag/preference_grad_share", self.preference_grad_share),
+            ("diag/shared_strength", a.shared_strength),
+            ("diag/preference_strength", a.preference_strength),
+            ("diag/sigma_abs", a.sigma_abs),
+            ("diag/pref_scale_abs", a.pref_scale_abs),
+        ];
+        for (k, v) in diag {
+            m.insert(k.into(), v.into());
+        }
+        for (i, scores, kl) in &self.vertices {
+            for (o, s) in objectives.iter().zip(scores) {
+                m.insert(format!("train/e{}/score/{}", i + 1, o.name), (*s).into());
+            }
+            m.insert(format!("train/e{}/kl", i + 1), (*kl).into());
         }
         serde_json::Value::Object(m)
     }
@@ -177,6 +203,8 @@ pub struct PpoTrainer<M: PpoPolicy = Llama> {
     /// Tchebycheff's running ideal point ([`PpoState::ideal`]).
     pub ideal: Option<Vec<f64>>,
     tokenizer: Option<Tokenizer>,
+    /// The adapter settings (the policy's and the critic's are the same).
+    adapter_cfg: SvdLoraConfig,
     gen_cfg: GenerateConfig,
     /// Steps completed: bumped only when a step succeeded, restored from checkpoints.
     steps_done: u64,
@@ -242,6 +270,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             lagrangian,
             ideal: None,
             tokenizer: parts.tokenizer,
+            adapter_cfg: parts.critic_adapter.clone(),
             gen_cfg,
             steps_done: 0,
             total_steps: parts.total_steps,
@@ -557,7 +586,8 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         self.critic.opt.set_lr(critic_lr);
         let dev = exp.seq.device();
         let p = self.cfg.ppo.clone();
-        let mut sums = [0.0f64; 5]; // policy loss, value loss, clip frac, approx kl, entropy
+        let mut sums = [0.0f64; 6]; // policy loss, value loss, clip frac, approx kl, entropy, grad share
+        let rank = self.policy_rank();
         let mut n = 0.0;
         // Every row is in some minibatch of every epoch, so the distinct preferences used are
         // those of the whole rollout (read once: a device sync per minibatch would stall a GPU).
@@ -590,6 +620,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
                 // syncs anyway) but before the step, so a NaN never reaches the adapter.
                 self.actor_opt.zero_grad();
                 pl.loss.backward();
+                sums[5] += preference_gradient_share(&self.adapter_vs, rank);
                 let grad_norm = self.actor_opt.clip_grad_norm(o.max_grad_norm);
                 let ploss = ensure_finite(step, "policy loss", pl.loss.double_value(&[]))?;
                 ensure_finite(step, "policy gradient norm", grad_norm)?;
@@ -646,6 +677,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
                 .mean_dim([0i64].as_slice(), false, Kind::Double)
                 .to_device(tch::Device::Cpu),
         )?;
+        let vertices = vertex_means(exp)?;
         self.steps_done = step;
         Ok(PpoStepMetrics {
             step,
@@ -662,6 +694,47 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             actor_lr,
             critic_lr,
             lagrange_mu: self.lagrangian.as_ref().map(Lagrangian::mu),
+            preference_grad_share: sums[5] / n,
+            adapter: AdapterStats::of(&self.adapter_vs, rank, self.policy_scale()),
+            vertices,
         })
     }
+
+    /// k, the shared rank of the policy adapter.
+    fn policy_rank(&self) -> i64 {
+        self.adapter_cfg.rank
+    }
+
+    /// c = α / k of the policy adapter.
+    fn policy_scale(&self) -> f64 {
+        self.adapter_cfg.scale()
+    }
+}
+
+/// For each vertex e_i among the rows' preferences: (i, mean raw utility [K], mean KL per
+/// sequence) over the rows that used it.
+fn vertex_means(exp: &Experience) -> Result<Vec<(usize, Vec<f64>, f64)>, RlhfError> {
+    let host = |t: &Tensor| -> Result<Vec<Vec<f64>>, RlhfError> {
+        Ok(Vec::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))?)
+    };
+    let prefs = host(&exp.pref)?;
+    let utils = host(&exp.raw_utilities)?;
+    let kl: Vec<f64> = Vec::try_from(
+        exp.kl.sum_dim_intlist([-1i64].as_slice(), false, Kind::Double).to_device(tch::Device::Cpu),
+    )?;
+    let k = prefs.first().map_or(0, Vec::len);
+    let mut out = Vec::new();
+    for i in 0..k {
+        let rows: Vec<usize> = (0..prefs.len())
+            .filter(|&r| panacea_eval::steering::vertex_of(&prefs[r]) == Some(i))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let n = rows.len() as f64;
+        let mean: Vec<f64> =
+            (0..k).map(|j| rows.iter().map(|&r| utils[r][j]).sum::<f64>() / n).collect();
+        out.push((i, mean, rows.iter().map(|&r| kl[r]).sum::<f64>() / n));
+    }
+    Ok(out)
 }
