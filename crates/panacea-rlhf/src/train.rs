@@ -451,15 +451,8 @@ impl PromptCursor {
     }
 }
 
-/// The λ grid of the final evaluation: every vertex and enough points between them for a
-/// rank correlation (5 points for two objectives, 6 for three, Das–Dennis).
-pub fn steering_grid(k: usize) -> Result<Vec<PreferenceVector>, RlhfError> {
-    let h = if k <= 2 { 4 } else { 2 };
-    Ok(PreferenceSampler::DasDennis { h }.grid(k)?)
-}
-
 /// The steering report of a trained policy: greedy answers to `prompts` under the base model
-/// and under [`steering_grid`], scored by every objective, compared with paired bootstrap
+/// and under [`PreferenceSampler::steering_grid`], scored by every objective, compared with paired bootstrap
 /// intervals over the prompts (1,000 resamples seeded with `seed`).
 pub fn steering_evaluation<M: PpoPolicy>(
     t: &PpoTrainer<M>,
@@ -470,7 +463,7 @@ pub fn steering_evaluation<M: PpoPolicy>(
 ) -> Result<panacea_eval::SteeringReport, RlhfError> {
     let names: Vec<String> = t.objectives.iter().map(|o| o.name.clone()).collect();
     let base = evaluate_rows(t, prompts, None, max_new_tokens, batch_size)?;
-    let grid = steering_grid(names.len())?;
+    let grid = PreferenceSampler::steering_grid(names.len())?;
     let mut per_pref = Vec::with_capacity(grid.len());
     for pref in &grid {
         per_pref.push(evaluate_rows(t, prompts, Some(pref), max_new_tokens, batch_size)?);
