@@ -415,3 +415,29 @@ fn score_model_kind_must_match_the_objective() {
     assert!(!vars.is_empty() && vars.values().all(|t| !t.requires_grad()), "not frozen");
     std::fs::remove_dir_all(&runs).expect("clean up");
 }
+
+/// K = 3 end to end: configs/tiny/ppo-three.yaml trains two steps with a three-slot adapter and
+/// ends with a steering report over the 6-point Das–Dennis grid: 3 objectives × 3 checks.
+#[test]
+fn three_objectives_train_and_end_with_a_six_point_steering_report() {
+    let Some(root) = workspace_with_smollm2() else { return };
+    let runs = scratch("three");
+    let cfg: TrainPpoConfig =
+        load_config(&root.join("configs/tiny/ppo-three.yaml"), &["device=cpu".to_owned()])
+            .expect("tiny three-objective config");
+    assert_eq!((cfg.objectives.len(), cfg.adapter.n_objectives), (3, 3));
+    let t = train_ppo(&cfg, &RunOptions::new(&runs).named("three"), &mut Silent).expect("run");
+    assert_eq!((t.step, t.interrupted), (2, false));
+    let final_eval: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(t.run_dir.join("final_eval.json")).expect("final eval"),
+    )
+    .expect("json");
+    let r: panacea_eval::SteeringReport =
+        serde_json::from_value(final_eval["steering"].clone()).expect("steering report");
+    assert_eq!(r.objectives, ["even", "odd", "short"]);
+    assert_eq!((r.prefs.len(), r.checks.len(), r.control.len()), (6, 9, 3));
+    for key in ["e1", "e2", "e3", "base"] {
+        assert_eq!(final_eval[key].as_array().map(Vec::len), Some(3), "{key}");
+    }
+    std::fs::remove_dir_all(&runs).expect("clean up");
+}
