@@ -395,3 +395,35 @@ fn adapter_master_weights_stay_f32_under_a_bf16_base() {
     l.layer.unmerge();
     assert!(l.layer.weight.equal(&w0));
 }
+
+/// The shared and preference strengths, by hand: one adapted [3, 2] matrix with k = 1 shared
+/// value and m = 1 objective, c = α/k = 2. Column norms ‖u_0‖ = 5 (3, 4, 0), ‖v_0‖ = 1, ‖u_1‖ = 2,
+/// ‖v_1‖ = 3; σ = −0.5, s = 0.25: shared 2·0.5·5·1 = 5, preference 2·0.25·2·3 = 3. The gradient
+/// share of the preference part is its squared gradient norm over the total.
+#[test]
+fn adapter_stats_measure_shared_and_preference_terms() {
+    use panacea_core::adapter_stats::{preference_gradient_share, AdapterStats};
+    setup();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = SvdLoraConfig { rank: 1, alpha: 2.0, ..SvdLoraConfig::new(1) };
+    let mut lora = panacea_core::adapter::SvdLora::new(&vs.root().sub("layer"), &cfg, 2, 3);
+    tch::no_grad(|| {
+        lora.u.copy_(&Tensor::from_slice(&[3.0f32, 0.0, 4.0, 2.0, 0.0, 0.0]).view([3, 2]));
+        lora.v.copy_(&Tensor::from_slice(&[1.0f32, 0.0, 0.0, 3.0]).view([2, 2]));
+        lora.sigma.copy_(&Tensor::from_slice(&[-0.5f32]));
+        lora.pref_scale.copy_(&Tensor::from_slice(&[0.25f32]));
+    });
+    let stats = AdapterStats::of(&vs, 1, cfg.scale());
+    assert_eq!(stats.matrices, 1);
+    assert!((stats.shared_strength - 5.0).abs() < 1e-6, "{stats:?}");
+    assert!((stats.preference_strength - 3.0).abs() < 1e-6, "{stats:?}");
+    assert!((stats.sigma_abs - 0.5).abs() < 1e-7 && (stats.pref_scale_abs - 0.25).abs() < 1e-7);
+    // No gradients yet: share 0. Then a loss on the preference column of U alone:
+    // d/du_{0,1} of 3·u_{0,1} is 3, nothing else has a gradient → share 1.
+    assert_eq!(preference_gradient_share(&vs, 1), 0.0);
+    (lora.u.get(0).get(1) * 3.0).backward();
+    assert!((preference_gradient_share(&vs, 1) - 1.0).abs() < 1e-12);
+    // Add a shared gradient of the same size on σ: 9 / (9 + 9) = 0.5.
+    (lora.sigma.get(0) * 3.0).backward();
+    assert!((preference_gradient_share(&vs, 1) - 0.5).abs() < 1e-12);
+}
