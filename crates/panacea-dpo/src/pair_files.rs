@@ -152,13 +152,16 @@ pub(crate) fn validate_files(
     labelled
 }
 
+/// Each file's path (as found) and its read report.
+pub type FileReports = Vec<(PathBuf, ReadReport)>;
+
 /// Reads every file of `files` (`data.train` or `data.eval`) for the run's objectives, in
 /// order; returns the records and each file's path (as found) and read report. A relative
 /// path is looked up as [`resolve_data_path`] does.
 pub fn read_pair_files(
     cfg: &DpoRunConfig,
     files: &PairFiles,
-) -> Result<(Vec<PairRecord>, Vec<(PathBuf, ReadReport)>), DpoError> {
+) -> Result<(Vec<PairRecord>, FileReports), DpoError> {
     let mut records = Vec::new();
     let mut reports = Vec::new();
     for file in cfg.data.pair_files(files) {
