@@ -147,3 +147,38 @@ fn pair_file_settings_are_strict_and_validated_in_one_pass() {
     let ok = parse("  format: generic\n  train: a.bin\n  file_format: jsonl-gz\n").expect("ok");
     assert_eq!(ok.data.file_format, panacea_data::FileFormat::JsonlGz);
 }
+
+/// A conversation (TRL's conversational form with earlier turns) is rendered whole through
+/// the chat template; a one-message prompt is the usual single user turn. Checked on the
+/// tiny-random base's tokenizer (the SmolLM2 tokenizer, skipped when it is not cached).
+#[test]
+fn conversations_are_rendered_whole_through_the_chat_template() {
+    use panacea_lm::chat::{ChatTemplate, Message, Role};
+    let cfg = parse(&format!(
+        "  format: trl\n  train: {}\n  labels: {{ helpful: chosen, harmless: chosen }}\n",
+        fixture("trl_implicit.jsonl.gz")
+    ))
+    .expect("valid config");
+    let Ok(base) = panacea_dpo::load_base(&cfg, tch::Device::Cpu) else {
+        eprintln!("skipped: the tiny-random base's tokenizer is not cached");
+        return;
+    };
+    let (records, _) = read_pair_files(&cfg, &cfg.data.train).expect("pairs");
+    let template = ChatTemplate::default();
+    let (pairs, report) =
+        panacea_dpo::data::encode_pairs(&records, 2, &base.tokenizer, &template, 512)
+            .expect("encoded");
+    assert_eq!(report.kept, 3);
+    // Dialogue 1 of scripts/make_data_fixtures.py: user, assistant, user, then the replies.
+    let conversation = [
+        Message::new(Role::User, "Can you help me write a thank-you note?"),
+        Message::new(Role::Assistant, "Of course! Who is it for?"),
+        Message::new(Role::User, "My aunt Sam, for a scarf."),
+    ];
+    let want = base.tokenizer.encode(&template.render(&conversation, true)).expect("tokens");
+    assert_eq!(pairs[1].prompt_len, want.len());
+    assert_eq!(pairs[1].seqs[0][..want.len()], want[..]);
+    let single = base.tokenizer.encode(&template.user_prompt(&records[0].prompt)).expect("ids");
+    assert_eq!(pairs[0].seqs[0][..single.len()], single[..]);
+    assert_eq!(pairs[0].prompt_len, single.len());
+}
