@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_steering;
 mod convert;
 mod doctor;
 mod eval_front;
@@ -46,6 +47,8 @@ enum Command {
     TrainDpo(train_dpo::Args),
     /// Multi-objective PPO with a preference-conditioned SVD-LoRA adapter (the main job).
     TrainPpo(train_ppo::Args),
+    /// Train one PPO config over several seeds and tabulate whether λ steers each objective.
+    BenchSteering(bench_steering::Args),
     /// Train reward/cost score models (backbone + scalar head) on preference pairs.
     TrainRm(train_rm::Args),
 }
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Metrics(args) => metrics::run(args),
         Command::TrainDpo(args) => train_dpo::run(args),
         Command::TrainPpo(args) => train_ppo::run(args),
+        Command::BenchSteering(args) => bench_steering::run(args),
         Command::TrainRm(args) => train_rm::run(args),
         Command::EvalFront(args) => eval_front::run(args),
     };

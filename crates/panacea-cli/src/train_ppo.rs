@@ -2,7 +2,7 @@
 //! [`panacea_rlhf::train_ppo`]; this file maps flags to its config and run options, shows
 //! progress and turns Ctrl-C into its stop flag.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -61,28 +61,36 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
-/// The config (struct defaults < YAML < `--set` < `--device`/`--dtype`, validated in one pass)
-/// and the run name it suggests: the config file's stem. `--resume DIR` reads DIR's saved
-/// config, so `--set` there is a change the library accepts or refuses by name.
-fn config(args: &Args) -> Result<(TrainPpoConfig, String)> {
-    let (yaml, source, stem) = match (&args.resume, &args.config) {
-        (Some(dir), _) => {
-            let p = dir.join(CONFIG_FILE);
-            let text = std::fs::read_to_string(&p)
-                .with_context(|| format!("reading {}; hint: pass a run folder", p.display()))?;
-            (text, p.display().to_string(), String::new())
-        }
-        (None, Some(p)) => {
+/// A new run's config from `path` (or the embedded default) with `set` applied, and the run
+/// name it suggests: the config file's stem.
+pub(crate) fn load(path: Option<&Path>, set: &[String]) -> Result<(TrainPpoConfig, String)> {
+    let (yaml, source, stem) = match path {
+        Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading config {}", p.display()))?;
             let stem = p.file_stem().map_or("ppo".into(), |s| s.to_string_lossy().into_owned());
             (text, p.display().to_string(), stem)
         }
-        (None, None) => {
+        None => {
             (DEFAULT_CONFIG.to_owned(), "<embedded ppo-default.yaml>".into(), "ppo-default".into())
         }
     };
-    let mut cfg: TrainPpoConfig = parse_config(&yaml, &source, &args.set)?;
+    Ok((parse_config(&yaml, &source, set)?, stem))
+}
+
+/// The config (struct defaults < YAML < `--set` < `--device`/`--dtype`, validated in one pass)
+/// and the run name it suggests: the config file's stem. `--resume DIR` reads DIR's saved
+/// config, so `--set` there is a change the library accepts or refuses by name.
+fn config(args: &Args) -> Result<(TrainPpoConfig, String)> {
+    let (mut cfg, stem) = match &args.resume {
+        Some(dir) => {
+            let p = dir.join(CONFIG_FILE);
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("reading {}; hint: pass a run folder", p.display()))?;
+            (parse_config(&text, &p.display().to_string(), &args.set)?, String::new())
+        }
+        None => load(args.config.as_deref(), &args.set)?,
+    };
     if let Some(model) = &args.model {
         cfg.model = model.clone();
     }

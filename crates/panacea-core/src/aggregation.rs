@@ -111,6 +111,58 @@ impl Aggregation {
         })
     }
 
+    /// Per-row weights w [B][K] on per-objective advantages for a policy-gradient step, so that
+    /// the aggregated advantage of row r is Σ_i w_{r,i} A_{r,i}. `prefs` is λ per row [B][K],
+    /// `estimate` the batch-level estimate of each J_i [K] and `ideal` the ideal point z [K]
+    /// (z_i ≥ J_i), both in the same utility units as the advantages.
+    ///
+    /// - Linear: w_r = λ_r, the gradient of Σ_i λ_i J_i.
+    /// - Tchebycheff: the gradient of min_i λ_i (J_i − z_i) is λ_{i*} ∇J_{i*} for the worst
+    ///   dimension i* = argmax_i λ_{r,i} (z_i − J_i), so w_r is λ_{r,i*} on i* and 0 elsewhere.
+    ///   The worst dimension is chosen from batch-level estimates of J, never per token: a
+    ///   per-token minimum over advantages (centred around 0) would pick whichever dimension
+    ///   happened to be below its own mean at that token. Ties (every gap 0, as at the first
+    ///   step with a running-max ideal point) go to the larger λ_i, then the lower index.
+    pub fn advantage_weights(
+        &self,
+        prefs: &[Vec<f64>],
+        estimate: &[f64],
+        ideal: &[f64],
+    ) -> Result<Vec<Vec<f64>>, CoreError> {
+        let k = estimate.len();
+        self.check(k)?;
+        if ideal.len() != k {
+            return Err(shape_err("ideal point [K]", vec![k as i64], vec![ideal.len() as i64]));
+        }
+        if let Some(row) = prefs.iter().find(|r| r.len() != k) {
+            return Err(shape_err(
+                "preference rows [B, K]",
+                vec![k as i64],
+                vec![row.len() as i64],
+            ));
+        }
+        Ok(match self {
+            Self::Linear => prefs.to_vec(),
+            Self::Tchebycheff { .. } => prefs
+                .iter()
+                .map(|lam| {
+                    let gap = |i: usize| lam[i] * (ideal[i] - estimate[i]);
+                    let worst = (0..k)
+                        .max_by(|&a, &b| {
+                            gap(a)
+                                .total_cmp(&gap(b))
+                                .then(lam[a].total_cmp(&lam[b]))
+                                .then(b.cmp(&a))
+                        })
+                        .unwrap_or(0);
+                    let mut w = vec![0.0; k];
+                    w[worst] = lam[worst];
+                    w
+                })
+                .collect(),
+        })
+    }
+
     /// Scalarises per-sample losses: losses [B, K] (L_i = −J_i), mask [B, K] (bool or 0/1;
     /// false where a row has no label in dimension i), pref [K] or [B, K] → a scalar (f32).
     /// See the module docs for the per-dimension batch means and for per-row λ.

@@ -38,6 +38,7 @@
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod adapter;
+pub mod adapter_stats;
 pub mod aggregation;
 pub mod checkpoint;
 pub mod config;

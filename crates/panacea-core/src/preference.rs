@@ -389,6 +389,14 @@ impl PreferenceSampler {
         (0..b).map(|_| self.sample(k, rng)).collect()
     }
 
+    /// The small grid a trainer's final steering check sweeps: every vertex and enough points
+    /// between them for a rank correlation — Das–Dennis with h = 4 for K ≤ 2 (5 points), h = 2
+    /// otherwise (6 points for K = 3).
+    pub fn steering_grid(k: usize) -> Result<Vec<PreferenceVector>, CoreError> {
+        let h = if k <= 2 { 4 } else { 2 };
+        Self::DasDennis { h }.grid(k)
+    }
+
     /// The evaluation grid: `Grid2d` and `DasDennis` enumerate their points in lexicographic
     /// order, `Fixed` is its one point, and `Dirichlet` (a distribution) has no grid.
     pub fn grid(&self, k: usize) -> Result<Vec<PreferenceVector>, CoreError> {

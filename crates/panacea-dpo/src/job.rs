@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use panacea_core::checkpoint::{load_adapter, save_adapter, AdapterFolderConfig, BaseModelId};
 use panacea_core::config::{parse_config, to_yaml};
-use panacea_core::preference::{PreferenceVector, StepPreference};
+use panacea_core::preference::{PreferenceSampler, PreferenceVector, StepPreference};
 use panacea_core::seed::{seed_everything, RunRng, RunRngState};
 use panacea_data::PairRecord;
 use panacea_lm::{CausalLm, ChatTemplate, Llama, LoadedModel};
@@ -44,6 +44,10 @@ use crate::pair_files::{read_pair_files, PairFiles};
 use crate::ref_cache::{hash_pairs, hash_var_store, CacheStatus, RefCacheKey, RefLogpCache};
 use crate::trainer::DpoTrainer;
 use crate::DpoError;
+
+/// The steering report written into the run folder after the last step (when held-out pairs
+/// labelled in every dimension exist).
+pub const FINAL_EVAL_FILE: &str = "final_eval.json";
 
 /// The job's name in manifests, run folders and resume checks.
 pub const JOB: &str = "train-dpo";
@@ -258,6 +262,18 @@ pub fn train_dpo(
                 checkpoint,
                 interrupted: true,
             });
+        }
+    }
+    // After training: does λ steer the held-out ranking accuracies? (Pairs labelled in every
+    // dimension; without enough of them the report is skipped and the run says why.)
+    if let Some(pairs) = eval {
+        observer.on_event(&Event::Phase("final evaluation: held-out pairs over a λ grid"));
+        match steering_evaluation(&trainer, pairs, cfg, &mut eval_cache)? {
+            Ok(report) => {
+                observer.on_event(&Event::Message(&report.to_text()));
+                run.write_json(FINAL_EVAL_FILE, &serde_json::json!({ "steering": report }))?;
+            }
+            Err(why) => observer.on_event(&Event::Message(&why)),
         }
     }
     // The last step always writes a checkpoint (a resume needs steps > the checkpoint's).
@@ -554,6 +570,57 @@ fn evaluate(
     }
     log_accuracy_hv(&front, &mut j, &mut human)?;
     Ok(EvalLine { human, json: json!(j) })
+}
+
+/// The steering report of a trained DPO adapter on held-out pairs: the objective vector of a
+/// pair is, per dimension, 1 when the likelihood ranks it as labelled and 0 otherwise (so the
+/// means are ranking accuracies), for the base model and for every λ of
+/// [`PreferenceSampler::steering_grid`]; intervals come from a paired bootstrap over pairs.
+/// Only pairs labelled in every dimension take part; `Ok(Err(reason))` when fewer than 4 are.
+pub fn steering_evaluation(
+    trainer: &DpoTrainer<Llama>,
+    pairs: &[EncodedPair],
+    cfg: &DpoRunConfig,
+    cache: &mut Option<RefLogpCache>,
+) -> Result<Result<panacea_eval::SteeringReport, String>, DpoError> {
+    let k = cfg.k();
+    let dev = trainer.model.device();
+    let grid = PreferenceSampler::steering_grid(k)?;
+    let host = |t: &tch::Tensor| -> Result<Vec<Vec<f64>>, DpoError> {
+        Ok(Vec::try_from(t.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))?)
+    };
+    let mut base: Vec<Vec<f64>> = Vec::new();
+    let mut per_pref: Vec<Vec<Vec<f64>>> = vec![Vec::new(); grid.len()];
+    for batch in eval_batches(pairs, cfg, dev) {
+        let batch = batch?;
+        let mut complete: Option<Vec<bool>> = None;
+        for (g, pref) in grid.iter().enumerate() {
+            let (policy, reference, labelled) =
+                trainer.ranking_wins(&batch, StepPreference::Shared(pref), cache.as_mut())?;
+            let keep: Vec<bool> = host(&labelled.to_kind(tch::Kind::Float))?
+                .iter()
+                .map(|r| r.iter().all(|&x| x > 0.0))
+                .collect();
+            if complete.is_none() {
+                base.extend(
+                    host(&reference)?.into_iter().zip(&keep).filter(|(_, &k)| k).map(|(r, _)| r),
+                );
+            }
+            per_pref[g]
+                .extend(host(&policy)?.into_iter().zip(&keep).filter(|(_, &k)| k).map(|(r, _)| r));
+            complete = Some(keep);
+        }
+    }
+    if base.len() < 4 {
+        return Ok(Err(format!(
+            "steering report skipped: {} held-out pairs are labelled in all {k} dimensions, at \
+             least 8 are needed",
+            base.len()
+        )));
+    }
+    let prefs: Vec<Vec<f64>> = grid.iter().map(|p| p.as_slice().to_vec()).collect();
+    let options = panacea_eval::BootstrapOptions { seed: cfg.seed, ..Default::default() };
+    Ok(Ok(panacea_eval::steering_report(&cfg.objectives, &prefs, &base, &per_pref, &options)?))
 }
 
 /// Logs `eval/hv`: the hypervolume of ranking-accuracy points (reference 0: accuracies lie in

@@ -10,6 +10,8 @@
 //! - [`bootstrap_ci`] from per-prompt samples, and [`bootstrap_difference`] /
 //!   [`differences_vs_first`] for paired intervals on differences between methods;
 //! - [`spearman`] and [`lambda_control`]: does objective i rise with λ_i over the grid;
+//! - [`steering_report`]: does each vertex e_i beat the base and the other vertices on its own
+//!   objective, with paired intervals;
 //! - [`Front`], [`FrontReport`] (JSON, CSV, Markdown), [`plot_fronts`] (PNG, SVG),
 //!   [`parse_points`] for user files, [`all_metrics`] for the `panacea metrics` command.
 //!
@@ -45,6 +47,7 @@ pub mod plot;
 pub mod report;
 mod rng;
 pub mod sense;
+pub mod steering;
 
 pub use bootstrap::{
     bootstrap_ci, bootstrap_difference, mean_front, n_prompts, BootstrapOptions, ConfidenceInterval,
@@ -74,3 +77,4 @@ pub use report::{
     all_metrics, FrontReport, MethodInput, MethodReport, MetricWarning, PointMetrics, ReportOptions,
 };
 pub use sense::Sense;
+pub use steering::{seeds_markdown, steering_report, SteeringReport, VertexCheck};

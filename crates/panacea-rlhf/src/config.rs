@@ -70,8 +70,11 @@ pub struct PpoSettings {
     /// Whiten the aggregated advantages over the rollout (off in safe-rlhf).
     #[serde(default)]
     pub whiten_advantages: bool,
-    /// Running mean/std normalisation of each objective's utility.
-    #[serde(default = "yes")]
+    /// Running mean/std normalisation of each objective's utility. Off by default: the paper's
+    /// form is each raw utility times its objective's fixed `scale`, so the trade-off a λ
+    /// produces does not drift as statistics move and inner products stay comparable. Saved
+    /// with the run's config either way.
+    #[serde(default)]
     pub normalise_scores: bool,
 }
 
@@ -114,8 +117,10 @@ pub struct PpoConfig {
     /// Optimisers and schedules.
     #[serde(default)]
     pub optim: OptimConfig,
-    /// How per-objective advantages are scalarised with λ (linear by default; Tchebycheff is
-    /// experimental and needs an ideal point on normalised scores).
+    /// How per-objective advantages are scalarised with λ: linear (the default), or
+    /// Tchebycheff, which follows the worst dimension of each row from batch-level estimates
+    /// of J against the ideal point (`ideal`, in scaled utility units, or the running maximum
+    /// of the batch estimates when omitted).
     #[serde(default)]
     pub aggregation: Aggregation,
     /// Optional PPO-Lagrangian constraint on one cost objective.
@@ -178,7 +183,7 @@ impl Default for PpoSettings {
             update_iters: 1,
             mini_batch_size: d_mini(),
             whiten_advantages: false,
-            normalise_scores: true,
+            normalise_scores: false,
         }
     }
 }
@@ -544,9 +549,13 @@ impl Validate for TrainPpoConfig {
         v.section("aggregation", &self.aggregation);
         if let Aggregation::Tchebycheff { ideal } = &self.aggregation {
             v.check(
-                ideal.len() == k,
+                ideal.is_empty() || ideal.len() == k,
                 "aggregation.ideal",
-                format!("give {k} entries (one per objective), got {}", ideal.len()),
+                format!(
+                    "give {k} entries (one per objective), or none for the running maximum of \
+                     the batch estimates; got {}",
+                    ideal.len()
+                ),
             );
         }
         if let Some(l) = &self.lagrange {

@@ -80,7 +80,7 @@ fn non_finite_hint(what: &str) -> &'static str {
          `optim.lr` / `optim.critic_lr`"
     } else {
         "hint: the update diverged; lower `optim.lr` (or `optim.critic_lr` for the value \
-         loss) or `ppo.kl_coef`, or keep `ppo.normalise_scores` on"
+         loss) or `ppo.kl_coef`, or the objectives' `scale`"
     }
 }
 

@@ -8,10 +8,14 @@
 //!
 //! J_c is the mean episode cost over a window of recent episodes, d the threshold. A_c is the
 //! advantage of the cost-positive stream; since every stream here is a utility (−cost), A_c is
-//! minus the constrained dimension's utility advantage, so A = (A_r + μ·A_u)/(1 + μ). A_r is
-//! the preference-aggregated advantage of the other dimensions, with the preference
-//! renormalised over them. How the multiplier and λ combine is this project's choice (the
-//! paper does not combine them).
+//! minus the constrained dimension's utility advantage, so A = (A_r + μ·A_u)/(1 + μ).
+//!
+//! How the multiplier and λ combine is this project's choice (the paper does not combine
+//! them): A_r = Σ_i λ_i A_i is the λ-aggregated advantage over **all** K dimensions, the
+//! constrained one included. At μ = 0 this is plain Panacea, and for every μ two different λ
+//! give two different advantages. (Aggregating only the other dimensions, with λ renormalised
+//! over them, would erase λ entirely with two objectives: the renormalised preference over
+//! one free dimension is always [1].)
 
 use std::collections::VecDeque;
 
@@ -130,6 +134,29 @@ pub fn combine_advantages(a_r: &tch::Tensor, a_u: &tch::Tensor, mu: f64) -> tch:
     (a_r + a_u * mu) / (1.0 + mu)
 }
 
+/// The actor's advantage [B, A] from per-objective advantages `adv` [B, A, K] and per-row
+/// weights `weights` [B][K] ([`panacea_core::Aggregation::advantage_weights`]):
+/// A_r = Σ_i w_{r,i} A_{r,i}, then, with a constraint `(c, μ)`, [`combine_advantages`] with
+/// the constrained dimension's utility advantage A_c.
+pub fn weighted_advantages(
+    adv: &tch::Tensor,
+    weights: &[Vec<f64>],
+    constraint: Option<(usize, f64)>,
+) -> tch::Tensor {
+    let k = adv.size().last().copied().unwrap_or(0);
+    let flat: Vec<f32> = weights.concat().iter().map(|&w| w as f32).collect();
+    let w = tch::Tensor::from_slice(&flat).view([weights.len() as i64, k]).to_device(adv.device());
+    let a_r = (adv.to_kind(tch::Kind::Float) * w.unsqueeze(1)).sum_dim_intlist(
+        [-1i64].as_slice(),
+        false,
+        tch::Kind::Float,
+    ); // [B, A]
+    match constraint {
+        Some((c, mu)) => combine_advantages(&a_r, &adv.select(2, c as i64), mu),
+        None => a_r,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +202,23 @@ mod tests {
         let a_u = tch::Tensor::from_slice(&[-2.0f64]);
         let a = combine_advantages(&a_r, &a_u, 3.0);
         assert!((a.double_value(&[0]) + 1.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn lambda_still_steers_with_the_constraint_on() {
+        panacea_core::device::init_torch();
+        // One row, one token, K = 2, objective 1 constrained with μ = 1:
+        // A = (A_0, A_1) = (2, −1). λ = (1, 0): (1·2 + 0·(−1) + 1·(−1)) / 2 = 0.5;
+        // λ = (0.25, 0.75): (0.5 − 0.75 − 1) / 2 = −0.625. (Renormalising λ over the free
+        // dimension alone would give 0.5 for both.)
+        let adv = tch::Tensor::from_slice(&[2.0f32, -1.0]).view([1, 1, 2]);
+        let at = |pref: Vec<f64>| {
+            weighted_advantages(&adv, &[pref], Some((1, 1.0))).double_value(&[0, 0])
+        };
+        assert!((at(vec![1.0, 0.0]) - 0.5).abs() < 1e-6);
+        assert!((at(vec![0.25, 0.75]) + 0.625).abs() < 1e-6);
+        // μ → 0 recovers the linear Panacea advantage λ·A.
+        let plain = weighted_advantages(&adv, &[vec![0.25, 0.75]], Some((1, 0.0)));
+        assert!((plain.double_value(&[0, 0]) - (0.5 - 0.75)).abs() < 1e-6);
     }
 }

@@ -1,7 +1,9 @@
 //! Per-token rewards with the KL penalty (step 4 of a PPO step, as in safe-rlhf's
 //! `ppo/trainer.py::add_kl_divergence_regularization`) and the running per-objective score
-//! normaliser applied to the utilities before they are shaped (this project's addition,
-//! `ppo.normalise_scores`: objectives on different scales then weigh alike under λ).
+//! optional running per-objective score normaliser applied to the utilities before they are
+//! shaped (this project's addition, `ppo.normalise_scores`, off by default: objectives on
+//! different scales then weigh alike under λ, at the price of a trade-off that drifts with
+//! the statistics).
 //!
 //! ```text
 //! kl_t    = old_lp_t − ref_lp_t

@@ -245,30 +245,23 @@ pub fn train_ppo(
         }
     }
 
-    // After training: greedy responses on held-out prompts under the base model and under
-    // each vertex preference, scored by every objective.
-    observer.on_event(&Event::Phase("final evaluation of the base model and each vertex"));
+    // After training: greedy responses on held-out prompts under the base model and under a
+    // λ grid holding every vertex; the steering report checks each vertex against the base
+    // and the other vertices with paired intervals, and measures per-λ control.
+    observer.on_event(&Event::Phase("final evaluation: the base model and a λ grid"));
     let eval = &eval_prompts[..eval_prompts.len().min(cfg.train.eval_prompts)];
+    let steering = steering_evaluation(&trainer, eval, max_new, batch_size, cfg.seed)?;
     let mut report = serde_json::Map::new();
-    let base_vec = evaluate(&trainer, eval, None, max_new, batch_size)?;
-    let mut lines = vec![
-        format!(
-            "objective vectors on {} held-out prompts (mean utility; {}):",
-            eval.len(),
-            names.join(", ")
-        ),
-        format!("  base model        {}", fmt_vec(&base_vec)),
-    ];
-    report.insert("base".into(), serde_json::json!(base_vec));
-    for (j, name) in names.iter().enumerate() {
-        let pref = PreferenceVector::vertex(k, j)?;
-        let v = evaluate(&trainer, eval, Some(&pref), max_new, batch_size)?;
-        lines.push(format!("  λ = e_{} ({:<8}) {}", j + 1, name, fmt_vec(&v)));
-        report.insert(format!("e{}", j + 1), serde_json::json!(v));
+    report.insert("base".into(), serde_json::json!(steering.base));
+    for (p, m) in steering.prefs.iter().zip(&steering.means) {
+        if let Some(j) = panacea_eval::steering::vertex_of(p) {
+            report.insert(format!("e{}", j + 1), serde_json::json!(m));
+        }
     }
     report.insert("objectives".into(), serde_json::json!(names));
+    report.insert("steering".into(), serde_json::json!(steering));
     run.write_json(FINAL_EVAL_FILE, &serde_json::Value::Object(report))?;
-    observer.on_event(&Event::Message(&lines.join("\n")));
+    observer.on_event(&Event::Message(&steering.to_text()));
     let step = cfg.train.steps.max(start);
     observer.on_event(&Event::Finished { run_dir: run.path(), step, interrupted: false });
     let checkpoint = match last_checkpoint {
@@ -458,6 +451,28 @@ impl PromptCursor {
     }
 }
 
+/// The steering report of a trained policy: greedy answers to `prompts` under the base model
+/// and under [`PreferenceSampler::steering_grid`], scored by every objective, compared with paired bootstrap
+/// intervals over the prompts (1,000 resamples seeded with `seed`).
+pub fn steering_evaluation<M: PpoPolicy>(
+    t: &PpoTrainer<M>,
+    prompts: &[Prompt],
+    max_new_tokens: i64,
+    batch_size: usize,
+    seed: u64,
+) -> Result<panacea_eval::SteeringReport, RlhfError> {
+    let names: Vec<String> = t.objectives.iter().map(|o| o.name.clone()).collect();
+    let base = evaluate_rows(t, prompts, None, max_new_tokens, batch_size)?;
+    let grid = PreferenceSampler::steering_grid(names.len())?;
+    let mut per_pref = Vec::with_capacity(grid.len());
+    for pref in &grid {
+        per_pref.push(evaluate_rows(t, prompts, Some(pref), max_new_tokens, batch_size)?);
+    }
+    let prefs: Vec<Vec<f64>> = grid.iter().map(|p| p.as_slice().to_vec()).collect();
+    let options = panacea_eval::BootstrapOptions { seed, ..Default::default() };
+    Ok(panacea_eval::steering_report(&names, &prefs, &base, &per_pref, &options)?)
+}
+
 /// Mean utility per objective of greedy responses to `prompts` under `pref` (None: the base
 /// model, `Adapter::Off`).
 fn evaluate<M: PpoPolicy>(
@@ -467,6 +482,20 @@ fn evaluate<M: PpoPolicy>(
     max_new_tokens: i64,
     batch_size: usize,
 ) -> Result<Vec<f64>, RlhfError> {
+    let rows = evaluate_rows(t, prompts, pref, max_new_tokens, batch_size)?;
+    let k = t.objectives.len();
+    Ok((0..k).map(|i| rows.iter().map(|r| r[i]).sum::<f64>() / rows.len() as f64).collect())
+}
+
+/// The utility vector [P][K] of the greedy response to each of `prompts` under `pref` (None:
+/// the base model, `Adapter::Off`).
+fn evaluate_rows<M: PpoPolicy>(
+    t: &PpoTrainer<M>,
+    prompts: &[Prompt],
+    pref: Option<&PreferenceVector>,
+    max_new_tokens: i64,
+    batch_size: usize,
+) -> Result<Vec<Vec<f64>>, RlhfError> {
     let tok = t.tokenizer().ok_or_else(|| RlhfError::Invalid {
         what: "evaluation".into(),
         reason: "needs the tokenizer to decode responses".into(),
@@ -501,6 +530,6 @@ fn evaluate<M: PpoPolicy>(
     }
     let k = t.objectives.len();
     let raw = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, k as i64]);
-    let util = utilities(&t.objectives, &raw)?.mean_dim([0i64].as_slice(), false, Kind::Double);
+    let util = utilities(&t.objectives, &raw)?.to_kind(Kind::Double);
     Ok(Vec::try_from(util)?)
 }

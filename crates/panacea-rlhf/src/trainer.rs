@@ -9,11 +9,12 @@
 //! had been generated under another.
 
 use panacea_core::adapter::{Adapter, SvdLoraConfig};
+use panacea_core::adapter_stats::{preference_gradient_share, AdapterStats};
 use panacea_core::checkpoint::{load_var_store, save_var_store, write_atomic};
 use panacea_core::objective::{utilities, Objective};
 use panacea_core::ops::{masked_mean, masked_whiten};
 use panacea_core::optim::{AdamW, AdamWConfig};
-use panacea_core::{PreferenceVector, RunRng, StepPreference};
+use panacea_core::{Aggregation, PreferenceVector, RunRng, StepPreference};
 use panacea_lm::generate::response_texts;
 use panacea_lm::{GenerateConfig, Llama, Tokenizer};
 use rand::seq::SliceRandom;
@@ -27,7 +28,7 @@ use crate::critic::MultiCritic;
 use crate::error::ensure_finite;
 use crate::experience::{Experience, PromptBatch};
 use crate::gae::gae;
-use crate::lagrange::{combine_advantages, Lagrangian};
+use crate::lagrange::{weighted_advantages, Lagrangian};
 use crate::loss::{policy_loss, value_loss};
 use crate::policy::PpoPolicy;
 use crate::rewards::{shape_rewards, ScoreNormaliser};
@@ -89,6 +90,14 @@ pub struct PpoStepMetrics {
     pub critic_lr: f64,
     /// The Lagrange multiplier μ, when a constraint is configured.
     pub lagrange_mu: Option<f64>,
+    /// Mean over minibatches of the share of the actor's squared gradient norm that reaches
+    /// the preference part of the adapter (s and the λ columns of U and V).
+    pub preference_grad_share: f64,
+    /// The adapter's shared and preference strengths after the step.
+    pub adapter: AdapterStats,
+    /// For each vertex e_i that some rows of this step used: (i, mean raw utility per
+    /// objective [K], mean KL per sequence) over those rows.
+    pub vertices: Vec<(usize, Vec<f64>, f64)>,
 }
 
 impl PpoStepMetrics {
@@ -119,6 +128,23 @@ impl PpoStepMetrics {
         if let Some(mu) = self.lagrange_mu {
             m.insert("train/lagrange_mu".into(), mu.into());
         }
+        let a = &self.adapter;
+        let diag = [
+            ("diag/preference_grad_share", self.preference_grad_share),
+            ("diag/shared_strength", a.shared_strength),
+            ("diag/preference_strength", a.preference_strength),
+            ("diag/sigma_abs", a.sigma_abs),
+            ("diag/pref_scale_abs", a.pref_scale_abs),
+        ];
+        for (k, v) in diag {
+            m.insert(k.into(), v.into());
+        }
+        for (i, scores, kl) in &self.vertices {
+            for (o, s) in objectives.iter().zip(scores) {
+                m.insert(format!("train/e{}/score/{}", i + 1, o.name), (*s).into());
+            }
+            m.insert(format!("train/e{}/kl", i + 1), (*kl).into());
+        }
         serde_json::Value::Object(m)
     }
 }
@@ -147,6 +173,10 @@ pub struct PpoState {
     pub normaliser: ScoreNormaliser,
     /// The Lagrange multiplier state, when configured.
     pub lagrangian: Option<Lagrangian>,
+    /// Tchebycheff's running ideal point (the maximum batch estimate of each J_i so far), when
+    /// Tchebycheff aggregation runs without a configured ideal point.
+    #[serde(default)]
+    pub ideal: Option<Vec<f64>>,
 }
 
 /// Multi-objective PPO on an SVD-LoRA policy with a λ-conditioned multi-head critic, generic
@@ -170,7 +200,11 @@ pub struct PpoTrainer<M: PpoPolicy = Llama> {
     pub normaliser: ScoreNormaliser,
     /// The Lagrange multiplier state, when configured.
     pub lagrangian: Option<Lagrangian>,
+    /// Tchebycheff's running ideal point ([`PpoState::ideal`]).
+    pub ideal: Option<Vec<f64>>,
     tokenizer: Option<Tokenizer>,
+    /// The adapter settings (the policy's and the critic's are the same).
+    adapter_cfg: SvdLoraConfig,
     gen_cfg: GenerateConfig,
     /// Steps completed: bumped only when a step succeeded, restored from checkpoints.
     steps_done: u64,
@@ -234,7 +268,9 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             objectives: parts.objectives,
             sources: parts.sources,
             lagrangian,
+            ideal: None,
             tokenizer: parts.tokenizer,
+            adapter_cfg: parts.critic_adapter.clone(),
             gen_cfg,
             steps_done: 0,
             total_steps: parts.total_steps,
@@ -254,6 +290,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             critic_opt_steps: self.critic.opt.steps(),
             normaliser: self.normaliser.clone(),
             lagrangian: self.lagrangian.clone(),
+            ideal: self.ideal.clone(),
         };
         let text = serde_json::to_string_pretty(&state)
             .map_err(|e| RlhfError::Invalid { what: "PPO state".into(), reason: e.to_string() })?;
@@ -289,6 +326,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         self.steps_done = state.step;
         self.normaliser = state.normaliser;
         self.lagrangian = state.lagrangian;
+        self.ideal = state.ideal;
         Ok(())
     }
 
@@ -447,14 +485,14 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         })?;
 
         // 4. Per-token rewards with the KL penalty.
-        let p = &self.cfg.ppo;
+        let p = self.cfg.ppo.clone();
         let shaped = shape_rewards(&old_lp, &ref_lp, &act_mask, &scores, p.kl_coef, p.clip_score);
         let kl_seq = shaped.kl.sum_dim_intlist([-1i64].as_slice(), false, Kind::Float); // [B]
         ensure_finite(step, "kl", kl_seq.mean(Kind::Float).double_value(&[]))?;
 
         // 5. Per-objective GAE, then the single aggregation call site.
         let adv = gae(&old_values, &shaped.rewards, &act_mask, p.gamma, p.gae_lambda);
-        let mut advantages = self.aggregate_advantages(&adv.advantages, &pref_t)?; // [B, A]
+        let mut advantages = self.aggregate_advantages(&adv.advantages, &pref_t, &scores)?; // [B, A]
         if p.whiten_advantages {
             advantages = masked_whiten(&advantages, &act_mask, true); // [B, A]
         }
@@ -477,30 +515,49 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         })
     }
 
-    /// adv [B, A, K], pref [B, K] → [B, A]. Linear or Tchebycheff over all objectives, or,
-    /// with a Lagrangian constraint, over the free objectives (λ renormalised over them)
-    /// combined with the constrained objective's advantage ([`combine_advantages`]).
-    fn aggregate_advantages(&self, adv: &Tensor, pref: &Tensor) -> Result<Tensor, RlhfError> {
-        let k = self.k() as i64;
-        let (a_in, p_in, constrained) = match (&self.cfg.lagrange, &self.lagrangian) {
-            (Some(lc), Some(l)) => {
-                let c = lc.objective as i64;
-                let free: Vec<i64> = (0..k).filter(|&i| i != c).collect();
-                let idx = Tensor::from_slice(&free).to_device(adv.device());
-                let p_free = pref.index_select(1, &idx); // [B, K − 1]
-                let total = p_free.sum_dim_intlist([-1i64].as_slice(), true, Kind::Float); // [B, 1]
-                let uniform = p_free.ones_like() / (k - 1) as f64;
-                let p_free =
-                    (&p_free / total.clamp_min(1e-12)).where_self(&total.gt(0.0), &uniform);
-                (adv.index_select(2, &idx), p_free, Some((adv.select(2, c), l.mu())))
-            }
-            _ => (adv.shallow_clone(), pref.shallow_clone(), None),
+    /// adv [B, A, K], pref [B, K], scores [B, K] (the scaled utilities the rewards were built
+    /// from) → [B, A]: Σ_i w_{r,i} A_{r,t,i} with the weights of
+    /// [`panacea_core::Aggregation::advantage_weights`] — λ itself (linear), or λ_{i*} on the
+    /// worst dimension i* from this batch's estimate of each J_i against the ideal point
+    /// (Tchebycheff; a configured `ideal`, else the running maximum of the batch estimates,
+    /// updated here and saved with checkpoints).
+    ///
+    /// With a Lagrangian constraint on objective c, λ keeps its meaning and the multiplier adds
+    /// the constrained utility's advantage on top: A = (Σ_i λ_i A_i + μ·A_c) / (1 + μ). At μ = 0
+    /// this is plain Panacea; as μ grows every λ is pulled towards satisfying the constraint,
+    /// while the trade-off among the objectives (c included) still follows λ.
+    fn aggregate_advantages(
+        &mut self,
+        adv: &Tensor,
+        pref: &Tensor,
+        scores: &Tensor,
+    ) -> Result<Tensor, RlhfError> {
+        let host = |t: &Tensor| -> Result<Vec<Vec<f64>>, RlhfError> {
+            Ok(Vec::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))?)
         };
-        let aggregated = self.cfg.aggregation.aggregate(&a_in, &p_in)?; // [B, A]
-        Ok(match constrained {
-            Some((a_u, mu)) => combine_advantages(&aggregated, &a_u, mu),
-            None => aggregated,
-        })
+        let prefs = host(pref)?; // [B][K]
+        let rows = host(scores)?; // [B][K]
+        let k = self.k();
+        let estimate: Vec<f64> =
+            (0..k).map(|i| rows.iter().map(|r| r[i]).sum::<f64>() / rows.len() as f64).collect();
+        let ideal = match &self.cfg.aggregation {
+            Aggregation::Tchebycheff { ideal } if !ideal.is_empty() => ideal.clone(),
+            Aggregation::Tchebycheff { .. } => {
+                let z = match self.ideal.take() {
+                    Some(z) => z.iter().zip(&estimate).map(|(a, b)| a.max(*b)).collect(),
+                    None => estimate.clone(),
+                };
+                self.ideal = Some(z.clone());
+                z
+            }
+            Aggregation::Linear => estimate.clone(),
+        };
+        let weights = self.cfg.aggregation.advantage_weights(&prefs, &estimate, &ideal)?;
+        let constraint = match (&self.cfg.lagrange, &self.lagrangian) {
+            (Some(lc), Some(l)) => Some((lc.objective, l.mu())),
+            _ => None,
+        };
+        Ok(weighted_advantages(adv, &weights, constraint))
     }
 
     /// The second half of a step (stage 6): PPO epochs over shuffled minibatches, always with
@@ -529,7 +586,8 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         self.critic.opt.set_lr(critic_lr);
         let dev = exp.seq.device();
         let p = self.cfg.ppo.clone();
-        let mut sums = [0.0f64; 5]; // policy loss, value loss, clip frac, approx kl, entropy
+        let mut sums = [0.0f64; 6]; // policy loss, value loss, clip frac, approx kl, entropy, grad share
+        let rank = self.policy_rank();
         let mut n = 0.0;
         // Every row is in some minibatch of every epoch, so the distinct preferences used are
         // those of the whole rollout (read once: a device sync per minibatch would stall a GPU).
@@ -562,6 +620,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
                 // syncs anyway) but before the step, so a NaN never reaches the adapter.
                 self.actor_opt.zero_grad();
                 pl.loss.backward();
+                sums[5] += preference_gradient_share(&self.adapter_vs, rank);
                 let grad_norm = self.actor_opt.clip_grad_norm(o.max_grad_norm);
                 let ploss = ensure_finite(step, "policy loss", pl.loss.double_value(&[]))?;
                 ensure_finite(step, "policy gradient norm", grad_norm)?;
@@ -618,6 +677,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
                 .mean_dim([0i64].as_slice(), false, Kind::Double)
                 .to_device(tch::Device::Cpu),
         )?;
+        let vertices = vertex_means(exp)?;
         self.steps_done = step;
         Ok(PpoStepMetrics {
             step,
@@ -634,6 +694,47 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             actor_lr,
             critic_lr,
             lagrange_mu: self.lagrangian.as_ref().map(Lagrangian::mu),
+            preference_grad_share: sums[5] / n,
+            adapter: AdapterStats::of(&self.adapter_vs, rank, self.policy_scale()),
+            vertices,
         })
     }
+
+    /// k, the shared rank of the policy adapter.
+    fn policy_rank(&self) -> i64 {
+        self.adapter_cfg.rank
+    }
+
+    /// c = α / k of the policy adapter.
+    fn policy_scale(&self) -> f64 {
+        self.adapter_cfg.scale()
+    }
+}
+
+/// For each vertex e_i among the rows' preferences: (i, mean raw utility [K], mean KL per
+/// sequence) over the rows that used it.
+fn vertex_means(exp: &Experience) -> Result<Vec<(usize, Vec<f64>, f64)>, RlhfError> {
+    let host = |t: &Tensor| -> Result<Vec<Vec<f64>>, RlhfError> {
+        Ok(Vec::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))?)
+    };
+    let prefs = host(&exp.pref)?;
+    let utils = host(&exp.raw_utilities)?;
+    let kl: Vec<f64> = Vec::try_from(
+        exp.kl.sum_dim_intlist([-1i64].as_slice(), false, Kind::Double).to_device(tch::Device::Cpu),
+    )?;
+    let k = prefs.first().map_or(0, Vec::len);
+    let mut out = Vec::new();
+    for i in 0..k {
+        let rows: Vec<usize> = (0..prefs.len())
+            .filter(|&r| panacea_eval::steering::vertex_of(&prefs[r]) == Some(i))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let n = rows.len() as f64;
+        let mean: Vec<f64> =
+            (0..k).map(|j| rows.iter().map(|&r| utils[r][j]).sum::<f64>() / n).collect();
+        out.push((i, mean, rows.iter().map(|&r| kl[r]).sum::<f64>() / n));
+    }
+    Ok(out)
 }

@@ -198,3 +198,29 @@ fn costs_are_negated_exactly_once() {
     assert_eq!(objectives[0].utility_f64(3.0), 3.0);
     assert!(utilities(&objectives, &t(&[1.0, 2.0, 3.0], &[1, 3])).is_err());
 }
+
+#[test]
+fn tchebycheff_policy_weights_pick_the_worst_dimension_from_batch_estimates() {
+    // Batch estimates J = (0.75, 0.25, 0.5) against the ideal point z = (1, 1, 1): gaps
+    // z − J = (0.25, 0.75, 0.5) (all exact in binary, so ties are exact).
+    let (j, z) = ([0.75, 0.25, 0.5], [1.0, 1.0, 1.0]);
+    let prefs = vec![
+        // λ = (1/3, 1/3, 1/3): λ·gap = (0.083, 0.25, 0.167) → dimension 1, weight 1/3.
+        vec![1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0],
+        // λ = (0.75, 0.25, 0): (0.1875, 0.1875, 0) → a tie; the larger λ wins: dimension 0.
+        vec![0.75, 0.25, 0.0],
+        // λ = (0.125, 0.125, 0.75): (0.03125, 0.09375, 0.375) → dimension 2, weight 0.75.
+        vec![0.125, 0.125, 0.75],
+    ];
+    let cheb = Aggregation::Tchebycheff { ideal: vec![] };
+    let w = cheb.advantage_weights(&prefs, &j, &z).expect("weights");
+    assert_eq!(w, vec![vec![0.0, 1.0 / 3.0, 0.0], vec![0.75, 0.0, 0.0], vec![0.0, 0.0, 0.75]]);
+    // Linear weights are λ itself.
+    assert_eq!(Aggregation::Linear.advantage_weights(&prefs, &j, &z).expect("weights"), prefs);
+    // Every gap 0 (first step, running-max ideal): the largest λ_i, then the lowest index.
+    let w = cheb.advantage_weights(&[vec![0.5, 0.5, 0.0]], &j, &j).expect("weights");
+    assert_eq!(w, vec![vec![0.5, 0.0, 0.0]]);
+    // Shapes are checked.
+    assert!(cheb.advantage_weights(&prefs, &j, &[1.0]).is_err());
+    assert!(cheb.advantage_weights(&[vec![1.0]], &j, &z).is_err());
+}

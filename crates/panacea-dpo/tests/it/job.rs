@@ -157,6 +157,53 @@ fn a_run_writes_its_folder_metrics_evaluation_and_checkpoint() {
     }
     let hv = rows[2]["eval/hv"].as_f64().expect("hv");
     assert!((0.0..=1.0).contains(&hv), "accuracy hypervolume {hv}");
+    // The steering report over the 6 held-out pairs (labelled in both dimensions): a 5-point
+    // grid, base and grid means are ranking accuracies (multiples of 1/6), 4 vertex checks.
+    let final_eval: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("final_eval.json")).expect("final_eval.json"),
+    )
+    .expect("json");
+    let report: panacea_eval::SteeringReport =
+        serde_json::from_value(final_eval["steering"].clone()).expect("steering report");
+    assert_eq!((report.prompts, report.prefs.len(), report.checks.len()), (6, 5, 4));
+    for v in report.means.iter().flatten().chain(&report.base) {
+        assert!((v * 6.0 - (v * 6.0).round()).abs() < 1e-9, "{v} is not a multiple of 1/6");
+    }
+    assert!(
+        seen.messages.iter().any(|m| m.starts_with("steering on 6 held-out")),
+        "{:?}",
+        seen.messages
+    );
+    std::fs::remove_dir_all(&runs).expect("clean up");
+}
+
+/// K = 3 end to end: configs/tiny/dpo-three.yaml trains on `tiny-random`; its third objective is
+/// labelled by no pair, so the steering report is skipped with a reason instead of failing.
+#[test]
+fn three_objectives_train_and_say_why_the_steering_report_is_skipped() {
+    let runs = temp_dir("three");
+    if panacea_lm::resolve_model("smollm2-135m").is_err() {
+        eprintln!("skipped: the smollm2-135m tokenizer is not in the model cache");
+        return;
+    }
+    panacea_core::device::init_torch();
+    let sets = vec![
+        "model=tiny-random".to_owned(),
+        "threads=1".to_owned(),
+        format!("ref_cache.dir={}", runs.join("ref-cache").display()),
+    ];
+    let path = workspace().join("configs/tiny/dpo-three.yaml");
+    let mut cfg: DpoRunConfig = load_config(&path, &sets).expect("tiny three-objective config");
+    cfg.config_dir = Some(workspace().join("configs/tiny"));
+    assert_eq!(cfg.k(), 3);
+    let mut seen = Recorder::default();
+    let t = train_dpo(&cfg, &RunOptions::new(&runs).named("three"), &mut seen).expect("train-dpo");
+    assert_eq!((t.step, t.interrupted), (2, false));
+    assert!(
+        seen.messages.iter().any(|m| m.starts_with("steering report skipped: 0 held-out pairs")),
+        "{:?}",
+        seen.messages
+    );
     std::fs::remove_dir_all(&runs).expect("clean up");
 }
 

@@ -37,7 +37,7 @@ fn the_default_ppo_config_keeps_its_resolved_values() {
     let p = &c.ppo;
     assert_eq!((p.kl_coef, p.clip_ratio, p.clip_value, p.clip_score), (0.02, 0.2, 5.0, 50.0));
     assert_eq!((p.gamma, p.gae_lambda, p.update_iters, p.mini_batch_size), (1.0, 0.95, 1, 4));
-    assert!(!p.whiten_advantages && p.normalise_scores);
+    assert!(!p.whiten_advantages && !p.normalise_scores);
     assert_eq!((c.rollout.max_new_tokens, c.rollout.temperature), (16, 1.0));
     assert_eq!((c.rollout.top_k, c.rollout.top_p), (None, None));
     assert_eq!(c.aggregation, Aggregation::Linear);

@@ -114,6 +114,65 @@ fn tiny_learned_reward_pipeline_runs_end_to_end() {
         assert_eq!(v.len(), 2, "{key}: {v:?}");
         assert!(v.iter().all(|x| x.as_f64().is_some_and(f64::is_finite)), "{key}: {v:?}");
     }
+    // The steering report: a 5-point grid, 2 × 2 vertex checks with intervals, and the
+    // per-λ control of both objectives.
+    let steering: panacea_eval::SteeringReport =
+        serde_json::from_value(final_eval["steering"].clone()).expect("steering report");
+    assert_eq!((steering.prefs.len(), steering.checks.len(), steering.control.len()), (5, 4, 2));
+    for c in &steering.checks {
+        let d = &c.difference;
+        assert!(d.lower <= d.estimate && d.estimate <= d.upper, "{c:?}");
+    }
+    std::fs::remove_dir_all(&runs).expect("clean up");
+}
+
+/// Tchebycheff PPO through the whole job: the running ideal point is the element-wise maximum
+/// of the batch estimates, saved with the checkpoint, and each step logs the adapter
+/// diagnostics and the vertex rows' scores.
+#[test]
+fn tchebycheff_ppo_keeps_a_running_ideal_point_in_its_checkpoints() {
+    let Some(root) = workspace_with_smollm2() else { return };
+    let runs = scratch("tchebycheff");
+    let cfg = tiny_ppo(
+        &root,
+        &["aggregation={kind: tchebycheff}", "train.steps=2", "train.preference_per_row=true"],
+    );
+    assert_eq!(cfg.aggregation, panacea_core::Aggregation::Tchebycheff { ideal: vec![] });
+    let t = train_ppo(&cfg, &RunOptions::new(&runs).named("cheb"), &mut Silent).expect("run");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(t.run_dir.join("checkpoints/step-000002/ppo_state.json"))
+            .expect("state"),
+    )
+    .expect("json");
+    let ideal: Vec<f64> = serde_json::from_value(state["ideal"].clone()).expect("ideal point");
+    // The objectives are fractions of even and odd token ids (scale 1): the maximum batch mean
+    // of each lies in [0, 1], and both cannot be 0 (every token is even or odd).
+    assert_eq!(ideal.len(), 2);
+    assert!(ideal.iter().all(|z| (0.0..=1.0).contains(z)) && ideal.iter().sum::<f64>() > 0.0);
+    let metrics = std::fs::read_to_string(t.run_dir.join("metrics.jsonl")).expect("metrics");
+    let rows: Vec<serde_json::Value> =
+        metrics.lines().map(|l| serde_json::from_str(l).expect("row")).collect();
+    let train_rows: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| r.get("train/kl").is_some()).collect();
+    assert_eq!(train_rows.len(), 2);
+    let means: Vec<[f64; 2]> = train_rows
+        .iter()
+        .map(|r| {
+            [
+                r["train/score/even"].as_f64().expect("even"),
+                r["train/score/odd"].as_f64().expect("odd"),
+            ]
+        })
+        .collect();
+    for i in 0..2 {
+        let max = means.iter().map(|m| m[i]).fold(f64::NEG_INFINITY, f64::max);
+        assert!((ideal[i] - max).abs() < 1e-9, "ideal {ideal:?}, batch means {means:?}");
+    }
+    for r in &train_rows {
+        let share = r["diag/preference_grad_share"].as_f64().expect("grad share");
+        assert!((0.0..=1.0).contains(&share), "{share}");
+        assert!(r["diag/shared_strength"].as_f64().is_some_and(|x| x >= 0.0));
+    }
     std::fs::remove_dir_all(&runs).expect("clean up");
 }
 
@@ -354,5 +413,31 @@ fn score_model_kind_must_match_the_objective() {
     assert_eq!(model.meta.kind, panacea_core::ObjectiveKind::Cost);
     let vars = model.var_store().variables();
     assert!(!vars.is_empty() && vars.values().all(|t| !t.requires_grad()), "not frozen");
+    std::fs::remove_dir_all(&runs).expect("clean up");
+}
+
+/// K = 3 end to end: configs/tiny/ppo-three.yaml trains two steps with a three-slot adapter and
+/// ends with a steering report over the 6-point Das–Dennis grid: 3 objectives × 3 checks.
+#[test]
+fn three_objectives_train_and_end_with_a_six_point_steering_report() {
+    let Some(root) = workspace_with_smollm2() else { return };
+    let runs = scratch("three");
+    let cfg: TrainPpoConfig =
+        load_config(&root.join("configs/tiny/ppo-three.yaml"), &["device=cpu".to_owned()])
+            .expect("tiny three-objective config");
+    assert_eq!((cfg.objectives.len(), cfg.adapter.n_objectives), (3, 3));
+    let t = train_ppo(&cfg, &RunOptions::new(&runs).named("three"), &mut Silent).expect("run");
+    assert_eq!((t.step, t.interrupted), (2, false));
+    let final_eval: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(t.run_dir.join("final_eval.json")).expect("final eval"),
+    )
+    .expect("json");
+    let r: panacea_eval::SteeringReport =
+        serde_json::from_value(final_eval["steering"].clone()).expect("steering report");
+    assert_eq!(r.objectives, ["even", "odd", "short"]);
+    assert_eq!((r.prefs.len(), r.checks.len(), r.control.len()), (6, 9, 3));
+    for key in ["e1", "e2", "e3", "base"] {
+        assert_eq!(final_eval[key].as_array().map(Vec::len), Some(3), "{key}");
+    }
     std::fs::remove_dir_all(&runs).expect("clean up");
 }

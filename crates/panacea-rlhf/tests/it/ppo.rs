@@ -64,8 +64,11 @@ fn trainer(
 
 #[test]
 fn ppo_steps_move_every_adapter_tensor_and_no_base_tensor_with_lambda_fixed() {
+    // The optional running normaliser on, so that its statistics are checked too.
+    let mut cfg = config();
+    cfg.ppo.normalise_scores = true;
     let (base_vs, mut t) = trainer(
-        config(),
+        cfg,
         vec![Box::new(EvenTokenFraction), Box::new(NegativeLength)],
         vec![Objective::reward("even"), Objective::cost("length")],
     );
