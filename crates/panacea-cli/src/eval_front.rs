@@ -25,6 +25,10 @@ pub(crate) struct Args {
     /// Override a config value, e.g. `--set prompts.count=8` (repeatable).
     #[arg(long = "set")]
     pub(crate) overrides: Vec<String>,
+    /// Base model: a short name (smollm2-135m), a GGUF file, a Hugging Face model folder or
+    /// tiny-random (overrides the config's `model`).
+    #[arg(long)]
+    pub(crate) model: Option<String>,
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     pub(crate) device: Option<DeviceChoice>,
@@ -72,6 +76,9 @@ impl Args {
         let mut config: FrontConfig =
             panacea_core::config::load_config(&self.config, &self.overrides)
                 .with_context(|| format!("loading config {}", self.config.display()))?;
+        if let Some(model) = &self.model {
+            config.model = model.clone();
+        }
         if let Some(d) = self.device {
             config.device = d;
         }

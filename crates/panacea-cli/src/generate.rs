@@ -56,7 +56,8 @@ pub(crate) struct Args {
     /// f32 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: DType,
-    /// A native Panacea adapter folder (adapter_config.json + adapter_model.safetensors).
+    /// A native Panacea adapter folder (adapter_config.json + adapter_model.safetensors),
+    /// trained on exactly the weights of --model (and --dtype): another base is refused.
     #[arg(long, requires = "pref")]
     adapter: Option<PathBuf>,
     /// Preference vector λ for the adapter, e.g. `0.7,0.3` (one weight per objective, sum 1).
@@ -105,6 +106,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let adapter_vs = tch::nn::VarStore::new(device);
     let (adapted, pref) = match (&args.adapter, &args.pref) {
         (Some(dir), Some(pref)) => {
+            // The adapter must belong to these base weights: the check eval-front makes.
+            let base_hash = panacea_core::checkpoint::hash_var_store(&m.base_vs)?;
+            panacea_front::check_base_models(&[dir.as_path()], &args.model, &base_hash)?;
             let folder = panacea_core::checkpoint::read_adapter_config(dir)?;
             pref.expect_len(folder.n_objectives as usize)?;
             let view = m.model.with_adapter(Some((&adapter_vs.root(), &folder.svd_lora())));

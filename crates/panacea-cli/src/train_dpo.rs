@@ -27,6 +27,10 @@ pub(crate) struct Args {
     /// Override a config value, e.g. `--set train.steps=10` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Base model: a short name (smollm2-135m), a GGUF file, a Hugging Face model folder or
+    /// tiny-random (overrides the config's `model`).
+    #[arg(long)]
+    model: Option<String>,
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
@@ -84,6 +88,9 @@ fn config(args: &Args) -> Result<(DpoRunConfig, Option<String>)> {
     };
     let mut cfg: DpoRunConfig = parse_config(&text, &source.display().to_string(), &args.sets)?;
     cfg.config_dir = config_dir;
+    if let Some(model) = &args.model {
+        cfg.model = model.clone();
+    }
     if let Some(d) = args.device {
         cfg.device = d;
     }

@@ -26,6 +26,10 @@ pub(crate) struct Args {
     /// Override a config value, e.g. `--set train.steps=4` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Base model: a short name (smollm2-135m), a GGUF file, a Hugging Face model folder or
+    /// tiny-random (overrides the config's `model`).
+    #[arg(long)]
+    model: Option<String>,
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
@@ -87,6 +91,9 @@ fn config(args: &Args) -> Result<(TrainPpoConfig, String)> {
         }
         None => load(args.config.as_deref(), &args.set)?,
     };
+    if let Some(model) = &args.model {
+        cfg.model = model.clone();
+    }
     if let Some(dtype) = args.dtype {
         cfg.dtype = dtype;
     }

@@ -22,6 +22,10 @@ pub(crate) struct Args {
     /// Override a config value, e.g. `--set train.epochs=2` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Base model: a short name (smollm2-135m), a GGUF file, a Hugging Face model folder or
+    /// tiny-random (overrides the config's `model`).
+    #[arg(long)]
+    model: Option<String>,
     /// auto, cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<DeviceChoice>,
@@ -43,6 +47,9 @@ pub(crate) struct Args {
 /// Trains every configured score model in turn.
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let mut cfg: TrainRmConfig = load_config(&args.config, &args.set)?;
+    if let Some(model) = &args.model {
+        cfg.model = model.clone();
+    }
     if let Some(dtype) = args.dtype {
         cfg.dtype = dtype;
     }

@@ -26,6 +26,18 @@ pub enum DataError {
         /// What is wrong, with a hint where one helps.
         message: String,
     },
+    /// One row of a columnar (parquet) file is malformed.
+    #[error("{path}: row {row}: {}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+    Row {
+        /// The file.
+        path: PathBuf,
+        /// 1-based row number over the whole file.
+        row: usize,
+        /// The offending column or field path (`chosen[1].role`), if one is to blame.
+        field: Option<String>,
+        /// What is wrong, with a hint where one helps.
+        message: String,
+    },
     /// A model or data file (scorer export, encoder config, tokenizer) is unusable.
     #[error("{path}: {message}")]
     Model {

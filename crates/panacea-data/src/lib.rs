@@ -10,8 +10,10 @@
 //!   (PPO rewards and front evaluation), and the constructor of the text scorers.
 //! - [`prompts`]: the bundled harmful and benign prompt sets with fixed splits.
 //! - [`pairgen`]: per-dimension pairs from k scored responses per prompt, and rank statistics.
-//! - [`pairs`]: streaming JSONL loaders for the generic N-dimension schema, PKU-SafeRLHF and
-//!   HH-RLHF, yielding [`PairRecord`]s with labels t ∈ {+1, −1, 0} per dimension.
+//! - [`pairs`]: streaming loaders for the generic N-dimension schema, PKU-SafeRLHF, HH-RLHF and
+//!   TRL's forms, yielding [`PairRecord`]s with labels t ∈ {+1, −1, 0} per dimension;
+//!   [`formats`]: the files they read (JSON Lines, `.jsonl.gz`, parquet) and the `labels`
+//!   mapping of objectives to columns.
 //!
 //! Data files live under the workspace's `data/` (see its README for schemas, provenance and
 //! licences); the MiniLM weights live in the project cache (`cargo xtask fetch-scorers`). This
@@ -33,6 +35,7 @@
 
 pub mod concise;
 pub mod error;
+pub mod formats;
 pub mod harmless;
 mod jsonl;
 pub mod minilm;
@@ -46,12 +49,15 @@ pub mod spec;
 
 pub use concise::{ConciseScorer, LengthMeasure};
 pub use error::DataError;
+pub use formats::trl::{ChatRole, ChatTurn};
+pub use formats::{FileFormat, FileSource, LabelSource};
 pub use harmless::HarmlessScorer;
 pub use jsonl::DEFAULT_MAX_LINE_BYTES;
 pub use minilm::MiniLmEncoder;
 pub use pairs::{
-    load_pairs, open_pairs, read_pairs, same_responses, GenericPair, PairFormat, PairReader,
-    PairRecord, PkuRecord, ReadOptions, ReadReport, UnknownLabelKey,
+    load_pair_file, load_pairs, open_pair_file, open_pairs, read_pair_bytes, read_pairs,
+    same_responses, GenericPair, PairFormat, PairReader, PairRecord, PkuRecord, ReadOptions,
+    ReadReport, UnknownLabelKey,
 };
 pub use positive::{NegativeScorer, PositiveScorer};
 pub use prompts::{load_prompts, read_prompts, split_of, PromptRecord, PromptSet, Split};

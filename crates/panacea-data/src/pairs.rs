@@ -1,7 +1,11 @@
-//! Streaming, strictly validated JSONL loaders for preference pairs, mapped to per-dimension
-//! labels t ∈ {+1, −1, 0} (docs/method.md, §7.1).
+//! Streaming, strictly validated loaders for preference pairs, mapped to per-dimension labels
+//! t ∈ {+1, −1, 0} (docs/method.md, §7.1). Files are JSON Lines, gzip JSON Lines or parquet
+//! ([`crate::formats::FileFormat`], by extension unless given; [`load_pair_file`]), and a
+//! `labels` mapping can say which column labels which dimension
+//! ([`crate::formats::LabelSource`]). Errors name the file and the line (or, in parquet, the
+//! row) and the field.
 //!
-//! Three formats ([`PairFormat`]):
+//! Four schemas ([`PairFormat`]):
 //!
 //! - **Generic** (this project's N-dimension schema, one object per line, unknown keys rejected):
 //!   `{"prompt": str, "response_0": str, "response_1": str, "prefs": {dim: 0|1|null, ...},
@@ -10,10 +14,14 @@
 //! - **PKU-SafeRLHF**: `prompt, response_0, response_1, better_response_id, safer_response_id,
 //!   is_response_0_safe, is_response_1_safe` (extra keys of the published files are allowed).
 //!   Dimension `helpful` takes its winner from `better_response_id`, `harmless` from
-//!   `safer_response_id`.
+//!   `safer_response_id`. The full schema's `response_{0,1}_severity_level` (0–3), where a
+//!   file has them, are carried along in [`PairRecord::severity`].
 //! - **HH-RLHF**: `{"chosen": str, "rejected": str}`, whole dialogues. The shared prompt is
 //!   everything up to and including the last `"\n\nAssistant:"`, which must be the same in both;
 //!   `response_0` is the chosen continuation, so the one dimension's label is +1.
+//! - **TRL**: `prompt, chosen, rejected` as strings (standard form) or message lists
+//!   (conversational form, with or without a separate prompt); see [`crate::formats::trl`]'s
+//!   rules. `response_0` is chosen, so the one dimension's label is +1.
 //!
 //! Labels: t = +1 if `response_0` wins the dimension, −1 if `response_1` wins, 0 if the record
 //! has no label for it (the DPO loss masks it). Dimensions are given by name, in the order the
@@ -43,7 +51,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::jsonl::{parse_line, Line, Lines};
+use crate::formats::trl::{self, ChatTurn, TrlRow};
+use crate::formats::{
+    parse_record, record_error, FileFormat, FileSource, LabelSource, RawRecord, Records,
+};
+use crate::jsonl::Lines;
 use crate::DataError;
 
 /// A preference pair with one label per requested dimension: what the DPO trainer consumes.
@@ -65,7 +77,14 @@ pub struct PairRecord {
     /// `is_response_{0,1}_safe`, the generic schema's optional `safe`); cost models use them
     /// for safe-rlhf's sign terms.
     pub safety: Option<[bool; 2]>,
-    /// The 1-based line the record came from.
+    /// The harm severity levels (0–3) of response 0 and response 1, where the file gives them
+    /// (PKU-SafeRLHF's `response_{0,1}_severity_level`).
+    pub severity: Option<[u8; 2]>,
+    /// The prompt as a conversation, where the file gives more than one user message (TRL's
+    /// conversational form with a system message or earlier turns); `prompt` then holds it as
+    /// a transcript. `None`: the prompt is one user message, `prompt`.
+    pub chat: Option<Vec<ChatTurn>>,
+    /// The 1-based line (parquet: row) the record came from.
     pub line: usize,
 }
 
@@ -108,6 +127,22 @@ pub struct PkuRecord {
     pub is_response_1_safe: bool,
 }
 
+/// The columns of a PKU-SafeRLHF record that are read (the full schema's others are allowed).
+#[derive(Deserialize)]
+struct PkuRow {
+    prompt: String,
+    response_0: String,
+    response_1: String,
+    better_response_id: u8,
+    safer_response_id: u8,
+    is_response_0_safe: bool,
+    is_response_1_safe: bool,
+    #[serde(default)]
+    response_0_severity_level: Option<u8>,
+    #[serde(default)]
+    response_1_severity_level: Option<u8>,
+}
+
 #[derive(Deserialize)]
 struct HhRecord {
     chosen: String,
@@ -124,6 +159,20 @@ pub enum PairFormat {
     PkuSaferlhf,
     /// Anthropic HH-RLHF (`chosen`, `rejected`); exactly one dimension.
     HhRlhf,
+    /// TRL's `prompt`/`chosen`/`rejected`, standard or conversational; exactly one dimension.
+    Trl,
+}
+
+impl PairFormat {
+    /// The schema's name in messages.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            PairFormat::Generic => "generic",
+            PairFormat::PkuSaferlhf => "PKU-SafeRLHF",
+            PairFormat::HhRlhf => "HH-RLHF",
+            PairFormat::Trl => "TRL",
+        }
+    }
 }
 
 /// How to read a pair file.
@@ -132,14 +181,15 @@ pub struct ReadOptions {
     /// The schema.
     pub format: PairFormat,
     /// Dimension names, in objective order. PKU-SafeRLHF knows `helpful` and `harmless`;
-    /// HH-RLHF takes exactly one name (its single label); the generic schema takes any.
+    /// HH-RLHF and TRL take exactly one name (their single label); the generic schema takes
+    /// any. A `labels` mapping ([`load_pair_file`]) lifts these rules.
     pub dims: Vec<String>,
-    /// Skip (and count) malformed lines instead of failing on the first one.
+    /// Skip (and count) malformed lines (parquet: rows) instead of failing on the first one.
     pub skip_invalid: bool,
 }
 
 /// What a reader saw. After a full pass, `records + skipped + blank_lines + dropped_identical`
-/// is the number of lines in the file.
+/// is the number of lines (parquet: rows) in the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadReport {
     /// Records returned.
@@ -220,19 +270,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Which PKU field gives a dimension's winner.
-#[derive(Debug, Clone, Copy)]
-enum PkuDim {
-    Better,
-    Safer,
-}
-
 /// A streaming pair reader; iterate it for `Result<PairRecord, DataError>`.
 #[derive(Debug)]
 pub struct PairReader<R> {
-    lines: Lines<R>,
+    records: Records<R>,
     opts: ReadOptions,
-    pku: Vec<PkuDim>,
+    /// Where each of `opts.dims` takes its label.
+    sources: Vec<LabelSource>,
     report: ReadReport,
 }
 
@@ -248,69 +292,91 @@ pub fn open_pairs(
     read_pairs(BufReader::new(file), path, opts)
 }
 
-/// Reads pairs from any buffered reader; `name` stands for the file in error messages.
+/// Reads JSON Lines pairs from any buffered reader; `name` stands for the file in error
+/// messages.
 pub fn read_pairs<R: BufRead>(
     reader: R,
     name: impl Into<PathBuf>,
     opts: ReadOptions,
 ) -> Result<PairReader<R>, DataError> {
-    let setting = |m: String| Err(DataError::Setting { setting: "dims".to_owned(), message: m });
-    if opts.dims.is_empty() {
-        return setting(
-            "no dimensions given\nhint: name one per objective, e.g. helpful, harmless".into(),
-        );
-    }
-    let mut seen = std::collections::HashSet::new();
-    for d in &opts.dims {
-        if !seen.insert(d) {
-            return setting(format!("dimension {d:?} is listed twice"));
-        }
-    }
-    let mut pku = Vec::new();
-    match opts.format {
-        PairFormat::PkuSaferlhf => {
-            for d in &opts.dims {
-                pku.push(match d.as_str() {
-                    "helpful" => PkuDim::Better,
-                    "harmless" => PkuDim::Safer,
-                    other => {
-                        return setting(format!(
-                            "PKU-SafeRLHF has no dimension {other:?}\nhint: use helpful \
-                             (better_response_id) and/or harmless (safer_response_id)"
-                        ))
-                    }
-                });
-            }
-        }
-        PairFormat::HhRlhf if opts.dims.len() != 1 => {
-            return setting(format!(
-                "HH-RLHF files carry one label but {} dimensions were given\nhint: name the one \
-                 dimension the file labels, e.g. helpful or harmless",
-                opts.dims.len()
-            ));
-        }
-        _ => {}
-    }
-    let report = ReadReport { labelled: vec![0; opts.dims.len()], ..Default::default() };
-    Ok(PairReader { lines: Lines::new(reader, name.into()), opts, pku, report })
+    PairReader::new(Records::Lines(Lines::new(reader, name.into())), opts, &BTreeMap::new())
 }
 
-/// Reads a whole file; returns the records and the report.
-pub fn load_pairs(
+/// Opens a pair file stored as `file_format` ([`FileFormat::Auto`]: by its extension), with
+/// `labels` mapping objectives to the file's label columns (empty: the schema's own rule; see
+/// [`LabelSource::resolve`]).
+pub fn open_pair_file(
     path: &Path,
+    file_format: FileFormat,
+    labels: &BTreeMap<String, String>,
+    opts: ReadOptions,
+) -> Result<PairReader<FileSource>, DataError> {
+    PairReader::new(crate::formats::open_records(path, file_format)?, opts, labels)
+}
+
+/// [`open_pair_file`] of a file held in memory; `name` stands for it in errors and, with
+/// [`FileFormat::Auto`], gives its extension.
+pub fn read_pair_bytes(
+    bytes: Vec<u8>,
+    name: impl Into<PathBuf>,
+    file_format: FileFormat,
+    labels: &BTreeMap<String, String>,
+    opts: ReadOptions,
+) -> Result<PairReader<FileSource>, DataError> {
+    let records = crate::formats::records_from_bytes(bytes, name.into(), file_format)?;
+    PairReader::new(records, opts, labels)
+}
+
+/// Reads a whole pair file of any [`FileFormat`]; returns the records and the report.
+pub fn load_pair_file(
+    path: &Path,
+    file_format: FileFormat,
+    labels: &BTreeMap<String, String>,
     opts: ReadOptions,
 ) -> Result<(Vec<PairRecord>, ReadReport), DataError> {
-    let mut reader = open_pairs(path, opts)?;
+    let mut reader = open_pair_file(path, file_format, labels, opts)?;
     let records = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
     Ok((records, reader.report().clone()))
 }
 
+/// Reads a whole file, its format chosen by the extension (`.parquet`, `.gz`, else JSON Lines)
+/// and its labels by the schema's own rule; returns the records and the report.
+pub fn load_pairs(
+    path: &Path,
+    opts: ReadOptions,
+) -> Result<(Vec<PairRecord>, ReadReport), DataError> {
+    load_pair_file(path, FileFormat::Auto, &BTreeMap::new(), opts)
+}
+
 impl<R: BufRead> PairReader<R> {
+    fn new(
+        records: Records<R>,
+        opts: ReadOptions,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Self, DataError> {
+        let setting =
+            |m: String| Err(DataError::Setting { setting: "dims".to_owned(), message: m });
+        if opts.dims.is_empty() {
+            return setting(
+                "no dimensions given\nhint: name one per objective, e.g. helpful, harmless".into(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &opts.dims {
+            if !seen.insert(d) {
+                return setting(format!("dimension {d:?} is listed twice"));
+            }
+        }
+        let sources = LabelSource::resolve(opts.format, &opts.dims, labels)?;
+        let report = ReadReport { labelled: vec![0; opts.dims.len()], ..Default::default() };
+        Ok(PairReader { records, opts, sources, report })
+    }
+
     /// Sets the cap on one line's length in bytes (default [`crate::DEFAULT_MAX_LINE_BYTES`]):
     /// a longer line is a malformed line naming the file, the line and the cap, found before
-    /// more than the cap is buffered.
+    /// more than the cap is buffered. In parquet files it caps the bytes of a row's strings.
     pub fn max_line_bytes(mut self, cap: usize) -> Self {
-        self.lines.set_max_line_bytes(cap);
+        self.records.set_max_bytes(cap);
         self
     }
 
@@ -340,12 +406,8 @@ impl<R: BufRead> PairReader<R> {
     }
 
     fn err(&self, line: usize, field: &str, message: String) -> DataError {
-        DataError::Record {
-            path: self.lines.path().to_owned(),
-            line,
-            field: Some(field.to_owned()),
-            message,
-        }
+        let (path, unit) = (self.records.path(), self.records.unit());
+        record_error(path, unit, line, Some(field.to_owned()), message)
     }
 
     fn winner(&self, line: usize, field: &str, id: u8) -> Result<i8, DataError> {
@@ -356,26 +418,40 @@ impl<R: BufRead> PairReader<R> {
         }
     }
 
-    /// Parses one line; also returns the record's unknown label keys.
-    fn parse(&self, line: &Line) -> Result<(PairRecord, RecordKeys), DataError> {
-        let path = self.lines.path();
+    /// The labels of a record with one preference (response 0 chosen): +1 where the file's
+    /// `chosen` labels the dimension, 0 elsewhere.
+    fn chosen_labels(&self) -> Vec<i8> {
+        self.sources.iter().map(|s| i8::from(*s == LabelSource::Chosen)).collect()
+    }
+
+    /// Parses one record; also returns its unknown label keys.
+    fn parse(&self, raw: &RawRecord) -> Result<(PairRecord, RecordKeys), DataError> {
+        let path = self.records.path();
+        let number = raw.number();
         let k = self.opts.dims.len();
         let mut unknown = Vec::new();
+        let mut severity = None;
+        let mut chat = None;
         let (prompt, response_0, response_1, labels, scores, safety) = match self.opts.format {
             PairFormat::Generic => {
-                let g: GenericPair = parse_line(path, line)?;
+                let g: GenericPair = parse_record(path, raw)?;
                 let mut labels = Vec::with_capacity(k);
                 let mut scores = Vec::with_capacity(k);
-                for d in &self.opts.dims {
+                for source in &self.sources {
+                    let LabelSource::Prefs(d) = source else {
+                        labels.push(0);
+                        scores.push(None);
+                        continue;
+                    };
                     labels.push(match g.prefs.get(d) {
                         None | Some(None) => 0,
-                        Some(Some(id)) => self.winner(line.number, &format!("prefs.{d}"), *id)?,
+                        Some(Some(id)) => self.winner(number, &format!("prefs.{d}"), *id)?,
                     });
                     let s = g.scores.as_ref().and_then(|s| s.get(d)).copied();
                     if let Some(s) = s {
                         if !s.iter().all(|v| v.is_finite()) {
                             return Err(self.err(
-                                line.number,
+                                number,
                                 &format!("scores.{d}"),
                                 format!("scores must be finite, got {s:?}"),
                             ));
@@ -383,7 +459,9 @@ impl<R: BufRead> PairReader<R> {
                     }
                     scores.push(s);
                 }
-                let unrequested = |key: &&String| !self.opts.dims.contains(*key);
+                let unrequested = |key: &&String| {
+                    !self.sources.iter().any(|s| matches!(s, LabelSource::Prefs(p) if p == *key))
+                };
                 for key in g.prefs.keys().filter(unrequested) {
                     unknown.push((format!("prefs.{key}"), key.clone()));
                 }
@@ -393,45 +471,58 @@ impl<R: BufRead> PairReader<R> {
                 (g.prompt, g.response_0, g.response_1, labels, scores, g.safe)
             }
             PairFormat::PkuSaferlhf => {
-                let p: PkuRecord = parse_line(path, line)?;
-                let better =
-                    self.winner(line.number, "better_response_id", p.better_response_id)?;
-                let safer = self.winner(line.number, "safer_response_id", p.safer_response_id)?;
+                let p: PkuRow = parse_record(path, raw)?;
+                let better = self.winner(number, "better_response_id", p.better_response_id)?;
+                let safer = self.winner(number, "safer_response_id", p.safer_response_id)?;
                 let labels = self
-                    .pku
+                    .sources
                     .iter()
                     .map(|d| match d {
-                        PkuDim::Better => better,
-                        PkuDim::Safer => safer,
+                        LabelSource::Better => better,
+                        LabelSource::Safer => safer,
+                        _ => 0,
                     })
                     .collect();
+                severity = self.severity(
+                    number,
+                    p.response_0_severity_level,
+                    p.response_1_severity_level,
+                )?;
                 let safety = Some([p.is_response_0_safe, p.is_response_1_safe]);
                 (p.prompt, p.response_0, p.response_1, labels, vec![None; k], safety)
             }
             PairFormat::HhRlhf => {
-                let h: HhRecord = parse_line(path, line)?;
+                let h: HhRecord = parse_record(path, raw)?;
                 let (prompt, chosen) = split_hh(&h.chosen).ok_or_else(|| {
-                    self.err(line.number, "chosen", format!("has no {HH_MARKER:?} turn"))
+                    self.err(number, "chosen", format!("has no {HH_MARKER:?} turn"))
                 })?;
                 let (prompt_r, rejected) = split_hh(&h.rejected).ok_or_else(|| {
-                    self.err(line.number, "rejected", format!("has no {HH_MARKER:?} turn"))
+                    self.err(number, "rejected", format!("has no {HH_MARKER:?} turn"))
                 })?;
                 if prompt != prompt_r {
                     return Err(self.err(
-                        line.number,
+                        number,
                         "rejected",
                         "its dialogue before the last assistant turn differs from chosen's"
                             .to_owned(),
                     ));
                 }
+                let labels = self.chosen_labels();
                 (
                     prompt.to_owned(),
                     chosen.to_owned(),
                     rejected.to_owned(),
-                    vec![1],
-                    vec![None],
+                    labels,
+                    vec![None; k],
                     None,
                 )
+            }
+            PairFormat::Trl => {
+                let row: TrlRow = parse_record(path, raw)?;
+                let pair =
+                    trl::pair(row).map_err(|(field, message)| self.err(number, &field, message))?;
+                chat = pair.chat;
+                (pair.prompt, pair.chosen, pair.rejected, self.chosen_labels(), vec![None; k], None)
             }
         };
         let record = PairRecord {
@@ -441,9 +532,41 @@ impl<R: BufRead> PairReader<R> {
             labels,
             scores,
             safety,
-            line: line.number,
+            severity,
+            chat,
+            line: number,
         };
         Ok((record, unknown))
+    }
+
+    /// PKU-SafeRLHF's two severity levels: both or neither, each 0–3.
+    fn severity(
+        &self,
+        number: usize,
+        level_0: Option<u8>,
+        level_1: Option<u8>,
+    ) -> Result<Option<[u8; 2]>, DataError> {
+        for (field, level) in
+            [("response_0_severity_level", level_0), ("response_1_severity_level", level_1)]
+        {
+            if let Some(l) = level.filter(|&l| l > 3) {
+                return Err(self.err(number, field, format!("must be 0 to 3, got {l}")));
+            }
+        }
+        match (level_0, level_1) {
+            (Some(a), Some(b)) => Ok(Some([a, b])),
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(self.err(
+                number,
+                "response_0_severity_level",
+                "is missing but response_1_severity_level is given; give both or neither".into(),
+            )),
+            (Some(_), None) => Err(self.err(
+                number,
+                "response_1_severity_level",
+                "is missing but response_0_severity_level is given; give both or neither".into(),
+            )),
+        }
     }
 }
 
@@ -463,13 +586,14 @@ impl<R: BufRead> Iterator for PairReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let result = match self.lines.next()? {
-                Ok(line) if line.text.trim().is_empty() => {
+            let result = match self.records.next()? {
+                Ok(raw) if raw.is_blank() => {
                     self.report.blank_lines += 1;
                     continue;
                 }
-                Ok(line) => self.parse(&line),
-                Err(e @ DataError::Io { .. }) => return Some(Err(e)),
+                Ok(raw) => self.parse(&raw),
+                // The stream cannot go on after these: the file could not be read or decoded.
+                Err(e @ (DataError::Io { .. } | DataError::Model { .. })) => return Some(Err(e)),
                 Err(e) => Err(e),
             };
             match result {

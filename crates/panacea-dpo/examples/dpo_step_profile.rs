@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use panacea_core::adapter::Adapter;
 use panacea_core::preference::PreferenceVector;
-use panacea_data::ReadOptions;
 use panacea_dpo::data::encode_pairs;
 use panacea_dpo::shared_prefix::shared_prefix_logps;
 use panacea_dpo::trainer::sequence_logps;
@@ -44,10 +43,7 @@ fn main() {
         panacea_lm::load_model(&run.model, Device::Cpu, Kind::Float).expect("cached model");
     let adapter_vs = nn::VarStore::new(Device::Cpu);
     let policy = loaded.model.with_adapter(Some((&adapter_vs.root(), &run.adapter)));
-    let path = panacea_data::workspace_path(&run.data.train.to_string_lossy());
-    let opts =
-        ReadOptions { format: run.data.format, dims: run.objectives.clone(), skip_invalid: false };
-    let (records, _) = panacea_data::load_pairs(&path, opts).expect("pairs");
+    let (records, _) = panacea_dpo::read_pair_files(&run, &run.data.train).expect("pairs");
     let (pairs, _) = encode_pairs(
         &records[..n_pairs * 2],
         run.k(),

@@ -4,6 +4,7 @@
 //! keys are errors, keys of earlier versions fail naming their new spelling, and one validation
 //! pass lists every problem.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use panacea_core::adapter::SvdLoraConfig;
@@ -11,11 +12,12 @@ use panacea_core::aggregation::Aggregation;
 use panacea_core::config::{RenamedKey, Validate, Validator};
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::preference::PreferenceSampler;
-use panacea_data::PairFormat;
+use panacea_data::{FileFormat, PairFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::data::SeqLogp;
 use crate::loss::DpoLoss;
+use crate::pair_files::{validate_files, PairFiles};
 
 fn default_beta() -> f64 {
     0.1
@@ -164,20 +166,31 @@ fn default_max_len() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpoDataConfig {
-    /// Training pairs (JSON lines). A relative path is looked up against the config file's
-    /// folder (or the current folder), then the workspace ([`crate::job::resolve_data_path`]).
-    pub train: PathBuf,
-    /// Evaluation pairs (JSON lines); without it (and without `eval_prompt_stride`) no
+    /// Training pairs: a file (JSON Lines, `.jsonl.gz` or parquet), or a list of files with
+    /// settings of their own ([`PairFiles`]). A relative path is looked up against the config
+    /// file's folder (or the current folder), then the workspace
+    /// ([`crate::job::resolve_data_path`]).
+    pub train: PairFiles,
+    /// Evaluation pairs, in the same forms; without it (and without `eval_prompt_stride`) no
     /// evaluation runs.
     #[serde(default)]
-    pub eval: Option<PathBuf>,
+    pub eval: Option<PairFiles>,
     /// Without `eval`: every n-th distinct prompt of the training file (in order of first
     /// appearance: prompts n−1, 2n−1, …), with all its pairs, becomes the evaluation split and
     /// leaves training. Whole prompts move, so no prompt is in both splits. 0 = no evaluation.
     #[serde(default)]
     pub eval_prompt_stride: usize,
-    /// `generic`, `pku-saferlhf` or `hh-rlhf`.
+    /// `generic`, `pku-saferlhf`, `hh-rlhf` or `trl` (of a list's files, the default).
     pub format: PairFormat,
+    /// How the files are stored: `auto` (default: by extension, `.parquet`, `.gz`, else JSON
+    /// Lines), `jsonl`, `jsonl-gz` or `parquet` (of a list's files, the default).
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub file_format: FileFormat,
+    /// Objective → the column that labels it (`better_response_id`, `safer_response_id`,
+    /// `chosen`, `prefs.<key>`, by schema); objectives left out are unlabelled in the file.
+    /// Empty (default): the schema's own rule. Of a list's files, the default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// Use at most this many training pairs (the file's first ones); 0 = all.
     #[serde(default)]
     pub max_train_pairs: usize,
@@ -187,10 +200,15 @@ pub struct DpoDataConfig {
     /// Token limit of prompt + response + EOS (default 256).
     #[serde(default = "default_max_len")]
     pub max_len: usize,
-    /// Skip malformed lines of the pair files (counted and reported as warnings, the first few
-    /// by file and line) instead of stopping at the first one (default false).
+    /// Skip malformed lines (parquet: rows) of the pair files, in every file format (counted
+    /// and reported as warnings, the first few by file and line) instead of stopping at the
+    /// first one (default false).
     #[serde(default)]
     pub skip_invalid: bool,
+}
+
+fn is_auto(f: &FileFormat) -> bool {
+    *f == FileFormat::Auto
 }
 
 fn default_log_every() -> u64 {
@@ -403,6 +421,21 @@ impl Validate for DpoRunConfig {
             "1 would move every prompt to evaluation; use 0 (none) or ≥ 2",
         );
         v.check(self.data.max_len >= 8, "data.max_len", "must be ≥ 8 tokens");
+        let labelled =
+            validate_files(&self.data, &self.data.train, "data.train", &self.objectives, v);
+        let labelled = labelled.unwrap_or_else(|| vec![true; k]);
+        for (name, _) in self.objectives.iter().zip(&labelled).filter(|(_, l)| !**l) {
+            v.problem(
+                "data.train",
+                format!(
+                    "no training file labels objective `{name}`; hint: map it to a column in \
+                     data.labels or in a file's labels, e.g. {name}: chosen"
+                ),
+            );
+        }
+        if let Some(eval) = &self.data.eval {
+            validate_files(&self.data, eval, "data.eval", &self.objectives, v);
+        }
         v.check(self.train.steps >= 1, "train.steps", "must be ≥ 1");
         v.check(self.train.batch_size >= 1, "train.batch_size", "must be ≥ 1");
         v.check(self.train.log_every >= 1, "train.log_every", "must be ≥ 1");

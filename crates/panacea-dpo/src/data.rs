@@ -17,7 +17,7 @@
 //! as are pairs without any label and pairs whose prompt alone exceeds the length limit.
 
 use panacea_data::PairRecord;
-use panacea_lm::chat::ChatTemplate;
+use panacea_lm::chat::{ChatTemplate, Message, Role};
 use panacea_lm::tokenizer::Tokenizer;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -139,9 +139,10 @@ impl EncodeReport {
     }
 }
 
-/// Tokenises records: the prompt through the ChatML template as one user turn with the
-/// generation prompt, each response as plain text followed by the tokenizer's EOS. Every record
-/// must have `k` labels. `index` of each kept pair is its position in `records`.
+/// Tokenises records: the prompt through the ChatML template as one user turn (or, where the
+/// record has one, its whole conversation) with the generation prompt, each response as plain
+/// text followed by the tokenizer's EOS. Every record must have `k` labels. `index` of each
+/// kept pair is its position in `records`.
 pub fn encode_pairs(
     records: &[PairRecord],
     k: usize,
@@ -167,8 +168,12 @@ pub fn encode_pairs(
                 ),
             });
         }
-        let prompt =
-            tokenizer.encode(&template.user_prompt(&r.prompt)).map_err(|e| tok_err(index, e))?;
+        let prompt_text = match &r.chat {
+            // A conversation (TRL's conversational form with several turns) is rendered whole.
+            Some(turns) => template.render(&chat_messages(turns), true),
+            None => template.user_prompt(&r.prompt),
+        };
+        let prompt = tokenizer.encode(&prompt_text).map_err(|e| tok_err(index, e))?;
         let r0 = tokenizer.encode(&r.response_0).map_err(|e| tok_err(index, e))?;
         let r1 = tokenizer.encode(&r.response_1).map_err(|e| tok_err(index, e))?;
         match EncodedPair::new(
@@ -197,6 +202,21 @@ pub fn encode_pairs(
     }
     report.kept = pairs.len();
     Ok((pairs, report))
+}
+
+/// A pair file's conversation as chat-template messages.
+fn chat_messages(turns: &[panacea_data::ChatTurn]) -> Vec<Message> {
+    turns
+        .iter()
+        .map(|t| {
+            let role = match t.role {
+                panacea_data::ChatRole::System => Role::System,
+                panacea_data::ChatRole::User => Role::User,
+                panacea_data::ChatRole::Assistant => Role::Assistant,
+            };
+            Message::new(role, t.content.clone())
+        })
+        .collect()
 }
 
 /// A batch of B pairs, concatenated so that both responses go through one forward:

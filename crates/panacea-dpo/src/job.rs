@@ -32,7 +32,7 @@ use panacea_core::checkpoint::{load_adapter, save_adapter, AdapterFolderConfig, 
 use panacea_core::config::{parse_config, to_yaml};
 use panacea_core::preference::{PreferenceSampler, PreferenceVector, StepPreference};
 use panacea_core::seed::{seed_everything, RunRng, RunRngState};
-use panacea_data::{PairRecord, ReadOptions};
+use panacea_data::PairRecord;
 use panacea_lm::{CausalLm, ChatTemplate, Llama, LoadedModel};
 use panacea_run::{Event, Manifest, Observer, RunDir, RunError, RunOptions, Trained, CONFIG_FILE};
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 
 use crate::config::DpoRunConfig;
 use crate::data::{encode_pairs, EncodeReport, EncodedPair, PairBatch, PairLoader};
+use crate::pair_files::{read_pair_files, PairFiles};
 use crate::ref_cache::{hash_pairs, hash_var_store, CacheStatus, RefCacheKey, RefLogpCache};
 use crate::trainer::DpoTrainer;
 use crate::DpoError;
@@ -134,8 +135,9 @@ pub fn train_dpo(
             let name = opts.name.as_deref().unwrap_or(JOB);
             let run = RunDir::create(&opts.runs_dir, name, &to_yaml(cfg)?, &opts.command)?;
             let mut manifest = Manifest::now(JOB, format!("{device:?}"), cfg.seed);
-            for p in std::iter::once(&cfg.data.train).chain(cfg.data.eval.as_ref()) {
-                let p = resolve_data_path(p, cfg.config_dir.as_deref())?;
+            let files = std::iter::once(&cfg.data.train).chain(cfg.data.eval.as_ref());
+            for file in files.flat_map(|f| cfg.data.pair_files(f)) {
+                let p = resolve_data_path(&file.path, cfg.config_dir.as_deref())?;
                 let hash = panacea_run::sha256_file(&p)?;
                 manifest.data_hashes.push((p.display().to_string(), hash));
             }
@@ -372,8 +374,7 @@ fn load_pair_sets(
                 return Err(DpoError::Data(format!(
                     "data.eval_prompt_stride = {} leaves an empty split of {}; hint: a smaller \
                      stride, or data.eval",
-                    cfg.data.eval_prompt_stride,
-                    cfg.data.train.display()
+                    cfg.data.eval_prompt_stride, cfg.data.train
                 )));
             }
             Some(eval_part)
@@ -401,26 +402,20 @@ fn load_pair_sets(
     Ok(PairSets { train, train_report, eval, eval_report })
 }
 
-/// The records of one pair file; skipped lines (with `data.skip_invalid`) become a warning.
+/// The records of `data.train` or `data.eval`; skipped lines (with `data.skip_invalid`) become
+/// a warning per file.
 fn read_pairs(
     cfg: &DpoRunConfig,
-    path: &Path,
+    files: &PairFiles,
     observer: &mut dyn Observer,
 ) -> Result<Vec<PairRecord>, DpoError> {
-    let path = resolve_data_path(path, cfg.config_dir.as_deref())?;
-    let opts = ReadOptions {
-        format: cfg.data.format,
-        dims: cfg.objectives.clone(),
-        skip_invalid: cfg.data.skip_invalid,
-    };
-    let (records, report) = panacea_data::load_pairs(&path, opts)
-        .map_err(|source| DpoError::Pairs { path: path.clone(), source })?;
-    if report.skipped > 0 {
+    let (records, reports) = read_pair_files(cfg, files)?;
+    for (path, report) in reports.iter().filter(|(_, r)| r.skipped > 0) {
         observer.on_event(&Event::Warning(&format!(
-            "{}: skipped {} malformed line(s) of {}; first:\n  {}",
+            "{}: skipped {} malformed record(s) of {}; first:\n  {}",
             path.display(),
             report.skipped,
-            report.records + report.skipped + report.blank_lines,
+            report.records + report.skipped + report.blank_lines + report.dropped_identical,
             report.first_errors.join("\n  ")
         )));
     }

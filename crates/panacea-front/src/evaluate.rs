@@ -333,16 +333,18 @@ impl Ctx<'_> {
     }
 }
 
-/// Fails unless every adapter folder in `dirs` records `base_hash` as its base model's hash.
+/// Fails unless every adapter folder in `dirs` records `base_hash` as its base model's hash
+/// (the base hash covers the weights and their dtype). Every command that loads an adapter onto
+/// a base calls it: eval-front and `generate`.
 pub fn check_base_models(dirs: &[&Path], model: &str, base_hash: &str) -> Result<()> {
     for dir in dirs {
         let folder = read_adapter_config(dir)
             .context_with(|| format!("reading adapter {}", dir.display()))?;
         ensure(folder.base_model.hash == base_hash, || {
             format!(
-                "adapter {} was trained on base model {} (hash {}), but this evaluation loads \
-                 {model} (hash {base_hash})\nhint: evaluate with the base the adapter was \
-                 trained on (`model` in the config)",
+                "adapter {} was trained on base model {} (hash {}), but this command loads \
+                 {model} (hash {base_hash})\nhint: use the base the adapter was trained on, \
+                 with the dtype it was trained with (`model` in the config, or --model)",
                 dir.display(),
                 folder.base_model.name,
                 folder.base_model.hash

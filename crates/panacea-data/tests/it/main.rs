@@ -2,6 +2,7 @@
 //! on 2-core machines). One module per topic.
 
 mod concise;
+mod formats;
 mod harmless;
 mod pairgen;
 mod pairs;

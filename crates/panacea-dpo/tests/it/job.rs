@@ -417,6 +417,8 @@ fn record(prompt: &str, line: usize) -> panacea_data::PairRecord {
         labels: vec![1],
         scores: vec![None],
         safety: None,
+        severity: None,
+        chat: None,
         line,
     }
 }

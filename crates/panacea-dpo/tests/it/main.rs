@@ -1,6 +1,7 @@
 //! The one integration-test binary of panacea-dpo (one `mod` per topic).
 
 mod common;
+mod data_files;
 mod job;
 mod shared_prefix;
 mod trainer;
