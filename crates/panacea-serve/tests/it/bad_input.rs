@@ -5,8 +5,11 @@ use serde_json::json;
 
 use crate::common;
 
-/// (what, request body, expected status, expected `param`, text the message must contain).
-fn cases() -> Vec<(&'static str, Vec<u8>, u16, Option<&'static str>, &'static str)> {
+/// What is wrong, the request body, the expected status, the expected `param`, and text the
+/// message must contain.
+type Case = (&'static str, Vec<u8>, u16, Option<&'static str>, &'static str);
+
+fn cases() -> Vec<Case> {
     let chat = |extra: serde_json::Value| {
         let mut v = common::chat_body("Hi", None, 4);
         for (k, val) in extra.as_object().expect("object") {

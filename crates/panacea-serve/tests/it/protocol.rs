@@ -255,3 +255,26 @@ fn the_openai_python_client_chats_plain_and_streamed_with_a_preference() {
     assert!(v["bad_message"].as_str().unwrap_or("").contains("preference.helpfull"), "{v}");
     server.shutdown().expect("clean shutdown");
 }
+
+#[test]
+fn the_page_sends_the_slider_preference_in_headless_chromium() {
+    let Some(served) = common::tiny_served(true) else { return };
+    let server = common::start(served, common::options(8, 16));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/page_check.sh");
+    let out_dir = std::env::temp_dir().join(format!("panacea-page-{}", std::process::id()));
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(format!("http://{}", server.addr))
+        .arg(&out_dir)
+        .output()
+        .expect("runs bash");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(2) {
+        eprintln!("SKIPPED: {}", stderr.trim());
+        return;
+    }
+    assert!(out.status.success(), "{} failed: {stderr}", script.display());
+    let _ = std::fs::remove_dir_all(&out_dir);
+    server.shutdown().expect("clean shutdown");
+}
