@@ -53,7 +53,22 @@ impl SlotBatch {
             )));
         }
         crate::generate::check_context(model, "slot batch", capacity, 0)?;
-        let cache = KvCache::try_new(model, max_rows, capacity)?;
+        // Uninitialised: the memory is only committed as rows use it (a server sized for 32
+        // rows of 1536 positions would otherwise hold 2 GB for SmolLM2 from the start). A
+        // column is read only after it was written or zeroed (see `join`), so no stale value,
+        // let alone a NaN, ever meets the attention.
+        let c = &model.config;
+        let shape = [max_rows, c.kv_heads(), capacity, c.head_dim()];
+        let opts = (model.kind(), model.device());
+        let layers = (0..c.num_hidden_layers)
+            .map(|_| {
+                Ok(LayerCache {
+                    k: Tensor::f_empty(shape, opts)?,
+                    v: Tensor::f_empty(shape, opts)?,
+                })
+            })
+            .collect::<Result<_, LmError>>()?;
+        let cache = KvCache { layers, len: 0, capacity };
         let mask = Tensor::f_zeros([max_rows, capacity], (Kind::Int64, model.device()))?;
         Ok(Self { cache, mask, starts: Vec::new(), max_rows })
     }
@@ -133,6 +148,11 @@ impl SlotBatch {
             for (big, small) in self.cache.layers.iter().zip(&alone.layers) {
                 big.k.get(r).narrow(1, start, p).copy_(&small.k.get(0)); // [Hkv, P, hd]
                 big.v.get(r).narrow(1, start, p).copy_(&small.v.get(0));
+                if start > 0 {
+                    // Masked, but read by the attention: finite zeros, never stale memory.
+                    let _ = big.k.get(r).narrow(1, 0, start).zero_();
+                    let _ = big.v.get(r).narrow(1, 0, start).zero_();
+                }
             }
             let row = self.mask.get(r); // [capacity]
             let _ = row.shallow_clone().zero_();

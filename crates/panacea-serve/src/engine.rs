@@ -403,6 +403,8 @@ struct Worker {
     stats: Arc<EngineStats>,
     /// Every job sender is gone, or the owner asked the engine to stop.
     closed: bool,
+    /// The decode steps' λ, [B, K], while the rows stay the same (see `set_step_pref`).
+    step_pref: Option<Tensor>,
     stop: Arc<AtomicBool>,
 }
 
@@ -415,7 +417,8 @@ impl Worker {
         stop: Arc<AtomicBool>,
     ) -> Self {
         let waiting = VecDeque::new();
-        Self { served, batch, rows: Vec::new(), jobs, waiting, stats, closed: false, stop }
+        let rows = Vec::new();
+        Self { served, batch, rows, jobs, waiting, stats, closed: false, step_pref: None, stop }
     }
 
     fn run(mut self) {
@@ -509,6 +512,7 @@ impl Worker {
 
     /// Prefills the job's prompt once per choice and adds the rows.
     fn join(&mut self, job: &Job) -> Result<(), ServeError> {
+        self.set_step_pref(None)?;
         let stop = Arc::new(job.params.stop.clone());
         let device = self.served.base.model.device();
         for index in 0..job.params.n {
@@ -547,10 +551,13 @@ impl Worker {
     fn step(&mut self) -> Result<(), ServeError> {
         let device = self.served.base.model.device();
         let tokens: Vec<i64> = self.rows.iter().map(|r| r.next).collect();
-        let prefs: Option<Vec<&[f64]>> =
-            self.rows.iter().map(|r| r.pref.as_deref()).collect::<Option<Vec<_>>>();
-        let pref_t = prefs.map(|p| pref_tensor(&p, device)); // [B, K]
-        let (model, adapter) = model_for(&self.served, pref_t.as_ref());
+        if self.step_pref.is_none() {
+            let prefs: Option<Vec<&[f64]>> =
+                self.rows.iter().map(|r| r.pref.as_deref()).collect::<Option<Vec<_>>>();
+            let pref_t = prefs.map(|p| pref_tensor(&p, device)); // [B, K]
+            self.set_step_pref(pref_t)?;
+        }
+        let (model, adapter) = model_for(&self.served, self.step_pref.as_ref());
         let logits = self.batch.step(model, &tokens, adapter)?; // [B, V]
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         let mut rows: Vec<&mut Row> = self.rows.iter_mut().collect();
@@ -558,6 +565,24 @@ impl Worker {
         for (r, token) in chosen.into_iter().enumerate() {
             self.accept(r, token)?;
         }
+        Ok(())
+    }
+
+    /// Holds `pref` ([B, K], the rows' λ in row order) for the decode steps until the rows
+    /// change, with the adapter's factors folded for it once ([`panacea_lm::Llama`]'s layers'
+    /// `prepare`: the same operations as the unprepared forward, so the same numbers). The
+    /// factors are dropped before the old tensor is, so a later tensor at the same address can
+    /// never hit stale factors.
+    fn set_step_pref(&mut self, pref: Option<Tensor>) -> Result<(), ServeError> {
+        if let Some(a) = self.served.adapter.as_mut() {
+            a.model.linears_mut().for_each(panacea_core::adapter::SvdLoraLinear::unprepare);
+            if let Some(p) = &pref {
+                for l in a.model.linears_mut() {
+                    l.prepare(p)?;
+                }
+            }
+        }
+        self.step_pref = pref;
         Ok(())
     }
 
@@ -621,6 +646,10 @@ impl Worker {
     fn retire(&mut self) {
         for r in (0..self.rows.len()).rev() {
             if self.rows[r].finished.is_some() || self.rows[r].cancelled {
+                if self.step_pref.is_some() {
+                    // Only fails for a λ of the wrong shape, which was checked on the way in.
+                    let _ = self.set_step_pref(None);
+                }
                 if self.batch.leave(r).is_err() {
                     self.batch.clear();
                 }
