@@ -57,6 +57,8 @@ fn served(o: &Opts) -> ServedModel {
     let adapter = o.adapter.as_deref().map(std::path::Path::new);
     let mut s = ServedModel::load(&o.model, adapter, Device::Cpu, Kind::Float).unwrap();
     if s.adapter.is_none() {
+        // The same adapter in every run (U and V come from libtorch's global generator).
+        tch::manual_seed(0);
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let model = s.base.model.with_adapter(Some((&vs.root(), &SvdLoraConfig::new(2))));
         // σ and s away from 0 so that λ matters (a fresh adapter equals the base).

@@ -249,6 +249,7 @@ pub fn submit_text(
     engine.submit(ids, pref.map(<[f64]>::to_vec), params).map_err(|e| match e {
         SubmitError::QueueFull(q) => ServeError::Invalid(format!("the queue of {q} is full")),
         SubmitError::Gone => ServeError::EngineGone("the engine stopped".into()),
+        SubmitError::Invalid(m) => ServeError::Invalid(m),
     })
 }
 

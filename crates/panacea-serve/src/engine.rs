@@ -259,6 +259,9 @@ pub enum SubmitError {
     QueueFull(usize),
     /// The engine stopped.
     Gone,
+    /// The job can never run within the limits (no rows, too many rows, an empty or too long
+    /// prompt, too many new tokens); a job that waited for it would block every later one.
+    Invalid(String),
 }
 
 impl Engine {
@@ -305,7 +308,7 @@ impl Engine {
         self.jobs.as_ref().map(|tx| Submitter {
             tx: tx.clone(),
             stats: self.stats.clone(),
-            queue_len: self.info.limits.queue_len,
+            limits: self.info.limits,
         })
     }
 
@@ -345,7 +348,7 @@ impl Drop for Engine {
 pub struct Submitter {
     tx: SyncSender<Job>,
     stats: Arc<EngineStats>,
-    queue_len: usize,
+    limits: Limits,
 }
 
 impl Submitter {
@@ -356,6 +359,26 @@ impl Submitter {
         pref: Option<Vec<f64>>,
         params: GenParams,
     ) -> Result<UnboundedReceiver<Event>, SubmitError> {
+        let l = &self.limits;
+        let problem = if params.n == 0 || params.n > l.max_batch {
+            Some(format!("n = {} must be in 1..={} (max_batch)", params.n, l.max_batch))
+        } else if prompt.is_empty() || prompt.len() > l.max_prompt_tokens {
+            Some(format!(
+                "the prompt has {} tokens; it needs 1 to {} (max_prompt_tokens)",
+                prompt.len(),
+                l.max_prompt_tokens
+            ))
+        } else if params.max_tokens == 0 || params.max_tokens > l.max_output_tokens {
+            Some(format!(
+                "max_tokens = {} must be in 1..={} (max_output_tokens)",
+                params.max_tokens, l.max_output_tokens
+            ))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return Err(SubmitError::Invalid(p));
+        }
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
         self.stats.queued.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(Job { prompt, pref, params, events }) {
@@ -363,7 +386,7 @@ impl Submitter {
             Err(e) => {
                 self.stats.queued.fetch_sub(1, Ordering::SeqCst);
                 match e {
-                    TrySendError::Full(_) => Err(SubmitError::QueueFull(self.queue_len)),
+                    TrySendError::Full(_) => Err(SubmitError::QueueFull(l.queue_len)),
                     TrySendError::Disconnected(_) => Err(SubmitError::Gone),
                 }
             }

@@ -312,6 +312,8 @@ async fn handle(
             "the server is busy: {q} requests are already waiting (queue_len); retry shortly"
         )),
         SubmitError::Gone => ApiError::unavailable("the server is shutting down"),
+        // `parse` already checked every limit; kept as a 413 should the two ever disagree.
+        SubmitError::Invalid(m) => ApiError::too_large(None, m),
     })?;
     let prefix = if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" };
     let id = format!("{prefix}-{:x}", s.ids.fetch_add(1, Ordering::Relaxed));

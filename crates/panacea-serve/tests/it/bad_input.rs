@@ -195,3 +195,38 @@ fn a_full_queue_answers_429_and_the_base_model_refuses_a_preference() {
     common::wait_until(addr, |h| h["rows_in_flight"] == json!(0) && h["queued"] == json!(0));
     server.shutdown().expect("clean shutdown");
 }
+
+#[test]
+fn the_engine_refuses_jobs_that_could_never_run_instead_of_blocking_the_queue() {
+    use panacea_serve::engine::{Engine, GenParams, SubmitError};
+    let Some(served) = common::tiny_served(false) else { return };
+    let limits = common::options(2, 4).limits;
+    let engine = Engine::start(served, limits, 1).expect("engine");
+    let params = |n: usize, max_tokens: usize| GenParams {
+        max_tokens,
+        sampling: panacea_lm::Sampling::Greedy,
+        seed: 0,
+        stop: Vec::new(),
+        n,
+    };
+    let refused = |r: Result<_, SubmitError>| match r {
+        Err(SubmitError::Invalid(m)) => m,
+        Err(e) => panic!("wrong error {e:?}"),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(refused(engine.submit(vec![1, 2], None, params(3, 4))).contains("max_batch"));
+    assert!(refused(engine.submit(vec![1, 2], None, params(0, 4))).contains("n = 0"));
+    assert!(refused(engine.submit(Vec::new(), None, params(1, 4))).contains("max_prompt_tokens"));
+    assert!(refused(engine.submit(vec![1; 97], None, params(1, 4))).contains("max_prompt_tokens"));
+    assert!(refused(engine.submit(vec![1, 2], None, params(1, 65))).contains("max_output_tokens"));
+    // Two rows at once still run after the refusals.
+    let rx = engine.submit(vec![1, 2, 3], None, params(2, 4)).expect("queued");
+    let events: Vec<_> = std::iter::from_fn({
+        let mut rx = rx;
+        move || rx.blocking_recv()
+    })
+    .collect();
+    let done = events.iter().filter(|e| matches!(e, panacea_serve::Event::Done { .. })).count();
+    assert_eq!(done, 2, "{events:?}");
+    engine.shutdown().expect("engine stops");
+}

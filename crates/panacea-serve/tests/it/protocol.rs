@@ -180,6 +180,9 @@ fn shutdown_lets_a_stream_in_flight_finish_then_refuses_connections() {
     };
     let expected = reference["choices"][0]["message"]["content"].as_str().expect("text").to_owned();
     let handle = server.shutdown_handle();
+    // The reference's row leaves just after its answer is sent: wait, so that "one row in
+    // flight" below means the streamed request.
+    common::wait_until(addr, |h| h["rows_in_flight"] == json!(0));
     let reply = std::thread::scope(|s| {
         let client = s.spawn(move || common::post(addr, "/v1/chat/completions", &body));
         let start = std::time::Instant::now();
