@@ -10,6 +10,7 @@ mod fetch;
 mod fetch_scorers;
 mod libtorch;
 mod make_pairs;
+mod python_tools;
 mod run;
 mod tidy;
 
@@ -17,7 +18,8 @@ const HELP: &str = "\
 cargo xtask <command> [args]
 
 Commands:
-  setup          find libtorch 2.11.0 or install it into the cache (a Python venv)
+  setup          find libtorch 2.11.0 or install it into the cache (a Python venv), and the
+                 test tools' venv (the `openai` client, for panacea-serve's protocol test)
   doctor         report libtorch, CUDA, threads and cache folders; non-zero on a problem
   test [args]    set-up, then every test of the workspace (extra args go to cargo test)
   train-ppo      the main job: multi-objective PPO on the embedded default config
@@ -61,6 +63,7 @@ fn real_main() -> Result<ExitCode> {
         "setup" => {
             let lt = libtorch::ensure()?;
             eprintln!("libtorch {} ready at {}", lt.version, lt.root.display());
+            python_tools::ensure()?;
             Ok(ExitCode::SUCCESS)
         }
         "doctor" => run::doctor(),

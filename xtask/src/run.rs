@@ -37,6 +37,11 @@ pub(crate) fn test(extra: &[String]) -> Result<ExitCode> {
     crate::fetch_scorers::ensure()?;
     // The real-weight tests of panacea-lm need SmolLM2; fetching it here makes them run in CI.
     crate::fetch::ensure_model("smollm2-135m")?;
+    // The protocol test of panacea-serve drives the server with the real `openai` client; a
+    // failed install only makes that test skip.
+    if let Err(e) = crate::python_tools::ensure() {
+        eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
+    }
     let status = cargo(&lt)
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)
@@ -104,6 +109,11 @@ pub(crate) fn doctor() -> Result<ExitCode> {
 pub(crate) fn train_ppo(args: &[String]) -> Result<ExitCode> {
     if !args.iter().any(|a| a == "--config" || a.starts_with("--config=")) {
         crate::fetch::ensure_model("smollm2-135m")?;
+    // The protocol test of panacea-serve drives the server with the real `openai` client; a
+    // failed install only makes that test skip.
+    if let Err(e) = crate::python_tools::ensure() {
+        eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
+    }
     }
     let mut full = vec!["train-ppo".to_owned()];
     full.extend_from_slice(args);
@@ -114,6 +124,11 @@ pub(crate) fn train_ppo(args: &[String]) -> Result<ExitCode> {
 /// the helpful reward and harmless cost models of `configs/rm-hh.yaml` on SmolLM2-135M.
 pub(crate) fn train_rm(args: &[String]) -> Result<ExitCode> {
     crate::fetch::ensure_model("smollm2-135m")?;
+    // The protocol test of panacea-serve drives the server with the real `openai` client; a
+    // failed install only makes that test skip.
+    if let Err(e) = crate::python_tools::ensure() {
+        eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
+    }
     let mut full = vec!["train-rm".to_owned()];
     if !args.iter().any(|a| a == "--config" || a.starts_with("--config=")) {
         full.extend([
@@ -131,6 +146,11 @@ pub(crate) fn train_rm(args: &[String]) -> Result<ExitCode> {
 /// two new score-model folders filled in; `args` go to the PPO stage.
 pub(crate) fn train_ppo_learned(args: &[String]) -> Result<ExitCode> {
     crate::fetch::ensure_model("smollm2-135m")?;
+    // The protocol test of panacea-serve drives the server with the real `openai` client; a
+    // failed install only makes that test skip.
+    if let Err(e) = crate::python_tools::ensure() {
+        eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
+    }
     let root = workspace_root();
     let rm_runs = root.join("runs").join("learned-rm");
     let before = run_folders(&rm_runs);
@@ -176,6 +196,11 @@ fn run_folders(dir: &Path) -> Vec<PathBuf> {
 pub(crate) fn train_dpo(args: &[String]) -> Result<ExitCode> {
     if !args.iter().any(|a| a == "--config" || a.starts_with("--config=") || a == "--resume") {
         crate::fetch::ensure_model("smollm2-135m")?;
+    // The protocol test of panacea-serve drives the server with the real `openai` client; a
+    // failed install only makes that test skip.
+    if let Err(e) = crate::python_tools::ensure() {
+        eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
+    }
     }
     let mut full = vec!["train-dpo".to_owned()];
     full.extend_from_slice(args);
@@ -211,6 +236,11 @@ pub(crate) fn eval_front(args: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         crate::fetch::ensure_model("smollm2-135m")?;
+    // The protocol test of panacea-serve drives the server with the real `openai` client; a
+    // failed install only makes that test skip.
+    if let Err(e) = crate::python_tools::ensure() {
+        eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
+    }
         full.extend(["--latest-ppo-run".to_owned(), runs.display().to_string()]);
     }
     full.extend_from_slice(args);

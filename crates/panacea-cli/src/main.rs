@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_steering;
+mod chat;
 mod convert;
 mod doctor;
 mod eval_front;
@@ -14,6 +15,7 @@ mod generate;
 mod metrics;
 mod observer;
 mod perplexity;
+mod serve;
 mod train_dpo;
 mod train_ppo;
 mod train_rm;
@@ -29,6 +31,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Chat in the terminal with the model, steered by λ (`/pref`, `/sweep`, `/reset`, `/save`).
+    Chat(chat::Args),
+    /// OpenAI-compatible HTTP server where each request carries its own λ (batched together).
+    Serve(serve::Args),
     /// Report libtorch, CUDA and threading as this binary sees them.
     Doctor(doctor::Args),
     /// Convert a model (GGUF, HF folder or short name) to safetensors + config + tokenizer.
@@ -64,6 +70,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Chat(args) => chat::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Generate(args) => generate::run(args),

@@ -192,6 +192,15 @@ fn choose<R: Rng>(
     }
 }
 
+/// Picks the next token of every row of logits [B, V] exactly as [`generate`] does in each step,
+/// row r taking the r-th uniform drawn from `rng` (greedy draws none): (ids [B], log-probs [B]).
+/// For decode loops outside this module, such as [`crate::batch_decode::SlotBatch`]'s callers.
+/// `sampling` is taken as given (a temperature ≤ 0 or a `top_p` outside (0, 1] is the
+/// caller's to reject).
+pub fn choose_tokens(logits: &Tensor, sampling: Sampling, rng: &mut impl Rng) -> (Tensor, Tensor) {
+    tch::no_grad(|| choose(logits, sampling, &mut Uniforms::Shared(rng)))
+}
+
 /// `Err` naming the limit when `prompt_len + new_tokens` positions exceed the model's context.
 pub fn check_context(
     model: &Llama,

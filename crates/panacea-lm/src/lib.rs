@@ -6,6 +6,7 @@
 //! - [`safetensors`]: reading and writing HF safetensors.
 //! - [`load`]: resolving a path or short name (`smollm2-135m`) and loading it.
 //! - [`generate`]: batched KV-cache generation and sequence likelihoods.
+//! - [`batch_decode`]: continuous batching, rows joining and leaving a decode batch between steps.
 //! - [`tokenizer`], [`chat`]: the tokenizer (from tokenizer.json or GGUF metadata), the model's
 //!   own Jinja chat template and the ChatML fallback.
 //! - [`error`]: the crate's typed error.
@@ -30,6 +31,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod batch_decode;
 pub mod bench_prompts;
 pub mod chat;
 pub mod config;
@@ -43,12 +45,13 @@ pub mod safetensors;
 pub mod tiny_random;
 pub mod tokenizer;
 
+pub use batch_decode::SlotBatch;
 pub use chat::{ChatTemplate, JinjaChatTemplate, Message, PromptTemplate, Role};
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::LmError;
 pub use generate::{
-    generate, generate_ids, generate_ids_per_row, generate_per_row, GenerateConfig, Generation,
-    Sampling,
+    choose_tokens, generate, generate_ids, generate_ids_per_row, generate_per_row, GenerateConfig,
+    Generation, Sampling,
 };
 pub use llama::{init_random, KvCache, Llama};
 pub use load::{load_model, resolve_model, LoadedModel, Pretrained};

@@ -486,17 +486,17 @@ impl DecoderLayer {
 /// Preallocated keys and values of one layer: [B, Hkv, capacity, hd] each.
 #[derive(Debug)]
 pub struct LayerCache {
-    k: Tensor,
-    v: Tensor,
+    pub(crate) k: Tensor,
+    pub(crate) v: Tensor,
 }
 
 /// A preallocated key/value cache for incremental decoding. Tensors are allocated once for
 /// `capacity` positions; each forward writes its new positions in place.
 #[derive(Debug)]
 pub struct KvCache {
-    layers: Vec<LayerCache>,
-    len: i64,
-    capacity: i64,
+    pub(crate) layers: Vec<LayerCache>,
+    pub(crate) len: i64,
+    pub(crate) capacity: i64,
 }
 
 impl KvCache {
