@@ -5,6 +5,7 @@ mod baselines;
 mod crn;
 mod dpo_report;
 mod pipeline;
+mod report;
 mod runs;
 mod scorers;
 mod support;
