@@ -60,7 +60,7 @@ pub use error::{Context, FrontError, Result};
 pub use evaluate::{check_base_models, evaluate, evaluate_front, Evaluation, Example};
 pub use job::{default_out_dir, execute, load_base, plan, run_front_job, FrontJob, Plan};
 pub use method::{AdapterSpec, DpsSpec, Method, SoupSpec};
-pub use report::{write_report, Dominance, Written};
+pub use report::{write_report, Written};
 pub use runs::{latest_adapter, run_label, run_of_adapter, trained_objectives, RunJob};
 pub use sample::row_rng;
 pub use scorer::GoldScorer;
