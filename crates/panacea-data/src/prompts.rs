@@ -97,7 +97,7 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 
 /// The split a prompt belongs to: `Eval` iff FNV-1a 64 of its UTF-8 bytes is divisible by 5.
 pub fn split_of(prompt: &str) -> Split {
-    if fnv1a64(prompt.as_bytes()) % 5 == 0 {
+    if fnv1a64(prompt.as_bytes()).is_multiple_of(5) {
         Split::Eval
     } else {
         Split::Train
