@@ -4,6 +4,7 @@
 mod baselines;
 mod crn;
 mod dpo_report;
+mod objectives;
 mod pipeline;
 mod report;
 mod runs;
