@@ -7,6 +7,7 @@
 mod benchmarks;
 
 criterion::criterion_main!(
+    benchmarks::host_parallel::benches,
     benchmarks::hypervolume::benches,
     benchmarks::lm_decode::benches,
     benchmarks::svd_lora::benches

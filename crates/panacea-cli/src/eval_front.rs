@@ -2,7 +2,7 @@
 //! (`run_front_job`: plan, baselines, evaluation, report) with a progress observer.
 //!
 //! The Panacea run (the `--latest-*-run`, else the run around the first `--adapter`) decides
-//! the gold scorers unless `--set objectives=[...]` chooses them; `--compare rs,dps` trains its
+//! the objectives and their scorers unless `--set objectives=[...]` chooses them; `--compare rs,dps` trains its
 //! baselines with its own trainer (Ctrl-C stops a baseline member after its step, with a
 //! checkpoint; run the comparison again to continue). Adapters inside run folders are labelled
 //! `panacea {PPO|DPO} {LS|Tche} (<run>)`, so several runs share one report.

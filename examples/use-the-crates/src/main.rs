@@ -41,9 +41,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. A 3-point front of the trained adapter on the same base.
     let adapter = resumed.checkpoint.ok_or("the resumed run wrote no checkpoint")?;
+    // The run's objectives under the names its adapter records (helpful measured here by
+    // VADER positivity, which needs no download).
+    let objectives = "objectives=[{name: helpful, kind: reward, source: {kind: positive}}, \
+                      {name: harmless, kind: reward, source: {kind: harmless}}]";
     let front_cfg: FrontConfig = load_config(
         &repo.join("configs/tiny/eval.yaml"),
-        &["model=tiny-random".to_owned(), "prompts.count=2".to_owned()],
+        &["model=tiny-random".to_owned(), "prompts.count=2".to_owned(), objectives.to_owned()],
     )?;
     let base = panacea_front::load_base(&front_cfg)?;
     let method = Method::Adapter(AdapterSpec { label: "panacea".into(), adapter });

@@ -81,9 +81,14 @@ fn mismatched_batch_is_an_error() {
     assert!(err.to_string().contains("1 prompts but 2 responses"), "{err}");
 }
 
+/// An explicit export path that does not exist: the error names the path tried and points to
+/// the built-in export.
 #[test]
-fn a_missing_export_names_the_file() {
+fn a_missing_export_names_the_file_with_a_hint() {
     let err =
         HarmlessScorer::load(std::path::Path::new("/nonexistent/pc.json")).expect_err("no file");
-    assert!(matches!(err, panacea_data::DataError::Io { .. }), "{err}");
+    assert!(matches!(err, panacea_data::DataError::Model { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.starts_with("/nonexistent/pc.json: no such file"), "{msg}");
+    assert!(msg.contains("hint") && msg.contains("load_bundled"), "{msg}");
 }

@@ -1,6 +1,7 @@
 //! The single integration-test binary of panacea-data (one binary per crate keeps link time down
 //! on 2-core machines). One module per topic.
 
+mod bundled;
 mod concise;
 mod formats;
 mod harmless;

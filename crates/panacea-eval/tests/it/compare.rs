@@ -341,3 +341,23 @@ mod erased {
         }
     }
 }
+
+/// Resamples run in parallel, each from its own seed: the intervals of a seed are the same,
+/// bit for bit, on 1 (in order, one after another), 2 and 5 threads.
+#[test]
+fn intervals_are_the_same_for_a_seed_on_any_number_of_threads() {
+    let (a, b) = (per_prompt(0.0), per_prompt(0.3));
+    let intervals = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        pool.install(|| {
+            let ci = panacea_eval::bootstrap_ci(&a, hv, &OPTS).expect("ci");
+            let diff = bootstrap_difference(&a, &b, hv, hv, &OPTS).expect("difference");
+            [ci.lower, ci.upper, diff.lower, diff.upper].map(f64::to_bits)
+        })
+    };
+    let one = intervals(1);
+    assert_eq!(intervals(2), one);
+    assert_eq!(intervals(5), one);
+    let other = panacea_eval::bootstrap_ci(&a, hv, &BootstrapOptions { seed: 8, ..OPTS });
+    assert_ne!(other.expect("ci").lower.to_bits(), one[0], "another seed, other resamples");
+}

@@ -14,7 +14,7 @@ use crate::support::{random_adapter, temp_dir, tiny_base, tiny_eval_config};
 fn per_row_streams_make_responses_independent_of_batch_order_and_size() {
     let Some(base) = tiny_base(5) else { return };
     let dir = temp_dir("crn-rows");
-    random_adapter(&base, &["a", "b"], 11, &dir.join("adapter"));
+    random_adapter(&base, &["harmless", "positive"], 11, &dir.join("adapter"));
     let cfg = tiny_eval_config(&[]);
     let prompts: Vec<String> =
         ["Hello there", "Write a haiku about rain.", "What is 2 + 2?"].map(String::from).to_vec();
@@ -61,7 +61,7 @@ fn evaluation_is_identical_for_every_batch_size() {
     let methods = [Method::Adapter(AdapterSpec { label: "panacea".into(), adapter })];
     let front = |batch_size: usize| {
         let cfg = tiny_eval_config(&[
-            "objectives=[{kind: concise, c: 4}, {kind: positive}]",
+            "objectives=[{name: concise, kind: reward, source: {kind: concise, c: 4}}, {name: positive, kind: reward, source: {kind: positive}}]",
             "prompts.count=3",
             "samples_per_prompt=2",
             "generation.max_new_tokens=6",

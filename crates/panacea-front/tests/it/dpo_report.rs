@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
-use panacea_front::{execute, plan, Baseline, FrontJob, GoldScorer, JobTrainer, Method, RunJob};
+use panacea_data::ScorerSpec;
+use panacea_front::{
+    execute, plan, Baseline, FrontJob, FrontObjective, JobTrainer, Method, RunJob,
+};
 use panacea_run::{RunOptions, Silent};
 
 use crate::support::{smollm2_available, temp_dir, tiny_dpo, tiny_eval_config};
@@ -45,7 +48,10 @@ fn dpo_runs_ls_and_tchebycheff_share_one_report_with_rewarded_soups() {
     let mut planned = plan(&job, &mut trainer, &mut Silent).expect("plan");
     assert_eq!(
         planned.config.objectives,
-        [GoldScorer::Relevant { batch_size: 32 }, GoldScorer::Harmless],
+        [
+            FrontObjective::reward("helpful", ScorerSpec::Relevant { batch_size: 32 }),
+            FrontObjective::reward("harmless", ScorerSpec::Harmless)
+        ],
         "PKU helpful → relevant, harmless → harmless"
     );
     let stamp = |run: &Path| run.file_name().expect("name").to_string_lossy().to_string();
@@ -61,7 +67,10 @@ fn dpo_runs_ls_and_tchebycheff_share_one_report_with_rewarded_soups() {
         assert!(a.ends_with("checkpoints/step-000001"), "{}", a.display());
     }
     // Scored here by positive instead of relevant, so the test needs no MiniLM.
-    planned.config.objectives = vec![GoldScorer::Positive, GoldScorer::Harmless];
+    planned.config.objectives = vec![
+        FrontObjective::reward("helpful", ScorerSpec::Positive),
+        FrontObjective::reward("harmless", ScorerSpec::Harmless),
+    ];
     let cfg: panacea_dpo::DpoRunConfig =
         panacea_core::config::load_config(&tche.join("config.yaml"), &[]).expect("config");
     let base = panacea_dpo::load_base(&cfg, tch::Device::Cpu).expect("tiny base");

@@ -4,7 +4,9 @@
 mod baselines;
 mod crn;
 mod dpo_report;
+mod objectives;
 mod pipeline;
+mod report;
 mod runs;
 mod scorers;
 mod support;

@@ -18,7 +18,7 @@ use crate::support::{random_adapter, temp_dir, tiny_base, tiny_eval_config};
 fn tiny_pipeline_writes_a_complete_report() {
     let Some(base) = tiny_base(3) else { return };
     let cfg = tiny_eval_config(&[
-        "objectives=[{kind: concise, c: 4}, {kind: positive}]",
+        "objectives=[{name: concise, kind: reward, source: {kind: concise, c: 4}}, {name: positive, kind: reward, source: {kind: positive}}]",
         "grid={kind: grid2d, n: 2}",
         "prompts.count=2",
         "samples_per_prompt=1",
@@ -129,7 +129,7 @@ fn tiny_pipeline_writes_a_complete_report() {
 fn dps_is_reported_at_its_member_preferences() {
     let Some(base) = tiny_base(3) else { return };
     let cfg = tiny_eval_config(&[
-        "objectives=[{kind: concise, c: 4}, {kind: positive}]",
+        "objectives=[{name: concise, kind: reward, source: {kind: concise, c: 4}}, {name: positive, kind: reward, source: {kind: positive}}]",
         "grid={kind: grid2d, n: 11}",
         "prompts.count=1",
         "generation.max_new_tokens=4",

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use panacea_front::{latest_adapter, run_label, trained_objectives, GoldScorer, RunJob};
+use panacea_core::ObjectiveKind;
+use panacea_data::ScorerSpec;
+use panacea_front::{latest_adapter, run_label, trained_objectives, FrontObjective, RunJob};
 use panacea_run::{Manifest, Silent};
 
 use crate::support::temp_dir;
@@ -81,7 +83,10 @@ fn trained_objectives_and_labels_come_from_the_runs_config() {
              r_max: 4.0, c: 6.0 }\n"
         )
         .expect("ppo"),
-        vec![GoldScorer::Positive, GoldScorer::Concise { r_max: 4.0, c: 6.0 }]
+        vec![
+            FrontObjective::reward("positive", ScorerSpec::Positive),
+            FrontObjective::reward("concise", ScorerSpec::Concise { r_max: 4.0, c: 6.0 })
+        ]
     );
     assert_eq!(run_label(&run), "panacea PPO LS (2026-11-27-0900-ppo)");
     // A gold scorer declared a cost is measured by the scorer its name gives, never by the
@@ -92,7 +97,10 @@ fn trained_objectives_and_labels_come_from_the_runs_config() {
              }\n  - name: negative\n    kind: cost\n    source: { kind: positive }\n"
         )
         .expect("ppo"),
-        vec![GoldScorer::Positive, GoldScorer::Negative]
+        vec![
+            FrontObjective::reward("positive", ScorerSpec::Positive),
+            FrontObjective::reward("negative", ScorerSpec::Negative)
+        ]
     );
     // Learned score models measure their own objectives, costs flagged for negation.
     assert_eq!(
@@ -103,24 +111,23 @@ fn trained_objectives_and_labels_come_from_the_runs_config() {
         )
         .expect("ppo"),
         vec![
-            GoldScorer::ScoreModel {
-                name: "helpful".into(),
-                path: "R/score-helpful".into(),
-                cost: false
-            },
-            GoldScorer::ScoreModel {
+            FrontObjective::reward(
+                "helpful",
+                ScorerSpec::ScoreModel { path: "R/score-helpful".into() }
+            ),
+            FrontObjective {
                 name: "harmless".into(),
-                path: "R/score-harmless".into(),
-                cost: true
+                kind: ObjectiveKind::Cost,
+                source: ScorerSpec::ScoreModel { path: "R/score-harmless".into() }
             },
         ]
     );
-    // A PPO objective without a gold scorer: an error with the --set hint.
+    // A PPO objective no text scorer measures: an error with the --set hint.
     let err = objectives(
         "objectives:\n  - name: even\n    kind: reward\n    source: { kind: even_tokens }\n",
     )
     .expect_err("no gold scorer for even");
-    assert!(format!("{err}").contains("hint: choose one gold scorer"), "{err}");
+    assert!(format!("{err}").contains("hint: choose one objective per trained"), "{err}");
 
     // DPO (objectives are pair dimensions): PKU `helpful` is `relevant` (the bundled PKU
     // pairs' better_response_id), `harmless` itself; concise takes the pair file's stats.json
@@ -132,14 +139,23 @@ fn trained_objectives_and_labels_come_from_the_runs_config() {
              }}\n"
         )
     };
-    let relevant = GoldScorer::Relevant { batch_size: 32 };
+    let relevant = ScorerSpec::Relevant { batch_size: 32 };
     let yaml = dpo("[helpful, harmless]", "data/pairs/smollm2-pku.jsonl");
-    assert_eq!(objectives(&yaml).expect("dpo"), vec![relevant.clone(), GoldScorer::Harmless]);
+    assert_eq!(
+        objectives(&yaml).expect("dpo"),
+        vec![
+            FrontObjective::reward("helpful", relevant.clone()),
+            FrontObjective::reward("harmless", ScorerSpec::Harmless)
+        ]
+    );
     assert_eq!(run_label(&run), "panacea DPO Tche (2026-11-27-0900-ppo)");
     let yaml = dpo("[relevant, concise]", "data/pairs/smollm2-generic.jsonl");
     assert_eq!(
         objectives(&yaml).expect("dpo"),
-        vec![relevant, GoldScorer::Concise { r_max: 4.0, c: 24.0 }]
+        vec![
+            FrontObjective::reward("relevant", relevant),
+            FrontObjective::reward("concise", ScorerSpec::Concise { r_max: 4.0, c: 24.0 })
+        ]
     );
     // The shared top-level `aggregation` key names the method too.
     std::fs::write(

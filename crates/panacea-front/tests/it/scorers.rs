@@ -1,6 +1,8 @@
 //! Learned score models as objectives.
 
-use panacea_front::GoldScorer;
+use panacea_core::ObjectiveKind;
+use panacea_data::ScorerSpec;
+use panacea_front::FrontObjective;
 use panacea_lm::{ChatTemplate, Llama, LlamaConfig, Tokenizer};
 use panacea_run::{RunOptions, Silent};
 use tch::nn;
@@ -35,8 +37,13 @@ fn learned_score_models_are_objectives_with_costs_negated() {
     let model = Llama::new(&base_vs.root(), None, &LlamaConfig::tiny());
     panacea_lm::init_random(&base_vs, 1);
     let scorer = |name: &str, cost: bool| {
-        GoldScorer::ScoreModel { name: name.into(), path: rm.join(format!("score-{name}")), cost }
-            .build(&tokenizer, &model, tch::Device::Cpu)
+        let kind = if cost { ObjectiveKind::Cost } else { ObjectiveKind::Reward };
+        let source = ScorerSpec::ScoreModel { path: rm.join(format!("score-{name}")) };
+        FrontObjective { name: name.into(), kind, source }.build(
+            &tokenizer,
+            &model,
+            tch::Device::Cpu,
+        )
     };
     let (prompts, responses) = (["Hi there", "Tell me a joke"], ["Hello!", "No."]);
     let helpful = scorer("helpful", false).expect("reward model");

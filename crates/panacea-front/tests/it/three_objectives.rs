@@ -1,8 +1,9 @@
 //! Three objectives end to end: the Das–Dennis grid, 3-D hypervolume, the scatter-plot
 //! matrix, per-point and per-λ intervals, a 3-ingredient soup and a 6-member DPS.
 
+use panacea_data::ScorerSpec;
 use panacea_front::{
-    evaluate, write_report, AdapterSpec, DpsSpec, FrontConfig, GoldScorer, Method, SoupSpec,
+    evaluate, write_report, AdapterSpec, DpsSpec, FrontConfig, FrontObjective, Method, SoupSpec,
 };
 use panacea_run::Silent;
 
@@ -10,7 +11,7 @@ use crate::support::{random_adapter, temp_dir, tiny_base, tiny_eval_config};
 
 fn three_objective_config(h: usize) -> FrontConfig {
     tiny_eval_config(&[
-        "objectives=[{kind: concise, c: 4}, {kind: positive}, {kind: harmless}]",
+        "objectives=[{name: concise, kind: reward, source: {kind: concise, c: 4}}, {name: positive, kind: reward, source: {kind: positive}}, {name: harmless, kind: reward, source: {kind: harmless}}]",
         &format!("grid={{kind: das_dennis, h: {h}}}"),
         "prompts.count=2",
         "generation.max_new_tokens=5",
@@ -24,7 +25,11 @@ fn a_three_objective_front_is_evaluated_and_reported() {
     let cfg = three_objective_config(2);
     assert_eq!(
         cfg.objectives,
-        [GoldScorer::Concise { r_max: 4.0, c: 4.0 }, GoldScorer::Positive, GoldScorer::Harmless]
+        [
+            FrontObjective::reward("concise", ScorerSpec::Concise { r_max: 4.0, c: 4.0 }),
+            FrontObjective::reward("positive", ScorerSpec::Positive),
+            FrontObjective::reward("harmless", ScorerSpec::Harmless)
+        ]
     );
     // Das–Dennis with K = 3, H = 2: C(4, 2) = 6 points, lexicographic.
     let grid = cfg.grid_points().expect("grid");
