@@ -19,10 +19,7 @@ pub(crate) fn python() -> Result<PathBuf> {
 }
 
 fn has_packages(python: &PathBuf) -> bool {
-    Command::new(python)
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success())
 }
 
 /// Creates the venv and installs [`PACKAGES`] unless they are already importable.

@@ -109,11 +109,11 @@ pub(crate) fn doctor() -> Result<ExitCode> {
 pub(crate) fn train_ppo(args: &[String]) -> Result<ExitCode> {
     if !args.iter().any(|a| a == "--config" || a.starts_with("--config=")) {
         crate::fetch::ensure_model("smollm2-135m")?;
-    // The protocol test of panacea-serve drives the server with the real `openai` client; a
-    // failed install only makes that test skip.
-    if let Err(e) = crate::python_tools::ensure() {
-        eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
-    }
+        // The protocol test of panacea-serve drives the server with the real `openai` client; a
+        // failed install only makes that test skip.
+        if let Err(e) = crate::python_tools::ensure() {
+            eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
+        }
     }
     let mut full = vec!["train-ppo".to_owned()];
     full.extend_from_slice(args);
@@ -196,11 +196,11 @@ fn run_folders(dir: &Path) -> Vec<PathBuf> {
 pub(crate) fn train_dpo(args: &[String]) -> Result<ExitCode> {
     if !args.iter().any(|a| a == "--config" || a.starts_with("--config=") || a == "--resume") {
         crate::fetch::ensure_model("smollm2-135m")?;
-    // The protocol test of panacea-serve drives the server with the real `openai` client; a
-    // failed install only makes that test skip.
-    if let Err(e) = crate::python_tools::ensure() {
-        eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
-    }
+        // The protocol test of panacea-serve drives the server with the real `openai` client; a
+        // failed install only makes that test skip.
+        if let Err(e) = crate::python_tools::ensure() {
+            eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
+        }
     }
     let mut full = vec!["train-dpo".to_owned()];
     full.extend_from_slice(args);
@@ -236,11 +236,11 @@ pub(crate) fn eval_front(args: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         crate::fetch::ensure_model("smollm2-135m")?;
-    // The protocol test of panacea-serve drives the server with the real `openai` client; a
-    // failed install only makes that test skip.
-    if let Err(e) = crate::python_tools::ensure() {
-        eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
-    }
+        // The protocol test of panacea-serve drives the server with the real `openai` client; a
+        // failed install only makes that test skip.
+        if let Err(e) = crate::python_tools::ensure() {
+            eprintln!("xtask: warning: {e:#}; the openai-client test will skip");
+        }
         full.extend(["--latest-ppo-run".to_owned(), runs.display().to_string()]);
     }
     full.extend_from_slice(args);

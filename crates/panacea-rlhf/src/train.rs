@@ -3,7 +3,7 @@
 //! generation, [`PpoTrainer::step`], log, evaluate, checkpoint), resume, stop flag, and the
 //! final comparison of the vertex preferences e_j with the base model.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use panacea_core::checkpoint::{
@@ -76,7 +76,7 @@ pub fn train_ppo(
     // Model, prompts, reward sources, trainer.
     observer.on_event(&Event::Phase(&format!("loading {}", cfg.model)));
     let (base_vs, policy, adapter_vs, tokenizer) = load_policy(cfg, device)?;
-    let (train_prompts, eval_prompts, data_files) = load_prompts(cfg, &tokenizer)?;
+    let (train_prompts, eval_prompts, data_hashes) = load_prompts(cfg, &tokenizer)?;
     let sources = reward_sources(cfg, &tokenizer, &policy)?;
     let mut trainer = build_trainer(cfg, &tokenizer, policy, adapter_vs, sources)?;
     observer.on_event(&Event::Message(&format!(
@@ -119,9 +119,7 @@ pub fn train_ppo(
             let run = RunDir::create(&opts.runs_dir, name, &to_yaml(cfg)?, &opts.command)?;
             let mut manifest = Manifest::now(PPO_JOB, format!("{device:?}"), cfg.seed);
             manifest.data_hashes.push(("base model weights".to_owned(), base_hash));
-            for f in &data_files {
-                manifest.data_hashes.push((f.display().to_string(), sha256_file(f)?));
-            }
+            manifest.data_hashes.extend(data_hashes.iter().cloned());
             run.write_manifest(&manifest)?;
             (run, 0, PromptCursor::new(n_train))
         }
@@ -311,8 +309,9 @@ where
 /// A loaded policy: (frozen base store, policy model, adapter store, tokenizer).
 pub type LoadedPolicy = (nn::VarStore, Llama, nn::VarStore, Tokenizer);
 
-/// The prompts of a run: (train prompts, eval prompts, data files read).
-pub type LoadedPrompts = (Vec<Prompt>, Vec<Prompt>, Vec<PathBuf>);
+/// The prompts of a run: (train prompts, eval prompts, (what was read, its SHA-256) for the
+/// manifest: a prompt file's path, or a bundled set's name, whose text is compiled in).
+pub type LoadedPrompts = (Vec<Prompt>, Vec<Prompt>, Vec<(String, String)>);
 
 /// Loads (or, for `tiny-random`, creates from `cfg.seed`) the base model with the policy
 /// adapter. The base store is converted to `cfg.dtype` before the adapter, critic and score
@@ -336,23 +335,27 @@ pub fn load_policy(cfg: &TrainPpoConfig, device: tch::Device) -> Result<LoadedPo
 /// A rendered prompt and its token ids.
 pub type Prompt = (String, Vec<i64>);
 
-/// The train and eval prompts, rendered and tokenised, and the data files read.
+/// The train and eval prompts, rendered and tokenised, and the hashes of what was read.
 pub fn load_prompts(cfg: &TrainPpoConfig, tok: &Tokenizer) -> Result<LoadedPrompts, RlhfError> {
-    let (records, files) = match &cfg.data.prompts {
+    let (records, hashes) = match &cfg.data.prompts {
         PromptSource::Bundled { sets } => {
             let mut recs = Vec::new();
-            let mut files = Vec::new();
+            let mut hashes = Vec::new();
             for s in sets {
                 let set = match s {
                     BundledSet::Benign => PromptSet::Benign,
                     BundledSet::Harmful => PromptSet::Harmful,
                 };
                 recs.extend(set.load()?);
-                files.push(set.bundled_path());
+                let name = format!("bundled {}", set.file_name());
+                hashes.push((name, panacea_run::sha256_hex(set.text().as_bytes())));
             }
-            (recs, files)
+            (recs, hashes)
         }
-        PromptSource::File { path } => (panacea_data::load_prompts(path)?, vec![path.clone()]),
+        PromptSource::File { path } => (
+            panacea_data::load_prompts(path)?,
+            vec![(path.display().to_string(), sha256_file(path)?)],
+        ),
     };
     let template = ChatTemplate::default();
     let mut train = Vec::new();
@@ -380,7 +383,7 @@ pub fn load_prompts(cfg: &TrainPpoConfig, tok: &Tokenizer) -> Result<LoadedPromp
             ),
         });
     }
-    Ok((train, eval, files))
+    Ok((train, eval, hashes))
 }
 
 /// One reward source per objective, each built from its [`panacea_data::ScorerSpec`]

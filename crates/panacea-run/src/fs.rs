@@ -46,7 +46,12 @@ pub(crate) fn sync_parent(path: &Path) {
 /// SHA-256 of a file's bytes, as lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(io("reading", path))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(sha256_hex(&bytes))
+}
+
+/// SHA-256 of `bytes`, as lowercase hex (data compiled into a binary has no file to hash).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `git rev-parse HEAD` of the current folder's checkout, with `-dirty` when tracked files have

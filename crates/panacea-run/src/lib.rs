@@ -43,7 +43,9 @@ pub mod run_dir;
 pub mod tensorboard;
 
 pub use error::{Result, RunError};
-pub use fs::{git_hash, libtorch_version, now_secs, sha256_file, utc_stamp, write_atomic};
+pub use fs::{
+    git_hash, libtorch_version, now_secs, sha256_file, sha256_hex, utc_stamp, write_atomic,
+};
 pub use lock::RunLock;
 pub use observer::{Event, Observer, Recorder, Silent, StopFlag};
 pub use run_dir::{

@@ -335,6 +335,11 @@ fn the_stop_flag_ends_the_run_after_one_step_with_a_checkpoint() {
 #[test]
 fn bundled_configs_resolve_to_the_values_they_had_before_the_shared_vocabulary() {
     let root = workspace();
+    // The three-objective configs parse with K = 3 everywhere.
+    for file in ["configs/dpo-three.yaml", "configs/tiny/dpo-three.yaml"] {
+        let c: DpoRunConfig = load_config(&root.join(file), &[]).expect(file);
+        assert_eq!((c.k(), c.adapter.n_objectives), (3, 3), "{file}");
+    }
     let default: DpoRunConfig =
         load_config(&root.join("configs/dpo-default.yaml"), &[]).expect("dpo-default");
     // configs/dpo-default.yaml before the rename: dpo.lr 2e-3, dpo.max_grad_norm 1.0,

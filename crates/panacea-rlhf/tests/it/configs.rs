@@ -60,7 +60,12 @@ fn the_default_ppo_config_keeps_its_resolved_values() {
 fn every_bundled_config_parses() {
     let dir = root().join("crates/panacea-rlhf");
     let score = |i: usize| format!("objectives.{i}.source.path={}", dir.display());
-    for file in ["configs/ppo-default.yaml", "configs/tiny/ppo.yaml"] {
+    for file in [
+        "configs/ppo-default.yaml",
+        "configs/tiny/ppo.yaml",
+        "configs/ppo-three.yaml",
+        "configs/tiny/ppo-three.yaml",
+    ] {
         ppo(file, &[]).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
     for file in ["configs/ppo-learned.yaml", "configs/tiny/ppo-learned.yaml"] {
