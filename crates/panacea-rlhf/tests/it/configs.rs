@@ -45,7 +45,8 @@ fn the_default_ppo_config_keeps_its_resolved_values() {
     assert_eq!(c.preference, PreferenceSampler::Dirichlet { vertex_prob: 0.3 });
     let t = &c.train;
     assert_eq!((t.steps, t.batch_size, t.log_every, t.save_every), (40, 8, 1, 10));
-    assert_eq!((t.eval_every, t.hv_prompts, t.eval_prompts), (10, 4, 16));
+    // eval_prompts 16 → 64 (2026-12-07): the steering report's intervals need the prompts.
+    assert_eq!((t.eval_every, t.hv_prompts, t.eval_prompts), (10, 4, 64));
     assert!(t.preference_per_row);
     assert!(matches!(&c.data.prompts, PromptSource::Bundled { sets } if sets.len() == 1));
     assert_eq!((c.data.chat_template, c.data.max_prompt_tokens), (true, 48));
