@@ -30,7 +30,7 @@ fn tiny_pipeline_writes_a_complete_report() {
     random_adapter(&base, &["concise", "positive"], 7, &adapter);
     let err = check_base_models(&[adapter.as_path()], "tiny", "another-hash")
         .expect_err("a different base must be refused");
-    assert!(format!("{err}").contains("hint: evaluate with the base"), "{err}");
+    assert!(format!("{err}").contains("hint: use the base the adapter was trained on"), "{err}");
     let hash = panacea_core::checkpoint::hash_var_store(&base.base_vs).expect("hash");
     check_base_models(&[adapter.as_path()], "tiny", &hash).expect("same base");
 
