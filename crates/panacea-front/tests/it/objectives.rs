@@ -31,11 +31,9 @@ fn the_bundled_configs_name_their_objectives_and_sources() {
         );
     }
     // The three-objective front: three named objectives and a Das–Dennis grid of 15 points.
-    let cfg: FrontConfig = panacea_core::config::load_config(
-        &workspace().join("configs/eval-front-three.yaml"),
-        &[],
-    )
-    .expect("eval-front-three");
+    let cfg: FrontConfig =
+        panacea_core::config::load_config(&workspace().join("configs/eval-front-three.yaml"), &[])
+            .expect("eval-front-three");
     let names: Vec<&str> = cfg.objectives.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(names, ["relevant", "positive", "concise"]);
     assert_eq!(cfg.grid.grid(3).expect("grid").len(), 15);
