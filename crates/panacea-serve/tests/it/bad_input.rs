@@ -165,7 +165,7 @@ fn a_full_queue_answers_429_and_the_base_model_refuses_a_preference() {
     let Some(served) = common::tiny_served(false) else { return };
     // Room for long answers, so the first request is still decoding while the others arrive.
     let mut opts = common::options(1, 1);
-    opts.limits.max_output_tokens = 2000;
+    opts.limits.max_output_tokens = 1000;
     let server = common::start(served, opts);
     let addr = server.addr;
     let with_pref = common::chat_body("Hi", Some([0.5, 0.5]), 4);
@@ -174,39 +174,33 @@ fn a_full_queue_answers_429_and_the_base_model_refuses_a_preference() {
     assert_eq!(r.json()["error"]["param"], json!("preference"));
     assert!(r.body.contains("without an adapter"), "{}", r.body);
 
-    // One long request holds the only row and one waits in the queue of 1. The engine may take
-    // the waiting job out of the channel into its own pending slot, which leaves room for one
-    // more: so the third request is refused, or admitted and then a fourth is refused. Either
-    // way the queue is bounded, and no refused request leaves anything stuck.
+    // One long request holds the only row; seven more arrive at once with a queue of 1. The
+    // queue is bounded: some of them are refused with 429, the rest are answered, and nothing
+    // stays stuck. (The exact bound is not asserted: the engine may hold one job it took from
+    // the channel besides the queue; see issue #19.)
     let long = || {
-        let mut b = common::chat_body("Count to one hundred.", None, 2000);
+        let mut b = common::chat_body("Count to one hundred.", None, 1000);
         b["stop"] = json!(["this text never appears \u{1F600}"]);
         b
-    };
-    let refused = |r: &common::Reply| {
-        assert_eq!(r.status, 429, "{}", r.body);
-        assert_eq!(r.json()["error"]["type"], json!("rate_limit_exceeded"));
-        assert!(r.body.contains("queue_len"), "{}", r.body);
     };
     std::thread::scope(|s| {
         let first = s.spawn(move || common::post(addr, "/v1/chat/completions", &long()));
         common::wait_until(addr, |h| h["rows_in_flight"] == json!(1));
-        let second = s.spawn(move || common::post(addr, "/v1/chat/completions", &long()));
-        common::wait_until(addr, |h| h["queued"] == json!(1));
-        let third = s.spawn(move || common::post(addr, "/v1/chat/completions", &long()));
-        let start = std::time::Instant::now();
-        while !third.is_finished() && common::get(addr, "/health").json()["queued"] != json!(2) {
-            assert!(start.elapsed().as_secs() < 60, "the third request neither queued nor refused");
-            std::thread::sleep(std::time::Duration::from_millis(2));
+        let rest: Vec<_> = (0..7)
+            .map(|_| s.spawn(move || common::post(addr, "/v1/chat/completions", &long())))
+            .collect();
+        let replies: Vec<common::Reply> =
+            rest.into_iter().map(|t| t.join().expect("reply")).collect();
+        let refused: Vec<&common::Reply> = replies.iter().filter(|r| r.status == 429).collect();
+        assert!(!refused.is_empty(), "7 requests behind a queue of 1 and none was refused");
+        for r in &refused {
+            assert_eq!(r.json()["error"]["type"], json!("rate_limit_exceeded"));
+            assert!(r.body.contains("queue_len"), "{}", r.body);
         }
-        if third.is_finished() {
-            refused(&third.join().expect("third"));
-        } else {
-            refused(&common::post(addr, "/v1/chat/completions", &long()));
-            assert_eq!(third.join().expect("third").status, 200);
+        for r in replies.iter().filter(|r| r.status != 429) {
+            assert_eq!(r.status, 200, "{}", r.body);
         }
         assert_eq!(first.join().expect("first").status, 200);
-        assert_eq!(second.join().expect("second").status, 200);
     });
     common::wait_until(addr, |h| h["rows_in_flight"] == json!(0) && h["queued"] == json!(0));
     server.shutdown().expect("clean shutdown");
