@@ -44,47 +44,62 @@ fn modules(vs: &nn::VarStore) -> BTreeMap<String, [Option<Tensor>; 4]> {
 
 impl AdapterStats {
     /// The statistics of the adapter in `vs` with `rank` shared singular values per matrix and
-    /// output scale `scale` (c = α / k). Matrices missing a variable are skipped.
+    /// output scale `scale` (c = α / k). Matrices missing a variable are skipped. The sums stay
+    /// on the adapter's device and are read back once (one sync, not one per matrix).
     pub fn of(vs: &nn::VarStore, rank: i64, scale: f64) -> Self {
-        let mut sums = [0.0f64; 4];
-        let mut counts = [0usize; 4];
-        let mut matrices = 0;
-        tch::no_grad(|| {
-            for [u, v, sigma, s] in modules(vs).into_values() {
-                let (Some(u), Some(v), Some(sigma), Some(s)) = (u, v, sigma, s) else { continue };
-                matrices += 1;
-                let norms = |t: &Tensor| -> Vec<f64> {
-                    let n = t
-                        .to_kind(Kind::Double)
-                        .square()
-                        .sum_dim_intlist(0, false, Kind::Double)
-                        .sqrt();
-                    Vec::try_from(n).unwrap_or_default()
-                }; // column norms [R]
-                let (nu, nv) = (norms(&u), norms(&v));
-                let sig: Vec<f64> = Vec::try_from(sigma.to_kind(Kind::Double)).unwrap_or_default();
-                let s_abs = s.to_kind(Kind::Double).abs().double_value(&[0]);
-                for (j, sj) in sig.iter().enumerate().take(rank as usize) {
-                    sums[0] += sj.abs();
-                    counts[0] += 1;
-                    sums[2] += scale * sj.abs() * nu[j] * nv[j];
-                    counts[2] += 1;
-                }
-                sums[1] += s_abs;
-                counts[1] += 1;
-                for j in rank as usize..nu.len().min(nv.len()) {
-                    sums[3] += scale * s_abs * nu[j] * nv[j];
-                    counts[3] += 1;
-                }
-            }
+        let parts: Vec<Tensor> = tch::no_grad(|| {
+            modules(vs)
+                .into_values()
+                .filter_map(|[u, v, sigma, s]| {
+                    let (u, v, sigma, s) = (u?, v?, sigma?, s?);
+                    let col_norms = |t: &Tensor| {
+                        t.to_kind(Kind::Double)
+                            .square()
+                            .sum_dim_intlist(0, false, Kind::Double)
+                            .sqrt()
+                    }; // [R]
+                    let norms = col_norms(&u) * col_norms(&v); // ‖u_j‖·‖v_j‖ [R]
+                    let r = norms.size()[0];
+                    let sig = sigma.to_kind(Kind::Double).abs(); // [k]
+                    let s_abs = s.to_kind(Kind::Double).abs().sum(Kind::Double); // []
+                    Some(Tensor::stack(
+                        &[
+                            sig.sum(Kind::Double),
+                            s_abs.shallow_clone(),
+                            (&sig * norms.narrow(0, 0, rank)).sum(Kind::Double) * scale,
+                            norms.narrow(0, rank, r - rank).sum(Kind::Double) * &s_abs * scale,
+                        ],
+                        0,
+                    ))
+                })
+                .collect()
         });
-        let mean = |i: usize| if counts[i] == 0 { 0.0 } else { sums[i] / counts[i] as f64 };
+        let matrices = parts.len();
+        if matrices == 0 {
+            return Self {
+                matrices,
+                sigma_abs: 0.0,
+                pref_scale_abs: 0.0,
+                shared_strength: 0.0,
+                preference_strength: 0.0,
+            };
+        }
+        // Sums over matrices of [Σ|σ_j|, |s|, Σ shared strengths, Σ preference strengths].
+        let sums: Vec<f64> = Vec::try_from(
+            Tensor::stack(&parts, 0)
+                .sum_dim_intlist(0, false, Kind::Double)
+                .to_device(tch::Device::Cpu),
+        )
+        .unwrap_or_else(|_| vec![0.0; 4]);
+        // Every matrix has the same k shared values and m = R − k preference columns.
+        let m = modules(vs).into_values().find_map(|[u, ..]| u).map_or(0, |u| u.size()[1] - rank);
+        let per = |count: i64| (matrices as f64) * count.max(1) as f64;
         Self {
             matrices,
-            sigma_abs: mean(0),
-            pref_scale_abs: mean(1),
-            shared_strength: mean(2),
-            preference_strength: mean(3),
+            sigma_abs: sums[0] / per(rank),
+            pref_scale_abs: sums[1] / per(1),
+            shared_strength: sums[2] / per(rank),
+            preference_strength: sums[3] / per(m),
         }
     }
 }
@@ -93,34 +108,43 @@ impl AdapterStats {
 /// preference part (s and the last columns of U and V, after the `rank` shared ones), from
 /// the gradients currently stored; 0 when there are none.
 pub fn preference_gradient_share(vs: &nn::VarStore, rank: i64) -> f64 {
-    let (mut pref, mut total) = (0.0, 0.0);
-    tch::no_grad(|| {
+    // [squared norm on the preference part, total squared norm] per variable, summed on the
+    // device and read back once: this runs after every actor backward.
+    let parts: Vec<Tensor> = tch::no_grad(|| {
+        let mut out = Vec::new();
         for [u, v, sigma, s] in modules(vs).into_values() {
-            let sq =
-                |t: &Tensor| t.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]);
+            let sq = |t: &Tensor| t.to_kind(Kind::Double).square().sum(Kind::Double);
             for t in [&u, &v].into_iter().flatten() {
                 let g = t.grad();
                 if !g.defined() {
                     continue;
                 }
                 let r = g.size()[1];
-                total += sq(&g);
-                if r > rank {
-                    pref += sq(&g.narrow(1, rank, r - rank));
-                }
+                let pref = if r > rank { sq(&g.narrow(1, rank, r - rank)) } else { sq(&g) * 0.0 };
+                out.push(Tensor::stack(&[pref, sq(&g)], 0));
             }
             if let Some(g) = sigma.map(|t| t.grad()).filter(Tensor::defined) {
-                total += sq(&g);
+                let x = sq(&g);
+                out.push(Tensor::stack(&[&x * 0.0, x], 0));
             }
             if let Some(g) = s.map(|t| t.grad()).filter(Tensor::defined) {
                 let x = sq(&g);
-                total += x;
-                pref += x;
+                out.push(Tensor::stack(&[x.shallow_clone(), x], 0));
             }
         }
+        out
     });
-    if total > 0.0 {
-        pref / total
+    if parts.is_empty() {
+        return 0.0;
+    }
+    let sums: Vec<f64> = Vec::try_from(
+        Tensor::stack(&parts, 0)
+            .sum_dim_intlist(0, false, Kind::Double)
+            .to_device(tch::Device::Cpu),
+    )
+    .unwrap_or_else(|_| vec![0.0, 0.0]);
+    if sums[1] > 0.0 {
+        sums[0] / sums[1]
     } else {
         0.0
     }
