@@ -593,22 +593,18 @@ pub fn steering_evaluation(
     let mut per_pref: Vec<Vec<Vec<f64>>> = vec![Vec::new(); grid.len()];
     for batch in eval_batches(pairs, cfg, dev) {
         let batch = batch?;
-        let mut complete: Option<Vec<bool>> = None;
+        // Pairs labelled in every dimension; the reference ranking is computed once per batch.
+        let keep: Vec<bool> = host(&batch.labels.ne(0).to_kind(tch::Kind::Float))?
+            .iter()
+            .map(|r| r.iter().all(|&x| x > 0.0))
+            .collect();
+        let kept =
+            |rows: Vec<Vec<f64>>| rows.into_iter().zip(&keep).filter(|(_, &k)| k).map(|(r, _)| r);
+        let (reference, _) = trainer.reference_logps(&batch, cache.as_mut())?; // [2B]
+        base.extend(kept(host(&crate::loss::ranking_wins(&reference, &batch.labels)?)?));
         for (g, pref) in grid.iter().enumerate() {
-            let (policy, reference, labelled) =
-                trainer.ranking_wins(&batch, StepPreference::Shared(pref), cache.as_mut())?;
-            let keep: Vec<bool> = host(&labelled.to_kind(tch::Kind::Float))?
-                .iter()
-                .map(|r| r.iter().all(|&x| x > 0.0))
-                .collect();
-            if complete.is_none() {
-                base.extend(
-                    host(&reference)?.into_iter().zip(&keep).filter(|(_, &k)| k).map(|(r, _)| r),
-                );
-            }
-            per_pref[g]
-                .extend(host(&policy)?.into_iter().zip(&keep).filter(|(_, &k)| k).map(|(r, _)| r));
-            complete = Some(keep);
+            let wins = trainer.policy_ranking_wins(&batch, StepPreference::Shared(pref))?;
+            per_pref[g].extend(kept(host(&wins)?));
         }
     }
     if base.len() < 4 {

@@ -117,10 +117,10 @@ pub fn mo_dpo_loss(
     })
 }
 
-/// Likelihood-ranking accuracy per dimension: the masked mean of 1[t_i·(v_0 − v_1) > 0] for
-/// per-sequence values `logp` [2B] (rows as in [`mo_dpo_loss`]) and labels [B, K] → [K].
-/// With reference log-probs this is how often the base model already prefers the winner.
-pub fn ranking_accuracy(logp: &Tensor, labels: &Tensor) -> Result<Tensor, DpoError> {
+/// Likelihood-ranking wins per pair and dimension: 1[t_i·(v_0 − v_1) > 0] as 1.0/0.0 for
+/// per-sequence values `logp` [2B] (rows as in [`mo_dpo_loss`]) and labels [B, K] → [B, K]
+/// (0 where a pair is unlabelled in a dimension).
+pub fn ranking_wins(logp: &Tensor, labels: &Tensor) -> Result<Tensor, DpoError> {
     let ls = labels.size();
     let [b, _] = ls[..] else {
         return Err(DpoError::shape("labels [B, K]", vec![-1, -1], ls));
@@ -131,8 +131,15 @@ pub fn ranking_accuracy(logp: &Tensor, labels: &Tensor) -> Result<Tensor, DpoErr
     let lp = logp.to_kind(Kind::Float).detach();
     let diff = lp.narrow(0, 0, b) - lp.narrow(0, b, b); // [B]
     let t = labels.to_kind(Kind::Float); // [B, K]
-    let win = (&t * diff.unsqueeze(1)).gt(0.0).to_kind(Kind::Float); // [B, K]
-    Ok(masked_mean_dim(&win, &t.ne(0.0), 0)) // [K]
+    Ok((&t * diff.unsqueeze(1)).gt(0.0).to_kind(Kind::Float)) // [B, K]
+}
+
+/// Likelihood-ranking accuracy per dimension: the mean of [`ranking_wins`] over the pairs
+/// labelled in each dimension → [K]. With reference log-probs this is how often the base model
+/// already prefers the winner.
+pub fn ranking_accuracy(logp: &Tensor, labels: &Tensor) -> Result<Tensor, DpoError> {
+    let win = ranking_wins(logp, labels)?; // [B, K]
+    Ok(masked_mean_dim(&win, &labels.ne(0), 0)) // [K]
 }
 
 #[cfg(test)]

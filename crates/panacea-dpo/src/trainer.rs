@@ -439,27 +439,17 @@ impl<M: PackedLm> DpoTrainer<M> {
         Ok(())
     }
 
-    /// Per pair and dimension, whether the likelihood ranks the pair as its label says: the
-    /// policy under `pref` and the base (reference) model, each [B, K] with 1.0 for a win and
-    /// 0.0 otherwise, and the label mask [B, K] (true where the pair is labelled in that
-    /// dimension). The means over labelled pairs are the ranking accuracies.
-    pub fn ranking_wins(
+    /// Per pair and dimension, whether the policy's likelihood under `pref` ranks the pair as
+    /// its label says: [B, K], 1.0 for a win and 0.0 otherwise (and where unlabelled); see
+    /// [`crate::loss::ranking_wins`].
+    pub fn policy_ranking_wins(
         &self,
         batch: &PairBatch,
         pref: StepPreference<'_>,
-        cache: Option<&mut RefLogpCache>,
-    ) -> Result<(Tensor, Tensor, Tensor), DpoError> {
+    ) -> Result<Tensor, DpoError> {
         self.check_batch(batch)?;
-        let (reference, _) = self.reference_logps(batch, cache)?; // [2B]
         let policy = self.policy_logps_no_grad(batch, pref)?; // [2B]
-        let b = batch.len() as i64;
-        let t = batch.labels.to_kind(Kind::Float); // [B, K]
-        let wins = |lp: &Tensor| {
-            let lp = lp.to_kind(Kind::Float).detach();
-            let diff = lp.narrow(0, 0, b) - lp.narrow(0, b, b); // [B]
-            (&t * diff.unsqueeze(1)).gt(0.0).to_kind(Kind::Float) // [B, K]
-        };
-        Ok((wins(&policy), wins(&reference), t.ne(0.0)))
+        crate::loss::ranking_wins(&policy, &batch.labels)
     }
 
     /// Loss and accuracies of `batch` under `pref`, without a graph and without changing
