@@ -391,7 +391,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
 
     /// The step's preference rows [B, K] (f32): one vector for every row or exactly one per
     /// row.
-    fn preference_rows(&self, pref: StepPreference<'_>, b: usize) -> Result<Tensor, RlhfError> {
+    fn preference_rows(&self, pref: StepPreference<'_>, b: usize) -> Result<Vec<f32>, RlhfError> {
         let prefs: &[PreferenceVector] = match pref {
             StepPreference::Shared(p) => std::slice::from_ref(p),
             StepPreference::PerRow(ps) => ps,
@@ -415,7 +415,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
                 })
             }
         };
-        Ok(Tensor::from_slice(&flat).view([b as i64, k as i64]).to_device(self.policy.device()))
+        Ok(flat)
     }
 
     /// The first half of a step (stages 1–5): rollout, scores, log-probs, values, rewards,
@@ -433,7 +433,10 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         let step = self.current_step();
         let dev = self.policy.device();
         let b = batch.len() as i64;
-        let pref_t = self.preference_rows(pref, batch.len())?; // [B, K]
+        // λ and the scaled scores are built on the host; the aggregation reads these copies
+        // rather than the device tensors back.
+        let pref_host = self.preference_rows(pref, batch.len())?; // [B·K] f32
+        let pref_t = Tensor::from_slice(&pref_host).view([b, k as i64]).to_device(dev); // [B, K]
 
         // 1. Rollout under On{λ}.
         let gen = rollout(&mut self.policy, batch, &pref_t, &self.gen_cfg, &mut rng.sampling)?;
@@ -492,7 +495,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
 
         // 5. Per-objective GAE, then the single aggregation call site.
         let adv = gae(&old_values, &shaped.rewards, &act_mask, p.gamma, p.gae_lambda);
-        let mut advantages = self.aggregate_advantages(&adv.advantages, &pref_t, &scores)?; // [B, A]
+        let mut advantages = self.aggregate_advantages(&adv.advantages, &pref_host, &scaled)?; // [B, A]
         if p.whiten_advantages {
             advantages = masked_whiten(&advantages, &act_mask, true); // [B, A]
         }
@@ -515,7 +518,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         })
     }
 
-    /// adv [B, A, K], pref [B, K], scores [B, K] (the scaled utilities the rewards were built
+    /// adv [B, A, K], pref [B·K] and scores [B·K] (host copies, row-major; the scaled utilities the rewards were built
     /// from) → [B, A]: Σ_i w_{r,i} A_{r,t,i} with the weights of
     /// [`panacea_core::Aggregation::advantage_weights`] — λ itself (linear), or λ_{i*} on the
     /// worst dimension i* from this batch's estimate of each J_i against the ideal point
@@ -529,15 +532,15 @@ impl<M: PpoPolicy> PpoTrainer<M> {
     fn aggregate_advantages(
         &mut self,
         adv: &Tensor,
-        pref: &Tensor,
-        scores: &Tensor,
+        pref: &[f32],
+        scores: &[f32],
     ) -> Result<Tensor, RlhfError> {
-        let host = |t: &Tensor| -> Result<Vec<Vec<f64>>, RlhfError> {
-            Ok(Vec::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))?)
-        };
-        let prefs = host(pref)?; // [B][K]
-        let rows = host(scores)?; // [B][K]
         let k = self.k();
+        let rows_of = |flat: &[f32]| -> Vec<Vec<f64>> {
+            flat.chunks(k).map(|r| r.iter().map(|&x| f64::from(x)).collect()).collect()
+        };
+        let prefs = rows_of(pref); // [B][K]
+        let rows = rows_of(scores); // [B][K]
         let estimate: Vec<f64> =
             (0..k).map(|i| rows.iter().map(|r| r[i]).sum::<f64>() / rows.len() as f64).collect();
         let ideal = match &self.cfg.aggregation {
@@ -716,7 +719,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
 fn vertex_means(exp: &Experience) -> Result<Vec<(usize, Vec<f64>, f64)>, RlhfError> {
     let host = |t: &Tensor| -> Result<Vec<Vec<f64>>, RlhfError> {
         Ok(Vec::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))?)
-    };
+    }; // once per step, after the update
     let prefs = host(&exp.pref)?;
     let utils = host(&exp.raw_utilities)?;
     let kl: Vec<f64> = Vec::try_from(
