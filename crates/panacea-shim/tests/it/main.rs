@@ -1,0 +1,3 @@
+//! panacea-shim's integration tests: one binary, one module per topic.
+
+mod common;
