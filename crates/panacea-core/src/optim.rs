@@ -15,6 +15,13 @@
 //!
 //! Parameters created in [`NO_DECAY_GROUP`] (σ and s of the SVD-LoRA layers) never decay.
 //!
+//! **Learning-rate multipliers.** [`AdamW::set_lr_multiplier`] scales the Adam step of selected
+//! parameters (like a PyTorch parameter group with its own `lr`): the adapter's
+//! [`AdapterLrMultipliers`] use it to let the preference scales s move faster than the shared
+//! singular values. Adam's step is invariant to the gradient's scale, so scaling gradients
+//! would not do this. Decoupled decay keeps the base rate (σ and s never decay anyway). With
+//! every multiplier at 1 nothing extra is computed, so the bits are unchanged.
+//!
 //! **One buffer for all parameters.** An adapter has hundreds of small tensors (4 per adapted
 //! linear layer: 840 for SmolLM2-135M), and a per-tensor update launches about 13 kernels for
 //! each: ~11,000 launches per step, plus ~3,400 for clipping and zeroing, which made the
@@ -63,10 +70,59 @@ impl Default for AdamWConfig {
     }
 }
 
+/// Learning-rate multipliers of the SVD-LoRA adapter's parameter kinds (`optim.lr_multipliers`
+/// in every trainer's config), relative to the actor's `lr`.
+///
+/// Why: Adam moves every parameter by about `lr` per step whatever its gradient's size, so the
+/// one scale s per layer, which sets how strongly λ enters, grows no faster than each shared
+/// singular value σ_j, of which there are k. A larger `pref_scale` multiplier lets the
+/// preference part keep up with the shared part (docs/method.md, "How strongly λ steers").
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterLrMultipliers {
+    /// The shared singular values σ (`svd_lora_sigma`), default 1.
+    #[serde(default = "one")]
+    pub sigma: f64,
+    /// The per-layer preference scales s (`svd_lora_pref_scale`), default 1.
+    #[serde(default = "one")]
+    pub pref_scale: f64,
+    /// The singular vectors U and V (`svd_lora_u`, `svd_lora_v`), default 1.
+    #[serde(default = "one")]
+    pub vectors: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for AdapterLrMultipliers {
+    fn default() -> Self {
+        Self { sigma: 1.0, pref_scale: 1.0, vectors: 1.0 }
+    }
+}
+
+impl AdapterLrMultipliers {
+    /// Each multiplier with its key, for validation messages.
+    pub fn named(&self) -> [(&'static str, f64); 3] {
+        [("sigma", self.sigma), ("pref_scale", self.pref_scale), ("vectors", self.vectors)]
+    }
+
+    /// Applies the multipliers to an optimiser over an adapter VarStore (parameters are matched
+    /// by their name's last component).
+    pub fn apply(&self, opt: &mut AdamW) {
+        let last = |name: &str| name.rsplit('.').next().unwrap_or(name).to_owned();
+        opt.set_lr_multiplier(|n| last(n) == "svd_lora_sigma", self.sigma);
+        opt.set_lr_multiplier(|n| last(n) == "svd_lora_pref_scale", self.pref_scale);
+        opt.set_lr_multiplier(|n| matches!(last(n).as_str(), "svd_lora_u" | "svd_lora_v"), self.vectors);
+    }
+}
+
 struct Param {
     name: String,
     tensor: Tensor,
     decay: bool,
+    /// Multiplier of the Adam step (1 unless [`AdamW::set_lr_multiplier`] chose it).
+    lr_multiplier: f64,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
 }
@@ -79,6 +135,8 @@ struct Flat {
     exp_avg_sq: Tensor,
     /// Gradients, once adopted after the first backward.
     grads: Option<Tensor>,
+    /// Per-element step multipliers [P], present while some multiplier is not 1.
+    lr_multipliers: Option<Tensor>,
     offsets: Vec<i64>,
     /// Elements `0..decay_len` belong to the decay group.
     decay_len: i64,
@@ -112,6 +170,7 @@ impl Flat {
             exp_avg: Tensor::zeros([total], opts),
             exp_avg_sq: Tensor::zeros([total], opts),
             grads: None,
+            lr_multipliers: None,
             offsets,
             decay_len,
         };
@@ -134,14 +193,15 @@ impl Flat {
     }
 }
 
-/// One unit of an update (see [`AdamW::slots`]): values, gradient, moments (f32), and the part
-/// of the values in the decay group.
+/// One unit of an update (see [`AdamW::slots`]): values, gradient, moments (f32), the part
+/// of the values in the decay group, and the step multipliers when some are not 1.
 struct Slot {
     w: Tensor,
     g: Tensor,
     m: Tensor,
     v: Tensor,
     decayed: Option<Tensor>,
+    lr_multiplier: Option<Tensor>,
 }
 
 /// AdamW over the trainable variables of one VarStore, in name order.
@@ -182,6 +242,7 @@ impl AdamW {
                 name: name.clone(),
                 tensor: tensor.shallow_clone(),
                 decay: var.group != NO_DECAY_GROUP,
+                lr_multiplier: 1.0,
                 exp_avg: tensor.zeros_like().to_kind(Kind::Float),
                 exp_avg_sq: tensor.zeros_like().to_kind(Kind::Float),
             });
@@ -269,6 +330,29 @@ impl AdamW {
         self.lr = lr;
     }
 
+    /// Multiplies the Adam step of every parameter whose VarStore name satisfies `selects` by
+    /// `multiplier` (≥ 0; 1 restores the base rate); returns how many tensors it applies to.
+    pub fn set_lr_multiplier(&mut self, selects: impl Fn(&str) -> bool, multiplier: f64) -> usize {
+        let mut count = 0;
+        for p in self.params.iter_mut().filter(|p| selects(&p.name)) {
+            p.lr_multiplier = multiplier;
+            count += 1;
+        }
+        if let Some(flat) = self.flat.as_mut() {
+            flat.lr_multipliers = None;
+            if self.params.iter().any(|p| p.lr_multiplier != 1.0) {
+                let buf = flat.values.ones_like();
+                for (p, &off) in self.params.iter().zip(&flat.offsets) {
+                    if p.lr_multiplier != 1.0 {
+                        let _ = buf.narrow(0, off, p.tensor.numel() as i64).fill_(p.lr_multiplier);
+                    }
+                }
+                flat.lr_multipliers = Some(buf);
+            }
+        }
+        count
+    }
+
     /// What one update touches: the flat buffer as a single slot, or every parameter that has
     /// a gradient (the others are skipped, as in PyTorch's per-parameter `step`).
     fn slots(&mut self) -> Vec<Slot> {
@@ -280,6 +364,7 @@ impl AdamW {
                 m: f.exp_avg.shallow_clone(),
                 v: f.exp_avg_sq.shallow_clone(),
                 decayed: (f.decay_len > 0).then(|| f.values.narrow(0, 0, f.decay_len)),
+                lr_multiplier: f.lr_multipliers.as_ref().map(Tensor::shallow_clone),
             }];
         }
         self.params
@@ -292,6 +377,10 @@ impl AdamW {
                     m: p.exp_avg.shallow_clone(),
                     v: p.exp_avg_sq.shallow_clone(),
                     decayed: p.decay.then(|| p.tensor.shallow_clone()),
+                    // A scalar tensor multiplies each element by the same f32 as the flat
+                    // buffer's entries do: both layouts keep giving the same bits.
+                    lr_multiplier: (p.lr_multiplier != 1.0)
+                        .then(|| Tensor::from(p.lr_multiplier as f32).to_device(p.tensor.device())),
                 })
             })
             .collect()
@@ -345,7 +434,10 @@ impl AdamW {
                     let _ = d.g_mul_scalar_(1.0 - lr * cfg.weight_decay);
                 }
                 let denom = s.v.sqrt() / bias2_sqrt + cfg.eps;
-                let update = (&s.m / denom) * (lr / bias1);
+                let mut update = (&s.m / denom) * (lr / bias1);
+                if let Some(multiplier) = &s.lr_multiplier {
+                    update *= multiplier;
+                }
                 let _ = s.w.shallow_clone().g_sub_(&update.to_kind(s.w.kind()));
             }
         });
@@ -553,6 +645,40 @@ mod tests {
         let scaled = flat_vars[0].grad();
         let want = &before * (1e-3 / (norm + 1e-6));
         assert!(f64::try_from((scaled - want).abs().max()).expect("scalar") < 1e-9);
+    }
+
+    #[test]
+    fn an_lr_multiplier_scales_the_first_step_and_both_layouts_agree() {
+        crate::device::init_torch();
+        let cfg = AdamWConfig::default();
+        let [(_vs_f, flat_vars, mut flat), (_vs_p, loop_vars, mut per_tensor)] = twin_stores(cfg);
+        per_tensor.use_per_tensor_loop();
+        for opt in [&mut flat, &mut per_tensor] {
+            assert_eq!(opt.set_lr_multiplier(|n| n == "s", 10.0), 1);
+        }
+        let before: Vec<Tensor> = flat_vars.iter().map(Tensor::copy).collect();
+        for t in 0..4 {
+            for (vars, opt) in [(&flat_vars, &mut flat), (&loop_vars, &mut per_tensor)] {
+                opt.zero_grad();
+                loss(vars, t).backward();
+                opt.step();
+            }
+            for (a, b) in flat_vars.iter().zip(&loop_vars) {
+                assert!(a.equal(b), "step {t}: flat {a:?} vs per-tensor {b:?}");
+            }
+            if t == 0 {
+                // Adam's first step is lr·g/|g| (ε aside): ±0.05 for every entry, and ±0.5 for
+                // s with its multiplier 10 (hand computation from the update rule above).
+                let moved = |i: usize| -> f64 {
+                    (&flat_vars[i] - &before[i]).abs().max().double_value(&[])
+                };
+                assert!((moved(0) - 0.05).abs() < 1e-6, "u moved {}", moved(0));
+                assert!((moved(3) - 0.5).abs() < 1e-5, "s moved {}", moved(3));
+            }
+        }
+        // Back to 1: the buffer of multipliers is dropped and steps are plain again.
+        assert_eq!(flat.set_lr_multiplier(|n| n == "s", 1.0), 1);
+        assert!(flat.flat.as_ref().is_some_and(|f| f.lr_multipliers.is_none()));
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct OptimConfig {
     /// Global L2 gradient-norm clip, > 0 (default 1.0).
     #[serde(default = "default_max_grad_norm")]
     pub max_grad_norm: f64,
+    /// Learning-rate multipliers per adapter parameter kind (`sigma`, `pref_scale`, `vectors`),
+    /// each ≥ 0, default 1.
+    #[serde(default)]
+    pub lr_multipliers: panacea_core::optim::AdapterLrMultipliers,
 }
 
 impl Default for OptimConfig {
@@ -93,6 +97,7 @@ impl Default for OptimConfig {
             weight_decay: 0.0,
             warmup_ratio: 0.0,
             max_grad_norm: default_max_grad_norm(),
+            lr_multipliers: Default::default(),
         }
     }
 }
@@ -129,6 +134,9 @@ impl Validate for OptimConfig {
             format!("must lie in [0, 1), got {}", self.warmup_ratio),
         );
         v.positive(self.max_grad_norm, "max_grad_norm");
+        for (key, m) in self.lr_multipliers.named() {
+            v.in_range(m, &format!("lr_multipliers.{key}"), 0.0, 1000.0);
+        }
     }
 }
 

@@ -185,7 +185,7 @@ impl<M: PackedLm> DpoTrainer<M> {
             ));
         }
         // β2 = 0.999: TRL's and PyTorch's AdamW default.
-        let opt = AdamW::new(
+        let mut opt = AdamW::new(
             &adapter_vs,
             AdamWConfig {
                 beta2: 0.999,
@@ -194,6 +194,7 @@ impl<M: PackedLm> DpoTrainer<M> {
             },
             settings.optim.lr,
         );
+        settings.optim.lr_multipliers.apply(&mut opt);
         Ok(Self { model, adapter_vs, opt, settings, k, steps_done: 0 })
     }
 

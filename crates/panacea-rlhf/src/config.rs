@@ -101,6 +101,10 @@ pub struct OptimConfig {
     /// Global gradient-norm clip, > 0.
     #[serde(default = "one")]
     pub max_grad_norm: f64,
+    /// Actor learning-rate multipliers per adapter parameter kind (`sigma`, `pref_scale`,
+    /// `vectors`), each ≥ 0, default 1.
+    #[serde(default)]
+    pub lr_multipliers: panacea_core::optim::AdapterLrMultipliers,
 }
 
 /// Everything [`crate::trainer::PpoTrainer`] needs (built from a run's config by
@@ -197,6 +201,7 @@ impl Default for OptimConfig {
             critic_weight_decay: 0.0,
             warmup_ratio: 0.0,
             max_grad_norm: 1.0,
+            lr_multipliers: Default::default(),
         }
     }
 }
@@ -280,6 +285,9 @@ impl Validate for OptimConfig {
             format!("must lie in [0, 1), got {}", self.warmup_ratio),
         );
         v.positive(self.max_grad_norm, "max_grad_norm");
+        for (key, m) in self.lr_multipliers.named() {
+            v.in_range(m, &format!("lr_multipliers.{key}"), 0.0, 1000.0);
+        }
     }
 }
 

@@ -246,11 +246,12 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             None => None,
         };
         let o = &cfg.optim;
-        let actor_opt = AdamW::new(
+        let mut actor_opt = AdamW::new(
             &parts.adapter_vs,
             AdamWConfig { weight_decay: o.weight_decay, ..Default::default() },
             o.lr,
         );
+        o.lr_multipliers.apply(&mut actor_opt);
         let critic = MultiCritic::new(
             &parts.policy,
             &parts.critic_adapter,
