@@ -113,7 +113,10 @@ impl AdapterLrMultipliers {
         let last = |name: &str| name.rsplit('.').next().unwrap_or(name).to_owned();
         opt.set_lr_multiplier(|n| last(n) == "svd_lora_sigma", self.sigma);
         opt.set_lr_multiplier(|n| last(n) == "svd_lora_pref_scale", self.pref_scale);
-        opt.set_lr_multiplier(|n| matches!(last(n).as_str(), "svd_lora_u" | "svd_lora_v"), self.vectors);
+        opt.set_lr_multiplier(
+            |n| matches!(last(n).as_str(), "svd_lora_u" | "svd_lora_v"),
+            self.vectors,
+        );
     }
 }
 

@@ -2,3 +2,4 @@
 //! `panacea` binary.
 
 mod base_model;
+mod bench_steering;
