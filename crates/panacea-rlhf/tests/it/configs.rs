@@ -22,7 +22,9 @@ fn ppo(file: &str, set: &[&str]) -> Result<TrainPpoConfig, String> {
 
 /// configs/ppo-default.yaml resolves to the values of the embedded default before the keys
 /// moved (read off the old file and the old struct defaults: seed 1, cpu, actor lr 2e-3,
-/// critic lr 1e-3, weight decay 0.01, warm-up 3 %, clip 1.0, kl 0.02, ...).
+/// critic lr 1e-3, weight decay 0.01, warm-up 3 %, clip 1.0, kl 0.02, ...), with the steering
+/// changes of 2026-12-07 (issue #23: kl 0.05, half the rows at a vertex, 30 steps, s at 10× the
+/// learning rate; benches/README.md "Steering report and diagnostics").
 #[test]
 fn the_default_ppo_config_keeps_its_resolved_values() {
     let c = ppo("configs/ppo-default.yaml", &[]).expect("ppo-default");
@@ -34,17 +36,19 @@ fn the_default_ppo_config_keeps_its_resolved_values() {
         (o.lr, o.critic_lr, o.weight_decay, o.critic_weight_decay, o.warmup_ratio, o.max_grad_norm),
         (2e-3, 1e-3, 0.01, 0.0, 0.03, 1.0)
     );
+    let m = &o.lr_multipliers;
+    assert_eq!((m.sigma, m.pref_scale, m.vectors), (1.0, 10.0, 1.0));
     let p = &c.ppo;
-    assert_eq!((p.kl_coef, p.clip_ratio, p.clip_value, p.clip_score), (0.02, 0.2, 5.0, 50.0));
+    assert_eq!((p.kl_coef, p.clip_ratio, p.clip_value, p.clip_score), (0.05, 0.2, 5.0, 50.0));
     assert_eq!((p.gamma, p.gae_lambda, p.update_iters, p.mini_batch_size), (1.0, 0.95, 1, 4));
     assert!(!p.whiten_advantages && !p.normalise_scores);
     assert_eq!((c.rollout.max_new_tokens, c.rollout.temperature), (16, 1.0));
     assert_eq!((c.rollout.top_k, c.rollout.top_p), (None, None));
     assert_eq!(c.aggregation, Aggregation::Linear);
     assert_eq!(c.lagrange, None);
-    assert_eq!(c.preference, PreferenceSampler::Dirichlet { vertex_prob: 0.3 });
+    assert_eq!(c.preference, PreferenceSampler::Dirichlet { vertex_prob: 0.5 });
     let t = &c.train;
-    assert_eq!((t.steps, t.batch_size, t.log_every, t.save_every), (40, 8, 1, 10));
+    assert_eq!((t.steps, t.batch_size, t.log_every, t.save_every), (30, 8, 1, 10));
     // eval_prompts 16 → 64 (2026-12-07): the steering report's intervals need the prompts.
     assert_eq!((t.eval_every, t.hv_prompts, t.eval_prompts), (10, 4, 64));
     assert!(t.preference_per_row);
