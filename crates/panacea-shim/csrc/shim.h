@@ -9,10 +9,11 @@ namespace panacea_shim {
 void set_last_error(std::string message);
 }
 
-// Runs `body`, turning any C++ exception into status 1 plus a message.
-#define PANACEA_SHIM_TRY(body)                                  \
+// Runs the body, turning any C++ exception into status 1 plus a message. Variadic, so that a
+// body with commas outside parentheses (braced initialisers, templates) stays one argument.
+#define PANACEA_SHIM_TRY(...)                                   \
   try {                                                         \
-    body;                                                       \
+    __VA_ARGS__;                                                \
     return 0;                                                   \
   } catch (const std::exception& e) {                           \
     panacea_shim::set_last_error(e.what());                     \

@@ -6,11 +6,14 @@
 //! exceptions never unwind into Rust.
 //!
 //! Modules, each one C++ file and one Rust file:
-//! - build facts ([`built_with_cuda`], [`torch_version`]), here.
+//! - build facts ([`built_with_cuda`], [`torch_version`]), here;
+//! - [`graph`]: CUDA graph capture and replay.
 //!
 //! See ARCHITECTURE.md ("The C++ shim") for how libtorch and the CUDA headers are found.
 
 use std::ffi::c_char;
+
+pub mod graph;
 
 /// An error raised on the C++ side (a `c10::Error` or any other exception), or a misuse the
 /// Rust side caught before calling it.
