@@ -220,6 +220,23 @@ impl PromptTemplate {
     pub fn user_prompt(&self, content: &str) -> Result<String, LmError> {
         self.render(&[Message::new(Role::User, content)], true)
     }
+
+    /// A user turn after the system message `system`, with the generation prompt; `None`
+    /// leaves the system prompt to the template (ChatML's fallback inserts SmolLM2's default,
+    /// a model's own template whatever it does without one).
+    pub fn user_prompt_with_system(
+        &self,
+        system: Option<&str>,
+        content: &str,
+    ) -> Result<String, LmError> {
+        match system {
+            Some(sys) => self.render(
+                &[Message::new(Role::System, sys), Message::new(Role::User, content)],
+                true,
+            ),
+            None => self.user_prompt(content),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -329,7 +329,8 @@ pub struct DataConfig {
     /// The prompt source (both splits: train prompts for rollouts, eval prompts for the
     /// hypervolume curve and the final comparison).
     pub prompts: PromptSource,
-    /// Render prompts with the ChatML template.
+    /// Render prompts as one user turn through the model's own chat template (ChatML, reported,
+    /// when the model has none).
     #[serde(default = "yes")]
     pub chat_template: bool,
     /// Prompts longer than this many tokens are dropped, ≥ 2.
@@ -613,7 +614,8 @@ pub struct RmDataConfig {
     /// Fraction of pairs held out for evaluation, in (0, 1).
     #[serde(default = "d_eval_fraction")]
     pub eval_fraction: f64,
-    /// Render prompts with the ChatML template.
+    /// Render prompts as one user turn through the model's own chat template (ChatML, reported,
+    /// when the model has none).
     #[serde(default = "yes")]
     pub chat_template: bool,
     /// Sequences are cut to this many tokens (from the left, keeping the response end), ≥ 4.

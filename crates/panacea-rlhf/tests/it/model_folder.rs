@@ -1,0 +1,124 @@
+//! PPO on a Hugging Face model folder of another family than SmolLM2: the Llama-3-style fixture
+//! of panacea-lm (`tests/fixtures/models/llama3`: its own Jinja chat template in
+//! tokenizer_config.json and three EOS ids in generation_config.json). Prompts go through the
+//! folder's template and rollouts stop on every listed EOS id. Needs no model cache.
+
+use std::path::PathBuf;
+
+use panacea_core::config::load_config;
+use panacea_data::{PromptSet, Split};
+use panacea_rlhf::train::{build_trainer, load_policy, load_prompts, reward_sources};
+use panacea_rlhf::TrainPpoConfig;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn llama3_dir() -> PathBuf {
+    workspace().join("crates/panacea-lm/tests/fixtures/models/llama3")
+}
+
+/// configs/tiny/ppo.yaml on the Llama-3 fixture, prompts through the chat template.
+fn llama3_ppo(set: &[String]) -> TrainPpoConfig {
+    panacea_core::device::init_torch();
+    let mut sets = vec![
+        format!("model={}", llama3_dir().display()),
+        "data.chat_template=true".to_owned(),
+        "data.max_prompt_tokens=4096".to_owned(),
+        "device=cpu".to_owned(),
+    ];
+    sets.extend(set.iter().cloned());
+    load_config(&workspace().join("configs/tiny/ppo.yaml"), &sets).expect("config")
+}
+
+/// The fixture's template (tokenizer_config.json) renders one user turn as
+/// `{bos}<|start_header_id|>user<|end_header_id|>\n\n{content | trim}<|eot_id|>` and the
+/// generation prompt as `<|start_header_id|>assistant<|end_header_id|>\n\n`; written out by
+/// hand here from the template text.
+fn llama3_user_prompt(content: &str) -> String {
+    format!(
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n",
+        content.trim()
+    )
+}
+
+#[test]
+fn ppo_prompts_are_rendered_with_the_models_own_chat_template() {
+    let cfg = llama3_ppo(&[]);
+    let (_base, _policy, _adapter, tok, template) =
+        load_policy(&cfg, tch::Device::Cpu).expect("policy");
+    assert!(!template.is_fallback(), "the folder has its own template");
+    let (train, eval, _) = load_prompts(&cfg, &tok, &template).expect("prompts");
+    let records = PromptSet::Benign.load().expect("bundled");
+    assert_eq!(train.len() + eval.len(), records.len(), "no prompt is over 4096 tokens");
+    let want_train: Vec<_> = records.iter().filter(|r| r.split == Split::Train).collect();
+    assert_eq!(train.len(), want_train.len());
+    for ((text, ids), r) in train.iter().zip(&want_train) {
+        assert_eq!(text, &llama3_user_prompt(&r.prompt));
+        assert_eq!(ids, &tok.encode(text).expect("encode"));
+        // <|begin_of_text|> is id 0 in the fixture's tokenizer (config.json bos_token_id).
+        assert_eq!(ids[0], 0);
+        assert!(!text.contains("<|im_start|>"), "ChatML leaked into a Llama-3 prompt");
+    }
+    // Without the template the prompt is tokenised as it is.
+    let plain = llama3_ppo(&["data.chat_template=false".to_owned()]);
+    let (plain_train, _, _) = load_prompts(&plain, &tok, &template).expect("prompts");
+    assert_eq!(plain_train[0].0, want_train[0].prompt);
+}
+
+#[test]
+fn ppo_rollouts_stop_on_every_eos_id_of_generation_config() {
+    let cfg = llama3_ppo(&[]);
+    let (_base, policy, adapter_vs, tok, _) = load_policy(&cfg, tch::Device::Cpu).expect("policy");
+    // generation_config.json lists [1, 4, 5]; config.json has the single 5.
+    assert_eq!(tok.eos_ids, vec![1, 4, 5]);
+    let sources = reward_sources(&cfg, &tok, &policy).expect("sources");
+    let trainer = build_trainer(&cfg, &tok, policy, adapter_vs, sources).expect("trainer");
+    assert_eq!(trainer.generate_config().eos_ids, vec![1, 4, 5]);
+    assert_eq!(trainer.generate_config().max_new_tokens, cfg.rollout.max_new_tokens);
+}
+
+/// train-rm renders its prompts as PPO does: through the folder's own template, so a score
+/// model reads the same text the policy generates after.
+#[test]
+fn score_model_pairs_are_rendered_with_the_models_own_chat_template() {
+    let cfg: panacea_rlhf::TrainRmConfig = load_config(
+        &workspace().join("configs/tiny/rm.yaml"),
+        &[
+            format!("model={}", llama3_dir().display()),
+            format!("data.train={}", workspace().join("data/tiny/pairs_generic.jsonl").display()),
+            "data.chat_template=true".to_owned(),
+            "data.max_len=4096".to_owned(),
+        ],
+    )
+    .expect("config");
+    let pre = panacea_lm::Pretrained::load(&cfg.model).expect("fixture loads");
+    let record = panacea_data::PairRecord {
+        prompt: "  How do I boil an egg? ".into(),
+        response_0: "Put it in boiling water.".into(),
+        response_1: "Fry it.".into(),
+        labels: vec![1, 0],
+        scores: vec![None, None],
+        safety: None,
+        severity: None,
+        chat: None,
+        line: 1,
+    };
+    let encoded = panacea_rlhf::train_rm::encode_pairs(
+        &cfg,
+        &pre.tokenizer,
+        &pre.chat_template,
+        std::slice::from_ref(&record),
+    )
+    .expect("encode");
+    for (ids, response) in
+        [(&encoded[0].0, &record.response_0), (&encoded[0].1, &record.response_1)]
+    {
+        let text = format!("{}{response}", llama3_user_prompt(&record.prompt));
+        let mut want = pre.tokenizer.encode(&text).expect("encode");
+        // The first EOS id of generation_config.json ends each sequence.
+        want.push(1);
+        assert_eq!(ids, &want);
+    }
+}
