@@ -305,11 +305,22 @@ pub enum PromptSource {
         /// `benign`, `harmful` or both.
         sets: Vec<BundledSet>,
     },
-    /// A prompt JSONL file in panacea-data's prompt schema (its `split` field is honoured).
+    /// A prompt file: JSON Lines, `.jsonl.gz` or parquet, one prompt per line or row in a
+    /// `prompt` column, with optional `id` and `split` (`train`/`eval`; without one, the hash
+    /// rule of [`panacea_data::split_of`]) and other columns ignored
+    /// ([`panacea_data::load_prompt_file`]).
     File {
         /// The file.
         path: std::path::PathBuf,
+        /// How it is stored: `auto` (default: by extension, `.parquet`, `.gz`, else JSON
+        /// Lines), `jsonl`, `jsonl-gz` or `parquet` — the pair files' `file_format`.
+        #[serde(default, skip_serializing_if = "is_auto")]
+        file_format: panacea_data::FileFormat,
     },
+}
+
+fn is_auto(f: &panacea_data::FileFormat) -> bool {
+    *f == panacea_data::FileFormat::Auto
 }
 
 /// A bundled prompt set.
@@ -585,7 +596,7 @@ impl Validate for TrainPpoConfig {
             PromptSource::Bundled { sets } => {
                 v.check(!sets.is_empty(), "data.prompts.sets", "name at least one set");
             }
-            PromptSource::File { path } => {
+            PromptSource::File { path, .. } => {
                 v.check(
                     path.is_file(),
                     "data.prompts.path",

@@ -366,8 +366,8 @@ pub fn load_prompts(
             }
             (recs, hashes)
         }
-        PromptSource::File { path } => (
-            panacea_data::load_prompts(path)?,
+        PromptSource::File { path, file_format } => (
+            panacea_data::load_prompt_file(path, *file_format)?,
             vec![(path.display().to_string(), sha256_file(path)?)],
         ),
     };

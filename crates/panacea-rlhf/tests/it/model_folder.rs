@@ -122,3 +122,42 @@ fn score_model_pairs_are_rendered_with_the_models_own_chat_template() {
         assert_eq!(ids, &want);
     }
 }
+
+/// A PPO prompt file may be JSON Lines, `.jsonl.gz` or parquet with a `prompt` column (the
+/// fixtures of scripts/make_data_fixtures.py: seven prompts, rows 2, 6 and 7 in the eval split):
+/// each gives the same rendered prompts.
+#[test]
+fn ppo_reads_prompt_files_in_every_storage_format() {
+    let fixtures = workspace().join("crates/panacea-data/tests/fixtures");
+    let mut loaded = Vec::new();
+    for (name, file_format) in [
+        ("prompts.jsonl", "auto"),
+        ("prompts.jsonl.gz", "auto"),
+        ("prompts.parquet", "auto"),
+        ("prompts.parquet", "parquet"),
+    ] {
+        let source = format!(
+            "data.prompts={{kind: file, path: {}, file_format: {file_format}}}",
+            fixtures.join(name).display()
+        );
+        let cfg = llama3_ppo(&[source]);
+        let (_base, _policy, _adapter, tok, template) =
+            load_policy(&cfg, tch::Device::Cpu).expect("policy");
+        let (train, eval, hashes) = load_prompts(&cfg, &tok, &template).expect(name);
+        assert_eq!((train.len(), eval.len()), (4, 3), "{name}");
+        assert_eq!(train[0].0, llama3_user_prompt("How do I boil an egg?"));
+        assert_eq!(eval[0].0, llama3_user_prompt("How can I get back at my annoying neighbour?"));
+        assert_eq!(hashes.len(), 1);
+        loaded.push((train, eval));
+    }
+    assert!(loaded.windows(2).all(|w| w[0] == w[1]));
+    // A wrong file_format names the file.
+    let cfg = llama3_ppo(&[format!(
+        "data.prompts={{kind: file, path: {}, file_format: parquet}}",
+        fixtures.join("prompts.jsonl").display()
+    )]);
+    let (_base, _policy, _adapter, tok, template) =
+        load_policy(&cfg, tch::Device::Cpu).expect("policy");
+    let err = load_prompts(&cfg, &tok, &template).expect_err("JSON Lines read as parquet");
+    assert!(err.to_string().contains("prompts.jsonl"), "{err}");
+}
