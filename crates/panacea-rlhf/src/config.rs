@@ -618,10 +618,19 @@ impl Validate for TrainPpoConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RmDataConfig {
-    /// A JSONL pair file.
+    /// A pair file: JSON Lines, `.jsonl.gz` or parquet.
     pub train: std::path::PathBuf,
-    /// `generic`, `pku-saferlhf` or `hh-rlhf`.
+    /// `generic`, `pku-saferlhf`, `hh-rlhf` or `trl`.
     pub format: PairFormat,
+    /// How the file is stored: `auto` (default: by extension, `.parquet`, `.gz`, else JSON
+    /// Lines), `jsonl`, `jsonl-gz` or `parquet` (as in `train-dpo`).
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub file_format: panacea_data::FileFormat,
+    /// Objective → the column that labels it (`better_response_id`, `safer_response_id`,
+    /// `chosen`, `prefs.<key>`, by schema), as in `train-dpo`. Empty (default): the schema's own
+    /// rule. Every objective must be labelled: a score model learns from its labels alone.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Fraction of pairs held out for evaluation, in (0, 1).
     #[serde(default = "d_eval_fraction")]
     pub eval_fraction: f64,
@@ -769,6 +778,35 @@ impl Validate for TrainRmConfig {
         v.check(self.data.max_len >= 4, "data.max_len", "must be ≥ 4");
         v.check(!self.objectives.is_empty(), "objectives", "name at least one dimension to train");
         check_objective_names(v, self.objectives.iter().map(|o| o.name.as_str()));
+        let names: Vec<String> = self.objectives.iter().map(|o| o.name.clone()).collect();
+        if !names.is_empty() {
+            match panacea_data::LabelSource::resolve(self.data.format, &names, &self.data.labels) {
+                Ok(sources) => {
+                    for (name, _) in names
+                        .iter()
+                        .zip(&sources)
+                        .filter(|(_, s)| **s == panacea_data::LabelSource::Unlabelled)
+                    {
+                        v.problem(
+                            "data.labels",
+                            format!(
+                                "objective `{name}` is labelled by no column, and a score model \
+                                 learns from its labels alone; hint: map it, e.g. {name}: \
+                                 chosen (or drop the objective)"
+                            ),
+                        );
+                    }
+                }
+                Err(e) => v.problem(
+                    "data.labels",
+                    format!(
+                        "{} ({}): {e}",
+                        self.data.train.display(),
+                        self.data.format.display_name()
+                    ),
+                ),
+            }
+        }
         v.check(self.train.epochs >= 1, "train.epochs", "must be ≥ 1");
         v.check(self.train.batch_size >= 1, "train.batch_size", "must be ≥ 1");
         v.in_range(self.train.eta, "train.eta", 0.0, f64::MAX);

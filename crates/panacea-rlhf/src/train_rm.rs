@@ -9,7 +9,7 @@ use std::path::Path;
 
 use panacea_core::config::to_yaml;
 use panacea_core::{seed_everything, ObjectiveKind};
-use panacea_data::{load_pairs, PairRecord, ReadOptions};
+use panacea_data::{load_pair_file, PairRecord, ReadOptions};
 use panacea_lm::{Pretrained, PromptTemplate, Tokenizer};
 use panacea_run::{sha256_file, Event, Manifest, Observer, RunDir, RunOptions, Trained};
 use rand::seq::SliceRandom;
@@ -252,9 +252,10 @@ pub fn train_score_models(
     Ok(Trained { run_dir: run.path().to_owned(), step: done, checkpoint: None, interrupted: false })
 }
 
-/// Reads the pair file, reporting skipped malformed lines, label keys no objective names, and
-/// pairs whose two responses are identical (dropped) through `observer`.
-fn read_pairs(
+/// Reads the pair file (`data.file_format`, labels by `data.labels` or the schema's own rule;
+/// `names` are the objectives, in order), reporting skipped malformed lines, label keys no
+/// objective names, and pairs whose two responses are identical (dropped) through `observer`.
+pub fn read_pairs(
     cfg: &TrainRmConfig,
     names: &[String],
     observer: &mut dyn Observer,
@@ -265,7 +266,7 @@ fn read_pairs(
         dims: names.to_vec(),
         skip_invalid: cfg.data.skip_invalid,
     };
-    let (records, report) = load_pairs(path, opts)?;
+    let (records, report) = load_pair_file(path, cfg.data.file_format, &cfg.data.labels, opts)?;
     if report.skipped > 0 {
         let mut lines = vec![format!(
             "{}: skipped {} malformed line(s) of {}; first:",

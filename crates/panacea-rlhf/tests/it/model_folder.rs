@@ -161,3 +161,110 @@ fn ppo_reads_prompt_files_in_every_storage_format() {
     let err = load_prompts(&cfg, &tok, &template).expect_err("JSON Lines read as parquet");
     assert!(err.to_string().contains("prompts.jsonl"), "{err}");
 }
+
+fn rm_config(set: &[String]) -> Result<panacea_rlhf::TrainRmConfig, String> {
+    panacea_core::device::init_torch();
+    let mut sets = vec![
+        format!("model={}", llama3_dir().display()),
+        "device=cpu".to_owned(),
+        "train.epochs=1".to_owned(),
+        "data.max_len=256".to_owned(),
+    ];
+    sets.extend(set.iter().cloned());
+    load_config(&workspace().join("configs/tiny/rm.yaml"), &sets).map_err(|e| e.to_string())
+}
+
+/// `data.labels` in train-rm, as in train-dpo: PKU-SafeRLHF's columns under objective names of
+/// the user's choosing. The fixture's (better, safer) response ids are (0, 0), (0, 1), (0, 0),
+/// (0, 0) (scripts/make_data_fixtures.py), so `safe` reads +1, −1, +1, +1 and `useful` +1
+/// four times; the whole job then trains one model per objective on the Llama-3 fixture.
+#[test]
+fn score_models_take_a_labels_mapping() {
+    let pku = workspace().join("crates/panacea-data/tests/fixtures/pku.parquet");
+    let cfg = rm_config(&[
+        format!("data.train={}", pku.display()),
+        "data.format=pku-saferlhf".to_owned(),
+        "data.labels={safe: safer_response_id, useful: better_response_id}".to_owned(),
+        "objectives=[{name: safe, kind: cost}, {name: useful, kind: reward}]".to_owned(),
+    ])
+    .expect("config");
+    let names = vec!["safe".to_owned(), "useful".to_owned()];
+    let records =
+        panacea_rlhf::train_rm::read_pairs(&cfg, &names, &mut panacea_run::Silent).expect("pairs");
+    let labels: Vec<Vec<i8>> = records.iter().map(|r| r.labels.clone()).collect();
+    assert_eq!(labels, vec![vec![1, 1], vec![-1, 1], vec![1, 1], vec![1, 1]]);
+    let runs = std::env::temp_dir().join(format!("panacea-rlhf-rm-labels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&runs);
+    let trained = panacea_rlhf::train_score_models(
+        &cfg,
+        &panacea_run::RunOptions::new(&runs),
+        &mut panacea_run::Silent,
+    )
+    .expect("train-rm");
+    for name in ["safe", "useful"] {
+        assert!(trained.run_dir.join(format!("score-{name}")).is_dir(), "{name}");
+    }
+    std::fs::remove_dir_all(&runs).expect("clean up");
+}
+
+/// A mapping is checked with the config: an objective it leaves unlabelled, an unknown
+/// objective and a column the schema lacks are each named under `data.labels`.
+#[test]
+fn score_model_labels_are_validated_with_the_config() {
+    let hh = workspace().join("crates/panacea-data/tests/fixtures/hh.jsonl");
+    let hh_cfg = |labels: &str| {
+        rm_config(&[
+            format!("data.train={}", hh.display()),
+            "data.format=hh-rlhf".to_owned(),
+            format!("data.labels={labels}"),
+        ])
+        .expect_err(labels)
+    };
+    let err = hh_cfg("{helpful: chosen}");
+    assert!(
+        err.contains("data.labels")
+            && err.contains("objective `harmless` is labelled by no column"),
+        "{err}"
+    );
+    let err = hh_cfg("{helpful: chosen, harmless: chosen, honest: chosen}");
+    assert!(err.contains("data.labels") && err.contains("`honest` is not one of the objectives"));
+    let err = hh_cfg("{helpful: chosen, harmless: better_response_id}");
+    assert!(err.contains("HH-RLHF files have no label column \"better_response_id\""), "{err}");
+    // Two objectives from one HH file: both read `chosen`.
+    rm_config(&[
+        format!("data.train={}", hh.display()),
+        "data.format=hh-rlhf".to_owned(),
+        "data.labels={helpful: chosen, harmless: chosen}".to_owned(),
+    ])
+    .expect("both objectives mapped");
+}
+
+/// TRL's unpaired form (prompt, completion, label) is refused by name, with how to pair it.
+#[test]
+fn score_models_refuse_trl_unpaired_files_by_name() {
+    let dir = std::env::temp_dir().join(format!("panacea-rlhf-unpaired-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("kto.jsonl");
+    std::fs::write(
+        &path,
+        "{\"prompt\": \"Hi\", \"completion\": \"Hello!\", \"label\": true}\n\
+         {\"prompt\": \"Hi\", \"completion\": \"Go away.\", \"label\": false}\n",
+    )
+    .expect("write");
+    let cfg = rm_config(&[
+        format!("data.train={}", path.display()),
+        "data.format=trl".to_owned(),
+        "objectives=[{name: helpful, kind: reward}]".to_owned(),
+    ])
+    .expect("config");
+    let err =
+        panacea_rlhf::train_rm::read_pairs(&cfg, &["helpful".into()], &mut panacea_run::Silent)
+            .expect_err("unpaired")
+            .to_string();
+    assert!(
+        err.contains("kto.jsonl:1: field `completion`: belongs to TRL's unpaired preference form")
+            && err.contains("hint: write TRL's paired form (prompt, chosen, rejected)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
