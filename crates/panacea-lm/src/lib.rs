@@ -46,7 +46,7 @@ pub mod tiny_random;
 pub mod tokenizer;
 
 pub use batch_decode::SlotBatch;
-pub use chat::{ChatTemplate, JinjaChatTemplate, Message, PromptTemplate, Role};
+pub use chat::{ChatTemplate, JinjaChatTemplate, Message, PromptTemplate, Role, TemplateClock};
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::LmError;
 pub use generate::{
