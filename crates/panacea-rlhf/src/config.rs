@@ -667,6 +667,11 @@ pub struct RmTrainConfig {
     /// η of the score regulariser η·mean(r²), ≥ 0.
     #[serde(default)]
     pub eta: f64,
+    /// Activation checkpointing per decoder layer ([`panacea_lm::Llama::hidden_states_checkpointed`]):
+    /// keep only each layer's input and recompute the layer in the backward pass (the same
+    /// gradients, less memory, about one more forward of time). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activation_checkpointing: bool,
 }
 
 /// Score-model optimiser settings (`optim:`): Adam(0.9, 0.95), constant learning rate.

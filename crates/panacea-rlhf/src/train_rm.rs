@@ -17,7 +17,10 @@ use tch::nn::{self, OptimizerConfig};
 
 use crate::config::TrainRmConfig;
 use crate::error::ensure_finite;
-use crate::score::{pair_loss, save_score_model, LmScoreModel, ScoreModelMeta, ScorePairBatch};
+use crate::score::{
+    pair_loss, pair_loss_checkpointed, save_score_model, LmScoreModel, ScoreModelMeta,
+    ScorePairBatch,
+};
 use crate::RlhfError;
 
 /// The job name recorded in a score-model run's manifest.
@@ -182,7 +185,13 @@ pub fn train_score_models(
             for chunk in train.chunks(cfg.train.batch_size) {
                 step += 1;
                 done += 1;
-                let out = pair_loss(&model, &batch_of(chunk)?, cfg.train.eta);
+                let batch = batch_of(chunk)?;
+                let (out, checkpoints) = if cfg.train.activation_checkpointing {
+                    let (out, cks) = pair_loss_checkpointed(&model, &batch, cfg.train.eta);
+                    (out, Some(cks))
+                } else {
+                    (pair_loss(&model, &batch, cfg.train.eta), None)
+                };
                 let loss = ensure_finite(
                     step,
                     &format!("score model `{name}` loss"),
@@ -190,6 +199,10 @@ pub fn train_score_models(
                 )?;
                 opt.zero_grad();
                 out.loss.backward();
+                // Checkpointed layers: recompute and backpropagate them now.
+                for ck in checkpoints.into_iter().flatten() {
+                    ck.backward();
+                }
                 opt.clip_grad_norm(cfg.optim.max_grad_norm);
                 opt.step();
                 let accuracy = out.accuracy.double_value(&[]);

@@ -268,3 +268,83 @@ fn score_models_refuse_trl_unpaired_files_by_name() {
     );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// `train.activation_checkpointing` recomputes each decoder layer in the backward pass: a
+/// score model's pair loss gives the same gradients (within 1e-6; the inits are fixed before
+/// both passes, so nothing else differs) with and without it, and a whole train-rm run with it
+/// trains both models.
+#[test]
+fn checkpointed_score_model_training_matches_the_plain_gradients() {
+    use panacea_rlhf::score::{pair_loss, pair_loss_checkpointed, LmScoreModel, ScorePairBatch};
+    panacea_core::device::init_torch();
+    let pre = panacea_lm::Pretrained::load(&llama3_dir().display().to_string()).expect("fixture");
+    let mut base_vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let base = pre.build(&mut base_vs, None, tch::Kind::Float).expect("base");
+    base_vs.freeze();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let model =
+        LmScoreModel::new(&base, &vs.root(), &panacea_rlhf::score::score_adapter_config(4, 16.0));
+    // Every variable random, so that no gradient is zero by construction.
+    tch::no_grad(|| {
+        for (i, (_, v)) in vs.variables().into_iter().enumerate() {
+            let n = v.numel() as i64;
+            let vals = tch::Tensor::arange(n, (tch::Kind::Float, tch::Device::Cpu));
+            v.shallow_clone()
+                .copy_(&((vals * 0.37 + i as f64).sin() * 0.05).view(v.size().as_slice()));
+        }
+    });
+    let better = vec![vec![0, 10, 20, 30, 40, 5], vec![0, 11, 12, 5]];
+    let worse = vec![vec![0, 10, 21, 5], vec![0, 13, 14, 15, 16, 17, 5]];
+    let safety = vec![(true, false), (true, true)];
+    let batch =
+        ScorePairBatch::from_tokens(&better, &worse, Some(safety.as_slice()), 1, tch::Device::Cpu)
+            .expect("batch");
+    let grads = |vs: &tch::nn::VarStore| {
+        let mut g: Vec<(String, tch::Tensor)> =
+            vs.variables().into_iter().map(|(n, v)| (n, v.grad().copy())).collect();
+        g.sort_by(|a, b| a.0.cmp(&b.0));
+        g
+    };
+    let plain = pair_loss(&model, &batch, 0.01);
+    plain.loss.backward();
+    let plain_grads = grads(&vs);
+    for mut v in vs.trainable_variables() {
+        v.zero_grad();
+    }
+    let (ck, checkpoints) = pair_loss_checkpointed(&model, &batch, 0.01);
+    ck.loss.backward();
+    for c in checkpoints {
+        c.backward();
+    }
+    let ck_grads = grads(&vs);
+    let dl = f64::try_from(&plain.loss - &ck.loss).expect("loss").abs();
+    assert!(dl <= 1e-6, "loss differs by {dl}");
+    assert_eq!(plain_grads.len(), ck_grads.len());
+    for ((name, a), (_, b)) in plain_grads.iter().zip(&ck_grads) {
+        let d = f64::try_from((a - b).abs().max()).expect("max");
+        let scale = f64::try_from(a.abs().max()).expect("max");
+        assert!(scale > 0.0, "{name}: no gradient");
+        assert!(d <= 1e-6 * scale.max(1.0), "{name}: max |Δ| = {d:e} (max |grad| {scale:e})");
+    }
+
+    // The whole job with the key on.
+    let pku = workspace().join("crates/panacea-data/tests/fixtures/pku.parquet");
+    let cfg = rm_config(&[
+        format!("data.train={}", pku.display()),
+        "data.format=pku-saferlhf".to_owned(),
+        "train.activation_checkpointing=true".to_owned(),
+    ])
+    .expect("config");
+    let runs = std::env::temp_dir().join(format!("panacea-rlhf-rm-ck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&runs);
+    let trained = panacea_rlhf::train_score_models(
+        &cfg,
+        &panacea_run::RunOptions::new(&runs),
+        &mut panacea_run::Silent,
+    )
+    .expect("train-rm with checkpointing");
+    for name in ["helpful", "harmless"] {
+        assert!(trained.run_dir.join(format!("score-{name}")).is_dir(), "{name}");
+    }
+    std::fs::remove_dir_all(&runs).expect("clean up");
+}
