@@ -19,6 +19,9 @@ each one and demand identical pairs.
         TRL's conversational form with an implicit prompt of DIALOGUES: whole conversations
         that share all but their last message, plus an extra column (`score_chosen`) and a
         null key in a message, as files written from rows with optional keys have.
+    prompts.jsonl, prompts.jsonl.gz, prompts.parquet
+        a prompt file as PPO reads it (PROMPT_ROWS): `prompt`, an optional `id` (string or
+        number) and `split`, and columns the reader does not use.
 
 gzip members are written with mtime 0 and parquet files with snappy (pyarrow's default, what
 hub files use) so that reruns give the same bytes for the same pyarrow version.
@@ -139,6 +142,26 @@ def trl_implicit_rows():
     return rows
 
 
+# A prompt file for PPO: the prompts of PAIRS and DIALOGUES. Row 2 is put in the eval split by
+# its `split` column; the rows without one are split by the hash rule (panacea_data::split_of).
+# `id` is a string, a number (JSON Lines; parquet columns have one type, so there it is the
+# number's text) or absent (null in parquet); `category` and `n_words` are columns the reader
+# ignores.
+def prompt_rows():
+    prompts = [p[0] for p in PAIRS] + [d[0][0] for d in DIALOGUES]
+    rows = []
+    for i, prompt in enumerate(prompts):
+        ident = [f"p{i}", i, None][i % 3]
+        rows.append({
+            "prompt": prompt,
+            "id": ident,
+            "split": "eval" if i == 1 else None,
+            "category": "fixture",
+            "n_words": len(prompt.split()),
+        })
+    return rows
+
+
 def write_jsonl(name, rows):
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
     (OUT / name).write_bytes(text)
@@ -167,6 +190,12 @@ def main():
     write_parquet("trl_conversational.parquet", trl_conversational_rows())
     implicit = "".join(json.dumps(r) + "\n" for r in trl_implicit_rows()).encode()
     write_gz("trl_implicit.jsonl.gz", implicit)
+    prompts = prompt_rows()
+    # JSON Lines leaves the absent values out, as files written from optional keys do.
+    sparse = [{k: v for k, v in r.items() if v is not None} for r in prompts]
+    write_gz("prompts.jsonl.gz", write_jsonl("prompts.jsonl", sparse))
+    write_parquet("prompts.parquet",
+                  [{**r, "id": None if r["id"] is None else str(r["id"])} for r in prompts])
     for f in sorted(OUT.iterdir()):
         print(f"{f.stat().st_size:6d}  {f.name}")
 

@@ -484,12 +484,12 @@ fn ppo(cx: &mut Ctx) -> Result<()> {
     ppo_cfg.ppo.mini_batch_size = mb;
     ppo_cfg.ppo.update_iters = 1;
     ppo_cfg.optim.warmup_ratio = 0.0;
-    let gen_cfg = generate_config(&ppo_cfg.rollout, -1, 0);
+    let gen_cfg = generate_config(&ppo_cfg.rollout, &[], 0);
     let parts = PpoParts {
         critic_adapter: adapter.clone(),
         objectives: vec![Objective::reward("reward"), Objective::cost("cost")],
         sources,
-        eos_id: -1,
+        eos_ids: Vec::new(),
         pad_id: 0,
         tokenizer: None,
         total_steps: 1000,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::preference::PreferenceVector;
-use panacea_lm::{Adapter, ChatTemplate, GenerateConfig, Sampling};
+use panacea_lm::{Adapter, GenerateConfig, Sampling};
 use rand::SeedableRng;
 
 /// Flags of `panacea generate`.
@@ -23,10 +23,11 @@ pub(crate) struct Args {
     /// JSONL file: one `{"prompt": "..."}` object or JSON string per line.
     #[arg(long)]
     prompts_file: Option<PathBuf>,
-    /// Render prompts with the ChatML template (`on`) or feed them raw (`off`).
+    /// Render prompts with the model's chat template, ChatML when it has none (`on`), or feed
+    /// them raw (`off`).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     chat: String,
-    /// System prompt for the chat template (default: SmolLM2's).
+    /// System prompt for the chat template (default: the template's own; ChatML's is SmolLM2's).
     #[arg(long)]
     system: Option<String>,
     /// Most new tokens per prompt.
@@ -122,15 +123,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         (Some(view), Some(p)) => (view, Adapter::On { pref: p }),
         _ => (&m.model, Adapter::Off),
     };
-    let template = ChatTemplate {
-        default_system: Some(
-            args.system.clone().unwrap_or_else(|| panacea_lm::chat::SMOLLM_SYSTEM_PROMPT.into()),
-        ),
-    };
+    // The model's own chat template; ChatML when it has none (said once here).
+    if args.chat == "on" && m.chat_template.is_fallback() {
+        tracing::warn!(
+            "{} has no chat template of its own: prompts are rendered as ChatML",
+            args.model
+        );
+    }
     let rendered: Vec<String> = prompts
         .iter()
-        .map(|p| if args.chat == "on" { template.user_prompt(p) } else { p.clone() })
-        .collect();
+        .map(|p| {
+            if args.chat == "on" {
+                m.chat_template.user_prompt_with_system(args.system.as_deref(), p).with_context(
+                    || format!("rendering prompt {p:?}; hint: --chat off sends it as it is"),
+                )
+            } else {
+                Ok(p.clone())
+            }
+        })
+        .collect::<anyhow::Result<_>>()?;
     let sampling = if args.temperature == 0.0 {
         Sampling::Greedy
     } else {

@@ -61,7 +61,9 @@ pub use pairs::{
     ReadReport, UnknownLabelKey,
 };
 pub use positive::{NegativeScorer, PositiveScorer};
-pub use prompts::{load_prompts, read_prompts, split_of, PromptRecord, PromptSet, Split};
+pub use prompts::{
+    load_prompt_file, load_prompts, read_prompts, split_of, PromptRecord, PromptSet, Split,
+};
 pub use relevant::RelevantScorer;
 pub use scorer::Scorer;
 pub use spec::{ScorerSpec, TokenCounter};

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::formats::{open_records, parse_record, record_error, FileFormat};
 use crate::jsonl::{parse_line, Lines};
 use crate::DataError;
 
@@ -153,6 +154,87 @@ pub fn read_prompts<R: BufRead>(
             return Err(bad("id", format!("{:?} appears twice", rec.id)));
         }
         out.push(rec);
+    }
+    Ok(out)
+}
+
+/// A row of a prompt file as [`load_prompt_file`] reads it: only `prompt` is required, and
+/// columns it does not name are ignored (hub files carry many).
+#[derive(Deserialize)]
+struct PromptRow {
+    prompt: serde_json::Value,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    split: Option<Split>,
+}
+
+/// Reads a prompt file stored as JSON Lines, gzip JSON Lines or parquet (`format`, by the
+/// extension when [`FileFormat::Auto`]; the same storage rules as pair files), one prompt per
+/// line or row:
+///
+/// - `prompt` (required): a non-empty string. A list of messages (TRL's conversational
+///   prompt-only form) is refused with a hint: a prompt here is one user turn.
+/// - `id` (optional): a string or a number (kept as its text); without one the record's id is
+///   `#N`, N its 1-based line (parquet: row). Ids must be unique.
+/// - `split` (optional): `train` or `eval`, honoured as given; without one (or null) the
+///   prompt's [`split_of`].
+///
+/// Other columns are ignored. Errors name the file, the line (parquet: row) and the field. The
+/// project's own prompt schema ([`PromptRecord`]) reads the same as with [`load_prompts`],
+/// except that a given split is not checked against the hash rule.
+pub fn load_prompt_file(path: &Path, format: FileFormat) -> Result<Vec<PromptRecord>, DataError> {
+    let mut records = open_records(path, format)?;
+    records.set_max_bytes(crate::DEFAULT_MAX_LINE_BYTES);
+    let unit = records.unit();
+    let source = path.display().to_string();
+    let mut ids = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for raw in records {
+        let raw = raw?;
+        if raw.is_blank() {
+            continue;
+        }
+        let n = raw.number();
+        let bad = |field: &str, message: String| {
+            record_error(path, unit, n, Some(field.to_owned()), message)
+        };
+        let row: PromptRow = parse_record(path, &raw)?;
+        let prompt = match row.prompt {
+            serde_json::Value::String(s) if s.trim().is_empty() => {
+                return Err(bad("prompt", "is empty".to_owned()))
+            }
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Array(_) => {
+                return Err(bad(
+                    "prompt",
+                    "is a list of messages (TRL's conversational form), but a prompt here is \
+                     one user turn, rendered through the model's chat template\nhint: store \
+                     the user message's text as a string in `prompt`"
+                        .to_owned(),
+                ))
+            }
+            other => return Err(bad("prompt", format!("{other} is not a string"))),
+        };
+        let id = match row.id {
+            None | Some(serde_json::Value::Null) => format!("#{n}"),
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Number(x)) => x.to_string(),
+            Some(other) => {
+                return Err(bad("id", format!("{other} is neither a string nor a number")))
+            }
+        };
+        if !ids.insert(id.clone()) {
+            return Err(bad("id", format!("{id:?} appears twice")));
+        }
+        let split = row.split.unwrap_or_else(|| split_of(&prompt));
+        out.push(PromptRecord {
+            id,
+            prompt,
+            source: source.clone(),
+            category: String::new(),
+            split,
+        });
     }
     Ok(out)
 }

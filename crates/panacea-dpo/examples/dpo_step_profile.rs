@@ -18,7 +18,6 @@ use panacea_dpo::{
     DpoRunConfig, DpoTrainer, EncodedPair, PairBatch, RefCacheKey, RefLogpCache, SeqLogp,
     StepPreference,
 };
-use panacea_lm::ChatTemplate;
 use tch::{nn, Device, Kind};
 
 /// CPU time of this thread in seconds (Linux schedstat: on-CPU nanoseconds), so a busy
@@ -48,7 +47,7 @@ fn main() {
         &records[..n_pairs * 2],
         run.k(),
         &loaded.tokenizer,
-        &ChatTemplate::default(),
+        &loaded.chat_template,
         run.data.max_len,
     )
     .expect("encode");

@@ -17,7 +17,7 @@
 //! as are pairs without any label and pairs whose prompt alone exceeds the length limit.
 
 use panacea_data::PairRecord;
-use panacea_lm::chat::{ChatTemplate, Message, Role};
+use panacea_lm::chat::{Message, PromptTemplate, Role};
 use panacea_lm::tokenizer::Tokenizer;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -139,15 +139,16 @@ impl EncodeReport {
     }
 }
 
-/// Tokenises records: the prompt through the ChatML template as one user turn (or, where the
-/// record has one, its whole conversation) with the generation prompt, each response as plain
+/// Tokenises records: the prompt through `template` (the model's own chat template, or ChatML
+/// for a model without one) as one user turn (or, where the record has one, its whole
+/// conversation) with the generation prompt, each response as plain
 /// text followed by the tokenizer's EOS. Every record must have `k` labels. `index` of each
 /// kept pair is its position in `records`.
 pub fn encode_pairs(
     records: &[PairRecord],
     k: usize,
     tokenizer: &Tokenizer,
-    template: &ChatTemplate,
+    template: &PromptTemplate,
     max_len: usize,
 ) -> Result<(Vec<EncodedPair>, EncodeReport), DpoError> {
     let tok_err = |index: usize, e: panacea_lm::LmError| DpoError::Pair {
@@ -172,7 +173,15 @@ pub fn encode_pairs(
             // A conversation (TRL's conversational form with several turns) is rendered whole.
             Some(turns) => template.render(&chat_messages(turns), true),
             None => template.user_prompt(&r.prompt),
-        };
+        }
+        .map_err(|e| DpoError::Pair {
+            index,
+            message: format!(
+                "(line {}) the chat template refuses its prompt: {e}; hint: a template may \
+                 refuse roles it does not know or turns out of order",
+                r.line
+            ),
+        })?;
         let prompt = tokenizer.encode(&prompt_text).map_err(|e| tok_err(index, e))?;
         let r0 = tokenizer.encode(&r.response_0).map_err(|e| tok_err(index, e))?;
         let r1 = tokenizer.encode(&r.response_1).map_err(|e| tok_err(index, e))?;

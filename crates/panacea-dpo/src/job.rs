@@ -33,7 +33,7 @@ use panacea_core::config::{parse_config, to_yaml};
 use panacea_core::preference::{PreferenceSampler, PreferenceVector, StepPreference};
 use panacea_core::seed::{seed_everything, RunRng, RunRngState};
 use panacea_data::PairRecord;
-use panacea_lm::{CausalLm, ChatTemplate, Llama, LoadedModel};
+use panacea_lm::{CausalLm, Llama, LoadedModel};
 use panacea_run::{Event, Manifest, Observer, RunDir, RunError, RunOptions, Trained, CONFIG_FILE};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -98,6 +98,12 @@ pub fn train_dpo(
     // 2. Model: the frozen base, and the policy view with the SVD-LoRA adapter on it.
     observer.on_event(&Event::Phase(&format!("loading model {}", cfg.model)));
     let loaded = load_base(cfg, device)?;
+    if loaded.chat_template.is_fallback() {
+        observer.on_event(&Event::Message(&format!(
+            "{} has no chat template of its own: prompts are rendered as ChatML",
+            cfg.model
+        )));
+    }
     let base_hash = hash_var_store(&loaded.base_vs)?;
     let adapter_vs = tch::nn::VarStore::new(device);
     let policy: Llama = loaded.model.with_adapter(Some((&adapter_vs.root(), &cfg.adapter)));
@@ -434,9 +440,13 @@ fn encode(
     if limit > 0 {
         records.truncate(limit);
     }
-    let template = ChatTemplate::default();
-    let (pairs, report) =
-        encode_pairs(&records, cfg.k(), &loaded.tokenizer, &template, cfg.data.max_len)?;
+    let (pairs, report) = encode_pairs(
+        &records,
+        cfg.k(),
+        &loaded.tokenizer,
+        &loaded.chat_template,
+        cfg.data.max_len,
+    )?;
     observer.on_event(&Event::Message(&format!(
         "{what} pairs: {} kept, {} dropped (identical {}, unlabelled {}, prompt too long {}), {} \
          truncated, labelled per objective {:?}",

@@ -94,10 +94,11 @@ pub struct GenerationConfig {
     /// Keep only the k most likely tokens (≥ 1).
     #[serde(default)]
     pub top_k: Option<i64>,
-    /// Render prompts with the ChatML template (default true).
+    /// Render prompts with the model's own chat template, ChatML when it has none (default
+    /// true).
     #[serde(default = "yes")]
     pub chat_template: bool,
-    /// System prompt of the template (default: SmolLM2's).
+    /// System prompt of the template (default: the template's own; ChatML's is SmolLM2's).
     #[serde(default)]
     pub system: Option<String>,
 }

@@ -10,7 +10,7 @@ use panacea_core::checkpoint::{load_adapter, read_adapter_config, AdapterFolderC
 use panacea_core::{PreferenceVector, SvdLoraLinear};
 use panacea_data::Scorer;
 use panacea_eval::{Front, MethodInput};
-use panacea_lm::{ChatTemplate, Llama, LoadedModel};
+use panacea_lm::{Llama, LoadedModel};
 use panacea_run::{Event, Observer, Silent};
 use tch::nn;
 
@@ -82,21 +82,31 @@ pub fn evaluate(
     let device = panacea_lm::CausalLm::device(model);
     let objectives = cfg.objective_names();
     let grid = cfg.grid_points()?;
-    let scorers: Vec<Box<dyn Scorer>> =
-        cfg.objectives.iter().map(|o| o.build(tokenizer, model, device)).collect::<Result<_>>()?;
+    let scorers: Vec<Box<dyn Scorer>> = cfg
+        .objectives
+        .iter()
+        .map(|o| o.build(tokenizer, &base.chat_template, model, device))
+        .collect::<Result<_>>()?;
     let ranges = scorers.iter().map(|s| s.range()).collect();
-    let template = ChatTemplate {
-        default_system: Some(
-            cfg.generation
-                .system
-                .clone()
-                .unwrap_or_else(|| panacea_lm::chat::SMOLLM_SYSTEM_PROMPT.into()),
-        ),
-    };
+    // The model's own template (or ChatML for a model without one), as the PPO and score-model
+    // jobs render their prompts.
+    let template = &base.chat_template;
+    let system = cfg.generation.system.as_deref();
     let rendered: Vec<String> = prompts
         .iter()
-        .map(|p| if cfg.generation.chat_template { template.user_prompt(p) } else { p.clone() })
-        .collect();
+        .map(|p| {
+            if cfg.generation.chat_template {
+                template.user_prompt_with_system(system, p).map_err(|e| {
+                    FrontError::Invalid(format!(
+                        "prompt {p:?}: the chat template refuses it: {e}; hint: set \
+                         generation.chat_template: false"
+                    ))
+                })
+            } else {
+                Ok(p.clone())
+            }
+        })
+        .collect::<Result<_>>()?;
     let sampler =
         Sampler { tokenizer, rendered: &rendered, prompts, cfg, scorers: &scorers, device };
     let ctx = Ctx { base: model, sampler: &sampler, grid: &grid, objectives: &objectives };

@@ -17,7 +17,7 @@ use std::path::Path;
 use panacea_core::config::Validator;
 use panacea_core::ObjectiveKind;
 use panacea_data::{Scorer, ScorerSpec, TokenCounter};
-use panacea_lm::{ChatTemplate, Llama, Tokenizer};
+use panacea_lm::{Llama, PromptTemplate, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ensure, Context, FrontError, Result};
@@ -152,17 +152,19 @@ impl FrontObjective {
 
     /// Builds the scorer: a text scorer through [`ScorerSpec::text_scorer`] (concise counts
     /// the policy tokenizer's tokens, MiniLM runs on `device`), a learned score model loaded
-    /// onto `base` (negated for a cost).
+    /// onto `base` (negated for a cost) that reads each prompt through `template`, as train-rm
+    /// rendered its pairs.
     pub fn build(
         &self,
         tokenizer: &Tokenizer,
+        template: &PromptTemplate,
         base: &Llama,
         device: tch::Device,
     ) -> Result<Box<dyn Scorer>> {
         let name = &self.name;
         if let ScorerSpec::ScoreModel { path } = &self.source {
             let cost = self.kind == ObjectiveKind::Cost;
-            return Ok(Box::new(LearnedScorer::load(name, path, cost, base, tokenizer)?));
+            return Ok(Box::new(LearnedScorer::load(name, path, cost, base, tokenizer, template)?));
         }
         let tok = tokenizer.clone();
         let tokens: TokenCounter =
@@ -186,7 +188,7 @@ struct LearnedScorer {
     name: String,
     model: panacea_rlhf::LearnedScoreModel,
     tokenizer: Tokenizer,
-    template: ChatTemplate,
+    template: PromptTemplate,
     negate: bool,
 }
 
@@ -197,6 +199,7 @@ impl LearnedScorer {
         cost: bool,
         base: &Llama,
         tokenizer: &Tokenizer,
+        template: &PromptTemplate,
     ) -> Result<Self> {
         let model = panacea_rlhf::LearnedScoreModel::load(path, base)
             .context_with(|| format!("objective {name}: loading score model {}", path.display()))?;
@@ -212,7 +215,7 @@ impl LearnedScorer {
             name: name.to_owned(),
             model,
             tokenizer: tokenizer.clone(),
-            template: ChatTemplate::default(),
+            template: template.clone(),
             negate: cost,
         })
     }
@@ -250,7 +253,8 @@ impl Scorer for LearnedScorer {
         for (ps, rs) in prompts.chunks(16).zip(responses.chunks(16)) {
             let mut rows = Vec::with_capacity(ps.len());
             for (p, r) in ps.iter().zip(rs) {
-                let text = format!("{}{r}", self.template.user_prompt(p));
+                let prompt = self.template.user_prompt(p).map_err(|e| err(e.to_string()))?;
+                let text = format!("{prompt}{r}");
                 let mut ids = self.tokenizer.encode(&text).map_err(|e| err(e.to_string()))?;
                 ids.push(self.tokenizer.eos_id);
                 rows.push(ids);

@@ -92,14 +92,37 @@ impl ChatTemplate {
     }
 }
 
+/// The clock a template's `strftime_now` reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TemplateClock {
+    /// The system clock, in UTC (transformers reads local time; a server's is usually UTC).
+    #[default]
+    System,
+    /// A fixed instant, in seconds since the Unix epoch (UTC): reproducible renders and tests.
+    Fixed(i64),
+}
+
+impl TemplateClock {
+    /// Seconds since the Unix epoch.
+    fn unix_seconds(self) -> i64 {
+        match self {
+            TemplateClock::Fixed(t) => t,
+            TemplateClock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        }
+    }
+}
+
 /// A model's own chat template (HF `chat_template`, or GGUF `tokenizer.chat_template`), with
 /// the special-token strings it may reference.
 ///
 /// Rendered as transformers renders it: Jinja with `trim_blocks` and `lstrip_blocks`, loop
 /// controls, Python string methods on values (`.strip()`, `.startswith()`, ... via
-/// minijinja-contrib's pycompat), and `raise_exception(msg)` failing the render with the
-/// template's message. The context holds `messages`, `add_generation_prompt`, `bos_token`
-/// and `eos_token`.
+/// minijinja-contrib's pycompat), `raise_exception(msg)` failing the render with the
+/// template's message, and `strftime_now(format)` (Llama 3.1+ put today's date in the system
+/// prompt with it) formatting the time of `clock` ([`strftime`]). The context holds
+/// `messages`, `add_generation_prompt`, `bos_token` and `eos_token`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JinjaChatTemplate {
     /// The template text.
@@ -110,6 +133,8 @@ pub struct JinjaChatTemplate {
     pub bos_token: String,
     /// The EOS token's text (`""` when the model has none).
     pub eos_token: String,
+    /// What `strftime_now` reads ([`TemplateClock::System`] unless set).
+    pub clock: TemplateClock,
 }
 
 impl JinjaChatTemplate {
@@ -126,7 +151,14 @@ impl JinjaChatTemplate {
             origin: origin.into(),
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
+            clock: TemplateClock::System,
         }
+    }
+
+    /// The same template with `strftime_now` reading `clock`.
+    pub fn with_clock(mut self, clock: TemplateClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn environment(&self) -> Result<minijinja::Environment<'static>, LmError> {
@@ -141,6 +173,14 @@ impl JinjaChatTemplate {
         env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
         });
+        let clock = self.clock;
+        env.add_function(
+            "strftime_now",
+            move |format: String| -> Result<String, minijinja::Error> {
+                strftime(&format, clock.unix_seconds())
+                    .map_err(|m| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, m))
+            },
+        );
         env.add_template_owned("chat_template", self.source.clone()).map_err(|e| self.error(&e))?;
         Ok(env)
     }
@@ -188,6 +228,91 @@ impl JinjaChatTemplate {
     }
 }
 
+const WEEKDAYS: [&str; 7] =
+    ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// (year, month 1–12, day 1–31) of a day count since 1970-01-01 in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`, exact for every i64 day in range).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn is_leap(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+/// Formats `unix_seconds` (UTC) as Python's `time.strftime` does in the C locale, for the
+/// directives chat templates use: `%d %e %m %y %Y %b %B %a %A %H %I %p %M %S %j %%`. Another
+/// directive is an error naming it (a silently wrong date would go unnoticed in a prompt).
+pub fn strftime(format: &str, unix_seconds: i64) -> Result<String, String> {
+    let days = unix_seconds.div_euclid(86_400);
+    let secs = unix_seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute, second) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    // 1970-01-01 was a Thursday (index 3 from Monday).
+    let weekday = WEEKDAYS[(days + 3).rem_euclid(7) as usize];
+    let month_name = MONTHS[month as usize - 1];
+    let cumulative = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let day_of_year = cumulative[month as usize - 1] + day + u32::from(month > 2 && is_leap(year));
+    let mut out = String::with_capacity(format.len() + 16);
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('e') => out.push_str(&format!("{day:2}")),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('y') => out.push_str(&format!("{:02}", year.rem_euclid(100))),
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('b') => out.push_str(&month_name[..3]),
+            Some('B') => out.push_str(month_name),
+            Some('a') => out.push_str(&weekday[..3]),
+            Some('A') => out.push_str(weekday),
+            Some('H') => out.push_str(&format!("{hour:02}")),
+            Some('I') => out.push_str(&format!("{:02}", (hour + 11) % 12 + 1)),
+            Some('p') => out.push_str(if hour < 12 { "AM" } else { "PM" }),
+            Some('M') => out.push_str(&format!("{minute:02}")),
+            Some('S') => out.push_str(&format!("{second:02}")),
+            Some('j') => out.push_str(&format!("{day_of_year:03}")),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                return Err(format!(
+                    "strftime_now: directive %{other} is not supported (supported: %d %e %m %y \
+                     %Y %b %B %a %A %H %I %p %M %S %j %%)"
+                ))
+            }
+            None => return Err("strftime_now: the format ends with a lone %".to_owned()),
+        }
+    }
+    Ok(out)
+}
+
 /// The chat template a model is prompted with: its own, or ChatML when it has none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PromptTemplate {
@@ -219,6 +344,23 @@ impl PromptTemplate {
     /// A single user turn with the generation prompt.
     pub fn user_prompt(&self, content: &str) -> Result<String, LmError> {
         self.render(&[Message::new(Role::User, content)], true)
+    }
+
+    /// A user turn after the system message `system`, with the generation prompt; `None`
+    /// leaves the system prompt to the template (ChatML's fallback inserts SmolLM2's default,
+    /// a model's own template whatever it does without one).
+    pub fn user_prompt_with_system(
+        &self,
+        system: Option<&str>,
+        content: &str,
+    ) -> Result<String, LmError> {
+        match system {
+            Some(sys) => self.render(
+                &[Message::new(Role::System, sys), Message::new(Role::User, content)],
+                true,
+            ),
+            None => self.user_prompt(content),
+        }
     }
 }
 

@@ -186,7 +186,7 @@ fn q6_k_blocks(src: &[u8], out: &mut [f32]) {
 /// `out.len() % ty.block_size() == 0`; returns `false` (and writes nothing) otherwise.
 pub fn dequantize(ty: GgmlType, src: &[u8], out: &mut [f32]) -> bool {
     let (bs, bb) = (ty.block_size(), ty.block_bytes());
-    if out.len() % bs != 0 || src.len() != out.len() / bs * bb {
+    if !out.len().is_multiple_of(bs) || src.len() != out.len() / bs * bb {
         return false;
     }
     let f: fn(&[u8], &mut [f32]) = match ty {

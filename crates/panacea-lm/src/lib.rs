@@ -41,20 +41,22 @@ pub mod generate;
 pub mod gguf;
 pub mod llama;
 pub mod load;
+pub mod memory;
 pub mod safetensors;
 pub mod tiny_random;
 pub mod tokenizer;
 
 pub use batch_decode::SlotBatch;
-pub use chat::{ChatTemplate, JinjaChatTemplate, Message, PromptTemplate, Role};
+pub use chat::{ChatTemplate, JinjaChatTemplate, Message, PromptTemplate, Role, TemplateClock};
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::LmError;
 pub use generate::{
     choose_tokens, generate, generate_ids, generate_ids_per_row, generate_per_row, GenerateConfig,
     Generation, Sampling,
 };
-pub use llama::{init_random, KvCache, Llama};
+pub use llama::{init_random, Checkpointed, KvCache, Llama};
 pub use load::{load_model, resolve_model, LoadedModel, Pretrained};
+pub use memory::{memory_plan, MemoryPlan, MemoryPlanInput};
 pub use panacea_core::adapter::Adapter;
 pub use tiny_random::{tiny_random_model, TINY_RANDOM};
 pub use tokenizer::Tokenizer;

@@ -782,6 +782,57 @@ impl Llama {
         self.decoder(ids, &cos, &sin, attend, cache, adapter)
     }
 
+    /// [`CausalLm::hidden_states`] with activation checkpointing per decoder layer: the layers
+    /// run without autograd and keep only their inputs ([B, T, D] each); the returned
+    /// [`Checkpointed::hidden`] takes part in the caller's graph from the last layer's output
+    /// on (the final norm). After `loss.backward()`, [`Checkpointed::backward`] recomputes each
+    /// layer from its saved input, last first, and backpropagates through it alone, so that at
+    /// most one layer's activations are alive at a time. The gradients equal the plain
+    /// forward's (the same operations on the same inputs; the model has no dropout).
+    ///
+    /// Why two calls: libtorch's autograd would run the recomputation inside one `backward`
+    /// through a custom `autograd::Function`, which tch cannot define (it has no custom
+    /// backward hooks), so the caller drives the second half itself.
+    pub fn hidden_states_checkpointed(
+        &self,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+        adapter: Adapter<'_>,
+    ) -> Checkpointed<'_> {
+        let t = ids.size()[1];
+        let dev = ids.device();
+        let mask = attention_mask.to_device(dev); // [B, T]
+        let unpadded = bool::try_from(mask.ne(0).all()).unwrap_or(false);
+        let (positions, explicit) = if unpadded {
+            (Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(0), None) // [1, T]
+        } else {
+            let positions = (mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0);
+            let idx = Tensor::arange(t, (Kind::Int64, dev));
+            let causal = idx.unsqueeze(0).le_tensor(&idx.unsqueeze(1)); // [T, T]
+            let diag = idx.unsqueeze(0).eq_tensor(&idx.unsqueeze(1)); // [T, T]
+            let valid = mask.to_kind(Kind::Bool).unsqueeze(1); // [B, 1, T]
+            (positions, Some(causal.logical_and(&valid).logical_or(&diag).unsqueeze(1)))
+        };
+        let (cos, sin) = self.rope(&positions);
+        let pref = match adapter {
+            Adapter::Off => None,
+            Adapter::On { pref } => Some(pref.shallow_clone()),
+        };
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let last = tch::no_grad(|| {
+            let attend = explicit.as_ref().map_or(Attend::Causal, Attend::Masked);
+            let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false); // [B, T, D]
+            for layer in &self.layers {
+                inputs.push(x.shallow_clone());
+                x = layer.forward(&x, &cos, &sin, attend, None, adapter);
+            }
+            x
+        });
+        let last = last.detach().set_requires_grad(true); // [B, T, D], a leaf
+        let hidden = self.norm.forward(&last); // [B, T, D]
+        Checkpointed { model: self, hidden, last, inputs, cos, sin, explicit, pref }
+    }
+
     /// Embedding, every layer and the final norm: ids [B, t] → [B, t, D], advancing `cache`.
     fn decoder(
         &self,
@@ -871,6 +922,57 @@ impl Llama {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         self.check_cache(b, t, cache)?;
         Ok(self.body(ids, None, Some(cache), adapter))
+    }
+}
+
+/// A checkpointed forward ([`Llama::hidden_states_checkpointed`]): the final hidden states and
+/// what the second half of the backward pass needs.
+#[derive(Debug)]
+pub struct Checkpointed<'m> {
+    model: &'m Llama,
+    /// Final hidden states [B, T, D], in the caller's graph from the last layer's output on.
+    pub hidden: Tensor,
+    /// The last layer's output [B, T, D]: the leaf where the caller's backward stops.
+    last: Tensor,
+    /// Each layer's input [B, T, D], without autograd history.
+    inputs: Vec<Tensor>,
+    cos: Tensor,
+    sin: Tensor,
+    /// [B, 1, T, T] when rows are padded; `None`: causal.
+    explicit: Option<Tensor>,
+    pref: Option<Tensor>,
+}
+
+impl Checkpointed<'_> {
+    /// The second half of the backward pass, after the caller's `loss.backward()` reached
+    /// [`Checkpointed::hidden`]: each layer, last first, is run again with autograd from its
+    /// saved input, and the vector–Jacobian product with the gradient arriving at its output
+    /// is backpropagated through it (Σ y ⊙ g has gradient g at y), accumulating into the
+    /// adapter's `.grad` and handing the input's gradient to the layer before. Nothing to do
+    /// when no gradient reached `hidden` (e.g. the loss did not use it).
+    pub fn backward(self) {
+        let grad = self.last.grad();
+        if !grad.defined() {
+            return;
+        }
+        let adapter = match &self.pref {
+            Some(pref) => Adapter::On { pref },
+            None => Adapter::Off,
+        };
+        let attend = self.explicit.as_ref().map_or(Attend::Causal, Attend::Masked);
+        let mut g = grad; // [B, T, D]
+        for (i, (layer, input)) in self.model.layers.iter().zip(&self.inputs).enumerate().rev() {
+            // The first layer's input is the frozen embedding: no gradient needed there.
+            let x = input.detach().set_requires_grad(i > 0);
+            let y = layer.forward(&x, &self.cos, &self.sin, attend, None, adapter); // [B, T, D]
+            if !y.requires_grad() {
+                return; // nothing trainable below this point
+            }
+            (&y * &g).sum(y.kind()).backward();
+            if i > 0 {
+                g = x.grad();
+            }
+        }
     }
 }
 

@@ -313,11 +313,22 @@ pub enum PromptSource {
         /// `benign`, `harmful` or both.
         sets: Vec<BundledSet>,
     },
-    /// A prompt JSONL file in panacea-data's prompt schema (its `split` field is honoured).
+    /// A prompt file: JSON Lines, `.jsonl.gz` or parquet, one prompt per line or row in a
+    /// `prompt` column, with optional `id` and `split` (`train`/`eval`; without one, the hash
+    /// rule of [`panacea_data::split_of`]) and other columns ignored
+    /// ([`panacea_data::load_prompt_file`]).
     File {
         /// The file.
         path: std::path::PathBuf,
+        /// How it is stored: `auto` (default: by extension, `.parquet`, `.gz`, else JSON
+        /// Lines), `jsonl`, `jsonl-gz` or `parquet` — the pair files' `file_format`.
+        #[serde(default, skip_serializing_if = "is_auto")]
+        file_format: panacea_data::FileFormat,
     },
+}
+
+fn is_auto(f: &panacea_data::FileFormat) -> bool {
+    *f == panacea_data::FileFormat::Auto
 }
 
 /// A bundled prompt set.
@@ -337,7 +348,8 @@ pub struct DataConfig {
     /// The prompt source (both splits: train prompts for rollouts, eval prompts for the
     /// hypervolume curve and the final comparison).
     pub prompts: PromptSource,
-    /// Render prompts with the ChatML template.
+    /// Render prompts as one user turn through the model's own chat template (ChatML, reported,
+    /// when the model has none).
     #[serde(default = "yes")]
     pub chat_template: bool,
     /// Prompts longer than this many tokens are dropped, ≥ 2.
@@ -592,7 +604,7 @@ impl Validate for TrainPpoConfig {
             PromptSource::Bundled { sets } => {
                 v.check(!sets.is_empty(), "data.prompts.sets", "name at least one set");
             }
-            PromptSource::File { path } => {
+            PromptSource::File { path, .. } => {
                 v.check(
                     path.is_file(),
                     "data.prompts.path",
@@ -614,14 +626,24 @@ impl Validate for TrainPpoConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RmDataConfig {
-    /// A JSONL pair file.
+    /// A pair file: JSON Lines, `.jsonl.gz` or parquet.
     pub train: std::path::PathBuf,
-    /// `generic`, `pku-saferlhf` or `hh-rlhf`.
+    /// `generic`, `pku-saferlhf`, `hh-rlhf` or `trl`.
     pub format: PairFormat,
+    /// How the file is stored: `auto` (default: by extension, `.parquet`, `.gz`, else JSON
+    /// Lines), `jsonl`, `jsonl-gz` or `parquet` (as in `train-dpo`).
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub file_format: panacea_data::FileFormat,
+    /// Objective → the column that labels it (`better_response_id`, `safer_response_id`,
+    /// `chosen`, `prefs.<key>`, by schema), as in `train-dpo`. Empty (default): the schema's own
+    /// rule. Every objective must be labelled: a score model learns from its labels alone.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Fraction of pairs held out for evaluation, in (0, 1).
     #[serde(default = "d_eval_fraction")]
     pub eval_fraction: f64,
-    /// Render prompts with the ChatML template.
+    /// Render prompts as one user turn through the model's own chat template (ChatML, reported,
+    /// when the model has none).
     #[serde(default = "yes")]
     pub chat_template: bool,
     /// Sequences are cut to this many tokens (from the left, keeping the response end), ≥ 4.
@@ -653,6 +675,11 @@ pub struct RmTrainConfig {
     /// η of the score regulariser η·mean(r²), ≥ 0.
     #[serde(default)]
     pub eta: f64,
+    /// Activation checkpointing per decoder layer ([`panacea_lm::Llama::hidden_states_checkpointed`]):
+    /// keep only each layer's input and recompute the layer in the backward pass (the same
+    /// gradients, less memory, about one more forward of time). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activation_checkpointing: bool,
 }
 
 /// Score-model optimiser settings (`optim:`): Adam(0.9, 0.95), constant learning rate.
@@ -764,6 +791,35 @@ impl Validate for TrainRmConfig {
         v.check(self.data.max_len >= 4, "data.max_len", "must be ≥ 4");
         v.check(!self.objectives.is_empty(), "objectives", "name at least one dimension to train");
         check_objective_names(v, self.objectives.iter().map(|o| o.name.as_str()));
+        let names: Vec<String> = self.objectives.iter().map(|o| o.name.clone()).collect();
+        if !names.is_empty() {
+            match panacea_data::LabelSource::resolve(self.data.format, &names, &self.data.labels) {
+                Ok(sources) => {
+                    for (name, _) in names
+                        .iter()
+                        .zip(&sources)
+                        .filter(|(_, s)| **s == panacea_data::LabelSource::Unlabelled)
+                    {
+                        v.problem(
+                            "data.labels",
+                            format!(
+                                "objective `{name}` is labelled by no column, and a score model \
+                                 learns from its labels alone; hint: map it, e.g. {name}: \
+                                 chosen (or drop the objective)"
+                            ),
+                        );
+                    }
+                }
+                Err(e) => v.problem(
+                    "data.labels",
+                    format!(
+                        "{} ({}): {e}",
+                        self.data.train.display(),
+                        self.data.format.display_name()
+                    ),
+                ),
+            }
+        }
         v.check(self.train.epochs >= 1, "train.epochs", "must be ≥ 1");
         v.check(self.train.batch_size >= 1, "train.batch_size", "must be ≥ 1");
         v.in_range(self.train.eta, "train.eta", 0.0, f64::MAX);

@@ -164,8 +164,8 @@ pub fn score_all(
     Ok(rows)
 }
 
-/// Generation settings for a rollout.
-pub fn generate_config(cfg: &RolloutConfig, eos_id: i64, pad_id: i64) -> GenerateConfig {
+/// Generation settings for a rollout: a row stops on any of `eos_ids`.
+pub fn generate_config(cfg: &RolloutConfig, eos_ids: &[i64], pad_id: i64) -> GenerateConfig {
     GenerateConfig {
         max_new_tokens: cfg.max_new_tokens,
         sampling: Sampling::Sample {
@@ -173,7 +173,7 @@ pub fn generate_config(cfg: &RolloutConfig, eos_id: i64, pad_id: i64) -> Generat
             top_k: cfg.top_k,
             top_p: cfg.top_p,
         },
-        eos_ids: vec![eos_id],
+        eos_ids: eos_ids.to_vec(),
         pad_id,
     }
 }

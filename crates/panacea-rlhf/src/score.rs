@@ -82,6 +82,23 @@ impl LmScoreModel {
     }
 }
 
+impl LmScoreModel {
+    /// [`ScoreModel::end_scores`] with activation checkpointing: the scores [B] and the
+    /// checkpointed forward, whose [`panacea_lm::Checkpointed::backward`] the caller runs after
+    /// the loss's `backward`.
+    pub fn end_scores_checkpointed(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+    ) -> (Tensor, panacea_lm::Checkpointed<'_>) {
+        let ck =
+            self.backbone.hidden_states_checkpointed(ids, mask, Adapter::On { pref: &self.pref });
+        let scores = ck.hidden.to_kind(Kind::Float).linear(&self.head_w, Some(&self.head_b));
+        let last = last_token_index(mask).unsqueeze(-1); // [B, 1]
+        (scores.squeeze_dim(-1).gather(1, &last, false).squeeze_dim(-1), ck) // [B]
+    }
+}
+
 impl ScoreModel for LmScoreModel {
     fn end_scores(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
         let scores = self.token_scores(ids, mask); // [B, T]
@@ -208,6 +225,23 @@ pub fn pair_loss(model: &impl ScoreModel, batch: &ScorePairBatch, eta: f64) -> S
         None => bradley_terry_loss(&better, &worse, eta),
         Some((bs, ws)) => cost_loss(&better, &worse, bs, ws, eta),
     }
+}
+
+/// [`pair_loss`] with activation checkpointing: the loss and the two checkpointed forwards
+/// (better, worse), to be backpropagated with [`panacea_lm::Checkpointed::backward`] after
+/// `loss.backward()`.
+pub fn pair_loss_checkpointed<'m>(
+    model: &'m LmScoreModel,
+    batch: &ScorePairBatch,
+    eta: f64,
+) -> (ScoreLoss, [panacea_lm::Checkpointed<'m>; 2]) {
+    let (better, better_ck) = model.end_scores_checkpointed(&batch.better_ids, &batch.better_mask);
+    let (worse, worse_ck) = model.end_scores_checkpointed(&batch.worse_ids, &batch.worse_mask);
+    let loss = match &batch.safety {
+        None => bradley_terry_loss(&better, &worse, eta),
+        Some((bs, ws)) => cost_loss(&better, &worse, bs, ws, eta),
+    };
+    (loss, [better_ck, worse_ck])
 }
 
 /// The metadata file of a saved score model folder.

@@ -17,7 +17,7 @@ use panacea_core::{
 };
 use panacea_data::{PromptSet, Split};
 use panacea_lm::generate::response_texts;
-use panacea_lm::{ChatTemplate, GenerateConfig, Llama, Pretrained, Sampling, Tokenizer};
+use panacea_lm::{GenerateConfig, Llama, Pretrained, PromptTemplate, Sampling, Tokenizer};
 use panacea_run::{
     sha256_file, Checkpoint, Event, Manifest, Observer, RunDir, RunOptions, Trained, CONFIG_FILE,
 };
@@ -75,8 +75,14 @@ pub fn train_ppo(
 
     // Model, prompts, reward sources, trainer.
     observer.on_event(&Event::Phase(&format!("loading {}", cfg.model)));
-    let (base_vs, policy, adapter_vs, tokenizer) = load_policy(cfg, device)?;
-    let (train_prompts, eval_prompts, data_hashes) = load_prompts(cfg, &tokenizer)?;
+    let (base_vs, policy, adapter_vs, tokenizer, template) = load_policy(cfg, device)?;
+    if cfg.data.chat_template && template.is_fallback() {
+        observer.on_event(&Event::Message(&format!(
+            "{} has no chat template of its own: prompts are rendered as ChatML",
+            cfg.model
+        )));
+    }
+    let (train_prompts, eval_prompts, data_hashes) = load_prompts(cfg, &tokenizer, &template)?;
     let sources = reward_sources(cfg, &tokenizer, &policy)?;
     let mut trainer = build_trainer(cfg, &tokenizer, policy, adapter_vs, sources)?;
     observer.on_event(&Event::Message(&format!(
@@ -306,8 +312,9 @@ where
     Ok(panacea_core::config::load_config(&path, &[])?)
 }
 
-/// A loaded policy: (frozen base store, policy model, adapter store, tokenizer).
-pub type LoadedPolicy = (nn::VarStore, Llama, nn::VarStore, Tokenizer);
+/// A loaded policy: (frozen base store, policy model, adapter store, tokenizer, the model's
+/// chat template or the ChatML fallback).
+pub type LoadedPolicy = (nn::VarStore, Llama, nn::VarStore, Tokenizer, PromptTemplate);
 
 /// The prompts of a run: (train prompts, eval prompts, (what was read, its SHA-256) for the
 /// manifest: a prompt file's path, or a bundled set's name, whose text is compiled in).
@@ -323,20 +330,27 @@ pub fn load_policy(cfg: &TrainPpoConfig, device: tch::Device) -> Result<LoadedPo
     if cfg.model == panacea_lm::TINY_RANDOM {
         let tiny = panacea_lm::tiny_random_model(device, cfg.seed as i64, cfg.dtype.kind())?;
         let policy = tiny.model.with_adapter(Some(adapter));
-        return Ok((tiny.base_vs, policy, adapter_vs, tiny.tokenizer));
+        return Ok((tiny.base_vs, policy, adapter_vs, tiny.tokenizer, tiny.chat_template));
     }
     let mut base_vs = nn::VarStore::new(device);
     let pre = Pretrained::load(&cfg.model)?;
     let policy = pre.build(&mut base_vs, Some(adapter), cfg.dtype.kind())?;
     base_vs.freeze();
-    Ok((base_vs, policy, adapter_vs, pre.tokenizer.clone()))
+    Ok((base_vs, policy, adapter_vs, pre.tokenizer.clone(), pre.chat_template.clone()))
 }
 
 /// A rendered prompt and its token ids.
 pub type Prompt = (String, Vec<i64>);
 
-/// The train and eval prompts, rendered and tokenised, and the hashes of what was read.
-pub fn load_prompts(cfg: &TrainPpoConfig, tok: &Tokenizer) -> Result<LoadedPrompts, RlhfError> {
+/// The train and eval prompts, rendered and tokenised, and the hashes of what was read. With
+/// `data.chat_template` each prompt is one user turn through `template` (the model's own chat
+/// template, or ChatML for a model without one) with the generation prompt; without it the
+/// text is tokenised as it is.
+pub fn load_prompts(
+    cfg: &TrainPpoConfig,
+    tok: &Tokenizer,
+    template: &PromptTemplate,
+) -> Result<LoadedPrompts, RlhfError> {
     let (records, hashes) = match &cfg.data.prompts {
         PromptSource::Bundled { sets } => {
             let mut recs = Vec::new();
@@ -352,16 +366,25 @@ pub fn load_prompts(cfg: &TrainPpoConfig, tok: &Tokenizer) -> Result<LoadedPromp
             }
             (recs, hashes)
         }
-        PromptSource::File { path } => (
-            panacea_data::load_prompts(path)?,
+        PromptSource::File { path, file_format } => (
+            panacea_data::load_prompt_file(path, *file_format)?,
             vec![(path.display().to_string(), sha256_file(path)?)],
         ),
     };
-    let template = ChatTemplate::default();
     let mut train = Vec::new();
     let mut eval = Vec::new();
     for r in records {
-        let text = if cfg.data.chat_template { template.user_prompt(&r.prompt) } else { r.prompt };
+        let text = if cfg.data.chat_template {
+            template.user_prompt(&r.prompt).map_err(|e| RlhfError::Invalid {
+                what: format!("prompt {}", r.id),
+                reason: format!(
+                    "the chat template refuses it: {e}; hint: set data.chat_template: false to \
+                     tokenise prompts as they are"
+                ),
+            })?
+        } else {
+            r.prompt
+        };
         let ids = tok.encode(&text)?;
         if ids.is_empty() || ids.len() > cfg.data.max_prompt_tokens {
             continue;
@@ -409,7 +432,7 @@ pub fn build_trainer(
         critic_adapter: cfg.adapter.clone(),
         objectives: cfg.objectives.iter().map(|o| o.objective()).collect(),
         sources,
-        eos_id: tok.eos_id,
+        eos_ids: tok.eos_ids.clone(),
         pad_id: tok.pad_id,
         tokenizer: Some(tok.clone()),
         total_steps: cfg.train.steps,

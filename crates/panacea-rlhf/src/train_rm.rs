@@ -9,15 +9,18 @@ use std::path::Path;
 
 use panacea_core::config::to_yaml;
 use panacea_core::{seed_everything, ObjectiveKind};
-use panacea_data::{load_pairs, PairRecord, ReadOptions};
-use panacea_lm::{ChatTemplate, Pretrained, Tokenizer};
+use panacea_data::{load_pair_file, PairRecord, ReadOptions};
+use panacea_lm::{Pretrained, PromptTemplate, Tokenizer};
 use panacea_run::{sha256_file, Event, Manifest, Observer, RunDir, RunOptions, Trained};
 use rand::seq::SliceRandom;
 use tch::nn::{self, OptimizerConfig};
 
 use crate::config::TrainRmConfig;
 use crate::error::ensure_finite;
-use crate::score::{pair_loss, save_score_model, LmScoreModel, ScoreModelMeta, ScorePairBatch};
+use crate::score::{
+    pair_loss, pair_loss_checkpointed, save_score_model, LmScoreModel, ScoreModelMeta,
+    ScorePairBatch,
+};
 use crate::RlhfError;
 
 /// The job name recorded in a score-model run's manifest.
@@ -29,7 +32,7 @@ pub fn score_model_dir(run_dir: &Path, name: &str) -> std::path::PathBuf {
 }
 
 /// Token ids of (response 0, response 1) of one pair, prompt included.
-type EncodedPair = (Vec<i64>, Vec<i64>);
+pub type EncodedPair = (Vec<i64>, Vec<i64>);
 
 /// (winner ids, loser ids, (winner is safe, loser is safe)) of one labelled pair.
 type LabelledPair = (Vec<i64>, Vec<i64>, Option<(bool, bool)>);
@@ -59,17 +62,23 @@ pub fn train_score_models(
 
     // The frozen base and the tokenizer.
     observer.on_event(&Event::Phase(&format!("loading {}", cfg.model)));
-    let (_base_vs, base, tok) = if cfg.model == panacea_lm::TINY_RANDOM {
+    let (_base_vs, base, tok, template) = if cfg.model == panacea_lm::TINY_RANDOM {
         // In cfg.dtype before the score models take their views of the base.
         let loaded = panacea_lm::tiny_random_model(device, cfg.seed as i64, cfg.dtype.kind())?;
-        (loaded.base_vs, loaded.model, loaded.tokenizer)
+        (loaded.base_vs, loaded.model, loaded.tokenizer, loaded.chat_template)
     } else {
         let mut base_vs = nn::VarStore::new(device);
         let pre = Pretrained::load(&cfg.model)?;
         let m = pre.build(&mut base_vs, None, cfg.dtype.kind())?;
         base_vs.freeze();
-        (base_vs, m, pre.tokenizer.clone())
+        (base_vs, m, pre.tokenizer.clone(), pre.chat_template.clone())
     };
+    if cfg.data.chat_template && template.is_fallback() {
+        observer.on_event(&Event::Message(&format!(
+            "{} has no chat template of its own: prompts are rendered as ChatML",
+            cfg.model
+        )));
+    }
 
     // Pairs → token ids of prompt + response (+ EOS), split by a seeded shuffle.
     let names: Vec<String> = cfg.objectives.iter().map(|o| o.name.clone()).collect();
@@ -86,7 +95,7 @@ pub fn train_score_models(
             ),
         });
     }
-    let encoded = encode_pairs(cfg, &tok, &records)?;
+    let encoded = encode_pairs(cfg, &tok, &template, &records)?;
 
     // (winner, loser) token ids of the pairs labelled in each objective's dimension, with the
     // pair's (winner is safe, loser is safe) labels where the file has them.
@@ -176,7 +185,13 @@ pub fn train_score_models(
             for chunk in train.chunks(cfg.train.batch_size) {
                 step += 1;
                 done += 1;
-                let out = pair_loss(&model, &batch_of(chunk)?, cfg.train.eta);
+                let batch = batch_of(chunk)?;
+                let (out, checkpoints) = if cfg.train.activation_checkpointing {
+                    let (out, cks) = pair_loss_checkpointed(&model, &batch, cfg.train.eta);
+                    (out, Some(cks))
+                } else {
+                    (pair_loss(&model, &batch, cfg.train.eta), None)
+                };
                 let loss = ensure_finite(
                     step,
                     &format!("score model `{name}` loss"),
@@ -184,6 +199,10 @@ pub fn train_score_models(
                 )?;
                 opt.zero_grad();
                 out.loss.backward();
+                // Checkpointed layers: recompute and backpropagate them now.
+                for ck in checkpoints.into_iter().flatten() {
+                    ck.backward();
+                }
                 opt.clip_grad_norm(cfg.optim.max_grad_norm);
                 opt.step();
                 let accuracy = out.accuracy.double_value(&[]);
@@ -246,9 +265,10 @@ pub fn train_score_models(
     Ok(Trained { run_dir: run.path().to_owned(), step: done, checkpoint: None, interrupted: false })
 }
 
-/// Reads the pair file, reporting skipped malformed lines, label keys no objective names, and
-/// pairs whose two responses are identical (dropped) through `observer`.
-fn read_pairs(
+/// Reads the pair file (`data.file_format`, labels by `data.labels` or the schema's own rule;
+/// `names` are the objectives, in order), reporting skipped malformed lines, label keys no
+/// objective names, and pairs whose two responses are identical (dropped) through `observer`.
+pub fn read_pairs(
     cfg: &TrainRmConfig,
     names: &[String],
     observer: &mut dyn Observer,
@@ -259,7 +279,7 @@ fn read_pairs(
         dims: names.to_vec(),
         skip_invalid: cfg.data.skip_invalid,
     };
-    let (records, report) = load_pairs(path, opts)?;
+    let (records, report) = load_pair_file(path, cfg.data.file_format, &cfg.data.labels, opts)?;
     if report.skipped > 0 {
         let mut lines = vec![format!(
             "{}: skipped {} malformed line(s) of {}; first:",
@@ -313,15 +333,27 @@ fn read_pairs(
 }
 
 /// Token ids of prompt + response + EOS for both responses of every pair, each cut from the
-/// left to `data.max_len` tokens (keeping the response's end, where the score is read).
-fn encode_pairs(
+/// left to `data.max_len` tokens (keeping the response's end, where the score is read). With
+/// `data.chat_template` the prompt is one user turn through `template` (the model's own, or
+/// ChatML), as PPO renders its prompts, so the score model sees what the policy generates from.
+pub fn encode_pairs(
     cfg: &TrainRmConfig,
     tok: &Tokenizer,
+    template: &PromptTemplate,
     records: &[PairRecord],
 ) -> Result<Vec<EncodedPair>, RlhfError> {
-    let template = ChatTemplate::default();
     let encode = |prompt: &str, response: &str| -> Result<Vec<i64>, RlhfError> {
-        let p = if cfg.data.chat_template { template.user_prompt(prompt) } else { prompt.into() };
+        let p = if cfg.data.chat_template {
+            template.user_prompt(prompt).map_err(|e| RlhfError::Invalid {
+                what: format!("{} (prompt {prompt:?})", cfg.data.train.display()),
+                reason: format!(
+                    "the chat template refuses it: {e}; hint: set data.chat_template: false to \
+                     tokenise prompts as they are"
+                ),
+            })?
+        } else {
+            prompt.into()
+        };
         let mut ids = tok.encode(&format!("{p}{response}"))?;
         ids.push(tok.eos_id);
         let cut = ids.len().saturating_sub(cfg.data.max_len);

@@ -51,8 +51,9 @@ pub struct PpoParts<M: PpoPolicy = Llama> {
     pub sources: Vec<Box<dyn RewardSource>>,
     /// Decodes responses for text scorers (None: empty texts; id-based sources only).
     pub tokenizer: Option<Tokenizer>,
-    /// EOS id (generation stops on it).
-    pub eos_id: i64,
+    /// EOS ids: a rollout row stops at the first of them it samples (Llama-3 lists several in
+    /// generation_config.json). Empty: rows run to `rollout.max_new_tokens`.
+    pub eos_ids: Vec<i64>,
     /// Padding id.
     pub pad_id: i64,
     /// Total number of steps of the run (for the learning-rate schedule).
@@ -258,7 +259,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             o.critic_lr,
             o.critic_weight_decay,
         )?;
-        let gen_cfg = generate_config(&cfg.rollout, parts.eos_id, parts.pad_id);
+        let gen_cfg = generate_config(&cfg.rollout, &parts.eos_ids, parts.pad_id);
         Ok(Self {
             normaliser: ScoreNormaliser::new(k),
             cfg,
@@ -344,6 +345,11 @@ impl<M: PpoPolicy> PpoTrainer<M> {
     /// K.
     pub fn k(&self) -> usize {
         self.objectives.len()
+    }
+
+    /// The rollouts' generation settings (sampling, length, the EOS ids rows stop on).
+    pub fn generate_config(&self) -> &GenerateConfig {
+        &self.gen_cfg
     }
 
     /// Steps completed (a restored checkpoint's count included). A failed step does not count.

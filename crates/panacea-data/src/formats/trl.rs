@@ -7,6 +7,9 @@
 //!   conversations that share every message but the last (TRL's `extract_prompt` takes the same
 //!   common prefix), and the last is the assistant reply.
 //!
+//! TRL's unpaired form (`prompt`, `completion`, `label`: one completion judged good or bad) is
+//! refused with an error that names it and says how to pair it.
+//!
 //! Other columns (`score_chosen`, `source`, ...) are ignored. Roles are `system`, `user` and
 //! `assistant`; a message's keys other than `role` and `content` must be null (parquet files
 //! written from rows with optional keys carry them as nulls) and are otherwise an error.
@@ -44,14 +47,27 @@ pub struct ChatTurn {
     pub content: String,
 }
 
-/// The columns of a TRL record that are read.
+/// The columns of a TRL record that are read (`completion` and `label` only to recognise the
+/// unpaired form).
 #[derive(Deserialize)]
 pub(crate) struct TrlRow {
     #[serde(default)]
     prompt: Option<Value>,
-    chosen: Value,
-    rejected: Value,
+    #[serde(default)]
+    chosen: Option<Value>,
+    #[serde(default)]
+    rejected: Option<Value>,
+    #[serde(default)]
+    completion: Option<Value>,
+    #[serde(default)]
+    label: Option<Value>,
 }
+
+/// Why a record of TRL's unpaired preference form is refused, and what to do instead.
+const UNPAIRED: &str = "belongs to TRL's unpaired preference form (prompt, completion, label): \
+    one completion judged good or bad, not two compared, and DPO and score models learn from \
+    pairs\nhint: write TRL's paired form (prompt, chosen, rejected), e.g. by pairing a \
+    completion labelled true with one labelled false for the same prompt";
 
 /// A TRL record made into a pair: the prompt text, the whole conversation where it is more
 /// than one user message, and the two replies.
@@ -188,8 +204,21 @@ fn prompt_of(
 
 /// Makes a pair of a TRL row in any of its three forms.
 pub(crate) fn pair(row: TrlRow) -> Result<TrlPair, FieldError> {
-    let chosen = side("chosen", row.chosen)?;
-    let rejected = side("rejected", row.rejected)?;
+    let (chosen, rejected) = match (row.chosen, row.rejected) {
+        (Some(c), Some(r)) => (c, r),
+        _ if row.completion.is_some() && row.label.is_some() => {
+            return Err(("completion".to_owned(), UNPAIRED.to_owned()))
+        }
+        (c, _) => {
+            let missing = if c.is_none() { "chosen" } else { "rejected" };
+            return Err((
+                missing.to_owned(),
+                format!("is missing\nhint: a TRL record has chosen and rejected, as {FORMS}"),
+            ));
+        }
+    };
+    let chosen = side("chosen", chosen)?;
+    let rejected = side("rejected", rejected)?;
     let prompt = row.prompt.map(|p| side("prompt", p)).transpose()?;
     match (prompt, chosen, rejected) {
         (Some(Side::Text(prompt)), Side::Text(chosen), Side::Text(rejected)) => {

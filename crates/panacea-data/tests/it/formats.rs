@@ -323,6 +323,25 @@ fn trl_errors_name_the_field_and_the_forms() {
         h,
     );
     assert!(msg.starts_with("mem.jsonl:1: field `prompt[0].content`: must be a string"), "{msg}");
+    // TRL's unpaired form is named and refused with a way to pair it; a record with neither
+    // form names the missing column.
+    for unpaired in [
+        r#"{"prompt": "p", "completion": "a", "label": true}"#,
+        r#"{"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "assistant", "content": "a"}], "label": false}"#,
+    ] {
+        let msg = first_error(unpaired, trl, h);
+        assert!(
+            msg.starts_with(
+                "mem.jsonl:1: field `completion`: belongs to TRL's unpaired preference form \
+                 (prompt, completion, label)"
+            ) && msg.contains("hint: write TRL's paired form (prompt, chosen, rejected)"),
+            "{msg}"
+        );
+    }
+    let msg = first_error(r#"{"prompt": "p", "chosen": "a"}"#, trl, h);
+    assert!(msg.starts_with("mem.jsonl:1: field `rejected`: is missing\nhint:"), "{msg}");
+    let msg = first_error(r#"{"prompt": "p", "completion": "a"}"#, trl, h);
+    assert!(msg.starts_with("mem.jsonl:1: field `chosen`: is missing"), "{msg}");
     let msg = first_error(r#"{"prompt": 3, "chosen": "a", "rejected": "b"}"#, trl, h);
     assert!(
         msg.starts_with("mem.jsonl:1: field `prompt`: must be a string (TRL's standard form)"),

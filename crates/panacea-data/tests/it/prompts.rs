@@ -108,3 +108,66 @@ proptest! {
         let _ = read_prompts(Cursor::new(pieces.concat()), "fuzz", DEFAULT_MAX_LINE_BYTES);
     }
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A prompt file read from JSON Lines, gzip JSON Lines and parquet gives the same prompts,
+/// ids and splits (scripts/make_data_fixtures.py, PROMPT_ROWS): ids as given (a number as its
+/// text) or `#row`, the split as given on row 2 and by the hash rule elsewhere.
+#[test]
+fn prompt_files_read_the_same_in_every_storage_format() {
+    use panacea_data::{load_prompt_file, FileFormat};
+    let want_ids = ["p0", "1", "#3", "p3", "4", "#6", "p6"];
+    // FNV-1a 64 mod 5 of the prompts without a split column: 4, 4, 2, 1, 0, 0 (computed with
+    // the same hash in Python); 0 is eval. Row 2 says eval itself.
+    let want_eval = [false, true, false, false, false, true, true];
+    let mut seen = Vec::new();
+    for name in ["prompts.jsonl", "prompts.jsonl.gz", "prompts.parquet"] {
+        let recs = load_prompt_file(&fixture(name), FileFormat::Auto).expect(name);
+        let ids: Vec<&str> = recs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, want_ids, "{name}");
+        let eval: Vec<bool> = recs.iter().map(|r| r.split == Split::Eval).collect();
+        assert_eq!(eval, want_eval, "{name}");
+        assert_eq!(recs[0].prompt, "How do I boil an egg?");
+        assert_eq!(recs[2].prompt, "Write a haiku about rain, with an accent: café.");
+        seen.push(recs.iter().map(|r| (r.prompt.clone(), r.split)).collect::<Vec<_>>());
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0], seen[2]);
+    // The bundled set's own file reads the same as with the strict loader.
+    let bundled = PromptSet::Benign.bundled_path();
+    let strict = panacea_data::load_prompts(&bundled).expect("strict");
+    let lenient = load_prompt_file(&bundled, FileFormat::Jsonl).expect("lenient");
+    assert_eq!(strict.len(), lenient.len());
+    assert!(strict
+        .iter()
+        .zip(&lenient)
+        .all(|(a, b)| (&a.id, &a.prompt, a.split) == (&b.id, &b.prompt, b.split)));
+}
+
+/// Bad rows name the file, the line and the field, with a hint for a conversational prompt.
+#[test]
+fn prompt_file_errors_name_line_and_field() {
+    use panacea_data::{load_prompt_file, FileFormat};
+    let dir = std::env::temp_dir().join(format!("panacea-data-prompts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cases = [
+        ("{\"prompt\": \"a\"}\n{\"text\": \"b\"}\n", "2: missing field `prompt`"),
+        ("{\"prompt\": \"a\"}\n{\"prompt\": \"  \"}\n", "2: field `prompt`: is empty"),
+        (
+            "{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n",
+            "1: field `prompt`: is a list of messages",
+        ),
+        ("{\"prompt\": \"a\", \"id\": 7}\n{\"prompt\": \"b\", \"id\": \"7\"}\n", "2: field `id`"),
+        ("{\"prompt\": \"a\", \"split\": \"test\"}\n", "1: field `split`"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.join(format!("case{i}.jsonl"));
+        std::fs::write(&path, text).expect("write");
+        let err = load_prompt_file(&path, FileFormat::Auto).expect_err(want).to_string();
+        assert!(err.contains(&format!("case{i}.jsonl:{want}")), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

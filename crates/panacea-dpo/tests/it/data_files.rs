@@ -153,7 +153,7 @@ fn pair_file_settings_are_strict_and_validated_in_one_pass() {
 /// tiny-random base's tokenizer (the SmolLM2 tokenizer, skipped when it is not cached).
 #[test]
 fn conversations_are_rendered_whole_through_the_chat_template() {
-    use panacea_lm::chat::{ChatTemplate, Message, Role};
+    use panacea_lm::chat::{Message, Role};
     let cfg = parse(&format!(
         "  format: trl\n  train: {}\n  labels: {{ helpful: chosen, harmless: chosen }}\n",
         fixture("trl_implicit.jsonl.gz")
@@ -164,7 +164,9 @@ fn conversations_are_rendered_whole_through_the_chat_template() {
         return;
     };
     let (records, _) = read_pair_files(&cfg, &cfg.data.train).expect("pairs");
-    let template = ChatTemplate::default();
+    // The tiny-random base has the SmolLM2 tokenizer without a folder template: ChatML.
+    let template = base.chat_template.clone();
+    assert!(template.is_fallback());
     let (pairs, report) =
         panacea_dpo::data::encode_pairs(&records, 2, &base.tokenizer, &template, 512)
             .expect("encoded");
@@ -175,10 +177,40 @@ fn conversations_are_rendered_whole_through_the_chat_template() {
         Message::new(Role::Assistant, "Of course! Who is it for?"),
         Message::new(Role::User, "My aunt Sam, for a scarf."),
     ];
-    let want = base.tokenizer.encode(&template.render(&conversation, true)).expect("tokens");
+    let rendered = template.render(&conversation, true).expect("render");
+    let want = base.tokenizer.encode(&rendered).expect("tokens");
     assert_eq!(pairs[1].prompt_len, want.len());
     assert_eq!(pairs[1].seqs[0][..want.len()], want[..]);
-    let single = base.tokenizer.encode(&template.user_prompt(&records[0].prompt)).expect("ids");
+    let single_text = template.user_prompt(&records[0].prompt).expect("render");
+    let single = base.tokenizer.encode(&single_text).expect("ids");
     assert_eq!(pairs[0].seqs[0][..single.len()], single[..]);
     assert_eq!(pairs[0].prompt_len, single.len());
+}
+
+/// A model folder with its own template (panacea-lm's Llama-3-style fixture): DPO prompts go
+/// through it, not through ChatML. The expected text is the fixture template's output written
+/// out by hand: `{bos}<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>` and the
+/// generation prompt `<|start_header_id|>assistant<|end_header_id|>\n\n`.
+#[test]
+fn prompts_are_rendered_with_the_models_own_chat_template() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../panacea-lm/tests/fixtures/models/llama3");
+    let pre = panacea_lm::Pretrained::load(&dir.display().to_string()).expect("fixture");
+    assert!(!pre.chat_template.is_fallback());
+    let cfg = parse(&format!("  format: pku-saferlhf\n  train: {}\n", fixture("pku.jsonl")))
+        .expect("valid config");
+    let (records, _) = read_pair_files(&cfg, &cfg.data.train).expect("pairs");
+    let (pairs, report) =
+        panacea_dpo::data::encode_pairs(&records, 2, &pre.tokenizer, &pre.chat_template, 4096)
+            .expect("encoded");
+    assert!(report.kept > 0);
+    let r = &records[pairs[0].index];
+    let text = format!(
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n",
+        r.prompt.trim()
+    );
+    let want = pre.tokenizer.encode(&text).expect("ids");
+    assert_eq!(pairs[0].prompt_len, want.len());
+    assert_eq!(pairs[0].seqs[0][..want.len()], want[..]);
 }

@@ -3,14 +3,15 @@
 use panacea_core::ObjectiveKind;
 use panacea_data::ScorerSpec;
 use panacea_front::FrontObjective;
-use panacea_lm::{ChatTemplate, Llama, LlamaConfig, Tokenizer};
+use panacea_lm::{ChatTemplate, JinjaChatTemplate, Llama, LlamaConfig, PromptTemplate, Tokenizer};
 use panacea_run::{RunOptions, Silent};
 use tch::nn;
 
 use crate::support::{temp_dir, workspace};
 
-/// A learned reward and a learned cost model as eval objectives: each scores rendered
-/// prompt + response at the last token, the cost negated; a kind mismatch is refused.
+/// A learned reward and a learned cost model as eval objectives: each scores prompt +
+/// response at the last token, the prompt rendered with the chat template it is given (here
+/// Llama-3's, not ChatML), the cost negated; a kind mismatch is refused.
 #[test]
 fn learned_score_models_are_objectives_with_costs_negated() {
     panacea_core::device::init_torch();
@@ -36,11 +37,22 @@ fn learned_score_models_are_objectives_with_costs_negated() {
     let base_vs = nn::VarStore::new(tch::Device::Cpu);
     let model = Llama::new(&base_vs.root(), None, &LlamaConfig::tiny());
     panacea_lm::init_random(&base_vs, 1);
+    let llama3 = std::fs::read_to_string(
+        root.join("crates/panacea-lm/tests/fixtures/chat_templates/llama3.jinja"),
+    )
+    .expect("template fixture");
+    let template = PromptTemplate::Model(JinjaChatTemplate::new(
+        llama3,
+        "llama3.jinja",
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+    ));
     let scorer = |name: &str, cost: bool| {
         let kind = if cost { ObjectiveKind::Cost } else { ObjectiveKind::Reward };
         let source = ScorerSpec::ScoreModel { path: rm.join(format!("score-{name}")) };
         FrontObjective { name: name.into(), kind, source }.build(
             &tokenizer,
+            &template,
             &model,
             tch::Device::Cpu,
         )
@@ -59,9 +71,10 @@ fn learned_score_models_are_objectives_with_costs_negated() {
         .iter()
         .zip(&responses)
         .map(|(p, r)| {
-            let mut ids = tokenizer
-                .encode(&format!("{}{r}", ChatTemplate::default().user_prompt(p)))
-                .expect("encode");
+            let rendered = template.user_prompt(p).expect("render");
+            assert!(rendered.starts_with("<|begin_of_text|><|start_header_id|>user"));
+            assert_ne!(rendered, ChatTemplate::default().user_prompt(p));
+            let mut ids = tokenizer.encode(&format!("{rendered}{r}")).expect("encode");
             ids.push(tokenizer.eos_id);
             ids
         })

@@ -150,3 +150,56 @@ proptest::proptest! {
         let _ = t.render(&messages, true);
     }
 }
+
+/// `strftime` against Python's `datetime.fromtimestamp(t, timezone.utc).strftime(...)` (values
+/// printed by Python 3.11): a leap day, the epoch, the last second of 2099 and Llama's default
+/// date 26 Jul 2024.
+#[test]
+fn strftime_matches_python_on_reference_instants() {
+    use panacea_lm::chat::strftime;
+    let format = "%d %b %Y|%Y-%m-%d %H:%M:%S|%a %A %b %B|%y %j %e|%%";
+    for (t, want) in [
+        (1_721_952_000, "26 Jul 2024|2024-07-26 00:00:00|Fri Friday Jul July|24 208 26|%"),
+        (951_827_696, "29 Feb 2000|2000-02-29 12:34:56|Tue Tuesday Feb February|00 060 29|%"),
+        (0, "01 Jan 1970|1970-01-01 00:00:00|Thu Thursday Jan January|70 001  1|%"),
+        (4_102_444_799, "31 Dec 2099|2099-12-31 23:59:59|Thu Thursday Dec December|99 365 31|%"),
+    ] {
+        assert_eq!(strftime(format, t).expect("format"), want, "t = {t}");
+    }
+    // 12-hour clock: 00:xx is 12 AM, 13:xx is 1 PM.
+    assert_eq!(strftime("%I %p", 0).expect("format"), "12 AM");
+    assert_eq!(strftime("%I %p", 13 * 3600).expect("format"), "01 PM");
+    let err = strftime("%Z", 0).expect_err("unsupported");
+    assert!(err.contains("%Z is not supported"), "{err}");
+}
+
+/// Llama 3.1/3.2's templates date their system prompt with `strftime_now("%d %b %Y")` when the
+/// function is defined. The date lines of Llama 3.2's template, rendered with a fixed clock:
+/// the date is the clock's, and a template error names an unsupported directive.
+#[test]
+fn strftime_now_reads_the_templates_clock() {
+    use panacea_lm::TemplateClock;
+    let source =
+        "{%- if not date_string is defined %}\n    {%- if strftime_now is defined %}\n        \
+                  {%- set date_string = strftime_now(\"%d %b %Y\") %}\n    {%- else %}\n        \
+                  {%- set date_string = \"26 Jul 2024\" %}\n    {%- endif %}\n{%- endif %}\n\
+                  {{- \"Today Date: \" + date_string + \"\\n\" }}\
+                  {%- for m in messages %}{{ m.content }}{% endfor %}";
+    let user = [Message::new(Role::User, "Hi")];
+    let at = |t: i64| {
+        JinjaChatTemplate::new(source, "llama3.2-date.jinja", "", "")
+            .with_clock(TemplateClock::Fixed(t))
+            .render(&user, true)
+            .expect("render")
+    };
+    assert_eq!(at(951_827_696), "Today Date: 29 Feb 2000\nHi");
+    assert_eq!(at(1_796_688_000), "Today Date: 08 Dec 2026\nHi");
+    // The system clock gives today's date in the same format.
+    let now = JinjaChatTemplate::new(source, "llama3.2-date.jinja", "", "").render(&user, true);
+    let now = now.expect("render");
+    assert!(now.starts_with("Today Date: ") && now.len() == "Today Date: 08 Dec 2026\nHi".len());
+    let bad = JinjaChatTemplate::new("{{ strftime_now('%Q') }}", "bad.jinja", "", "")
+        .render(&user, false)
+        .expect_err("unsupported directive");
+    assert!(bad.to_string().contains("%Q is not supported"), "{bad}");
+}

@@ -1,6 +1,7 @@
 //! The integration tests of panacea-lm, one module per topic (one binary, linked once).
 
 mod chat_template;
+mod checkpointing;
 mod common;
 mod config;
 mod fused;

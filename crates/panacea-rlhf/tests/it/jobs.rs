@@ -184,12 +184,13 @@ fn bf16_base_trains_with_f32_adapter_critic_and_optimiser() {
     let Some(root) = workspace_with_smollm2() else { return };
     let cfg = tiny_ppo(&root, &["dtype=bf16", "train.steps=1"]);
     assert_eq!(cfg.dtype, DType::Bf16);
-    let (base_vs, policy, adapter_vs, tok) = load_policy(&cfg, tch::Device::Cpu).expect("policy");
+    let (base_vs, policy, adapter_vs, tok, template) =
+        load_policy(&cfg, tch::Device::Cpu).expect("policy");
     assert_eq!(policy.kind(), Kind::BFloat16);
     for (name, t) in base_vs.variables() {
         assert_eq!(t.kind(), Kind::BFloat16, "base variable {name}");
     }
-    let (train_prompts, _, _) = load_prompts(&cfg, &tok).expect("prompts");
+    let (train_prompts, _, _) = load_prompts(&cfg, &tok, &template).expect("prompts");
     let sources = reward_sources(&cfg, &tok, &policy).expect("sources");
     let mut trainer = build_trainer(&cfg, &tok, policy, adapter_vs, sources).expect("trainer");
     let snapshot = |vs: &nn::VarStore| {

@@ -3,6 +3,7 @@
 
 mod configs;
 mod jobs;
+mod model_folder;
 mod ppo;
 mod pure;
 mod score;

@@ -55,7 +55,7 @@ fn trainer(
         objectives,
         sources,
         tokenizer: None,
-        eos_id: 2,
+        eos_ids: vec![2],
         pad_id: 2,
         total_steps: 3,
     };
@@ -238,7 +238,7 @@ fn train_parity(per_row: bool) -> (f64, f64, f64) {
         objectives: vec![Objective::reward("even"), Objective::reward("odd")],
         sources: vec![Box::new(EvenTokenFraction), Box::new(OddTokenFraction)],
         tokenizer: None,
-        eos_id: 2,
+        eos_ids: vec![2],
         pad_id: 2,
         total_steps: steps,
     };

@@ -91,7 +91,7 @@ fn reward_model_learns_held_out_pairs_round_trips_and_drives_ppo() {
         objectives: vec![Objective::reward("learned"), Objective::reward("short")],
         sources,
         tokenizer: None,
-        eos_id: 2,
+        eos_ids: vec![2],
         pad_id: 2,
         total_steps: 1,
     };
