@@ -220,7 +220,8 @@ pub enum Event {
 pub struct EngineStats {
     /// Rows decoding now.
     pub rows: AtomicUsize,
-    /// Jobs submitted and not yet admitted.
+    /// Jobs admitted and not yet in a row (at most `queue_len`: submitting checks and takes
+    /// one unit of it at once, a job entering its rows or dropped gives it back).
     pub queued: AtomicUsize,
     /// Decode steps run.
     pub steps: AtomicUsize,
@@ -352,7 +353,8 @@ pub struct Submitter {
 }
 
 impl Submitter {
-    /// Queues a job without blocking; `Err(QueueFull)` when the queue is full.
+    /// Queues a job without blocking; `Err(QueueFull)` when `queue_len` jobs are already
+    /// waiting for rows (an exact bound, however far the engine has taken them).
     pub fn submit(
         &self,
         prompt: Vec<i64>,
@@ -379,8 +381,17 @@ impl Submitter {
         if let Some(p) = problem {
             return Err(SubmitError::Invalid(p));
         }
+        // Admission is one counter of the jobs admitted and not yet in a row, wherever they
+        // wait (in the channel or among the engine's waiting jobs); it is released when a job
+        // takes its rows or is dropped. The channel alone could not bound it: the engine moves
+        // jobs out of the channel before rows free up.
+        let admitted = self.stats.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+            (q < l.queue_len).then_some(q + 1)
+        });
+        if admitted.is_err() {
+            return Err(SubmitError::QueueFull(l.queue_len));
+        }
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.stats.queued.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(Job { prompt, pref, params, events }) {
             Ok(()) => Ok(rx),
             Err(e) => {
