@@ -56,6 +56,10 @@ pub(crate) struct Args {
     /// libtorch intra-op threads of the engine (0 = libtorch's default).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// An eval-front report folder of this adapter: the page shows its front, marks the grid
+    /// point nearest the λ being sent, and shows a sample answer per point.
+    #[arg(long, requires = "adapter")]
+    report: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -84,6 +88,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         default_max_tokens: args.default_max_tokens,
         max_body_bytes: args.max_body_bytes,
         threads: args.threads,
+        front: args.report.as_deref().map(panacea_serve::report::load_front_view).transpose()?,
     };
     let addr = format!("{}:{}", args.host, args.port);
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&addr)

@@ -76,6 +76,7 @@ pub(crate) fn options(max_batch: usize, queue_len: usize) -> ServeOptions {
         default_max_tokens: 16,
         max_body_bytes: 16 * 1024,
         threads: 1,
+        front: None,
     }
 }
 
