@@ -64,6 +64,11 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let device = args.device.resolve()?;
+    if args.threads > 0 {
+        // Loading lays the weights out for this thread's intra-op count (the small-M kernel's
+        // row layout needs one thread); the engine thread decodes with the same count.
+        tch::set_num_threads(args.threads as i32);
+    }
     let served =
         ServedModel::load(&args.model, args.adapter.as_deref(), device, args.dtype.kind())?;
     let default_preference = match &args.pref {

@@ -45,7 +45,10 @@ pub struct ServeOptions {
     pub default_max_tokens: usize,
     /// Largest request body in bytes (413 beyond).
     pub max_body_bytes: usize,
-    /// libtorch intra-op threads of the engine thread (0: libtorch's default).
+    /// libtorch intra-op threads of the engine thread (0: libtorch's default). Load the model
+    /// on a thread with the same count: `load_model` lays the weights out for it (the CPU
+    /// small-M kernel's row layout needs one thread), and a mismatch leaves the decode steps
+    /// on libtorch's slower path for that layout (2× per step at batch 8, benches/README.md).
     pub threads: usize,
     /// The front of an eval-front report of the served adapter ([`crate::report`]), shown on
     /// the page and served at `/report.html`.
