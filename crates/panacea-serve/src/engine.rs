@@ -827,7 +827,7 @@ fn model_for<'a>(served: &'a ServedModel, pref: Option<&'a Tensor>) -> (&'a Llam
 /// its own, fused like the base's, so a forward under `Adapter::Off` costs exactly what the
 /// base's does. The embedding, norms and head are shared with the base. Memory: one copy of
 /// the projection weights.
-fn merged_model(base: &Llama, adapted: &Llama, pref: &[f64]) -> Llama {
+pub fn merged_model(base: &Llama, adapted: &Llama, pref: &[f64]) -> Llama {
     let device = base.device();
     let pref = Tensor::from_slice(pref).to_kind(Kind::Float).to_device(device); // [K]
     let mut model = base.with_adapter(None);
