@@ -10,7 +10,7 @@
 //! λ in one forward (`pref` [B, K]), chooses every row's token with its own sampling settings
 //! and RNG, streams the new text, and lets finished rows leave ([`panacea_lm::SlotBatch`]).
 //! When every row in flight shares one λ, the steps run a merged model instead (W0 + ΔW(λ),
-//! fused like the base, so a step costs what the base model's does; see [`merged_model`]);
+//! fused like the base, so a step runs the base model's code path; see [`merged_model`]);
 //! it is kept for that λ until another shared λ needs merging.
 //! A job whose receiver is dropped (the client went away, Ctrl-C in the chat) is cancelled at
 //! the next step. A failing step (an error or a libtorch panic) fails the rows in flight with
@@ -824,8 +824,8 @@ fn model_for<'a>(served: &'a ServedModel, pref: Option<&'a Tensor>) -> (&'a Llam
 
 /// The adapter merged into the base at λ `pref`: a model whose projections hold W0 + ΔW(λ)
 /// (summed in f32 and rounded once to W0's dtype, as `SvdLoraLinear::merge` does) in buffers of
-/// its own, fused like the base's, so a forward under `Adapter::Off` costs exactly what the
-/// base's does. The embedding, norms and head are shared with the base. Memory: one copy of
+/// its own, fused like the base's, so a forward under `Adapter::Off` runs the base's code on
+/// the same shapes. The embedding, norms and head are shared with the base. Memory: one copy of
 /// the projection weights.
 pub fn merged_model(base: &Llama, adapted: &Llama, pref: &[f64]) -> Llama {
     let device = base.device();
