@@ -59,6 +59,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         "--temperature must be in [0, 2] and --top-p in (0, 1]"
     );
     let device = args.device.resolve()?;
+    if args.threads > 0 {
+        // Loading lays the weights out for this thread's intra-op count; the engine thread
+        // decodes with the same count.
+        tch::set_num_threads(args.threads as i32);
+    }
     let served =
         ServedModel::load(&args.model, args.adapter.as_deref(), device, args.dtype.kind())?;
     let template = served.base.chat_template.clone();

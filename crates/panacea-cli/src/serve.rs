@@ -56,10 +56,19 @@ pub(crate) struct Args {
     /// libtorch intra-op threads of the engine (0 = libtorch's default).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// An eval-front report folder of this adapter: the page shows its front, marks the grid
+    /// point nearest the λ being sent, and shows a sample answer per point.
+    #[arg(long, requires = "adapter")]
+    report: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let device = args.device.resolve()?;
+    if args.threads > 0 {
+        // Loading lays the weights out for this thread's intra-op count (the small-M kernel's
+        // row layout needs one thread); the engine thread decodes with the same count.
+        tch::set_num_threads(args.threads as i32);
+    }
     let served =
         ServedModel::load(&args.model, args.adapter.as_deref(), device, args.dtype.kind())?;
     let default_preference = match &args.pref {
@@ -84,6 +93,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         default_max_tokens: args.default_max_tokens,
         max_body_bytes: args.max_body_bytes,
         threads: args.threads,
+        front: args.report.as_deref().map(panacea_serve::report::load_front_view).transpose()?,
     };
     let addr = format!("{}:{}", args.host, args.port);
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&addr)

@@ -13,7 +13,9 @@
 //! - [`steering_report`]: does each vertex e_i beat the base and the other vertices on its own
 //!   objective, with paired intervals;
 //! - [`Front`], [`FrontReport`] (JSON, CSV, Markdown), [`plot_fronts`] (PNG, SVG),
-//!   [`parse_points`] for user files, [`all_metrics`] for the `panacea metrics` command.
+//!   [`parse_points`] for user files, [`all_metrics`] for the `panacea metrics` command;
+//! - [`FrontView`]: the interactive front page (SVG drawn by its own script, λ and a sample
+//!   answer per point) of eval-front's `report.html` and `panacea serve --report`.
 //!
 //! Every function takes plain `f64` rows and an explicit [`Sense`]. Definitions and algorithms are
 //! in the repository's `docs/metrics.md`; internally everything is minimised.
@@ -38,6 +40,7 @@ pub mod control;
 pub mod diversity;
 pub mod error;
 pub mod front;
+pub mod front_view;
 pub mod hypervolume;
 pub mod indicators;
 mod kdtree;
@@ -62,6 +65,7 @@ pub use diversity::{
 };
 pub use error::{EvalError, Result};
 pub use front::Front;
+pub use front_view::{FrontView, SampleAnswer, ViewMethod, ViewPoint};
 pub use hypervolume::{
     auto_reference_point, hypervolume, hypervolume_min_with, hypervolume_monte_carlo, HvAlgorithm,
     Hypervolume, RefPoint,

@@ -1,7 +1,10 @@
 //! The report of one evaluation: the metrics (panacea-eval's [`FrontReport`] plus IGD+ against
 //! the union, both spacing variants, per-point bootstrap intervals, dominance between fronts,
 //! paired differences of each Panacea method against each baseline) written as `report.json`,
-//! `report.md`, `points.csv`, `front.json`, `front.png` and `front.svg`. The per-method details,
+//! `report.md`, `points.csv`, `front.json`, `front.png`, `front.svg` and `report.html` (the
+//! interactive front, [`panacea_eval::FrontView`]: hovering a point shows its λ and the sample
+//! answer kept for it; `report.json` holds the same view under `front_view`, which
+//! `panacea serve --report` reads). The per-method details,
 //! dominance and their tables are panacea-eval's (`panacea_eval::compare`); this file adds the
 //! evaluation's own header, the verdicts against baselines and the example responses.
 
@@ -11,8 +14,9 @@ use std::path::Path;
 use panacea_core::PreferenceSampler;
 use panacea_eval::{
     details_markdown, differences_vs_first, dominance, dominance_markdown, method_details,
-    plot_fronts, points_markdown, BootstrapOptions, Dominance, Front, FrontReport, MethodDetail,
-    PairedDifference, PlotOptions, RefPoint, ReportOptions, Sense,
+    plot_fronts, points_markdown, BootstrapOptions, Dominance, Front, FrontReport, FrontView,
+    MethodDetail, PairedDifference, PlotOptions, RefPoint, ReportOptions, SampleAnswer, Sense,
+    ViewMethod, ViewPoint,
 };
 use serde::Serialize;
 
@@ -40,6 +44,7 @@ struct ReportJson<'a> {
     methods: Vec<MethodDetail>,
     generated_rows: usize,
     seconds: f64,
+    front_view: &'a FrontView,
 }
 
 const IP_SCALING: &str = "raw gold-scorer values, no normalisation: mean over λ of ⟨λ, ξ(λ)⟩";
@@ -88,6 +93,7 @@ pub fn write_report(ev: &Evaluation, cfg: &FrontConfig, out: &Path) -> Result<Wr
     let dominance = dominance(&ev.methods, sense)?;
     let comparisons = comparisons(ev, &report.reference_point, &boot)?;
     let markdown = markdown(ev, cfg, &report, &details, &dominance, &comparisons);
+    let view = front_view(ev);
     let json = ReportJson {
         tool: "panacea eval-front",
         objectives: &ev.objectives,
@@ -106,6 +112,7 @@ pub fn write_report(ev: &Evaluation, cfg: &FrontConfig, out: &Path) -> Result<Wr
         comparisons: &comparisons,
         generated_rows: ev.rows,
         seconds: ev.seconds,
+        front_view: &view,
     };
     std::fs::create_dir_all(out).map_err(io("creating", out))?;
     let write = |name: &str, text: &str| -> Result<()> {
@@ -145,7 +152,38 @@ pub fn write_report(ev: &Evaluation, cfg: &FrontConfig, out: &Path) -> Result<Wr
     for name in ["front.png", "front.svg"] {
         plot_fronts(&out.join(name), &plot_input, &plot)?;
     }
+    write("report.html", &view.html(&format!("eval-front: {}", cfg.model))?)?;
     Ok(Written { report, comparisons, markdown })
+}
+
+/// The interactive view of the evaluation: every method's points with their λ, each with the
+/// example answer kept for it (the first prompt's first sample; the evaluation keeps one per
+/// point, in point order, per method).
+pub fn front_view(ev: &Evaluation) -> FrontView {
+    let methods = ev
+        .methods
+        .iter()
+        .zip(&ev.baseline)
+        .map(|(m, &baseline)| {
+            let mut samples = ev.examples.iter().filter(|x| x.method == m.name);
+            let points = m
+                .front
+                .points
+                .iter()
+                .enumerate()
+                .map(|(i, value)| ViewPoint {
+                    pref: m.front.prefs.get(i).cloned(),
+                    value: value.clone(),
+                    sample: samples.next().map(|x| SampleAnswer {
+                        prompt: x.prompt.clone(),
+                        answer: x.response.clone(),
+                    }),
+                })
+                .collect();
+            ViewMethod { name: m.name.clone(), baseline, points }
+        })
+        .collect();
+    FrontView { objectives: ev.objectives.clone(), methods }
 }
 
 /// A point as `(0.1234, 0.5678)`.

@@ -9,6 +9,9 @@
 //! prefilled alone and joins the batch), then runs one step for every row with each row's own
 //! λ in one forward (`pref` [B, K]), chooses every row's token with its own sampling settings
 //! and RNG, streams the new text, and lets finished rows leave ([`panacea_lm::SlotBatch`]).
+//! When every row in flight shares one λ, the steps run a merged model instead (W0 + ΔW(λ),
+//! fused like the base, so a step runs the base model's code path; see [`merged_model`]);
+//! it is kept for that λ until another shared λ needs merging.
 //! A job whose receiver is dropped (the client went away, Ctrl-C in the chat) is cancelled at
 //! the next step. A failing step (an error or a libtorch panic) fails the rows in flight with
 //! an [`Event::Error`] and the engine goes on with the next jobs.
@@ -218,12 +221,31 @@ pub enum Event {
 /// Counters shared with the server (`/health`).
 #[derive(Debug, Default)]
 pub struct EngineStats {
+    /// Decode steps run on the merged model (every row at one λ).
+    pub merged_steps: AtomicUsize,
+    /// Times the adapter was merged for a new λ.
+    pub merges: AtomicUsize,
     /// Rows decoding now.
     pub rows: AtomicUsize,
-    /// Jobs submitted and not yet admitted.
+    /// Jobs admitted and not yet in a row (at most `queue_len`: submitting checks and takes
+    /// one unit of it at once, a job entering its rows or dropped gives it back).
     pub queued: AtomicUsize,
     /// Decode steps run.
     pub steps: AtomicUsize,
+    /// Microseconds spent prefilling joining prompts (each alone).
+    pub prefill_us: AtomicUsize,
+    /// Microseconds spent merging the adapter for a shared λ.
+    pub merge_us: AtomicUsize,
+    /// Microseconds spent in decode-step forwards; on a GPU the
+    /// kernels finish during the next counter's span (choosing tokens reads them back).
+    pub forward_us: AtomicUsize,
+    /// Microseconds spent choosing tokens and streaming text after the forwards.
+    pub emit_us: AtomicUsize,
+}
+
+/// Adds the microseconds since `start` to `counter`.
+fn add_time(counter: &AtomicUsize, start: std::time::Instant) {
+    counter.fetch_add(start.elapsed().as_micros() as usize, Ordering::Relaxed);
 }
 
 /// What callers need to build jobs: tokenizer, template, objectives, limits.
@@ -264,10 +286,29 @@ pub enum SubmitError {
     Invalid(String),
 }
 
+/// Merge the adapter for a shared λ only when one of the rows may still decode this many
+/// steps: a merge costs about one pass over the weights (a few decode steps of a small batch,
+/// benches/README.md), which a short tail of a batch would not repay. A λ that is already
+/// merged is used at once.
+pub const DEFAULT_MERGE_MIN_STEPS: usize = 64;
+
 impl Engine {
     /// Starts the engine thread with `served` and `limits`; `threads` sets libtorch's intra-op
-    /// threads on that thread (0: libtorch's default).
+    /// threads on that thread (0: libtorch's default). Shared-λ batches are merged per
+    /// [`DEFAULT_MERGE_MIN_STEPS`].
     pub fn start(served: ServedModel, limits: Limits, threads: usize) -> Result<Self, ServeError> {
+        Self::start_with(served, limits, threads, Some(DEFAULT_MERGE_MIN_STEPS))
+    }
+
+    /// [`Engine::start`] with the merge rule: `merge_min_steps` `None` never merges (every
+    /// adapted step takes the per-row path); `Some(n)` merges a λ shared by every row in flight
+    /// once some row may still decode ≥ n steps (0: always).
+    pub fn start_with(
+        served: ServedModel,
+        limits: Limits,
+        threads: usize,
+        merge_min_steps: Option<usize>,
+    ) -> Result<Self, ServeError> {
         limits.check(&served.base.model)?;
         let info = Arc::new(EngineInfo {
             name: served.name.clone(),
@@ -280,7 +321,8 @@ impl Engine {
         let batch = SlotBatch::new(&served.base.model, limits.max_batch as i64, limits.capacity())?;
         let (tx, rx) = std::sync::mpsc::sync_channel(limits.queue_len);
         let stop = Arc::new(AtomicBool::new(false));
-        let worker = Worker::new(served, batch, rx, stats.clone(), stop.clone());
+        let mut worker = Worker::new(served, batch, rx, stats.clone(), stop.clone());
+        worker.merge_min_steps = merge_min_steps;
         let thread = std::thread::Builder::new()
             .name("panacea-engine".into())
             .spawn(move || {
@@ -352,7 +394,8 @@ pub struct Submitter {
 }
 
 impl Submitter {
-    /// Queues a job without blocking; `Err(QueueFull)` when the queue is full.
+    /// Queues a job without blocking; `Err(QueueFull)` when `queue_len` jobs are already
+    /// waiting for rows (an exact bound, however far the engine has taken them).
     pub fn submit(
         &self,
         prompt: Vec<i64>,
@@ -379,8 +422,17 @@ impl Submitter {
         if let Some(p) = problem {
             return Err(SubmitError::Invalid(p));
         }
+        // Admission is one counter of the jobs admitted and not yet in a row, wherever they
+        // wait (in the channel or among the engine's waiting jobs); it is released when a job
+        // takes its rows or is dropped. The channel alone could not bound it: the engine moves
+        // jobs out of the channel before rows free up.
+        let admitted = self.stats.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+            (q < l.queue_len).then_some(q + 1)
+        });
+        if admitted.is_err() {
+            return Err(SubmitError::QueueFull(l.queue_len));
+        }
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.stats.queued.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(Job { prompt, pref, params, events }) {
             Ok(()) => Ok(rx),
             Err(e) => {
@@ -426,9 +478,31 @@ struct Worker {
     stats: Arc<EngineStats>,
     /// Every job sender is gone, or the owner asked the engine to stop.
     closed: bool,
-    /// The decode steps' λ, [B, K], while the rows stay the same (see `set_step_pref`).
-    step_pref: Option<Tensor>,
+    /// How the decode steps run while the rows stay the same (see `plan`).
+    plan: StepPlan,
+    /// The adapter merged at one λ, kept until another shared λ is merged.
+    merged: Option<MergedModel>,
+    /// See [`Engine::start_with`].
+    merge_min_steps: Option<usize>,
     stop: Arc<AtomicBool>,
+}
+
+/// How the decode steps run while the rows stay the same.
+enum StepPlan {
+    /// To be decided (the rows changed).
+    Unplanned,
+    /// The base model: no adapter, or rows without λ.
+    Base,
+    /// The adapted view with each row's λ, [B, K] in row order, its factors prepared.
+    PerRow(Tensor),
+    /// Every row shares λ: `Worker::merged`.
+    Merged,
+}
+
+/// The served adapter merged into the base at one λ.
+struct MergedModel {
+    pref: Vec<f64>,
+    model: Llama,
 }
 
 impl Worker {
@@ -441,7 +515,19 @@ impl Worker {
     ) -> Self {
         let waiting = VecDeque::new();
         let rows = Vec::new();
-        Self { served, batch, rows, jobs, waiting, stats, closed: false, step_pref: None, stop }
+        Self {
+            served,
+            batch,
+            rows,
+            jobs,
+            waiting,
+            stats,
+            closed: false,
+            plan: StepPlan::Unplanned,
+            merged: None,
+            merge_min_steps: None,
+            stop,
+        }
     }
 
     fn run(mut self) {
@@ -535,7 +621,8 @@ impl Worker {
 
     /// Prefills the job's prompt once per choice and adds the rows.
     fn join(&mut self, job: &Job) -> Result<(), ServeError> {
-        self.set_step_pref(None)?;
+        let start = std::time::Instant::now();
+        self.replan();
         let stop = Arc::new(job.params.stop.clone());
         let device = self.served.base.model.device();
         for index in 0..job.params.n {
@@ -567,46 +654,83 @@ impl Worker {
             self.accept(r, token)?;
         }
         self.stats.rows.store(self.rows.len(), Ordering::SeqCst);
+        add_time(&self.stats.prefill_us, start);
         Ok(())
     }
 
     /// One decode step for every row.
     fn step(&mut self) -> Result<(), ServeError> {
-        let device = self.served.base.model.device();
+        self.plan()?;
+        let start = std::time::Instant::now();
         let tokens: Vec<i64> = self.rows.iter().map(|r| r.next).collect();
-        if self.step_pref.is_none() {
-            let prefs: Option<Vec<&[f64]>> =
-                self.rows.iter().map(|r| r.pref.as_deref()).collect::<Option<Vec<_>>>();
-            let pref_t = prefs.map(|p| pref_tensor(&p, device)); // [B, K]
-            self.set_step_pref(pref_t)?;
-        }
-        let (model, adapter) = model_for(&self.served, self.step_pref.as_ref());
+        let (model, adapter) = match (&self.plan, &self.served.adapter, &self.merged) {
+            (StepPlan::PerRow(pref), Some(a), _) => (&a.model, Adapter::On { pref }),
+            (StepPlan::Merged, _, Some(m)) => (&m.model, Adapter::Off),
+            _ => (&self.served.base.model, Adapter::Off),
+        };
         let logits = self.batch.step(model, &tokens, adapter)?; // [B, V]
+        add_time(&self.stats.forward_us, start);
+        let start = std::time::Instant::now();
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        if matches!(self.plan, StepPlan::Merged) {
+            self.stats.merged_steps.fetch_add(1, Ordering::Relaxed);
+        }
         let mut rows: Vec<&mut Row> = self.rows.iter_mut().collect();
         let chosen = choose(&logits, &mut rows)?;
         for (r, token) in chosen.into_iter().enumerate() {
             self.accept(r, token)?;
         }
+        add_time(&self.stats.emit_us, start);
         Ok(())
     }
 
-    /// Holds `pref` ([B, K], the rows' λ in row order) for the decode steps until the rows
-    /// change, with the adapter's factors folded for it once ([`panacea_lm::Llama`]'s layers'
-    /// `prepare`: the same operations as the unprepared forward, so the same numbers). The
-    /// factors are dropped before the old tensor is, so a later tensor at the same address can
-    /// never hit stale factors.
-    fn set_step_pref(&mut self, pref: Option<Tensor>) -> Result<(), ServeError> {
-        if let Some(a) = self.served.adapter.as_mut() {
-            a.model.linears_mut().for_each(panacea_core::adapter::SvdLoraLinear::unprepare);
-            if let Some(p) = &pref {
-                for l in a.model.linears_mut() {
-                    l.prepare(p)?;
+    /// Decides how the steps run for the rows in flight, once per change of the rows: the base
+    /// when a row has no λ; the merged model when every row shares λ and it is merged already
+    /// or worth merging (`merge_min_steps`); else each row with its own λ, the adapter's factors
+    /// folded for it once ([`panacea_lm::Llama`]'s layers' `prepare`: the same operations as
+    /// the unprepared forward, so the same numbers).
+    fn plan(&mut self) -> Result<(), ServeError> {
+        if !matches!(self.plan, StepPlan::Unplanned) {
+            return Ok(());
+        }
+        let prefs: Option<Vec<&[f64]>> = self.rows.iter().map(|r| r.pref.as_deref()).collect();
+        let (Some(prefs), Some(adapter)) = (prefs, self.served.adapter.as_mut()) else {
+            self.plan = StepPlan::Base;
+            return Ok(());
+        };
+        let shared = prefs.windows(2).all(|w| w[0] == w[1]).then(|| prefs[0].to_vec());
+        if let (Some(pref), Some(min_steps)) = (shared, self.merge_min_steps) {
+            let cached = self.merged.as_ref().is_some_and(|m| m.pref == pref);
+            let remaining =
+                self.rows.iter().map(|r| r.max_tokens - r.completion_tokens).max().unwrap_or(0);
+            if cached || remaining >= min_steps {
+                if !cached {
+                    let start = std::time::Instant::now();
+                    self.merged = None; // free the old copy before making the new one
+                    let model = merged_model(&self.served.base.model, &adapter.model, &pref);
+                    self.merged = Some(MergedModel { pref, model });
+                    self.stats.merges.fetch_add(1, Ordering::Relaxed);
+                    add_time(&self.stats.merge_us, start);
                 }
+                self.plan = StepPlan::Merged;
+                return Ok(());
             }
         }
-        self.step_pref = pref;
+        let pref = pref_tensor(&prefs, self.served.base.model.device()); // [B, K]
+        for l in adapter.model.linears_mut() {
+            l.prepare(&pref)?;
+        }
+        self.plan = StepPlan::PerRow(pref);
         Ok(())
+    }
+
+    /// Forgets the plan (the rows change); the prepared factors are dropped before the λ
+    /// tensor is, so a later tensor at the same address can never hit stale factors.
+    fn replan(&mut self) {
+        if let Some(a) = self.served.adapter.as_mut() {
+            a.model.linears_mut().for_each(panacea_core::adapter::SvdLoraLinear::unprepare);
+        }
+        self.plan = StepPlan::Unplanned;
     }
 
     /// Records row r's new token: EOS, stop texts and the length limit end it; new text is
@@ -669,10 +793,7 @@ impl Worker {
     fn retire(&mut self) {
         for r in (0..self.rows.len()).rev() {
             if self.rows[r].finished.is_some() || self.rows[r].cancelled {
-                if self.step_pref.is_some() {
-                    // Only fails for a λ of the wrong shape, which was checked on the way in.
-                    let _ = self.set_step_pref(None);
-                }
+                self.replan();
                 if self.batch.leave(r).is_err() {
                     self.batch.clear();
                 }
@@ -699,6 +820,34 @@ fn model_for<'a>(served: &'a ServedModel, pref: Option<&'a Tensor>) -> (&'a Llam
         (Some(a), Some(p)) => (&a.model, Adapter::On { pref: p }),
         _ => (&served.base.model, Adapter::Off),
     }
+}
+
+/// The adapter merged into the base at λ `pref`: a model whose projections hold W0 + ΔW(λ)
+/// (summed in f32 and rounded once to W0's dtype, as `SvdLoraLinear::merge` does) in buffers of
+/// its own, fused like the base's, so a forward under `Adapter::Off` runs the base's code on
+/// the same shapes. The embedding, norms and head are shared with the base. Memory: one copy of
+/// the projection weights.
+pub fn merged_model(base: &Llama, adapted: &Llama, pref: &[f64]) -> Llama {
+    let device = base.device();
+    let pref = Tensor::from_slice(pref).to_kind(Kind::Float).to_device(device); // [K]
+    let mut model = base.with_adapter(None);
+    tch::no_grad(|| {
+        for (dst, src) in model.linears_mut().zip(adapted.linears()) {
+            // Fresh tensors throughout: fusing re-points its members' storage, which must never
+            // reach the base's (shared) tensors.
+            let weight = match &src.lora {
+                Some(lora) => {
+                    let delta = lora.delta_weight(&pref); // [d_out, d_in], f32
+                    (src.weight.to_kind(Kind::Float) + delta).to_kind(src.weight.kind())
+                }
+                None => src.weight.copy(),
+            };
+            dst.weight = weight.contiguous();
+            dst.bias = src.bias.as_ref().map(Tensor::copy);
+        }
+    });
+    model.fuse_projections();
+    model
 }
 
 /// The largest char boundary ≤ i.

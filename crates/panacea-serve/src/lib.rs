@@ -10,6 +10,7 @@
 //!   `/v1/models`, `/health`, the page at `/`), with limits and graceful shutdown.
 //! - [`openai`]: request fields and response objects.
 //! - [`preference`]: λ from a list or from weights keyed by objective name.
+//! - [`report`]: the front of an eval-front report, shown on the page (`--report DIR`).
 //! - [`chat`]: the session behind `panacea chat` (history, `/pref`, `/sweep`, `/save`),
 //!   testable without a terminal.
 //!
@@ -32,6 +33,7 @@ pub mod error;
 pub mod openai;
 mod page;
 pub mod preference;
+pub mod report;
 pub mod server;
 
 pub use engine::{Engine, Event, FinishReason, GenParams, Limits, ServedAdapter, ServedModel};

@@ -1,6 +1,9 @@
 //! The HTTP server: OpenAI's `/v1/chat/completions`, `/v1/completions` and `/v1/models`,
 //! `/health`, and the steering page at `/`, over one [`Engine`].
 //!
+//! With a report (`ServeOptions::front`), `/report.html` is its interactive front, which the page
+//! embeds.
+//!
 //! Handlers only parse, check limits and relay events; the engine thread does every tensor
 //! operation. A request is refused before it queues when it is malformed (400, naming the
 //! field), too large (413: body, prompt tokens, `max_tokens`, `n`), or when the queue is full
@@ -42,8 +45,14 @@ pub struct ServeOptions {
     pub default_max_tokens: usize,
     /// Largest request body in bytes (413 beyond).
     pub max_body_bytes: usize,
-    /// libtorch intra-op threads of the engine thread (0: libtorch's default).
+    /// libtorch intra-op threads of the engine thread (0: libtorch's default). Load the model
+    /// on a thread with the same count: `load_model` lays the weights out for it (the CPU
+    /// small-M kernel's row layout needs one thread), and a mismatch leaves the decode steps
+    /// on libtorch's slower path for that layout (2× per step at batch 8, benches/README.md).
     pub threads: usize,
+    /// The front of an eval-front report of the served adapter ([`crate::report`]), shown on
+    /// the page and served at `/report.html`.
+    pub front: Option<panacea_eval::FrontView>,
 }
 
 impl Default for ServeOptions {
@@ -54,6 +63,7 @@ impl Default for ServeOptions {
             default_max_tokens: 256,
             max_body_bytes: 1 << 20,
             threads: 0,
+            front: None,
         }
     }
 }
@@ -66,6 +76,8 @@ struct AppState {
     max_body_bytes: usize,
     seeds: AtomicU64,
     ids: AtomicU64,
+    /// The front page (`/report.html`), when a report is served.
+    front_html: Option<String>,
 }
 
 /// Triggers a graceful shutdown of a running server; cloneable, usable from any thread (the
@@ -95,6 +107,13 @@ fn router(engine: &Engine, opts: &ServeOptions) -> Result<Router, ServeError> {
     let submitter = engine
         .submitter()
         .ok_or_else(|| ServeError::EngineGone("the engine has been shut down".into()))?;
+    let front_html = match &opts.front {
+        Some(view) => Some(
+            view.html(&format!("The front of {}", info.name))
+                .map_err(|e| ServeError::Invalid(format!("the report's front: {e}")))?,
+        ),
+        None => None,
+    };
     let seed0 = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let state = Arc::new(AppState {
         submitter,
@@ -107,9 +126,11 @@ fn router(engine: &Engine, opts: &ServeOptions) -> Result<Router, ServeError> {
         max_body_bytes: opts.max_body_bytes,
         seeds: AtomicU64::new(seed0),
         ids: AtomicU64::new(0),
+        front_html,
     });
     Ok(Router::new()
         .route("/", get(page))
+        .route("/report.html", get(front_page))
         .route("/health", get(health))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
@@ -128,6 +149,9 @@ fn check_options(served: &ServedModel, opts: &ServeOptions) -> Result<(), ServeE
             ));
         }
         crate::preference::normalise("--pref", p.clone(), served.objectives())?;
+    }
+    if let Some(view) = &opts.front {
+        crate::report::check_objectives(view, served.objectives())?;
     }
     Ok(())
 }
@@ -221,6 +245,16 @@ impl Drop for RunningServer {
 
 async fn page() -> Html<&'static str> {
     Html(crate::page::PAGE)
+}
+
+async fn front_page(State(s): State<Arc<AppState>>) -> Response {
+    match &s.front_html {
+        Some(html) => Html(html.clone()).into_response(),
+        None => ApiError::not_found(
+            "this server shows no front; start it with --report DIR (an eval-front report)",
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -72,7 +72,15 @@ fn tiny_pipeline_writes_a_complete_report() {
     assert_eq!(w.report.methods[0].method, "base");
     assert_eq!(w.report.methods[0].n_points, 1);
     assert_eq!(w.report.methods[1].n_points, 2, "one point per λ");
-    for name in ["front.json", "report.md", "report.json", "points.csv", "front.png", "front.svg"] {
+    for name in [
+        "front.json",
+        "report.md",
+        "report.json",
+        "points.csv",
+        "front.png",
+        "front.svg",
+        "report.html",
+    ] {
         let meta = std::fs::metadata(out.join(name)).expect(name);
         assert!(meta.len() > 0, "{name} is empty");
     }
@@ -119,6 +127,59 @@ fn tiny_pipeline_writes_a_complete_report() {
     assert!(w.markdown.contains("Per-λ control"));
     let csv = std::fs::read_to_string(out.join("points.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 1 + 1 + 3 * 2, "header + base + 2 points × 3 methods:\n{csv}");
+    // The interactive front: report.json's view and the one embedded in report.html are the
+    // same, with each grid λ's point and its sample answer (the evaluation's examples).
+    let view: panacea_eval::FrontView =
+        serde_json::from_value(json["front_view"].clone()).expect("front_view parses");
+    assert_eq!(view.objectives, ["concise", "positive"]);
+    let steered = view.steered().expect("the adapter's front");
+    assert_eq!(steered.name, "panacea");
+    assert_eq!(steered.points.len(), 2, "one point per grid λ");
+    for (p, (pref, value)) in
+        steered.points.iter().zip(panacea.front.prefs.iter().zip(&panacea.front.points))
+    {
+        assert_eq!(p.pref.as_ref(), Some(pref));
+        assert_eq!(&p.value, value);
+    }
+    let answers: Vec<&str> = view
+        .methods
+        .iter()
+        .flat_map(|m| &m.points)
+        .map(|p| p.sample.as_ref().expect("a sample per point").answer.as_str())
+        .collect();
+    let examples: Vec<&str> = ev.examples.iter().map(|x| x.response.as_str()).collect();
+    assert_eq!(answers, examples, "base, 2 adapter, 2 soup and 2 DPS points");
+    assert_eq!(
+        view.methods.iter().map(|m| m.baseline).collect::<Vec<_>>(),
+        [false, false, true, true]
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"));
+    // Self-contained: no script, style sheet or image is fetched.
+    for fetch in ["<script src", "<link", "<img", "@import", "fetch("] {
+        assert!(!html.contains(fetch), "report.html loads something: {fetch}");
+    }
+    let embedded = html.split("const VIEW = ").nth(1).and_then(|t| t.split(";\n").next());
+    let embedded: panacea_eval::FrontView =
+        serde_json::from_str(embedded.expect("embedded view")).expect("the embedded view parses");
+    assert_eq!(embedded, view);
+    // The page draws one circle per grid λ for the adapter (headless Chromium, when installed).
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/page_check.sh");
+    let check = std::process::Command::new("bash")
+        .arg(&script)
+        .args(["--front".as_ref(), out.join("report.html").as_os_str(), "2".as_ref()])
+        .arg(tmp.join("chromium"))
+        .output()
+        .expect("runs bash");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    if check.status.code() == Some(2) {
+        eprintln!("SKIPPED the browser check: {}", stderr.trim());
+    } else {
+        assert!(check.status.success(), "{} failed: {stderr}", script.display());
+        let stdout = String::from_utf8_lossy(&check.stdout);
+        assert!(stdout.contains("front ok: 2 grid points"), "{stdout}");
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

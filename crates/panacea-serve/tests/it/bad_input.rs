@@ -1,6 +1,8 @@
 //! Every malformed or oversized request gets its status and a JSON error naming the field,
 //! and the server goes on serving (no panic, no stuck row).
 
+use std::io::Read;
+
 use serde_json::json;
 
 use crate::common;
@@ -165,7 +167,7 @@ fn a_full_queue_answers_429_and_the_base_model_refuses_a_preference() {
     let Some(served) = common::tiny_served(false) else { return };
     // Room for long answers, so the first request is still decoding while the others arrive.
     let mut opts = common::options(1, 1);
-    opts.limits.max_output_tokens = 1000;
+    opts.limits.max_output_tokens = 8000;
     let server = common::start(served, opts);
     let addr = server.addr;
     let with_pref = common::chat_body("Hi", Some([0.5, 0.5]), 4);
@@ -174,34 +176,44 @@ fn a_full_queue_answers_429_and_the_base_model_refuses_a_preference() {
     assert_eq!(r.json()["error"]["param"], json!("preference"));
     assert!(r.body.contains("without an adapter"), "{}", r.body);
 
-    // One long request holds the only row; seven more arrive at once with a queue of 1. The
-    // queue is bounded: some of them are refused with 429, the rest are answered, and nothing
-    // stays stuck. (The exact bound is not asserted: the engine may hold one job it took from
-    // the channel besides the queue; see issue #19.)
+    // One streamed request holds the only row (it could decode for thousands of steps); seven
+    // more arrive one after the other with a queue of 1. Exactly one waits and six are refused,
+    // whatever the engine has done with the waiting one meanwhile. Dropping the connections
+    // cancels both jobs, and nothing stays stuck.
     let long = || {
-        let mut b = common::chat_body("Count to one hundred.", None, 1000);
+        let mut b = common::chat_body("Count to one hundred.", None, 8000);
         b["stop"] = json!(["this text never appears \u{1F600}"]);
+        b["stream"] = json!(true);
         b
     };
-    std::thread::scope(|s| {
-        let first = s.spawn(move || common::post(addr, "/v1/chat/completions", &long()));
-        common::wait_until(addr, |h| h["rows_in_flight"] == json!(1));
-        let rest: Vec<_> = (0..7)
-            .map(|_| s.spawn(move || common::post(addr, "/v1/chat/completions", &long())))
-            .collect();
-        let replies: Vec<common::Reply> =
-            rest.into_iter().map(|t| t.join().expect("reply")).collect();
-        let refused: Vec<&common::Reply> = replies.iter().filter(|r| r.status == 429).collect();
-        assert!(!refused.is_empty(), "7 requests behind a queue of 1 and none was refused");
-        for r in &refused {
-            assert_eq!(r.json()["error"]["type"], json!("rate_limit_exceeded"));
-            assert!(r.body.contains("queue_len"), "{}", r.body);
+    let (status, holder) = common::open(addr, "/v1/chat/completions", &long());
+    assert_eq!(status, 200);
+    common::wait_until(addr, |h| h["rows_in_flight"] == json!(1) && h["queued"] == json!(0));
+    let mut waiting = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..7 {
+        // Streamed, so an admitted request answers its head at once.
+        let (status, mut conn) = common::open(addr, "/v1/chat/completions", &long());
+        if status == 429 {
+            let mut rest = String::new();
+            conn.read_to_string(&mut rest).expect("the refusal's body");
+            refused.push(rest);
+        } else {
+            assert_eq!(status, 200, "request {i}");
+            waiting.push(conn);
         }
-        for r in replies.iter().filter(|r| r.status != 429) {
-            assert_eq!(r.status, 200, "{}", r.body);
-        }
-        assert_eq!(first.join().expect("first").status, 200);
-    });
+    }
+    // The holder is still decoding, so the bound was tested with the row busy throughout.
+    let h = common::get(addr, "/health").json();
+    assert_eq!((h["rows_in_flight"].clone(), h["queued"].clone()), (json!(1), json!(1)), "{h}");
+    assert_eq!(waiting.len(), 1, "a queue of 1 admitted {} requests", waiting.len());
+    assert_eq!(refused.len(), 6);
+    for body in &refused {
+        assert!(body.contains("rate_limit_exceeded"), "{body}");
+        assert!(body.contains("1 requests are already waiting (queue_len)"), "{body}");
+    }
+    drop(holder);
+    drop(waiting);
     common::wait_until(addr, |h| h["rows_in_flight"] == json!(0) && h["queued"] == json!(0));
     server.shutdown().expect("clean shutdown");
 }

@@ -183,3 +183,57 @@ fn concurrent_http_clients_with_different_preferences_get_their_one_at_a_time_an
     assert_eq!(together, alone);
     server.shutdown().expect("clean shutdown");
 }
+
+/// The tokens of every job, submitted together (they share the batch as they join).
+fn answers_together(
+    engine: &Engine,
+    ids: &[Vec<i64>],
+    pref: Option<&[f64]>,
+    new_tokens: usize,
+) -> Vec<Vec<i64>> {
+    let mut rxs: Vec<UnboundedReceiver<Event>> = ids
+        .iter()
+        .map(|p| {
+            engine.submit(p.clone(), pref.map(<[f64]>::to_vec), greedy(new_tokens)).expect("queued")
+        })
+        .collect();
+    rxs.iter_mut().map(|rx| tokens_of(rx, Vec::new())).collect()
+}
+
+/// When every row in flight shares λ the engine decodes with the adapter merged into the
+/// weights (one merge, then reused), and the greedy answers equal the per-row path's token
+/// for token; the merged model is not the base (λ still acts).
+#[test]
+fn a_batch_sharing_one_preference_runs_merged_and_equals_the_per_row_path() {
+    let Some(merging) = common::tiny_served(true) else { return };
+    let Some(per_row) = common::tiny_served(true) else { return };
+    let limits =
+        Limits { max_batch: 8, queue_len: 16, max_prompt_tokens: 96, max_output_tokens: 64 };
+    let merging = Engine::start_with(merging, limits, 1, Some(0)).expect("engine starts");
+    let per_row = Engine::start_with(per_row, limits, 1, None).expect("engine starts");
+    let info = merging.info().clone();
+    let ids: Vec<Vec<i64>> = prompts()
+        .iter()
+        .map(|p| {
+            let text = info.chat_template.user_prompt(p).expect("renders");
+            info.tokenizer.encode(&text).expect("encodes")
+        })
+        .collect();
+    let pref = [0.3, 0.7];
+    let merged = answers_together(&merging, &ids, Some(&pref), NEW_TOKENS);
+    let exact = answers_together(&per_row, &ids, Some(&pref), NEW_TOKENS);
+    assert_eq!(merged, exact, "merged and per-row greedy answers differ");
+    assert!(merged.iter().all(|a| a.len() == NEW_TOKENS), "{merged:?}");
+    let stats = merging.stats();
+    let (steps, merged_steps) =
+        (stats.steps.load(Ordering::SeqCst), stats.merged_steps.load(Ordering::SeqCst));
+    assert_eq!(stats.merges.load(Ordering::SeqCst), 1, "one merge for one λ, then reused");
+    assert_eq!(merged_steps, steps, "every step ran merged ({merged_steps} of {steps})");
+    assert!(steps >= NEW_TOKENS - 1, "{steps} steps");
+    assert_eq!(per_row.stats().merged_steps.load(Ordering::SeqCst), 0);
+    // The merged model is the adapter at λ, not the base: the base answers differently.
+    let base = answers_together(&merging, &ids, None, NEW_TOKENS);
+    assert_ne!(base, merged, "the merged weights answer like the base model");
+    merging.shutdown().expect("engine stops");
+    per_row.shutdown().expect("engine stops");
+}

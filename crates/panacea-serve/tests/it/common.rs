@@ -76,6 +76,7 @@ pub(crate) fn options(max_batch: usize, queue_len: usize) -> ServeOptions {
         default_max_tokens: 16,
         max_body_bytes: 16 * 1024,
         threads: 1,
+        front: None,
     }
 }
 
@@ -126,6 +127,30 @@ pub(crate) fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read reply");
     parse_reply(&raw)
+}
+
+/// Sends one request and reads only the status line and headers, leaving the connection open
+/// (for a stream: its answer keeps coming until the connection is dropped, which cancels it).
+pub(crate) fn open(addr: SocketAddr, path: &str, body: &serde_json::Value) -> (u16, TcpStream) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(300))).expect("timeout");
+    let body = body.to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write head");
+    s.write_all(body.as_bytes()).expect("write body");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("read the reply's head");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+    (status, s)
 }
 
 pub(crate) fn post(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Reply {

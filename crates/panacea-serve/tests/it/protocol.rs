@@ -1,5 +1,5 @@
 //! The OpenAI protocol: plain and streamed chat and completions, stop texts, seeds and `n`,
-//! `/v1/models`, the page, graceful shutdown, and the real `openai` Python client.
+//! `/v1/models`, the page and a report's front, graceful shutdown, and the real `openai` Python client.
 
 use serde_json::json;
 
@@ -259,10 +259,109 @@ fn the_openai_python_client_chats_plain_and_streamed_with_a_preference() {
     server.shutdown().expect("clean shutdown");
 }
 
+/// An eval-front view over helpful and harmless: the base, a 3-point Panacea grid with one
+/// sample answer per point (one holding `</script>`), and a baseline.
+fn front_view() -> panacea_eval::FrontView {
+    use panacea_eval::{FrontView, SampleAnswer, ViewMethod, ViewPoint};
+    let point = |pref: Option<[f64; 2]>, value: [f64; 2], answer: &str| ViewPoint {
+        pref: pref.map(|p| p.to_vec()),
+        value: value.to_vec(),
+        sample: Some(SampleAnswer { prompt: "Hi".into(), answer: answer.into() }),
+    };
+    FrontView {
+        objectives: common::objectives(),
+        methods: vec![
+            ViewMethod {
+                name: "base".into(),
+                baseline: false,
+                points: vec![point(None, [0.2, 0.2], "base answer")],
+            },
+            ViewMethod {
+                name: "panacea".into(),
+                baseline: false,
+                points: vec![
+                    point(Some([0.0, 1.0]), [0.1, 0.9], "harmless answer </script> <b>"),
+                    point(Some([0.5, 0.5]), [0.5, 0.5], "balanced answer"),
+                    point(Some([1.0, 0.0]), [0.9, 0.1], "helpful answer"),
+                ],
+            },
+            ViewMethod {
+                name: "soup".into(),
+                baseline: true,
+                points: vec![
+                    point(Some([0.0, 1.0]), [0.1, 0.7], "s0"),
+                    point(Some([1.0, 0.0]), [0.7, 0.1], "s1"),
+                ],
+            },
+        ],
+    }
+}
+
+#[test]
+fn the_front_of_a_report_is_read_checked_and_served() {
+    let dir = std::env::temp_dir().join(format!("panacea-front-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let report = dir.join("report.json");
+    // An older report: no front view.
+    std::fs::write(&report, json!({"tool": "panacea eval-front"}).to_string()).expect("write");
+    let err = panacea_serve::report::load_front_view(&dir).expect_err("no front_view").to_string();
+    assert!(err.contains("report.json: no `front_view` field"), "{err}");
+    assert!(err.contains("run eval-front again"), "{err}");
+    // A value with the wrong number of objectives.
+    let mut bad = serde_json::to_value(front_view()).expect("json");
+    bad["methods"][1]["points"][2]["value"] = json!([0.9]);
+    std::fs::write(&report, json!({"front_view": bad}).to_string()).expect("write");
+    let err = panacea_serve::report::load_front_view(&dir).expect_err("ragged").to_string();
+    assert!(
+        err.contains("method \"panacea\" point 2: value has 1 entries but there are 2"),
+        "{err}"
+    );
+    std::fs::write(&report, json!({"tool": "x", "front_view": front_view()}).to_string())
+        .expect("write");
+    let view = panacea_serve::report::load_front_view(&dir).expect("the view reads back");
+    assert_eq!(view, front_view());
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The base model cannot show an adapter's front.
+    let Some(base) = common::tiny_served(false) else { return };
+    let mut opts = common::options(4, 4);
+    opts.front = Some(view.clone());
+    let err = panacea_serve::RunningServer::start("127.0.0.1:0".parse().expect("addr"), base, opts)
+        .expect_err("objectives differ")
+        .to_string();
+    assert!(err.contains("(helpful, harmless) are not the served adapter's (none"), "{err}");
+
+    let Some(served) = common::tiny_served(true) else { return };
+    let server = common::start(served, common::options(4, 4));
+    let r = common::get(server.addr, "/report.html");
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"]["message"].as_str().expect("message").contains("--report DIR"));
+    server.shutdown().expect("clean shutdown");
+
+    let Some(served) = common::tiny_served(true) else { return };
+    let mut opts = common::options(4, 4);
+    opts.front = Some(view);
+    let server = common::start(served, opts);
+    let r = common::get(server.addr, "/report.html");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    // The embedded view parses back to the same points; `<` is escaped inside the script.
+    let json = r.body.split("const VIEW = ").nth(1).and_then(|t| t.split(";\n").next());
+    let embedded: panacea_eval::FrontView =
+        serde_json::from_str(json.expect("embedded view")).expect("the embedded view parses");
+    assert_eq!(embedded, front_view());
+    assert!(!r.body.contains("answer </script>"), "a sample answer ended the script");
+    assert!(r.body.contains("<title>The front of tiny-random+test-adapter</title>"));
+    server.shutdown().expect("clean shutdown");
+}
+
 #[test]
 fn the_page_sends_the_slider_preference_in_headless_chromium() {
     let Some(served) = common::tiny_served(true) else { return };
-    let server = common::start(served, common::options(8, 16));
+    // With a report's front: the page embeds it and marks the grid λ nearest the slider's.
+    let mut opts = common::options(8, 16);
+    opts.front = Some(front_view());
+    let server = common::start(served, opts);
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/page_check.sh");
     let out_dir = std::env::temp_dir().join(format!("panacea-page-{}", std::process::id()));
@@ -270,6 +369,7 @@ fn the_page_sends_the_slider_preference_in_headless_chromium() {
         .arg(&script)
         .arg(format!("http://{}", server.addr))
         .arg(&out_dir)
+        .arg("3")
         .output()
         .expect("runs bash");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -278,6 +378,10 @@ fn the_page_sends_the_slider_preference_in_headless_chromium() {
         return;
     }
     assert!(out.status.success(), "{} failed: {stderr}", script.display());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // λ = (0.3, 0.7) is nearest (0.5, 0.5) in L1 (0.4 against 0.6 for (0, 1)).
+    assert!(stdout.contains("nearest grid λ: helpful=0.50, harmless=0.50"), "{stdout}");
+    assert!(stdout.contains("front ok: 3 grid points"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out_dir);
     server.shutdown().expect("clean shutdown");
 }
