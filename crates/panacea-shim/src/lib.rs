@@ -6,11 +6,15 @@
 //! exceptions never unwind into Rust.
 //!
 //! Modules, each one C++ file and one Rust file:
-//! - build facts ([`built_with_cuda`], [`torch_version`]), here.
+//! - build facts ([`built_with_cuda`], [`torch_version`]), here;
+//! - [`dist`]: c10d's TCPStore rendezvous and Gloo process group (`csrc/dist.cpp`), for
+//!   data-parallel training launched by torchrun or Slurm.
 //!
 //! See ARCHITECTURE.md ("The C++ shim") for how libtorch and the CUDA headers are found.
 
 use std::ffi::c_char;
+
+pub mod dist;
 
 /// An error raised on the C++ side (a `c10::Error` or any other exception), or a misuse the
 /// Rust side caught before calling it.

@@ -1,3 +1,4 @@
 //! panacea-shim's integration tests: one binary, one module per topic.
 
 mod common;
+mod dist;
