@@ -23,6 +23,7 @@
 //! | `eval/base/ranking_accuracy/{name}` | the base model's likelihood ranking |
 //! | `eval/hv` | hypervolume of the ranking-accuracy points of the vertices and the centre (reference 0) |
 //! | `time/step_ms`, `time/pairs_per_s` | timings |
+//! | `time/allreduce_ms` | data parallel only: the gradient all-reduce, mean over ranks |
 //!
 //! **Data parallel** ([`train_dpo_data_parallel`] with a [`ProcessGroup`] of W ranks):
 //! `train.batch_size` is the batch of each rank, so a step trains on W × batch_size pairs.
@@ -271,6 +272,9 @@ pub fn train_dpo_data_parallel(
             j.insert("dpo/lr".to_owned(), json!(m.lr));
             j.insert("dpo/ref_from_cache".to_owned(), json!(m.ref_from_cache));
             j.insert("time/step_ms".to_owned(), json!(ms));
+            if group.is_some() {
+                j.insert("time/allreduce_ms".to_owned(), json!(m.grad_sync_ms));
+            }
             j.insert(
                 "time/pairs_per_s".to_owned(),
                 json!(m.pairs as f64 * 1000.0 / ms.max(1) as f64),
@@ -403,6 +407,7 @@ fn reduce_step_metrics(
         m.pairs as f64,
         f64::from(u8::from(m.ref_from_cache)),
         f64::from(u8::from(stop)),
+        m.grad_sync_ms,
     ];
     v.extend(&m.loss_per_obj);
     v.extend(m.accuracy_per_obj.iter().zip(&m.labelled_per_obj).map(|(a, n)| a * n));
@@ -416,7 +421,8 @@ fn reduce_step_metrics(
     m.pairs = v[4].round() as usize;
     m.ref_from_cache = v[5] == w;
     let stop = v[6] > 0.0;
-    let per_obj = &v[7..];
+    m.grad_sync_ms = v[7] / w;
+    let per_obj = &v[8..];
     m.loss_per_obj = per_obj[..k].iter().map(|x| x / w).collect();
     m.labelled_per_obj = per_obj[2 * k..3 * k].to_vec();
     m.accuracy_per_obj = (0..k).map(|i| per_obj[k + i] / m.labelled_per_obj[i].max(1.0)).collect();

@@ -33,6 +33,7 @@
 
 use panacea_core::adapter::Adapter;
 use std::path::Path;
+use std::time::Instant;
 
 use panacea_core::checkpoint::write_atomic;
 use panacea_core::optim::{AdamW, AdamWConfig};
@@ -99,6 +100,9 @@ pub struct DpoStepMetrics {
     pub ref_from_cache: bool,
     /// The step's λ (the mean λ for per-pair preferences).
     pub pref: Vec<f64>,
+    /// Milliseconds the gradient all-reduce took, waiting for the slowest rank included (0
+    /// for one process).
+    pub grad_sync_ms: f64,
 }
 
 /// Metrics of an evaluation pass over one batch under one λ (no gradient).
@@ -372,12 +376,15 @@ impl<M: PackedLm> DpoTrainer<M> {
     ) -> Result<DpoStepMetrics, DpoError> {
         let step = self.steps_done + 1;
         let (out, from_cache) = self.accumulate_gradients(batch, pref, cache)?;
+        let mut grad_sync_ms = 0.0;
         if let Some(group) = group {
             // Before any check, so that a non-finite gradient on one rank stops every rank at
             // the same step instead of leaving the others waiting in the next collective.
+            let t0 = Instant::now();
             for g in self.opt.gradients() {
                 group.all_reduce(&g, ReduceOp::Average)?;
             }
+            grad_sync_ms = t0.elapsed().as_secs_f64() * 1e3;
         }
         let loss = scalar(&out.loss);
         if !loss.is_finite() {
@@ -412,6 +419,7 @@ impl<M: PackedLm> DpoTrainer<M> {
             pairs: batch.len(),
             ref_from_cache: from_cache,
             pref: pref.mean(),
+            grad_sync_ms,
         })
     }
 

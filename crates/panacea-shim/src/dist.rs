@@ -22,8 +22,9 @@
 //! sockets, so the others fail at their next collective (or when the timeout passes) with an
 //! error naming their rank and the world size; nothing hangs.
 //!
-//! **Backend.** Gloo, on CPU tensors; on CUDA tensors Gloo stages through host memory. NCCL is
-//! not compiled in yet: its headers need CCCL, which the torch wheel does not ship.
+//! **Backend.** Gloo. PyTorch documents Gloo's all-reduce and broadcast for CUDA tensors too
+//! (not yet exercised here: no GPU in the tests). NCCL is not compiled in yet: its headers need
+//! CCCL's, which the torch wheel does not ship.
 
 use std::ffi::{c_void, CString};
 use std::time::Duration;

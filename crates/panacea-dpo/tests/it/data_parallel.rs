@@ -114,9 +114,12 @@ fn two_ranks_of_batch_2_train_the_adapter_of_one_rank_of_batch_4() {
         assert_eq!(na, nb);
         let diff = f64::try_from((ta - tb).abs().max()).expect("scalar");
         assert!(diff < 1e-5, "{na}: max |Δ| = {diff}");
-        moved = moved.max(f64::try_from(ta.abs().max()).expect("scalar"));
+        if na.ends_with("svd_lora_sigma") || na.ends_with("svd_lora_pref_scale") {
+            moved = moved.max(f64::try_from(ta.abs().max()).expect("scalar"));
+        }
     }
-    assert!(moved > 0.0, "the adapter trained (σ, s start at 0)");
+    // σ and s start at 0; AdamW at lr 1e-3 moves them by about 1e-3 a step, far above 1e-5.
+    assert!(moved > 1e-4, "the adapter trained: max |σ|, |s| = {moved}");
 
     // The logged metrics are the reduced ones: the same loss, λ and pair count as one process,
     // one row per step (rank 1 logged nothing).
