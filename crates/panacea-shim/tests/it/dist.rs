@@ -107,15 +107,19 @@ fn gloo_rank_checks_collectives() {
 #[test]
 fn a_dead_rank_makes_the_other_fail_within_the_timeout() {
     let timeout = 20;
-    let start = Instant::now();
     let outs = run_ranks("dist::gloo_rank_one_dies", timeout, &[]);
-    let elapsed = start.elapsed();
     let (t0, t1) = (text(&outs[0]), text(&outs[1]));
     assert!(!outs[1].status.success(), "rank 1 aborts on purpose: {t1}");
     assert!(outs[0].status.success(), "rank 0 saw the failure: {t0}");
     assert!(t0.contains("all_reduce failed on rank 0 of 2 (rank 1 died"), "{t0}");
-    // Startup of two processes plus at most one timeout.
-    assert!(elapsed < Duration::from_secs(timeout + 15), "{elapsed:?}");
+    // The failing collective returned within the timeout (process start-up, slow on a loaded
+    // machine, is not part of it).
+    let ms: u64 = t0
+        .lines()
+        .find_map(|l| l.strip_prefix("rank 0 failed after ms: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("rank 0 reports how long the collective took: {t0}"));
+    assert!(Duration::from_millis(ms) < Duration::from_secs(timeout + 2), "{ms} ms");
 }
 
 /// One rank of [`a_dead_rank_makes_the_other_fail_within_the_timeout`]: rank 1 aborts after the
@@ -130,6 +134,8 @@ fn gloo_rank_one_dies() {
         std::process::abort();
     }
     let t = Tensor::ones([4], (Kind::Float, tch::Device::Cpu));
+    let start = Instant::now();
     let err = pg.all_reduce(&t, ReduceOp::Sum).expect_err("the peer is gone");
     println!("rank 0 error: {err}");
+    println!("rank 0 failed after ms: {}", start.elapsed().as_millis());
 }
