@@ -13,6 +13,7 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=csrc");
+    println!("cargo:rerun-if-changed=vendor");
 
     let torch = torch_root();
     let lib = torch.join("lib");
@@ -34,6 +35,10 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .define("GLOG_USE_GLOG_EXPORT", None)
         .include("csrc")
+        // c10d's Gloo process group (csrc/dist.cpp) is declared behind USE_C10D_GLOO and
+        // includes Gloo's headers, which the wheel lacks: vendor/gloo (see its README).
+        .define("USE_C10D_GLOO", None)
+        .include("vendor/gloo")
         .include(torch.join("include"))
         .include(torch.join("include/torch/csrc/api/include"))
         .files(&sources);

@@ -2,7 +2,8 @@
 //! bar and Ctrl-C (finish the step, checkpoint, exit 130). Without `--config` the embedded
 //! default (`configs/dpo-default.yaml`) runs; `--resume RUN_DIR` continues a run from its
 //! newest checkpoint with the run's saved config (plus `--set`, for the keys a resume may
-//! change).
+//! change). Started by torchrun or srun, each process is one rank of a data-parallel run
+//! (`panacea_dpo::job`, "Data parallel").
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +12,8 @@ use anyhow::{Context, Result};
 use panacea_core::config::parse_config;
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_dpo::DpoRunConfig;
-use panacea_run::{RunOptions, Trained};
+use panacea_run::{Observer, RunOptions, Silent, Trained};
+use panacea_shim::dist::ProcessGroup;
 
 use crate::observer::{install_stop_flag, ProgressObserver};
 
@@ -66,7 +68,16 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
     opts.name = args.name.clone().or(stem);
     opts.resume = args.resume.clone();
     opts.stop = install_stop_flag()?;
-    Ok(panacea_dpo::train_dpo(&cfg, &opts, &mut ProgressObserver::new())?)
+    // Under torchrun or srun (RANK, WORLD_SIZE, ... set) this process is one rank of a
+    // data-parallel run; otherwise `None`, the single-process path.
+    let group = ProcessGroup::from_env().context("joining the data-parallel process group")?;
+    let (mut progress, mut silent) = (ProgressObserver::new(), Silent);
+    // Rank 0 shows progress; the others would repeat it.
+    let observer: &mut dyn Observer = match &group {
+        Some(g) if !g.is_main() => &mut silent,
+        _ => &mut progress,
+    };
+    Ok(panacea_dpo::train_dpo_data_parallel(&cfg, &opts, observer, group.as_ref())?)
 }
 
 /// The config of `args`: the resumed run's, the file's or the embedded default, then `--set`,

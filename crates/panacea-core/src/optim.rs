@@ -307,6 +307,14 @@ impl AdamW {
         flat.grads.as_ref().map(Tensor::shallow_clone)
     }
 
+    /// The gradient tensors the next update reads: the one flat gradient buffer while the
+    /// flat layout holds, else each parameter's gradient (those that have one). Data-parallel
+    /// training reduces these in place across processes between the backward and
+    /// [`AdamW::clip_grad_norm`]: one collective per step with the flat layout.
+    pub fn gradients(&mut self) -> Vec<Tensor> {
+        self.slots().into_iter().map(|s| s.g).collect()
+    }
+
     /// Leaves the flat layout for the per-tensor loop (same bits, one update per tensor); for
     /// comparisons such as `examples/adamw_step.rs`.
     pub fn use_per_tensor_loop(&mut self) {

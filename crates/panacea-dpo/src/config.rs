@@ -229,7 +229,8 @@ fn default_log_every() -> u64 {
 pub struct DpoTrainConfig {
     /// Optimiser steps.
     pub steps: u64,
-    /// Pairs per step.
+    /// Pairs per step of each process: a data-parallel run of W ranks trains on W ×
+    /// batch_size pairs a step (`job`, "Data parallel").
     pub batch_size: usize,
     /// Write a metrics line every this many steps (default 1).
     #[serde(default = "default_log_every")]

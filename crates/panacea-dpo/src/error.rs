@@ -109,6 +109,10 @@ pub enum DpoError {
     /// The run folder (creating, resuming, metrics, checkpoints).
     #[error(transparent)]
     Run(#[from] panacea_run::RunError),
+    /// Data-parallel training: joining the process group or a collective failed (a rank
+    /// died, the timeout passed, or the launcher's variables are wrong).
+    #[error("data parallel: {0}")]
+    Dist(#[from] panacea_shim::dist::DistError),
     /// The accuracy hypervolume of an evaluation.
     #[error("hypervolume of the evaluation front: {0}")]
     Eval(#[from] panacea_eval::EvalError),

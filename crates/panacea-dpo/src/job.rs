@@ -23,6 +23,21 @@
 //! | `eval/base/ranking_accuracy/{name}` | the base model's likelihood ranking |
 //! | `eval/hv` | hypervolume of the ranking-accuracy points of the vertices and the centre (reference 0) |
 //! | `time/step_ms`, `time/pairs_per_s` | timings |
+//! | `time/allreduce_ms` | data parallel only: the gradient all-reduce, mean over ranks |
+//!
+//! **Data parallel** ([`train_dpo_data_parallel`] with a [`ProcessGroup`] of W ranks):
+//! `train.batch_size` is the batch of each rank, so a step trains on W × batch_size pairs.
+//! Every rank runs the same seeded streams, so they agree on the global order: the loader
+//! draws W × batch_size pair positions and rank r takes the r-th run of batch_size of them;
+//! the per-row λ are drawn for the whole global batch from the one preference stream and
+//! sliced the same way (a shared λ is drawn once, the same on every rank). Rank 0 broadcasts
+//! the initial (or resumed) adapter, each step averages the gradient (one all-reduce,
+//! [`DpoTrainer::step_data_parallel`]) and one more small all-reduce combines the metrics
+//! and the stop flags. Rank 0 alone writes the run folder, metrics, checkpoints and the
+//! reference caches and runs the evaluations; the manifest records `world_size` and
+//! `backend`, and a resume with another world size is refused. Linear aggregation over pairs
+//! labelled in every dimension makes W ranks × batch b the same run as one process × batch
+//! W·b (tested); otherwise the averaged gradient is the usual data-parallel approximation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,7 +49,11 @@ use panacea_core::preference::{PreferenceSampler, PreferenceVector, StepPreferen
 use panacea_core::seed::{seed_everything, RunRng, RunRngState};
 use panacea_data::PairRecord;
 use panacea_lm::{CausalLm, Llama, LoadedModel};
-use panacea_run::{Event, Manifest, Observer, RunDir, RunError, RunOptions, Trained, CONFIG_FILE};
+use panacea_run::{
+    latest_checkpoint, Event, Manifest, Observer, RunDir, RunError, RunOptions, Trained,
+    CONFIG_FILE,
+};
+use panacea_shim::dist::{ProcessGroup, ReduceOp};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -42,7 +61,7 @@ use crate::config::DpoRunConfig;
 use crate::data::{encode_pairs, EncodeReport, EncodedPair, PairBatch, PairLoader};
 use crate::pair_files::{read_pair_files, PairFiles};
 use crate::ref_cache::{hash_pairs, hash_var_store, CacheStatus, RefCacheKey, RefLogpCache};
-use crate::trainer::DpoTrainer;
+use crate::trainer::{DpoStepMetrics, DpoTrainer};
 use crate::DpoError;
 
 /// The steering report written into the run folder after the last step (when held-out pairs
@@ -77,9 +96,28 @@ pub fn train_dpo(
     opts: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<Trained, DpoError> {
+    train_dpo_data_parallel(cfg, opts, observer, None)
+}
+
+/// [`train_dpo`] as one rank of the data-parallel `group` (see the module docs; `None` is
+/// [`train_dpo`]). Every rank calls it with the same `cfg` and `opts`. On ranks other than 0
+/// the returned [`Trained`] names rank 0's run folder and no checkpoint (they write none). A
+/// rank that fails makes the others fail at their next collective, within the group's
+/// timeout.
+pub fn train_dpo_data_parallel(
+    cfg: &DpoRunConfig,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+    group: Option<&ProcessGroup>,
+) -> Result<Trained, DpoError> {
     // 1. Device, threads, seed.
     let k = cfg.k();
-    let device = cfg.device.resolve()?;
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world_size()));
+    let main = rank == 0;
+    let device = match group {
+        Some(g) => g.device_for(cfg.device.resolve()?),
+        None => cfg.device.resolve()?,
+    };
     if cfg.threads > 0 {
         tch::set_num_threads(i32::try_from(cfg.threads).unwrap_or(i32::MAX));
     }
@@ -88,11 +126,16 @@ pub fn train_dpo(
         cfg.dtype, cfg.objectives
     )));
     let mut rng = seed_everything(cfg.seed);
-    // A resumed run folder is checked (job, config changes, a checkpoint) before anything
-    // slow is loaded.
+    // A resumed run folder is checked (world size, job, config changes, a checkpoint) before
+    // anything slow is loaded; every rank checks the world size, rank 0 the rest.
+    if let Some(dir) = &opts.resume {
+        if let Ok(m) = Manifest::read(dir) {
+            m.check_world_size(dir, world)?;
+        }
+    }
     let resumed = match &opts.resume {
-        Some(dir) => Some(resume_run(dir, cfg, &opts.command)?),
-        None => None,
+        Some(dir) if main => Some(resume_run(dir, cfg, &opts.command)?),
+        _ => None,
     };
 
     // 2. Model: the frozen base, and the policy view with the SVD-LoRA adapter on it.
@@ -125,76 +168,100 @@ pub fn train_dpo(
 
     // 5. Trainer, run folder (new or resumed).
     let mut trainer = DpoTrainer::new(policy, adapter_vs, cfg.trainer_config(), k)?;
-    let mut loader = PairLoader::new(train.len(), cfg.train.batch_size)?;
+    let global_batch = cfg.train.batch_size * world;
+    if world > 1 && train.len() < global_batch {
+        return Err(DpoError::Data(format!(
+            "{} training pairs cannot fill one step of {world} ranks × train.batch_size {} \
+             (train.batch_size is per rank); hint: a smaller batch or fewer ranks",
+            train.len(),
+            cfg.train.batch_size
+        )));
+    }
+    let mut loader = PairLoader::new(train.len(), global_batch)?;
     let mut start = 0;
-    let mut run = match resumed {
-        Some((run, ckpt)) => {
-            let state: LoopState = ckpt.loop_state()?;
-            load_adapter(&ckpt.dir, &trainer.adapter_vs, &folder_cfg)?;
-            trainer.restore_state(&ckpt.dir)?;
-            rng = RunRng::from_state(&state.rng);
-            loader = state.loader;
-            start = state.step;
-            run
+    // Rank 0 opens the run folder (resumed or new); the other ranks learn its path and, on a
+    // resume, which checkpoint it continues from.
+    let (mut run, resume_from) = match resumed {
+        Some((run, ckpt)) => (Some(run), Some(ckpt)),
+        None if main => {
+            (Some(create_run(cfg, opts, device, world, group, &pairs, &base_hash)?), None)
         }
-        None => {
-            let name = opts.name.as_deref().unwrap_or(JOB);
-            let run = RunDir::create(&opts.runs_dir, name, &to_yaml(cfg)?, &opts.command)?;
-            let mut manifest = Manifest::now(JOB, format!("{device:?}"), cfg.seed);
-            let files = std::iter::once(&cfg.data.train).chain(cfg.data.eval.as_ref());
-            for file in files.flat_map(|f| cfg.data.pair_files(f)) {
-                let p = resolve_data_path(&file.path, cfg.config_dir.as_deref())?;
-                let hash = panacea_run::sha256_file(&p)?;
-                manifest.data_hashes.push((p.display().to_string(), hash));
-            }
-            run.write_manifest(&manifest)?;
-            let info = json!({
-                "base_model": cfg.model,
-                "base_model_hash": base_hash,
-                "train_pairs": pairs.train_report,
-                "eval_pairs": pairs.eval_report,
-            });
-            run.write_json(DATA_REPORT_FILE, &info)?;
-            run
-        }
+        None => (None, None),
     };
+    let mut run_path = run.as_ref().map(|r| r.path().to_owned()).unwrap_or_default();
+    let mut resume_from = resume_from;
+    if let Some(g) = group {
+        let path = run_path.to_string_lossy().into_owned();
+        run_path = PathBuf::from(
+            String::from_utf8_lossy(&g.broadcast_bytes(path.as_bytes(), 0)?).into_owned(),
+        );
+        let step = resume_from.as_ref().map_or(String::new(), |c| c.step.to_string());
+        let step = String::from_utf8_lossy(&g.broadcast_bytes(step.as_bytes(), 0)?).into_owned();
+        if !main && !step.is_empty() {
+            let ckpt = latest_checkpoint(&run_path)?.filter(|c| c.step.to_string() == step);
+            resume_from = Some(ckpt.ok_or_else(|| {
+                DpoError::Data(format!(
+                    "rank {rank}: rank 0 resumes {} from step {step}, which this rank does not \
+                     find; hint: every rank must see the same run folder",
+                    run_path.display()
+                ))
+            })?);
+        }
+    }
+    if let Some(ckpt) = resume_from {
+        let state: LoopState = ckpt.loop_state()?;
+        load_adapter(&ckpt.dir, &trainer.adapter_vs, &folder_cfg)?;
+        trainer.restore_state(&ckpt.dir)?;
+        rng = RunRng::from_state(&state.rng);
+        loader = state.loader;
+        start = state.step;
+    }
+    if let Some(g) = group {
+        trainer.broadcast_adapter(g)?;
+    }
     let steps = cfg.train.steps;
     observer.on_event(&Event::Started {
         job: JOB,
-        run_dir: run.path(),
+        run_dir: &run_path,
         start_step: start,
         total_steps: steps,
     });
 
     // 6. The loop.
-    if start == 0 {
+    if start == 0 && main {
         // Before the first step the policy is the reference (σ = s = 0), so only the base
         // model's ranking accuracy is new information; it also fills the eval reference cache.
         if let Some(pairs) = eval {
             let line = evaluate_base(&trainer, pairs, cfg, &mut eval_cache)?;
             observer.on_event(&Event::Message(&line.human));
-            run.log_metrics(&line.json)?;
+            log_metrics(&mut run, &line.json)?;
         }
     }
     let mut checkpoint = None;
     for step in start..steps {
         let t0 = Instant::now();
+        // The global batch, the same on every rank; this rank's shard of it.
         let idx = loader.next_batch(train.len(), &mut rng.data);
-        let rows: Vec<&EncodedPair> = idx.iter().map(|&i| &train[i]).collect();
+        let per_rank = idx.len() / world;
+        let shard = rank * per_rank..(rank + 1) * per_rank;
+        let rows: Vec<&EncodedPair> = idx[shard.clone()].iter().map(|&i| &train[i]).collect();
         let batch =
             PairBatch::collate(&rows, k, loaded.tokenizer.pad_id, cfg.dpo.seq_logp, device)?;
+        let cache = train_cache.as_mut();
         let m = if cfg.train.preference_per_row {
-            let prefs = cfg.preference.sample_rows(k, rows.len(), &mut rng.preference)?;
-            trainer.step(&batch, StepPreference::PerRow(&prefs), train_cache.as_mut())?
+            let prefs = cfg.preference.sample_rows(k, idx.len(), &mut rng.preference)?;
+            let pref = StepPreference::PerRow(&prefs[shard]);
+            trainer.step_data_parallel(&batch, pref, cache, group)?
         } else {
             let pref = cfg.preference.sample(k, &mut rng.preference)?;
-            trainer.step(&batch, StepPreference::Shared(&pref), train_cache.as_mut())?
+            trainer.step_data_parallel(&batch, StepPreference::Shared(&pref), cache, group)?
         };
+        let (m, interrupted) = reduce_step_metrics(group, m, opts.stop.is_requested())?;
         let done = step + 1;
         let ms = t0.elapsed().as_millis();
         let summary = format!("loss {:.3} acc {:?}", m.loss, round2(&m.accuracy_per_obj));
         observer.on_event(&Event::Step { step: done, summary: &summary });
-        if done % cfg.train.log_every == 0 || done == steps {
+        if main && (done % cfg.train.log_every == 0 || done == steps) {
             let mut j = BTreeMap::new();
             j.insert("step".to_owned(), json!(done));
             j.insert("epoch".to_owned(), json!(loader.epoch()));
@@ -211,11 +278,14 @@ pub fn train_dpo(
             j.insert("dpo/lr".to_owned(), json!(m.lr));
             j.insert("dpo/ref_from_cache".to_owned(), json!(m.ref_from_cache));
             j.insert("time/step_ms".to_owned(), json!(ms));
+            if group.is_some() {
+                j.insert("time/allreduce_ms".to_owned(), json!(m.grad_sync_ms));
+            }
             j.insert(
                 "time/pairs_per_s".to_owned(),
                 json!(m.pairs as f64 * 1000.0 / ms.max(1) as f64),
             );
-            run.log_metrics(&json!(j))?;
+            log_metrics(&mut run, &json!(j))?;
             let per: Vec<String> = cfg
                 .objectives
                 .iter()
@@ -236,15 +306,15 @@ pub fn train_dpo(
             )));
         }
         let last = done == steps;
-        if (cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0) || last {
+        if main && ((cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0) || last) {
             if let Some(pairs) = eval {
                 let line = evaluate(&trainer, pairs, cfg, &mut eval_cache, done)?;
                 observer.on_event(&Event::Message(&line.human));
-                run.log_metrics(&line.json)?;
+                log_metrics(&mut run, &line.json)?;
             }
         }
-        let interrupted = opts.stop.is_requested();
-        if (cfg.train.save_every > 0 && done % cfg.train.save_every == 0) || last || interrupted {
+        let save = (cfg.train.save_every > 0 && done % cfg.train.save_every == 0) || last;
+        if let Some(run) = run.as_mut().filter(|_| save || interrupted) {
             let state = LoopState { step: done, rng: rng.state(), loader: loader.clone() };
             let ckpt = run.save_checkpoint(done, &state, |dir| {
                 save_adapter(dir, &trainer.adapter_vs, &folder_cfg)?;
@@ -258,21 +328,16 @@ pub fn train_dpo(
         }
         if interrupted {
             observer.on_event(&Event::Finished {
-                run_dir: run.path(),
+                run_dir: &run_path,
                 step: done,
                 interrupted: true,
             });
-            return Ok(Trained {
-                run_dir: run.path().to_owned(),
-                step: done,
-                checkpoint,
-                interrupted: true,
-            });
+            return Ok(Trained { run_dir: run_path, step: done, checkpoint, interrupted: true });
         }
     }
     // After training: does λ steer the held-out ranking accuracies? (Pairs labelled in every
     // dimension; without enough of them the report is skipped and the run says why.)
-    if let Some(pairs) = eval {
+    if let (Some(pairs), Some(run)) = (eval, run.as_mut()) {
         observer.on_event(&Event::Phase("final evaluation: held-out pairs over a λ grid"));
         match steering_evaluation(&trainer, pairs, cfg, &mut eval_cache)? {
             Ok(report) => {
@@ -283,8 +348,92 @@ pub fn train_dpo(
         }
     }
     // The last step always writes a checkpoint (a resume needs steps > the checkpoint's).
-    observer.on_event(&Event::Finished { run_dir: run.path(), step: steps, interrupted: false });
-    Ok(Trained { run_dir: run.path().to_owned(), step: steps, checkpoint, interrupted: false })
+    observer.on_event(&Event::Finished { run_dir: &run_path, step: steps, interrupted: false });
+    Ok(Trained { run_dir: run_path, step: steps, checkpoint, interrupted: false })
+}
+
+/// Creates the run folder of a new run (rank 0): config, command, manifest (with the world
+/// size and backend), and the tokenisation report.
+fn create_run(
+    cfg: &DpoRunConfig,
+    opts: &RunOptions,
+    device: tch::Device,
+    world: usize,
+    group: Option<&ProcessGroup>,
+    pairs: &PairSets,
+    base_hash: &str,
+) -> Result<RunDir, DpoError> {
+    let name = opts.name.as_deref().unwrap_or(JOB);
+    let run = RunDir::create(&opts.runs_dir, name, &to_yaml(cfg)?, &opts.command)?;
+    let mut manifest = Manifest::now(JOB, format!("{device:?}"), cfg.seed);
+    manifest.world_size = world;
+    manifest.backend = group.map(|g| g.backend().name().to_owned());
+    let files = std::iter::once(&cfg.data.train).chain(cfg.data.eval.as_ref());
+    for file in files.flat_map(|f| cfg.data.pair_files(f)) {
+        let p = resolve_data_path(&file.path, cfg.config_dir.as_deref())?;
+        let hash = panacea_run::sha256_file(&p)?;
+        manifest.data_hashes.push((p.display().to_string(), hash));
+    }
+    run.write_manifest(&manifest)?;
+    let info = json!({
+        "base_model": cfg.model,
+        "base_model_hash": base_hash,
+        "train_pairs": pairs.train_report,
+        "eval_pairs": pairs.eval_report,
+    });
+    run.write_json(DATA_REPORT_FILE, &info)?;
+    Ok(run)
+}
+
+/// Appends a metrics row when this process writes the run folder (rank 0).
+fn log_metrics(run: &mut Option<RunDir>, row: &Value) -> Result<(), DpoError> {
+    if let Some(run) = run.as_mut() {
+        run.log_metrics(row)?;
+    }
+    Ok(())
+}
+
+/// The step's metrics over every rank, and whether any rank's stop flag is set, in one
+/// all-reduce of a few host numbers: losses, margins, rewards and λ are means of the ranks'
+/// means (every shard has the same size), accuracies are weighted by labelled pairs, counts
+/// are summed. The gradient norm and rate are already the same on every rank. Without a
+/// group: `m` and `stop` unchanged.
+fn reduce_step_metrics(
+    group: Option<&ProcessGroup>,
+    mut m: DpoStepMetrics,
+    stop: bool,
+) -> Result<(DpoStepMetrics, bool), DpoError> {
+    let Some(g) = group else { return Ok((m, stop)) };
+    let k = m.loss_per_obj.len();
+    let mut v = vec![
+        m.loss,
+        m.margin_mean,
+        m.reward_mean[0],
+        m.reward_mean[1],
+        m.pairs as f64,
+        f64::from(u8::from(m.ref_from_cache)),
+        f64::from(u8::from(stop)),
+        m.grad_sync_ms,
+    ];
+    v.extend(&m.loss_per_obj);
+    v.extend(m.accuracy_per_obj.iter().zip(&m.labelled_per_obj).map(|(a, n)| a * n));
+    v.extend(&m.labelled_per_obj);
+    v.extend(&m.pref);
+    g.all_reduce_f64(&mut v, ReduceOp::Sum)?;
+    let w = g.world_size() as f64;
+    m.loss = v[0] / w;
+    m.margin_mean = v[1] / w;
+    m.reward_mean = [v[2] / w, v[3] / w];
+    m.pairs = v[4].round() as usize;
+    m.ref_from_cache = v[5] == w;
+    let stop = v[6] > 0.0;
+    m.grad_sync_ms = v[7] / w;
+    let per_obj = &v[8..];
+    m.loss_per_obj = per_obj[..k].iter().map(|x| x / w).collect();
+    m.labelled_per_obj = per_obj[2 * k..3 * k].to_vec();
+    m.accuracy_per_obj = (0..k).map(|i| per_obj[k + i] / m.labelled_per_obj[i].max(1.0)).collect();
+    m.pref = per_obj[3 * k..].iter().map(|x| x / w).collect();
+    Ok((m, stop))
 }
 
 /// Re-opens `dir` for `cfg`: the run's saved config and `cfg` go to panacea-run's resume

@@ -33,11 +33,13 @@
 
 use panacea_core::adapter::Adapter;
 use std::path::Path;
+use std::time::Instant;
 
 use panacea_core::checkpoint::write_atomic;
 use panacea_core::optim::{AdamW, AdamWConfig};
 use panacea_core::preference::StepPreference;
 use panacea_lm::CausalLm;
+use panacea_shim::dist::{ProcessGroup, ReduceOp};
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -98,6 +100,9 @@ pub struct DpoStepMetrics {
     pub ref_from_cache: bool,
     /// The step's λ (the mean λ for per-pair preferences).
     pub pref: Vec<f64>,
+    /// Milliseconds the gradient all-reduce took, waiting for the slowest rank included (0
+    /// for one process).
+    pub grad_sync_ms: f64,
 }
 
 /// Metrics of an evaluation pass over one batch under one λ (no gradient).
@@ -345,15 +350,43 @@ impl<M: PackedLm> DpoTrainer<M> {
     /// given (missing pairs are computed and added; saving the cache is the caller's job).
     /// Fails with [`DpoError::NonFinite`] at a non-finite loss or gradient norm (before the
     /// update) or non-finite parameters (after it); the step then does not count.
-    #[tracing::instrument(skip_all, fields(step = self.steps_done + 1))]
     pub fn step(
         &mut self,
         batch: &PairBatch,
         pref: StepPreference<'_>,
         cache: Option<&mut RefLogpCache>,
     ) -> Result<DpoStepMetrics, DpoError> {
+        self.step_data_parallel(batch, pref, cache, None)
+    }
+
+    /// [`DpoTrainer::step`] as one rank of a data-parallel group: `batch` is this rank's shard,
+    /// and after the backward the gradient is averaged over the ranks (one all-reduce of the
+    /// optimiser's flat gradient buffer), so every rank clips and applies the same update. The
+    /// average equals the gradient of the whole batch when the batch loss is a mean over
+    /// pairs: linear aggregation with every pair labelled in every dimension and the same
+    /// shard size on each rank (per-dimension means over unequal label counts, and
+    /// Tchebycheff's max over dimensions, make it the usual data-parallel approximation). The
+    /// returned metrics are this rank's. `group = None` is [`DpoTrainer::step`].
+    #[tracing::instrument(skip_all, fields(step = self.steps_done + 1))]
+    pub fn step_data_parallel(
+        &mut self,
+        batch: &PairBatch,
+        pref: StepPreference<'_>,
+        cache: Option<&mut RefLogpCache>,
+        group: Option<&ProcessGroup>,
+    ) -> Result<DpoStepMetrics, DpoError> {
         let step = self.steps_done + 1;
         let (out, from_cache) = self.accumulate_gradients(batch, pref, cache)?;
+        let mut grad_sync_ms = 0.0;
+        if let Some(group) = group {
+            // Before any check, so that a non-finite gradient on one rank stops every rank at
+            // the same step instead of leaving the others waiting in the next collective.
+            let t0 = Instant::now();
+            for g in self.opt.gradients() {
+                group.all_reduce(&g, ReduceOp::Average)?;
+            }
+            grad_sync_ms = t0.elapsed().as_secs_f64() * 1e3;
+        }
         let loss = scalar(&out.loss);
         if !loss.is_finite() {
             return Err(DpoError::non_finite(step, "loss", loss, &self.settings));
@@ -387,7 +420,17 @@ impl<M: PackedLm> DpoTrainer<M> {
             pairs: batch.len(),
             ref_from_cache: from_cache,
             pref: pref.mean(),
+            grad_sync_ms,
         })
+    }
+
+    /// Makes every rank's adapter rank 0's: one broadcast per adapter variable, in name order
+    /// (at the start of a data-parallel run, fresh or resumed).
+    pub fn broadcast_adapter(&self, group: &ProcessGroup) -> Result<(), DpoError> {
+        let mut vars: Vec<(String, Tensor)> = self.adapter_vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        tch::no_grad(|| vars.iter().try_for_each(|(_, t)| group.broadcast(t, 0)))?;
+        Ok(())
     }
 
     /// The first adapter variable holding a NaN or an infinity, with one such value. One

@@ -57,6 +57,20 @@ pub enum RunError {
         /// The job recorded in the run's manifest.
         found: String,
     },
+    /// A data-parallel run was resumed with another number of processes.
+    #[error(
+        "{path} was trained with {saved} process(es) and cannot be resumed with {requested}: the \
+         data order and per-rank shards depend on it; hint: launch {saved} process(es) (torchrun \
+         --nproc-per-node, srun --ntasks), or start a new run"
+    )]
+    WorldSizeChanged {
+        /// The run folder.
+        path: PathBuf,
+        /// The world size in its manifest.
+        saved: usize,
+        /// The world size of this process's launch.
+        requested: usize,
+    },
     /// A resume asked to change settings that cannot change mid-run.
     #[error("cannot resume {path} with these changes:\n{problems}")]
     ResumeChange {

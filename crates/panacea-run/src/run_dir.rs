@@ -127,6 +127,17 @@ pub struct Manifest {
     pub data_hashes: Vec<(String, String)>,
     /// When the run started (UTC, RFC 3339 without fractions).
     pub started_utc: String,
+    /// Number of data-parallel processes (1 for a single process; manifests written before
+    /// data parallelism read as 1). A resume must use the same number.
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// The collective backend of a data-parallel run (`gloo`, `nccl`); `None` for one process.
+    #[serde(default)]
+    pub backend: Option<String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Manifest {
@@ -141,7 +152,23 @@ impl Manifest {
             seed,
             data_hashes: Vec::new(),
             started_utc: utc_stamp(now_secs()).1,
+            world_size: 1,
+            backend: None,
         }
+    }
+
+    /// Refuses to continue this run (in `run_dir`) with `world_size` processes when it was
+    /// started with another number: the data order, the per-rank shards and the per-row
+    /// preferences of every later step depend on it.
+    pub fn check_world_size(&self, run_dir: &Path, world_size: usize) -> Result<()> {
+        if self.world_size == world_size {
+            return Ok(());
+        }
+        Err(crate::RunError::WorldSizeChanged {
+            path: run_dir.to_owned(),
+            saved: self.world_size,
+            requested: world_size,
+        })
     }
 
     /// Reads a run folder's manifest.

@@ -7,12 +7,15 @@
 //!
 //! Modules, each one C++ file and one Rust file:
 //! - build facts ([`built_with_cuda`], [`torch_version`]), here;
-//! - [`graph`]: CUDA graph capture and replay.
+//! - [`graph`]: CUDA graph capture and replay;
+//! - [`dist`]: c10d's TCPStore rendezvous and Gloo process group (`csrc/dist.cpp`), for
+//!   data-parallel training launched by torchrun or Slurm.
 //!
 //! See ARCHITECTURE.md ("The C++ shim") for how libtorch and the CUDA headers are found.
 
 use std::ffi::c_char;
 
+pub mod dist;
 pub mod graph;
 
 /// An error raised on the C++ side (a `c10::Error` or any other exception), or a misuse the

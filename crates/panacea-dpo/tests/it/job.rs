@@ -17,7 +17,7 @@ fn workspace() -> PathBuf {
 }
 
 /// A fresh temporary folder for one test.
-fn temp_dir(tag: &str) -> PathBuf {
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("panacea-dpo-job-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -27,7 +27,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 /// `configs/tiny/dpo.yaml` on `tiny-random`, the batch in one forward, no evaluation pairs, the
 /// reference cache inside `runs`, one libtorch thread; then `extra`. None (test skipped) when
 /// the SmolLM2 tokenizer is missing.
-fn tiny_config(runs: &Path, extra: &[&str]) -> Option<DpoRunConfig> {
+pub(crate) fn tiny_config(runs: &Path, extra: &[&str]) -> Option<DpoRunConfig> {
     if panacea_lm::resolve_model("smollm2-135m").is_err() {
         eprintln!("skipped: the smollm2-135m tokenizer is not in the model cache");
         return None;
@@ -47,7 +47,7 @@ fn tiny_config(runs: &Path, extra: &[&str]) -> Option<DpoRunConfig> {
     Some(cfg)
 }
 
-fn metrics(run: &Path) -> Vec<Value> {
+pub(crate) fn metrics(run: &Path) -> Vec<Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .expect("metrics.jsonl")
         .lines()

@@ -2,6 +2,7 @@
 
 mod common;
 mod data_files;
+mod data_parallel;
 mod job;
 mod shared_prefix;
 mod trainer;

@@ -1,4 +1,5 @@
 //! panacea-shim's integration tests: one binary, one module per topic.
 
 mod common;
+mod dist;
 mod graph;
