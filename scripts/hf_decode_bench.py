@@ -5,7 +5,7 @@ Hugging Face transformers `generate` on the SAME dequantised SmolLM2-135M weight
 
 Greedy, 64 new tokens (min_new_tokens = 64, like the Rust bench's disabled EOS), ChatML prompts
 left-padded, batch 1 and 8, f32 and bf16, on the CPU, with torch's default thread count unless
---threads is given. Prints the passage NLL first as a parity check (spec/models.md §1.6: 1.31682),
+--threads is given. Prints the passage NLL first as a parity check (expected 1.31682),
 then one JSON line per configuration with tokens/s (B × 64 / median wall time of --iters runs).
 
 Set-up (not part of the build):

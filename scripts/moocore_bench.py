@@ -6,7 +6,7 @@ The fronts are generated with the same SplitMix64 generator as `crates/panacea-e
 values it computed to `benches/data/hv_reference.json`; the Rust bench checks its own values
 against them (relative 1e-12) before timing.
 
-Usage (single thread, as in shared/spec/metrics.md §3):
+Usage (single thread, as the Rust side is timed):
     pip install moocore pygmo
     OMP_NUM_THREADS=1 python3 scripts/moocore_bench.py [--out benches/data/hv_reference.json]
     OMP_NUM_THREADS=1 python3 scripts/moocore_bench.py --sizes 4x1000,5x1000 --out none

@@ -24,7 +24,7 @@ DEVICE=${DEVICE:-cuda}
 DTYPE=${DTYPE:-bf16}
 mkdir -p "$OUT"
 
-# 1. libtorch from this machine's own torch wheel (../shared/device/README.md); the binary
+# 1. libtorch from this machine's own torch wheel; the binary
 #    dlopens libtorch_cuda.so itself at start-up (panacea_core::device::init_torch).
 TORCH_LIB=$("$PYTHON" -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
