@@ -3,27 +3,21 @@
 //! drops its row), not the program; Ctrl-D or /quit leaves.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use panacea_core::device::{DType, DeviceChoice};
 use panacea_lm::Sampling;
 use panacea_serve::chat::{self, ChatSession, Command};
-use panacea_serve::{Engine, Event, GenParams, Limits, ServedModel};
+use panacea_serve::{Engine, Event, GenParams, Limits};
 use tokio::sync::mpsc::error::TryRecvError;
 
 /// Flags of `panacea chat`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Model: GGUF file, HF folder, or a short name such as smollm2-135m.
-    #[arg(long, default_value = "smollm2-135m")]
-    model: String,
-    /// A native Panacea adapter folder; without it the chat is with the base model.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: crate::serve::ModelArgs,
     /// Starting λ: `helpful=0.7,harmless=0.3` or `0.7,0.3` (default: uniform).
     #[arg(long, requires = "adapter")]
     pref: Option<String>,
@@ -42,15 +36,6 @@ pub(crate) struct Args {
     /// Seed of the sampling RNG (each answer uses seed + its turn number).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
-    /// f32 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: DType,
-    /// libtorch intra-op threads (0 = libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -58,17 +43,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         (0.0..=2.0).contains(&args.temperature) && args.top_p > 0.0 && args.top_p <= 1.0,
         "--temperature must be in [0, 2] and --top-p in (0, 1]"
     );
-    let device = args.device.resolve()?;
-    if args.threads > 0 {
-        // Loading lays the weights out for this thread's intra-op count; the engine thread
-        // decodes with the same count.
-        tch::set_num_threads(args.threads as i32);
-    }
-    let served =
-        ServedModel::load(&args.model, args.adapter.as_deref(), device, args.dtype.kind())?;
+    let served = args.model.load()?;
     let template = served.base.chat_template.clone();
     if template.is_fallback() {
-        eprintln!("note: {} has no chat template; using ChatML", args.model);
+        eprintln!("note: {} has no chat template; using ChatML", args.model.model);
     }
     let mut session =
         ChatSession::new(served.objectives().to_vec(), args.pref.as_deref(), args.system.clone())?;
@@ -79,11 +57,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_prompt_tokens: 1536,
         max_output_tokens: args.max_tokens,
     };
-    let engine = Engine::start(served, limits, args.threads)?;
+    let engine = Engine::start(served, limits, args.model.threads)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
         .context("installing the Ctrl-C handler")?;
-    eprintln!("chatting with {} — λ: {}; /help for commands", args.model, session.describe_pref());
+    eprintln!(
+        "chatting with {} — λ: {}; /help for commands",
+        args.model.model,
+        session.describe_pref()
+    );
     let mut turn = 0u64;
     let stdin = std::io::stdin();
     loop {

@@ -10,15 +10,45 @@ use anyhow::Context;
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_serve::{Limits, RunningServer, ServeOptions, ServedModel};
 
+/// The model flags `panacea serve` and `panacea chat` share, and the one way they load it.
+#[derive(clap::Args)]
+pub(crate) struct ModelArgs {
+    /// Model: GGUF file, HF folder, or a short name such as smollm2-135m.
+    #[arg(long, default_value = "smollm2-135m")]
+    pub(crate) model: String,
+    /// A native Panacea adapter folder (adapter_config.json + adapter_model.safetensors);
+    /// without it the base model answers.
+    #[arg(long)]
+    pub(crate) adapter: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
+    /// libtorch intra-op threads of the engine (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) threads: usize,
+}
+
+impl ModelArgs {
+    /// Loads the model (and adapter) for an engine running with `threads`.
+    pub(crate) fn load(&self) -> anyhow::Result<ServedModel> {
+        let device = self.device.resolve()?;
+        if self.threads > 0 {
+            // Loading lays the weights out for this thread's intra-op count (the small-M
+            // kernel's row layout needs one thread); the engine thread decodes with the same.
+            tch::set_num_threads(self.threads as i32);
+        }
+        Ok(ServedModel::load(&self.model, self.adapter.as_deref(), device, self.dtype.kind())?)
+    }
+}
+
 /// Flags of `panacea serve`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Model: GGUF file, HF folder, or a short name such as smollm2-135m.
-    #[arg(long, default_value = "smollm2-135m")]
-    model: String,
-    /// A native Panacea adapter folder (adapter_config.json + adapter_model.safetensors).
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Default λ for requests without `preference`: `helpful=0.7,harmless=0.3` or `0.7,0.3`
     /// (default: uniform).
     #[arg(long, requires = "adapter")]
@@ -47,15 +77,6 @@ pub(crate) struct Args {
     /// Largest request body in bytes (413 beyond).
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
-    /// f32 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: DType,
-    /// libtorch intra-op threads of the engine (0 = libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
     /// An eval-front report folder of this adapter: the page shows its front, marks the grid
     /// point nearest the λ being sent, and shows a sample answer per point.
     #[arg(long, requires = "adapter")]
@@ -63,14 +84,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let device = args.device.resolve()?;
-    if args.threads > 0 {
-        // Loading lays the weights out for this thread's intra-op count (the small-M kernel's
-        // row layout needs one thread); the engine thread decodes with the same count.
-        tch::set_num_threads(args.threads as i32);
-    }
-    let served =
-        ServedModel::load(&args.model, args.adapter.as_deref(), device, args.dtype.kind())?;
+    let served = args.model.load()?;
     let default_preference = match &args.pref {
         Some(text) => Some(
             panacea_serve::preference::from_text("--pref", text, served.objectives())?
@@ -92,7 +106,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         default_preference,
         default_max_tokens: args.default_max_tokens,
         max_body_bytes: args.max_body_bytes,
-        threads: args.threads,
+        threads: args.model.threads,
         front: args.report.as_deref().map(panacea_serve::report::load_front_view).transpose()?,
     };
     let addr = format!("{}:{}", args.host, args.port);
@@ -101,7 +115,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .next()
         .with_context(|| format!("{addr} resolves to no address"))?;
     let server = RunningServer::start(addr, served, opts)?;
-    tracing::info!("serving {} on http://{} (the page: /, API: /v1)", args.model, server.addr);
+    tracing::info!(
+        "serving {} on http://{} (the page: /, API: /v1)",
+        args.model.model,
+        server.addr
+    );
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
