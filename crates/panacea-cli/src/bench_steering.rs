@@ -96,8 +96,23 @@ fn run_children(args: &Args) -> Result<ExitCode> {
             cmd.stdout(std::process::Stdio::null());
             running.push((seed, cmd.spawn().with_context(|| format!("starting seed {seed}"))?));
         }
-        let (seed, mut child) = running.remove(0);
-        let status = child.wait().with_context(|| format!("waiting for seed {seed}"))?;
+        // Whichever seed ends first frees its slot (not the oldest: seeds differ in length).
+        let (index, status) = loop {
+            let mut ended = None;
+            for (i, (seed, child)) in running.iter_mut().enumerate() {
+                if let Some(status) =
+                    child.try_wait().with_context(|| format!("waiting for seed {seed}"))?
+                {
+                    ended = Some((i, status));
+                    break;
+                }
+            }
+            match ended {
+                Some(e) => break e,
+                None => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        };
+        let (seed, _) = running.remove(index);
         anyhow::ensure!(
             status.success(),
             "seed {seed} failed ({status}); its run is in {}",
