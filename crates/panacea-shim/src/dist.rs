@@ -107,6 +107,25 @@ pub struct DistEnv {
     pub launcher: Launcher,
 }
 
+/// The variables a launcher gives `rank` of a `world_size`-rank group on this one machine:
+/// torchrun's `RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR` (127.0.0.1) and `MASTER_PORT`,
+/// plus `GLOO_SOCKET_IFNAME=lo` so that Gloo stays on loopback. For tests and hand-made
+/// launchers that start the ranks as child processes; [`DistEnv::from_vars`] reads them back.
+pub fn loopback_launch_vars(
+    rank: usize,
+    world_size: usize,
+    port: u16,
+) -> [(&'static str, String); 6] {
+    [
+        ("RANK", rank.to_string()),
+        ("LOCAL_RANK", rank.to_string()),
+        ("WORLD_SIZE", world_size.to_string()),
+        ("MASTER_ADDR", "127.0.0.1".to_owned()),
+        ("MASTER_PORT", port.to_string()),
+        ("GLOO_SOCKET_IFNAME", "lo".to_owned()),
+    ]
+}
+
 fn env_err(var: &'static str, value: &str, reason: impl Into<String>) -> DistError {
     DistError::Env { var, value: value.to_owned(), reason: reason.into() }
 }
@@ -496,6 +515,17 @@ mod tests {
         let map: HashMap<String, String> =
             vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         DistEnv::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn loopback_launch_vars_read_back_as_that_rank() {
+        let vars = loopback_launch_vars(1, 2, 29611);
+        let env = parse(&vars.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>())
+            .expect("valid")
+            .expect("a world of 2");
+        assert_eq!((env.rank, env.world_size, env.local_rank), (1, 2, 1));
+        assert_eq!((env.master_addr.as_str(), env.master_port), ("127.0.0.1", 29611));
+        assert_eq!(env.launcher, Launcher::Torch);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use panacea_dpo::{train_dpo, train_dpo_data_parallel, DpoError};
 use panacea_run::{latest_checkpoint, Manifest, RunError, RunOptions, Silent};
-use panacea_shim::dist::ProcessGroup;
+use panacea_shim::dist::{loopback_launch_vars, ProcessGroup};
 use tch::Tensor;
 
 use crate::job::{metrics, temp_dir, tiny_config};
@@ -36,18 +36,13 @@ fn free_port() -> u16 {
 /// Starts ranks 0 and 1 of [`dpo_rank`] writing under `runs`, training `steps` steps.
 fn spawn_ranks(runs: &Path, steps: u64, timeout_s: u64) -> Vec<Child> {
     let exe = std::env::current_exe().expect("test binary");
-    let port = free_port().to_string();
+    let port = free_port();
     (0..2)
         .map(|rank| {
             Command::new(&exe)
                 .args(["--exact", "data_parallel::dpo_rank", "--ignored", "--nocapture"])
                 .args(["--test-threads", "1"])
-                .env("RANK", rank.to_string())
-                .env("LOCAL_RANK", rank.to_string())
-                .env("WORLD_SIZE", "2")
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", &port)
-                .env("GLOO_SOCKET_IFNAME", "lo")
+                .envs(loopback_launch_vars(rank, 2, port))
                 .env("PANACEA_DIST_TIMEOUT_S", timeout_s.to_string())
                 .env(RUNS_VAR, runs)
                 .env(STEPS_VAR, steps.to_string())

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use panacea_shim::dist::{ProcessGroup, ReduceOp};
+use panacea_shim::dist::{loopback_launch_vars, ProcessGroup, ReduceOp};
 use tch::{Kind, Tensor};
 
 /// A TCP port that was free a moment ago (the OS picks it).
@@ -18,17 +18,12 @@ fn free_port() -> u16 {
 /// variables, and returns both outputs (rank order).
 fn run_ranks(name: &str, timeout_s: u64, extra: &[(&str, &str)]) -> Vec<Output> {
     let exe = std::env::current_exe().expect("test binary");
-    let port = free_port().to_string();
+    let port = free_port();
     let children: Vec<_> = (0..2)
         .map(|rank| {
             Command::new(&exe)
                 .args(["--exact", name, "--ignored", "--test-threads", "1", "--nocapture"])
-                .env("RANK", rank.to_string())
-                .env("LOCAL_RANK", rank.to_string())
-                .env("WORLD_SIZE", "2")
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", &port)
-                .env("GLOO_SOCKET_IFNAME", "lo")
+                .envs(loopback_launch_vars(rank, 2, port))
                 .env("PANACEA_DIST_TIMEOUT_S", timeout_s.to_string())
                 .envs(extra.iter().copied())
                 .stdout(std::process::Stdio::piped())
