@@ -153,6 +153,9 @@ pub struct DpoTrainerConfig {
     pub aggregation: Aggregation,
     /// The run's total optimiser steps.
     pub total_steps: u64,
+    /// Activation checkpointing per decoder layer in the policy forward
+    /// ([`DpoTrainConfig::activation_checkpointing`]).
+    pub activation_checkpointing: bool,
 }
 
 impl Default for DpoTrainerConfig {
@@ -162,6 +165,7 @@ impl Default for DpoTrainerConfig {
             optim: OptimConfig::default(),
             aggregation: Aggregation::default(),
             total_steps: 1,
+            activation_checkpointing: false,
         }
     }
 }
@@ -245,6 +249,11 @@ pub struct DpoTrainConfig {
     /// One preference per pair (mixed batches) instead of one per batch (default false).
     #[serde(default)]
     pub preference_per_row: bool,
+    /// Activation checkpointing per decoder layer in the policy forward: keep only each
+    /// layer's input and recompute the layer in the backward pass (the same gradients, less
+    /// memory, about one more forward of time). Default false; the same key in every trainer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activation_checkpointing: bool,
 }
 
 /// The reference log-prob cache.
@@ -359,6 +368,7 @@ impl DpoRunConfig {
             optim: self.optim.clone(),
             aggregation: self.aggregation.clone(),
             total_steps: self.train.steps,
+            activation_checkpointing: self.train.activation_checkpointing,
         }
     }
 }

@@ -61,5 +61,5 @@ pub use loss::{mo_dpo_loss, DpoLoss, DpoLossOutput};
 pub use pair_files::{read_pair_files, PairFile, PairFileConfig, PairFiles};
 pub use panacea_core::preference::StepPreference;
 pub use ref_cache::{RefCacheKey, RefLogpCache};
-pub use shared_prefix::{shared_prefix_logps, PackedLm};
+pub use shared_prefix::{shared_prefix_logps, shared_prefix_logps_for_training, PackedLm};
 pub use trainer::{DpoEvalMetrics, DpoStepMetrics, DpoTrainer};

@@ -22,7 +22,7 @@
 //! layers as every other forward. Tests hold it equal to the unpacked path.
 
 use panacea_core::adapter::Adapter;
-use panacea_lm::{CausalLm, Llama};
+use panacea_lm::{CausalLm, Checkpointed, Llama};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::PairBatch;
@@ -39,6 +39,25 @@ pub trait PackedLm: CausalLm {
         attend: &Tensor,
         adapter: Adapter<'_>,
     ) -> Tensor;
+
+    /// [`PackedLm::packed_hidden_states`] with activation checkpointing per decoder layer
+    /// (`train.activation_checkpointing`): the layers' activations are recomputed by
+    /// [`Checkpointed::backward`], which the caller runs after its own `backward`.
+    fn packed_hidden_states_checkpointed(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        attend: &Tensor,
+        adapter: Adapter<'_>,
+    ) -> Checkpointed<'_>;
+
+    /// [`CausalLm::hidden_states`] with activation checkpointing per decoder layer.
+    fn hidden_states_checkpointed(
+        &self,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+        adapter: Adapter<'_>,
+    ) -> Checkpointed<'_>;
 }
 
 impl PackedLm for Llama {
@@ -50,6 +69,25 @@ impl PackedLm for Llama {
         adapter: Adapter<'_>,
     ) -> Tensor {
         self.hidden_states_packed(ids, positions, attend, adapter)
+    }
+
+    fn packed_hidden_states_checkpointed(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        attend: &Tensor,
+        adapter: Adapter<'_>,
+    ) -> Checkpointed<'_> {
+        self.hidden_states_packed_checkpointed(ids, positions, attend, adapter)
+    }
+
+    fn hidden_states_checkpointed(
+        &self,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+        adapter: Adapter<'_>,
+    ) -> Checkpointed<'_> {
+        Llama::hidden_states_checkpointed(self, ids, attention_mask, adapter)
     }
 }
 
@@ -156,17 +194,39 @@ pub fn shared_prefix_logps<M: PackedLm + ?Sized>(
     batch: &PairBatch,
     adapter: Adapter<'_>,
 ) -> Tensor {
+    shared_prefix_logps_for_training(model, batch, adapter, false).0
+}
+
+/// [`shared_prefix_logps`] for a training forward: with `checkpointing`
+/// (`train.activation_checkpointing`) the forward keeps only each decoder layer's input, the
+/// log-probs' graph ends at the last layer's output, and the returned [`Checkpointed`] must
+/// run its [`Checkpointed::backward`] after the caller's backward of a loss of them, which
+/// recomputes the layers and completes the gradient. Without it this is
+/// [`shared_prefix_logps`] and `None`.
+pub fn shared_prefix_logps_for_training<'m, M: PackedLm + ?Sized>(
+    model: &'m M,
+    batch: &PairBatch,
+    adapter: Adapter<'_>,
+    checkpointing: bool,
+) -> (Tensor, Option<Checkpointed<'m>>) {
     let dev = model.device();
     let p = pack(batch);
     let (b, l) = (batch.len() as i64, p.l as i64);
     if l >= 2 * batch.ids.size()[1] {
-        return match adapter {
+        let rows; // [2B, K]: both sequences of a pair
+        let adapter = match adapter {
             Adapter::On { pref } if pref.dim() == 2 => {
-                let rows = Tensor::cat(&[pref, pref], 0); // [2B, K]: both sequences of a pair
-                crate::trainer::sequence_logps(model, batch, Adapter::On { pref: &rows })
+                rows = Tensor::cat(&[pref, pref], 0);
+                Adapter::On { pref: &rows }
             }
-            _ => crate::trainer::sequence_logps(model, batch, adapter),
+            other => other,
         };
+        if !checkpointing {
+            return (crate::trainer::sequence_logps(model, batch, adapter), None);
+        }
+        let ck = model.hidden_states_checkpointed(&batch.ids, &batch.attention_mask, adapter);
+        let lp = crate::trainer::sequence_logps_of_hidden(model, batch, &ck.hidden);
+        return (lp, Some(ck));
     }
     let long = |v: &[i64]| Tensor::from_slice(v).to_device(dev);
     let ids = long(&p.ids).view([b, l]); // [B, L]
@@ -179,7 +239,12 @@ pub fn shared_prefix_logps<M: PackedLm + ?Sized>(
     let same = segment.unsqueeze(2).eq_tensor(&segment.unsqueeze(1)); // [B, L, L]
     let shared_key = segment.eq(0).unsqueeze(1); // [B, 1, L]
     let attend = same.logical_or(&shared_key).logical_and(&causal).unsqueeze(1); // [B, 1, L, L]
-    let hidden = model.packed_hidden_states(&ids, &positions, &attend, adapter); // [B, L, D]
+    let (hidden, ck) = if checkpointing {
+        let ck = model.packed_hidden_states_checkpointed(&ids, &positions, &attend, adapter);
+        (ck.hidden.shallow_clone(), Some(ck))
+    } else {
+        (model.packed_hidden_states(&ids, &positions, &attend, adapter), None)
+    }; // [B, L, D]
     let d = hidden.size()[2];
     let h = hidden.reshape([b * l, d]).index_select(0, &long(&p.predictors)); // [U, D]
     let logits = model.lm_head(&h).to_kind(Kind::Float); // [U, V]
@@ -189,5 +254,5 @@ pub fn shared_prefix_logps<M: PackedLm + ?Sized>(
     let picked = logits.reshape([-1]).index_select(0, &flat); // [N]
     let lse = logits.logsumexp([1i64].as_slice(), false).index_select(0, &source); // [N]
     let out = Tensor::zeros([2 * b], (Kind::Float, dev)); // [2B]
-    out.index_add(0, &long(&p.row), &(picked - lse))
+    (out.index_add(0, &long(&p.row), &(picked - lse)), ck)
 }

@@ -10,6 +10,12 @@
 //! 6. zero_grad → backward → clip_grad_norm → AdamW step, adapter VarStore only
 //! ```
 //!
+//! **Activation checkpointing** (`train.activation_checkpointing`): the policy forward of
+//! step 2 keeps only each decoder layer's input, and after the loss's backward every layer is
+//! recomputed from it and backpropagated alone ([`panacea_lm::Checkpointed::backward`]); the
+//! same gradients for about one more forward of time, with one layer's activations alive
+//! instead of all of them.
+//!
 //! **Micro-batches.** With `micro_batch_size` < B the step accumulates gradients over
 //! micro-batches. The Tchebycheff loss max_i λ_i L̄_i is not a sum over pairs, so the loss of a
 //! micro-batch is not a share of the batch loss. The step therefore runs in two phases:
@@ -47,7 +53,7 @@ use crate::config::DpoTrainerConfig;
 use crate::data::PairBatch;
 use crate::loss::{mo_dpo_loss, ranking_accuracy, DpoLossOutput};
 use crate::ref_cache::RefLogpCache;
-use crate::shared_prefix::{shared_prefix_logps, PackedLm};
+use crate::shared_prefix::{shared_prefix_logps, shared_prefix_logps_for_training, PackedLm};
 use crate::DpoError;
 
 /// Sequence log-probs of a pair batch: Σ over the response mask of log p(token | prefix), for
@@ -62,6 +68,15 @@ pub fn sequence_logps<M: CausalLm + ?Sized>(
     adapter: Adapter<'_>,
 ) -> Tensor {
     let hidden = model.hidden_states(&batch.ids, &batch.attention_mask, adapter); // [2B, T, D]
+    sequence_logps_of_hidden(model, batch, &hidden)
+}
+
+/// [`sequence_logps`] from the final hidden states [2B, T, D] of `batch`'s rows → [2B].
+pub(crate) fn sequence_logps_of_hidden<M: CausalLm + ?Sized>(
+    model: &M,
+    batch: &PairBatch,
+    hidden: &Tensor,
+) -> Tensor {
     let (rows, t, d) = (hidden.size()[0], hidden.size()[1], hidden.size()[2]);
     let a = t - 1;
     let h = hidden.narrow(1, 0, a).reshape([rows * a, d]); // [2B·A, D]
@@ -321,10 +336,16 @@ impl<M: PackedLm> DpoTrainer<M> {
         let pair_pref = pref.tensor(self.k, 0, b, device)?; // [K] or [B, K]
         self.opt.zero_grad();
         let ranges = self.micro_ranges(b);
+        let checkpointing = self.settings.activation_checkpointing;
         if ranges.len() == 1 {
-            let lp = shared_prefix_logps(&self.model, batch, Adapter::On { pref: &pair_pref }); // [2B]
+            let on = Adapter::On { pref: &pair_pref };
+            let (lp, recompute) =
+                shared_prefix_logps_for_training(&self.model, batch, on, checkpointing); // [2B]
             let out = self.loss(&lp, &reference, batch, &pair_pref)?;
             out.loss.backward();
+            if let Some(layers) = recompute {
+                layers.backward();
+            }
             return Ok((out, from_cache));
         }
         // Phase (a): the exact batch loss on a detached leaf gives g = ∂L/∂lp.
@@ -337,10 +358,16 @@ impl<M: PackedLm> DpoTrainer<M> {
         // Phase (b): Σ g·lp per micro-batch accumulates ∂L/∂θ.
         for (s, l) in ranges {
             let p = pref.tensor(self.k, s, l, device)?; // [K] or [l, K]
-            let lp = shared_prefix_logps(&self.model, &batch.slice(s, l), Adapter::On { pref: &p }); // [2l]
+            let micro = batch.slice(s, l);
+            let on = Adapter::On { pref: &p };
+            let (lp, recompute) =
+                shared_prefix_logps_for_training(&self.model, &micro, on, checkpointing); // [2l]
             let (s, l) = (s as i64, l as i64);
             let g_mb = Tensor::cat(&[g.narrow(0, s, l), g.narrow(0, b as i64 + s, l)], 0); // [2l]
             (lp * g_mb).sum(Kind::Float).backward();
+            if let Some(layers) = recompute {
+                layers.backward();
+            }
         }
         let out = DpoLossOutput { loss: out.loss.detach(), ..out };
         Ok((out, from_cache))

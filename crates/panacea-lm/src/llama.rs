@@ -814,6 +814,34 @@ impl Llama {
             (positions, Some(causal.logical_and(&valid).logical_or(&diag).unsqueeze(1)))
         };
         let (cos, sin) = self.rope(&positions);
+        self.checkpointed(ids, cos, sin, explicit, adapter)
+    }
+
+    /// [`Llama::hidden_states_packed`] with activation checkpointing per decoder layer, as
+    /// [`Llama::hidden_states_checkpointed`] does it: ids [B, L], positions [B, L] (i64),
+    /// attend [B, 1, L, L] (bool) → [`Checkpointed::hidden`] [B, L, D].
+    pub fn hidden_states_packed_checkpointed(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        attend: &Tensor,
+        adapter: Adapter<'_>,
+    ) -> Checkpointed<'_> {
+        let (cos, sin) = self.rope(positions);
+        self.checkpointed(ids, cos, sin, Some(attend.shallow_clone()), adapter)
+    }
+
+    /// The layers without autograd, keeping each one's input, then the final norm in the
+    /// caller's graph (the shared body of the checkpointed forwards). `explicit`: the
+    /// [B, 1, T, T] attention mask, `None` for causal attention.
+    fn checkpointed(
+        &self,
+        ids: &Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        explicit: Option<Tensor>,
+        adapter: Adapter<'_>,
+    ) -> Checkpointed<'_> {
         let pref = match adapter {
             Adapter::Off => None,
             Adapter::On { pref } => Some(pref.shallow_clone()),

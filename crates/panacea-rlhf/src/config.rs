@@ -130,6 +130,10 @@ pub struct PpoConfig {
     /// Optional PPO-Lagrangian constraint on one cost objective.
     #[serde(default)]
     pub lagrange: Option<LagrangeConfig>,
+    /// Activation checkpointing per decoder layer in the actor's and the critic's training
+    /// forward (a run's `train.activation_checkpointing`, [`TrainConfig`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activation_checkpointing: bool,
 }
 
 fn one() -> f64 {
@@ -411,6 +415,12 @@ pub struct TrainConfig {
     /// shares one λ per step (false).
     #[serde(default)]
     pub preference_per_row: bool,
+    /// Activation checkpointing per decoder layer in the actor's and the critic's training
+    /// forward: keep only each layer's input and recompute the layer in the backward pass (the
+    /// same gradients, less memory, about one more forward of time). Default false; the same
+    /// key in every trainer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activation_checkpointing: bool,
 }
 
 fn d_hv_prompts() -> usize {
@@ -478,6 +488,7 @@ impl TrainPpoConfig {
             optim: self.optim.clone(),
             aggregation: self.aggregation.clone(),
             lagrange: self.lagrange.clone(),
+            activation_checkpointing: self.train.activation_checkpointing,
         }
     }
 
@@ -677,7 +688,8 @@ pub struct RmTrainConfig {
     pub eta: f64,
     /// Activation checkpointing per decoder layer ([`panacea_lm::Llama::hidden_states_checkpointed`]):
     /// keep only each layer's input and recompute the layer in the backward pass (the same
-    /// gradients, less memory, about one more forward of time). Default false.
+    /// gradients, less memory, about one more forward of time). Default false; the same key in
+    /// every trainer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub activation_checkpointing: bool,
 }

@@ -4,7 +4,7 @@
 
 use panacea_core::adapter::{Adapter, SvdLoraConfig};
 use panacea_core::optim::{AdamW, AdamWConfig};
-use panacea_lm::Llama;
+use panacea_lm::{Checkpointed, Llama};
 use tch::{nn, Kind, Tensor};
 
 use crate::policy::PpoPolicy;
@@ -55,8 +55,32 @@ impl<M: PpoPolicy> MultiCritic<M> {
     /// Values of every action position: seq [B, T], mask [B, T], pref [B, K] → [B, A, K] f32
     /// (position t values the state before token t + 1).
     pub fn values(&self, seq: &Tensor, mask: &Tensor, pref: &Tensor) -> Tensor {
-        let t = seq.size()[1];
         let h = self.backbone.hidden_states(seq, mask, Adapter::On { pref }); // [B, T, D]
+        self.values_of_hidden(&h)
+    }
+
+    /// [`MultiCritic::values`] for the critic's training forward: with `checkpointing`
+    /// (`train.activation_checkpointing`) the backbone keeps only each decoder layer's input,
+    /// and the returned [`Checkpointed`] must run its [`Checkpointed::backward`] after the
+    /// caller's backward of a loss of the values. Without it this is
+    /// [`MultiCritic::values`] and `None`.
+    pub fn values_for_training(
+        &self,
+        seq: &Tensor,
+        mask: &Tensor,
+        pref: &Tensor,
+        checkpointing: bool,
+    ) -> (Tensor, Option<Checkpointed<'_>>) {
+        if !checkpointing {
+            return (self.values(seq, mask, pref), None);
+        }
+        let ck = self.backbone.hidden_states_checkpointed(seq, mask, Adapter::On { pref });
+        (self.values_of_hidden(&ck.hidden), Some(ck))
+    }
+
+    /// Final hidden states [B, T, D] → values [B, A, K] (f32).
+    fn values_of_hidden(&self, h: &Tensor) -> Tensor {
+        let t = h.size()[1];
         let v = h.to_kind(Kind::Float).linear(&self.head_w, Some(&self.head_b)); // [B, T, K]
         v.narrow(1, 0, t - 1) // [B, A, K]
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use panacea_core::adapter::Adapter;
 use panacea_core::ObjectiveKind;
 use panacea_data::{Scorer, ScorerSpec};
-use panacea_lm::{CausalLm, GenerateConfig, Generation, Llama, Sampling, Tokenizer};
+use panacea_lm::{CausalLm, Checkpointed, GenerateConfig, Generation, Llama, Sampling, Tokenizer};
 use rand::Rng;
 use tch::{Kind, Tensor};
 
@@ -217,20 +217,60 @@ pub fn response_log_probs<M: CausalLm>(
     adapter: Adapter<'_>,
     prompt_len: i64,
 ) -> Result<(Tensor, Tensor), RlhfError> {
-    let (b, t) = (seq.size()[0], seq.size()[1]);
-    let n = t - prompt_len;
-    if prompt_len < 1 || n < 1 {
+    check_lengths(seq, prompt_len)?;
+    let hidden = policy.hidden_states(seq, mask, adapter); // [B, T, D]
+    Ok(response_log_probs_of_hidden(policy, seq, &hidden, prompt_len))
+}
+
+/// [`response_log_probs`] for the actor's training forward: with `checkpointing`
+/// (`train.activation_checkpointing`) the forward keeps only each decoder layer's input, and
+/// the returned [`Checkpointed`] must run its [`Checkpointed::backward`] after the caller's
+/// backward of a loss of the log-probs. Without it this is [`response_log_probs`] and `None`.
+pub fn response_log_probs_for_training<'m, M: PpoPolicy>(
+    policy: &'m M,
+    seq: &Tensor,
+    mask: &Tensor,
+    adapter: Adapter<'_>,
+    prompt_len: i64,
+    checkpointing: bool,
+) -> Result<(Tensor, Tensor, Option<Checkpointed<'m>>), RlhfError> {
+    if !checkpointing {
+        let (lp, logits) = response_log_probs(policy, seq, mask, adapter, prompt_len)?;
+        return Ok((lp, logits, None));
+    }
+    check_lengths(seq, prompt_len)?;
+    let ck = policy.hidden_states_checkpointed(seq, mask, adapter);
+    let (lp, logits) = response_log_probs_of_hidden(policy, seq, &ck.hidden, prompt_len);
+    Ok((lp, logits, Some(ck)))
+}
+
+/// Fails unless `seq` [B, T] has a prompt of ≥ 1 and a response of ≥ 1 tokens.
+fn check_lengths(seq: &Tensor, prompt_len: i64) -> Result<(), RlhfError> {
+    let t = seq.size()[1];
+    if prompt_len < 1 || t - prompt_len < 1 {
         return Err(RlhfError::Invalid {
             what: "response log-probs".into(),
             reason: format!("prompt length {prompt_len} with sequence length {t}"),
         });
     }
-    let hidden = policy.hidden_states(seq, mask, adapter); // [B, T, D]
+    Ok(())
+}
+
+/// The log-probs and response logits of [`response_log_probs`] from the final hidden states
+/// [B, T, D] of `seq`.
+fn response_log_probs_of_hidden<M: CausalLm>(
+    policy: &M,
+    seq: &Tensor,
+    hidden: &Tensor,
+    prompt_len: i64,
+) -> (Tensor, Tensor) {
+    let (b, t) = (seq.size()[0], seq.size()[1]);
+    let n = t - prompt_len;
     let logits = policy.lm_head(&hidden.narrow(1, prompt_len - 1, n)); // [B, N, V]
     let next = seq.narrow(1, prompt_len, n).unsqueeze(-1); // [B, N, 1]
     let logits_f = logits.to_kind(Kind::Float);
     let picked = logits_f.gather(2, &next, false).squeeze_dim(-1); // [B, N]
     let lp = picked - logits_f.logsumexp([-1], false); // [B, N]
     let lead = Tensor::zeros([b, prompt_len - 1], (Kind::Float, lp.device())); // [B, P − 1]
-    Ok((Tensor::cat(&[lead, lp], 1), logits)) // [B, A], [B, N, V]
+    (Tensor::cat(&[lead, lp], 1), logits) // [B, A], [B, N, V]
 }

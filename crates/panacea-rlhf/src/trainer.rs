@@ -33,7 +33,8 @@ use crate::loss::{policy_loss, value_loss};
 use crate::policy::PpoPolicy;
 use crate::rewards::{shape_rewards, ScoreNormaliser};
 use crate::rollout::{
-    action_mask, generate_config, response_log_probs, rollout, score_all, RewardSource, RolloutView,
+    action_mask, generate_config, response_log_probs, response_log_probs_for_training, rollout,
+    score_all, RewardSource, RolloutView,
 };
 use crate::RlhfError;
 
@@ -622,14 +623,24 @@ impl<M: PpoPolicy> PpoTrainer<M> {
 
                 // Actor.
                 let on = Adapter::On { pref: &pref };
-                let (lp, logits) =
-                    response_log_probs(&self.policy, &seq, &mask, on, exp.prompt_len)?; // [b, A], [b, N, V]
+                let checkpointing = self.cfg.activation_checkpointing;
+                let (lp, logits, recompute) = response_log_probs_for_training(
+                    &self.policy,
+                    &seq,
+                    &mask,
+                    on,
+                    exp.prompt_len,
+                    checkpointing,
+                )?; // [b, A], [b, N, V]
                 let pl =
                     policy_loss(&lp, &sel(&exp.old_lp), &sel(&exp.advantages), &act, p.clip_ratio);
                 // The finiteness checks come after the backward is queued (the clip's norm
                 // syncs anyway) but before the step, so a NaN never reaches the adapter.
                 self.actor_opt.zero_grad();
                 pl.loss.backward();
+                if let Some(layers) = recompute {
+                    layers.backward(); // the checkpointed layers' part of the gradient
+                }
                 sums[5] += preference_gradient_share(&self.adapter_vs, rank);
                 let grad_norm = self.actor_opt.clip_grad_norm(o.max_grad_norm);
                 let ploss = ensure_finite(step, "policy loss", pl.loss.double_value(&[]))?;
@@ -649,11 +660,15 @@ impl<M: PpoPolicy> PpoTrainer<M> {
                 drop(logits);
 
                 // Critic.
-                let v = self.critic.values(&seq, &mask, &pref); // [b, A, K]
+                self.critic.opt.zero_grad();
+                let (v, recompute) =
+                    self.critic.values_for_training(&seq, &mask, &pref, checkpointing); // [b, A, K]
                 let vl =
                     value_loss(&v, &sel(&exp.old_values), &sel(&exp.returns), &act, p.clip_value);
-                self.critic.opt.zero_grad();
                 vl.backward();
+                if let Some(layers) = recompute {
+                    layers.backward();
+                }
                 let grad_norm = self.critic.opt.clip_grad_norm(o.max_grad_norm);
                 let vloss = ensure_finite(step, "value loss", vl.double_value(&[]))?;
                 ensure_finite(step, "value gradient norm", grad_norm)?;

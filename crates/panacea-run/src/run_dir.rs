@@ -46,6 +46,7 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "train.hv_every",
     "device",
     "threads",
+    "train.activation_checkpointing",
 ];
 
 /// Where a job puts its run folder and how it may be stopped: everything about a run that is

@@ -1,5 +1,6 @@
 //! The one integration-test binary of panacea-dpo (one `mod` per topic).
 
+mod checkpointing;
 mod common;
 mod data_files;
 mod data_parallel;
