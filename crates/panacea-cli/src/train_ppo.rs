@@ -37,6 +37,10 @@ pub(crate) struct Args {
     /// critic, heads and optimiser state stay f32.
     #[arg(long)]
     dtype: Option<DType>,
+    /// Skip malformed lines of the prompt file (counted and reported, the first few by file,
+    /// line and field) instead of stopping at the first one (sets `data.skip_invalid`).
+    #[arg(long)]
+    skip_invalid: bool,
     /// Continue the run in this folder from its newest checkpoint (its config.yaml is used;
     /// `--set` may still change the steps and the log/save/eval cadence, e.g.
     /// `--set train.steps=40` to train longer).
@@ -100,5 +104,6 @@ fn config(args: &Args) -> Result<(TrainPpoConfig, String)> {
     if let Some(device) = args.device {
         cfg.device = device;
     }
+    cfg.data.skip_invalid |= args.skip_invalid;
     Ok((cfg, stem))
 }

@@ -62,7 +62,8 @@ pub use pairs::{
 };
 pub use positive::{NegativeScorer, PositiveScorer};
 pub use prompts::{
-    load_prompt_file, load_prompts, read_prompts, split_of, PromptRecord, PromptSet, Split,
+    load_prompt_file, load_prompts, read_prompt_file, read_prompts, split_of, PromptRecord,
+    PromptSet, Split,
 };
 pub use relevant::RelevantScorer;
 pub use scorer::Scorer;

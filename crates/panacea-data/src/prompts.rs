@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::formats::{open_records, parse_record, record_error, FileFormat};
 use crate::jsonl::{parse_line, Lines};
-use crate::DataError;
+use crate::{DataError, ReadReport};
 
 /// Train or evaluation split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -184,59 +184,94 @@ struct PromptRow {
 /// project's own prompt schema ([`PromptRecord`]) reads the same as with [`load_prompts`],
 /// except that a given split is not checked against the hash rule.
 pub fn load_prompt_file(path: &Path, format: FileFormat) -> Result<Vec<PromptRecord>, DataError> {
+    read_prompt_file(path, format, false).map(|(records, _)| records)
+}
+
+/// [`load_prompt_file`] with `skip_invalid` (`data.skip_invalid`, `--skip-invalid`, as for pair
+/// files): a malformed line or row (unparsable, a missing, empty or non-string `prompt`, a bad
+/// or repeated `id`) is skipped and counted in the report, whose `first_errors` name its file,
+/// line and field, instead of failing the read. A file that cannot be read or decoded still
+/// fails. The report's `records`, `skipped` and `blank_lines` add up to the lines (rows) read.
+pub fn read_prompt_file(
+    path: &Path,
+    format: FileFormat,
+    skip_invalid: bool,
+) -> Result<(Vec<PromptRecord>, ReadReport), DataError> {
     let mut records = open_records(path, format)?;
     records.set_max_bytes(crate::DEFAULT_MAX_LINE_BYTES);
     let unit = records.unit();
     let source = path.display().to_string();
     let mut ids = std::collections::HashSet::new();
     let mut out = Vec::new();
+    let mut report = ReadReport::default();
     for raw in records {
-        let raw = raw?;
-        if raw.is_blank() {
-            continue;
+        let parsed = match raw {
+            Ok(raw) if raw.is_blank() => {
+                report.blank_lines += 1;
+                continue;
+            }
+            Ok(raw) => parse_prompt_row(path, unit, &raw, &source, &ids),
+            // The stream cannot go on after these: the file could not be read or decoded.
+            Err(e @ (DataError::Io { .. } | DataError::Model { .. })) => return Err(e),
+            Err(e) => Err(e),
+        };
+        match parsed {
+            Ok(rec) => {
+                ids.insert(rec.id.clone());
+                report.records += 1;
+                out.push(rec);
+            }
+            Err(e) if skip_invalid => {
+                report.skipped += 1;
+                if report.first_errors.len() < ReadReport::KEPT_ERRORS {
+                    report.first_errors.push(e.to_string());
+                }
+            }
+            Err(e) => return Err(e),
         }
-        let n = raw.number();
-        let bad = |field: &str, message: String| {
-            record_error(path, unit, n, Some(field.to_owned()), message)
-        };
-        let row: PromptRow = parse_record(path, &raw)?;
-        let prompt = match row.prompt {
-            serde_json::Value::String(s) if s.trim().is_empty() => {
-                return Err(bad("prompt", "is empty".to_owned()))
-            }
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Array(_) => {
-                return Err(bad(
-                    "prompt",
-                    "is a list of messages (TRL's conversational form), but a prompt here is \
-                     one user turn, rendered through the model's chat template\nhint: store \
-                     the user message's text as a string in `prompt`"
-                        .to_owned(),
-                ))
-            }
-            other => return Err(bad("prompt", format!("{other} is not a string"))),
-        };
-        let id = match row.id {
-            None | Some(serde_json::Value::Null) => format!("#{n}"),
-            Some(serde_json::Value::String(s)) => s,
-            Some(serde_json::Value::Number(x)) => x.to_string(),
-            Some(other) => {
-                return Err(bad("id", format!("{other} is neither a string nor a number")))
-            }
-        };
-        if !ids.insert(id.clone()) {
-            return Err(bad("id", format!("{id:?} appears twice")));
-        }
-        let split = row.split.unwrap_or_else(|| split_of(&prompt));
-        out.push(PromptRecord {
-            id,
-            prompt,
-            source: source.clone(),
-            category: String::new(),
-            split,
-        });
     }
-    Ok(out)
+    Ok((out, report))
+}
+
+/// One non-blank line or row of a prompt file as a record; `ids` are the ids read so far.
+fn parse_prompt_row(
+    path: &Path,
+    unit: crate::formats::Unit,
+    raw: &crate::formats::RawRecord,
+    source: &str,
+    ids: &std::collections::HashSet<String>,
+) -> Result<PromptRecord, DataError> {
+    let n = raw.number();
+    let bad =
+        |field: &str, message: String| record_error(path, unit, n, Some(field.to_owned()), message);
+    let row: PromptRow = parse_record(path, raw)?;
+    let prompt = match row.prompt {
+        serde_json::Value::String(s) if s.trim().is_empty() => {
+            return Err(bad("prompt", "is empty".to_owned()))
+        }
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Array(_) => {
+            return Err(bad(
+                "prompt",
+                "is a list of messages (TRL's conversational form), but a prompt here is one \
+                 user turn, rendered through the model's chat template\nhint: store the user \
+                 message's text as a string in `prompt`"
+                    .to_owned(),
+            ))
+        }
+        other => return Err(bad("prompt", format!("{other} is not a string"))),
+    };
+    let id = match row.id {
+        None | Some(serde_json::Value::Null) => format!("#{n}"),
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Number(x)) => x.to_string(),
+        Some(other) => return Err(bad("id", format!("{other} is neither a string nor a number"))),
+    };
+    if ids.contains(&id) {
+        return Err(bad("id", format!("{id:?} appears twice")));
+    }
+    let split = row.split.unwrap_or_else(|| split_of(&prompt));
+    Ok(PromptRecord { id, prompt, source: source.to_owned(), category: String::new(), split })
 }
 
 #[cfg(test)]

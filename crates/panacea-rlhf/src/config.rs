@@ -359,6 +359,11 @@ pub struct DataConfig {
     /// Prompts longer than this many tokens are dropped, ≥ 2.
     #[serde(default = "d_max_prompt")]
     pub max_prompt_tokens: usize,
+    /// Skip malformed lines (parquet: rows) of a prompt file (counted and reported as a
+    /// warning, the first few by file, line and field) instead of stopping at the first one,
+    /// as for pair files. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_invalid: bool,
 }
 
 /// One objective: what it is called, whether it is a reward or a cost, its scale and scorer.

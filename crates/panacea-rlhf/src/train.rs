@@ -82,7 +82,11 @@ pub fn train_ppo(
             cfg.model
         )));
     }
-    let (train_prompts, eval_prompts, data_hashes) = load_prompts(cfg, &tokenizer, &template)?;
+    let ((train_prompts, eval_prompts, data_hashes), read) =
+        load_prompts_with_report(cfg, &tokenizer, &template)?;
+    if read.skipped > 0 {
+        observer.on_event(&Event::Warning(&skipped_prompts_warning(cfg, &read)));
+    }
     let sources = reward_sources(cfg, &tokenizer, &policy)?;
     let mut trainer = build_trainer(cfg, &tokenizer, policy, adapter_vs, sources)?;
     observer.on_event(&Event::Message(&format!(
@@ -351,6 +355,18 @@ pub fn load_prompts(
     tok: &Tokenizer,
     template: &PromptTemplate,
 ) -> Result<LoadedPrompts, RlhfError> {
+    load_prompts_with_report(cfg, tok, template).map(|(prompts, _)| prompts)
+}
+
+/// [`load_prompts`] with the prompt file's read report: with `data.skip_invalid` the
+/// malformed lines it skipped, counted, the first few named by file, line and field (all
+/// zero for the bundled sets, which are read strictly).
+pub fn load_prompts_with_report(
+    cfg: &TrainPpoConfig,
+    tok: &Tokenizer,
+    template: &PromptTemplate,
+) -> Result<(LoadedPrompts, panacea_data::ReadReport), RlhfError> {
+    let mut report = panacea_data::ReadReport::default();
     let (records, hashes) = match &cfg.data.prompts {
         PromptSource::Bundled { sets } => {
             let mut recs = Vec::new();
@@ -366,10 +382,12 @@ pub fn load_prompts(
             }
             (recs, hashes)
         }
-        PromptSource::File { path, file_format } => (
-            panacea_data::load_prompt_file(path, *file_format)?,
-            vec![(path.display().to_string(), sha256_file(path)?)],
-        ),
+        PromptSource::File { path, file_format } => {
+            let (records, read) =
+                panacea_data::read_prompt_file(path, *file_format, cfg.data.skip_invalid)?;
+            report = read;
+            (records, vec![(path.display().to_string(), sha256_file(path)?)])
+        }
     };
     let mut train = Vec::new();
     let mut eval = Vec::new();
@@ -406,7 +424,21 @@ pub fn load_prompts(
             ),
         });
     }
-    Ok((train, eval, hashes))
+    Ok(((train, eval, hashes), report))
+}
+
+/// The warning for the prompt lines that `data.skip_invalid` skipped.
+fn skipped_prompts_warning(cfg: &TrainPpoConfig, read: &panacea_data::ReadReport) -> String {
+    let file = match &cfg.data.prompts {
+        PromptSource::File { path, .. } => path.display().to_string(),
+        PromptSource::Bundled { .. } => "the bundled prompts".to_owned(),
+    };
+    format!(
+        "{file}: skipped {} malformed prompt record(s) of {}; first:\n  {}",
+        read.skipped,
+        read.records + read.skipped + read.blank_lines,
+        read.first_errors.join("\n  ")
+    )
 }
 
 /// One reward source per objective, each built from its [`panacea_data::ScorerSpec`]

@@ -171,3 +171,46 @@ fn prompt_file_errors_name_line_and_field() {
     }
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// `skip_invalid` on prompt files (as on pair files): every malformed line is skipped and
+/// counted, each message names the file, line and field, and the good lines are kept in
+/// order; without it the first bad line is the error.
+#[test]
+fn prompt_file_skip_invalid_skips_and_counts_bad_lines() {
+    use panacea_data::{read_prompt_file, FileFormat};
+    let dir = std::env::temp_dir().join(format!("panacea-data-prompt-skip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("mixed.jsonl");
+    let text = [
+        "{\"prompt\": \"first\", \"id\": 1}",
+        "{\"text\": \"no prompt\"}",
+        "",
+        "{\"prompt\": \"  \"}",
+        "not json",
+        "{\"prompt\": \"second\", \"id\": \"2\"}",
+        "{\"prompt\": \"again\", \"id\": 1}",
+        "{\"prompt\": \"third\"}",
+    ]
+    .join("\n");
+    std::fs::write(&path, text).expect("write");
+
+    let err = read_prompt_file(&path, FileFormat::Auto, false).expect_err("strict").to_string();
+    assert!(err.contains("mixed.jsonl:2: missing field `prompt`"), "{err}");
+
+    let (records, report) = read_prompt_file(&path, FileFormat::Auto, true).expect("lenient");
+    let kept: Vec<(&str, &str)> =
+        records.iter().map(|r| (r.id.as_str(), r.prompt.as_str())).collect();
+    assert_eq!(kept, [("1", "first"), ("2", "second"), ("#8", "third")]);
+    assert_eq!((report.records, report.skipped, report.blank_lines), (3, 4, 1));
+    let wants = [
+        "mixed.jsonl:2: missing field `prompt`",
+        "mixed.jsonl:4: field `prompt`: is empty",
+        "mixed.jsonl:5",
+        "mixed.jsonl:7: field `id`: \"1\" appears twice",
+    ];
+    assert_eq!(report.first_errors.len(), wants.len(), "{:?}", report.first_errors);
+    for (got, want) in report.first_errors.iter().zip(wants) {
+        assert!(got.contains(want), "{got:?} lacks {want:?}");
+    }
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -162,6 +162,45 @@ fn ppo_reads_prompt_files_in_every_storage_format() {
     assert!(err.to_string().contains("prompts.jsonl"), "{err}");
 }
 
+/// `data.skip_invalid` (`--skip-invalid`) on a PPO prompt file: without it the first bad line
+/// is an error naming the file, the line and the field; with it the bad lines are skipped and
+/// counted (and the job warns), and the good ones load as from the clean file.
+#[test]
+fn ppo_prompt_files_honour_skip_invalid() {
+    use panacea_rlhf::train::load_prompts_with_report;
+    let fixtures = workspace().join("crates/panacea-data/tests/fixtures");
+    let clean = std::fs::read_to_string(fixtures.join("prompts.jsonl")).expect("fixture");
+    let dir = std::env::temp_dir().join(format!("panacea-rlhf-prompt-skip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("damaged.jsonl");
+    std::fs::write(&path, format!("{{\"text\": \"no prompt\"}}\n{clean}{{\"prompt\": 3}}\n"))
+        .expect("write");
+    let lines = 1 + clean.lines().count() + 1;
+    let source = |skip: bool| {
+        vec![
+            format!("data.prompts={{kind: file, path: {}}}", path.display()),
+            format!("data.skip_invalid={skip}"),
+        ]
+    };
+
+    let cfg = llama3_ppo(&source(false));
+    let (_base, _policy, _adapter, tok, template) =
+        load_policy(&cfg, tch::Device::Cpu).expect("policy");
+    let err = load_prompts(&cfg, &tok, &template).expect_err("strict").to_string();
+    assert!(err.contains("damaged.jsonl:1: missing field `prompt`"), "{err}");
+
+    let cfg = llama3_ppo(&source(true));
+    let ((train, eval, _), read) =
+        load_prompts_with_report(&cfg, &tok, &template).expect("lenient");
+    assert_eq!((train.len(), eval.len()), (4, 3));
+    assert_eq!(train[0].0, llama3_user_prompt("How do I boil an egg?"));
+    assert_eq!((read.records, read.skipped), (7, 2));
+    assert!(read.first_errors[0].contains("damaged.jsonl:1: missing field `prompt`"));
+    let last = format!("damaged.jsonl:{lines}: field `prompt`: 3 is not a string");
+    assert!(read.first_errors[1].contains(&last), "{:?}", read.first_errors);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 fn rm_config(set: &[String]) -> Result<panacea_rlhf::TrainRmConfig, String> {
     panacea_core::device::init_torch();
     let mut sets = vec![
