@@ -13,7 +13,8 @@
 //! - [`pairs`]: streaming loaders for the generic N-dimension schema, PKU-SafeRLHF, HH-RLHF and
 //!   TRL's forms, yielding [`PairRecord`]s with labels t ∈ {+1, −1, 0} per dimension;
 //!   [`formats`]: the files they read (JSON Lines, `.jsonl.gz`, parquet) and the `labels`
-//!   mapping of objectives to columns.
+//!   mapping of objectives to columns; [`pair_files`]: a job's `data.train` as one file or a
+//!   list of files with settings of their own.
 //!
 //! Data files live under the workspace's `data/` (see its README for schemas, provenance and
 //! licences). The bundled prompt sets and the harmless scorer's export are compiled into this
@@ -40,6 +41,7 @@ pub mod formats;
 pub mod harmless;
 mod jsonl;
 pub mod minilm;
+pub mod pair_files;
 pub mod pairgen;
 pub mod pairs;
 pub mod positive;
@@ -55,6 +57,7 @@ pub use formats::{FileFormat, FileSource, LabelSource};
 pub use harmless::HarmlessScorer;
 pub use jsonl::DEFAULT_MAX_LINE_BYTES;
 pub use minilm::MiniLmEncoder;
+pub use pair_files::{PairFile, PairFileConfig, PairFiles};
 pub use pairs::{
     load_pair_file, load_pairs, open_pair_file, open_pairs, read_pair_bytes, read_pairs,
     same_responses, GenericPair, PairFormat, PairReader, PairRecord, PkuRecord, ReadOptions,

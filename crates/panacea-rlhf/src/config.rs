@@ -642,17 +642,21 @@ impl Validate for TrainPpoConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RmDataConfig {
-    /// A pair file: JSON Lines, `.jsonl.gz` or parquet.
-    pub train: std::path::PathBuf,
-    /// `generic`, `pku-saferlhf`, `hh-rlhf` or `trl`.
+    /// The pairs: a file (JSON Lines, `.jsonl.gz` or parquet), or a list of files with settings
+    /// of their own (`{path, format, file_format, labels}`), as `train-dpo`'s `data.train`
+    /// ([`panacea_data::PairFiles`]); the files' records are read in order and concatenated.
+    pub train: panacea_data::PairFiles,
+    /// `generic`, `pku-saferlhf`, `hh-rlhf` or `trl` (of a list's files, the default).
     pub format: PairFormat,
-    /// How the file is stored: `auto` (default: by extension, `.parquet`, `.gz`, else JSON
-    /// Lines), `jsonl`, `jsonl-gz` or `parquet` (as in `train-dpo`).
+    /// How the files are stored: `auto` (default: by extension, `.parquet`, `.gz`, else JSON
+    /// Lines), `jsonl`, `jsonl-gz` or `parquet` (as in `train-dpo`; of a list's files, the
+    /// default).
     #[serde(default, skip_serializing_if = "is_auto")]
     pub file_format: panacea_data::FileFormat,
     /// Objective → the column that labels it (`better_response_id`, `safer_response_id`,
-    /// `chosen`, `prefs.<key>`, by schema), as in `train-dpo`. Empty (default): the schema's own
-    /// rule. Every objective must be labelled: a score model learns from its labels alone.
+    /// `chosen`, `prefs.<key>`, by schema), as in `train-dpo` (of a list's files, the default).
+    /// Empty (default): the schema's own rule. Every objective must be labelled by some file: a
+    /// score model learns from its labels alone.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
     /// Fraction of pairs held out for evaluation, in (0, 1).
@@ -751,6 +755,14 @@ pub struct TrainRmConfig {
     pub optim: RmOptimConfig,
 }
 
+impl TrainRmConfig {
+    /// The pair files of `data.train`, with the section's `format`, `file_format` and
+    /// `labels` where a list entry gives none.
+    pub fn pair_files(&self) -> Vec<panacea_data::PairFile> {
+        self.data.train.resolve(self.data.format, self.data.file_format, &self.data.labels)
+    }
+}
+
 fn d_eval_fraction() -> f64 {
     0.2
 }
@@ -795,11 +807,15 @@ impl Validate for TrainRmConfig {
                 self.adapter.n_objectives
             ),
         );
-        v.check(
-            self.data.train.is_file(),
-            "data.train",
-            format!("{} is not a file", self.data.train.display()),
-        );
+        let files = self.pair_files();
+        v.check(!files.is_empty(), "data.train", "give at least one pair file");
+        for (i, file) in files.iter().enumerate() {
+            v.check(
+                file.path.is_file(),
+                &self.data.train.path_key("data.train", i),
+                format!("{} is not a file", file.path.display()),
+            );
+        }
         v.check(
             self.data.eval_fraction > 0.0 && self.data.eval_fraction < 1.0,
             "data.eval_fraction",
@@ -810,31 +826,37 @@ impl Validate for TrainRmConfig {
         check_objective_names(v, self.objectives.iter().map(|o| o.name.as_str()));
         let names: Vec<String> = self.objectives.iter().map(|o| o.name.clone()).collect();
         if !names.is_empty() {
-            match panacea_data::LabelSource::resolve(self.data.format, &names, &self.data.labels) {
-                Ok(sources) => {
-                    for (name, _) in names
-                        .iter()
-                        .zip(&sources)
-                        .filter(|(_, s)| **s == panacea_data::LabelSource::Unlabelled)
-                    {
+            // Per objective, whether some file labels it (`None` once a file's labels fail).
+            let mut labelled = Some(vec![false; names.len()]);
+            for (i, file) in files.iter().enumerate() {
+                match panacea_data::LabelSource::resolve(file.format, &names, &file.labels) {
+                    Ok(sources) => {
+                        for (l, s) in labelled.iter_mut().flatten().zip(&sources) {
+                            *l |= *s != panacea_data::LabelSource::Unlabelled;
+                        }
+                    }
+                    Err(e) => {
                         v.problem(
-                            "data.labels",
+                            &self.data.train.labels_key("data.train", i),
                             format!(
-                                "objective `{name}` is labelled by no column, and a score model \
-                                 learns from its labels alone; hint: map it, e.g. {name}: \
-                                 chosen (or drop the objective)"
+                                "{} ({}): {e}",
+                                file.path.display(),
+                                file.format.display_name()
                             ),
                         );
+                        labelled = None;
                     }
                 }
-                Err(e) => v.problem(
+            }
+            for (name, _) in names.iter().zip(labelled.iter().flatten()).filter(|(_, l)| !**l) {
+                v.problem(
                     "data.labels",
                     format!(
-                        "{} ({}): {e}",
-                        self.data.train.display(),
-                        self.data.format.display_name()
+                        "objective `{name}` is labelled by no column, and a score model learns \
+                         from its labels alone; hint: map it, e.g. {name}: chosen (or drop the \
+                         objective)"
                     ),
-                ),
+                );
             }
         }
         v.check(self.train.epochs >= 1, "train.epochs", "must be ≥ 1");

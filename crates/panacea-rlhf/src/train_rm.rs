@@ -87,7 +87,7 @@ pub fn train_score_models(
     let n_eval = ((records.len() as f64 * cfg.data.eval_fraction).round() as usize).max(1);
     if records.len() < n_eval + 1 {
         return Err(RlhfError::Invalid {
-            what: cfg.data.train.display().to_string(),
+            what: cfg.data.train.to_string(),
             reason: format!(
                 "{} usable pairs are too few to hold out {n_eval} for evaluation and train on \
                  the rest",
@@ -134,9 +134,9 @@ pub fn train_score_models(
     let name = opts.name.as_deref().unwrap_or(RM_JOB);
     let mut run = RunDir::create(&opts.runs_dir, name, &to_yaml(cfg)?, &opts.command)?;
     let mut manifest = Manifest::now(RM_JOB, format!("{device:?}"), cfg.seed);
-    manifest
-        .data_hashes
-        .push((cfg.data.train.display().to_string(), sha256_file(&cfg.data.train)?));
+    for file in cfg.pair_files() {
+        manifest.data_hashes.push((file.path.display().to_string(), sha256_file(&file.path)?));
+    }
     run.write_manifest(&manifest)?;
     observer.on_event(&Event::Started {
         job: RM_JOB,
@@ -265,21 +265,49 @@ pub fn train_score_models(
     Ok(Trained { run_dir: run.path().to_owned(), step: done, checkpoint: None, interrupted: false })
 }
 
-/// Reads the pair file (`data.file_format`, labels by `data.labels` or the schema's own rule;
-/// `names` are the objectives, in order), reporting skipped malformed lines, label keys no
-/// objective names, and pairs whose two responses are identical (dropped) through `observer`.
+/// Reads the pair files of `data.train` in order (each with its `format`, `file_format` and
+/// `labels`, or the section's; `names` are the objectives, in order), reporting per file the
+/// skipped malformed lines, label keys no objective names, and pairs whose two responses are
+/// identical (dropped) through `observer`.
 pub fn read_pairs(
     cfg: &TrainRmConfig,
     names: &[String],
     observer: &mut dyn Observer,
 ) -> Result<Vec<PairRecord>, RlhfError> {
-    let path = &cfg.data.train;
-    let opts = ReadOptions {
-        format: cfg.data.format,
-        dims: names.to_vec(),
-        skip_invalid: cfg.data.skip_invalid,
-    };
-    let (records, report) = load_pair_file(path, cfg.data.file_format, &cfg.data.labels, opts)?;
+    let mut records = Vec::new();
+    let (mut total, mut identical) = (0, 0);
+    for file in cfg.pair_files() {
+        let opts = ReadOptions {
+            format: file.format,
+            dims: names.to_vec(),
+            skip_invalid: cfg.data.skip_invalid,
+        };
+        let (mut part, report) = load_pair_file(&file.path, file.file_format, &file.labels, opts)?;
+        report_read(&file.path, &report, names, observer);
+        total += part.len() + report.dropped_identical;
+        identical += report.dropped_identical;
+        records.append(&mut part);
+    }
+    if records.is_empty() {
+        return Err(RlhfError::Invalid {
+            what: cfg.data.train.to_string(),
+            reason: format!(
+                "none of its {total} pairs is usable ({identical} have identical responses); \
+                 hint: each pair needs two different responses"
+            ),
+        });
+    }
+    Ok(records)
+}
+
+/// The warnings of one pair file's read report: skipped lines, unknown label keys, dropped
+/// pairs with identical responses.
+fn report_read(
+    path: &Path,
+    report: &panacea_data::ReadReport,
+    names: &[String],
+    observer: &mut dyn Observer,
+) {
     if report.skipped > 0 {
         let mut lines = vec![format!(
             "{}: skipped {} malformed line(s) of {}; first:",
@@ -312,24 +340,14 @@ pub fn read_pairs(
         )));
     }
     let identical = report.dropped_identical;
-    let total = records.len() + identical;
     if identical > 0 {
         observer.on_event(&Event::Warning(&format!(
-            "{}: dropped {identical} of {total} pairs whose two responses are identical (they \
+            "{}: dropped {identical} of {} pairs whose two responses are identical (they \
              carry no preference)",
-            path.display()
+            path.display(),
+            report.records + identical
         )));
     }
-    if records.is_empty() {
-        return Err(RlhfError::Invalid {
-            what: path.display().to_string(),
-            reason: format!(
-                "none of its {total} pairs is usable ({identical} have identical responses); \
-                 hint: each pair needs two different responses"
-            ),
-        });
-    }
-    Ok(records)
 }
 
 /// Token ids of prompt + response + EOS for both responses of every pair, each cut from the
@@ -345,7 +363,7 @@ pub fn encode_pairs(
     let encode = |prompt: &str, response: &str| -> Result<Vec<i64>, RlhfError> {
         let p = if cfg.data.chat_template {
             template.user_prompt(prompt).map_err(|e| RlhfError::Invalid {
-                what: format!("{} (prompt {prompt:?})", cfg.data.train.display()),
+                what: format!("{} (prompt {prompt:?})", cfg.data.train),
                 reason: format!(
                     "the chat template refuses it: {e}; hint: set data.chat_template: false to \
                      tokenise prompts as they are"

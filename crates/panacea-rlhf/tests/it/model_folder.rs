@@ -278,6 +278,51 @@ fn score_model_labels_are_validated_with_the_config() {
     .expect("both objectives mapped");
 }
 
+/// `data.train` as a list of files, as in train-dpo: two HH-RLHF files (the same 3 fixture
+/// pairs stored as JSON Lines and as parquet) become two objectives, each file labelling its
+/// own (`chosen` = response 0 preferred, +1) and leaving the other unlabelled (0); records are
+/// read in file order. A missing file in the list is named by its entry.
+#[test]
+fn score_models_read_a_list_of_pair_files() {
+    let fixtures = workspace().join("crates/panacea-data/tests/fixtures");
+    let list = format!(
+        "data.train=[{{path: {}, labels: {{helpful: chosen}}}}, {{path: {}, file_format: parquet, \
+         labels: {{harmless: chosen}}}}]",
+        fixtures.join("hh.jsonl").display(),
+        fixtures.join("hh.parquet").display()
+    );
+    let cfg = rm_config(&[list, "data.format=hh-rlhf".to_owned()]).expect("config");
+    let names = vec!["helpful".to_owned(), "harmless".to_owned()];
+    let records =
+        panacea_rlhf::train_rm::read_pairs(&cfg, &names, &mut panacea_run::Silent).expect("pairs");
+    let labels: Vec<Vec<i8>> = records.iter().map(|r| r.labels.clone()).collect();
+    assert_eq!(labels, [[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]]);
+    assert_eq!(records[0].prompt, records[3].prompt, "the same pairs in both files");
+    // Each file is validated under its own entry.
+    let err = rm_config(&[
+        format!(
+            "data.train=[{{path: {}, labels: {{helpful: chosen}}}}, {{path: /no/such.jsonl}}]",
+            fixtures.join("hh.jsonl").display()
+        ),
+        "data.format=hh-rlhf".to_owned(),
+    ])
+    .expect_err("missing file");
+    assert!(
+        err.contains("data.train[1].path") && err.contains("/no/such.jsonl is not a file"),
+        "{err}"
+    );
+    // An objective no file labels is named.
+    let err = rm_config(&[
+        format!(
+            "data.train=[{{path: {}, labels: {{helpful: chosen}}}}]",
+            fixtures.join("hh.jsonl").display()
+        ),
+        "data.format=hh-rlhf".to_owned(),
+    ])
+    .expect_err("harmless unlabelled");
+    assert!(err.contains("objective `harmless` is labelled by no column"), "{err}");
+}
+
 /// TRL's unpaired form (prompt, completion, label) is refused by name, with how to pair it.
 #[test]
 fn score_models_refuse_trl_unpaired_files_by_name() {
