@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use panacea_run::{Event, Observer, StopFlag};
+use panacea_run::{human_bytes, Event, Observer, StopFlag};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
 
@@ -17,12 +17,45 @@ use signal_hook::flag;
 pub(crate) struct ProgressObserver {
     bar: Option<ProgressBar>,
     job: String,
+    /// The device whose peak memory is measured after the first step, set against the job's
+    /// estimate (the estimate's total, once the job sent it).
+    memory: Option<(tch::Device, Option<u64>)>,
 }
 
 impl ProgressObserver {
     /// An observer with no bar yet; the job's `Started` event creates it.
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// After the first step, also print the peak memory measured on `device` beside the job's
+    /// memory estimate: the CUDA caching allocator's peak of allocated bytes, or on the CPU the
+    /// process's peak resident set (`panacea_shim::memory`).
+    pub(crate) fn measuring_memory_on(mut self, device: tch::Device) -> Self {
+        self.memory = Some((device, None));
+        self
+    }
+
+    /// The line comparing the measured peak with the estimate, once.
+    fn report_peak_memory(&mut self) {
+        let Some((device, Some(estimate))) = self.memory.take() else { return };
+        let line = match panacea_shim::memory::peak_bytes(device) {
+            Ok(peak) => {
+                let what = match device {
+                    tch::Device::Cuda(_) => "CUDA allocator's peak of allocated bytes",
+                    _ => "the process's peak resident set, libraries and data included",
+                };
+                format!(
+                    "measured peak memory after the first step: {} ({what}); estimated {} \
+                     ({:.2}×)",
+                    human_bytes(peak),
+                    human_bytes(estimate),
+                    peak as f64 / estimate.max(1) as f64
+                )
+            }
+            Err(e) => format!("peak memory not measured: {e}"),
+        };
+        self.println(&line);
     }
 
     fn println(&self, line: &str) {
@@ -59,11 +92,18 @@ impl Observer for ProgressObserver {
             }
             Event::Phase(line) | Event::Message(line) => self.println(line),
             Event::Warning(line) => self.println(&format!("warning: {line}")),
+            Event::MemoryEstimate(estimate) => {
+                self.println(&estimate.to_string());
+                if let Some((_, total)) = &mut self.memory {
+                    *total = Some(estimate.total_bytes());
+                }
+            }
             Event::Step { summary, .. } => {
                 if let Some(bar) = &self.bar {
                     bar.set_message(summary.to_owned());
                     bar.inc(1);
                 }
+                self.report_peak_memory();
             }
             Event::Checkpoint { dir, .. } => self.println(&format!("checkpoint {}", dir.display())),
             Event::Finished { run_dir, step, interrupted } => {

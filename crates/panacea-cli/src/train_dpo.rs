@@ -71,7 +71,8 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
     // Under torchrun or srun (RANK, WORLD_SIZE, ... set) this process is one rank of a
     // data-parallel run; otherwise `None`, the single-process path.
     let group = ProcessGroup::from_env().context("joining the data-parallel process group")?;
-    let (mut progress, mut silent) = (ProgressObserver::new(), Silent);
+    let mut progress = ProgressObserver::new().measuring_memory_on(cfg.device.resolve()?);
+    let mut silent = Silent;
     // Rank 0 shows progress; the others would repeat it.
     let observer: &mut dyn Observer = match &group {
         Some(g) if !g.is_main() => &mut silent,

@@ -61,7 +61,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     opts.name = Some(args.name.clone().unwrap_or(stem));
     opts.resume = args.resume.clone();
     opts.stop = install_stop_flag()?;
-    let t = panacea_rlhf::train_ppo(&cfg, &opts, &mut ProgressObserver::new())?;
+    let mut progress = ProgressObserver::new().measuring_memory_on(cfg.device.resolve()?);
+    let t = panacea_rlhf::train_ppo(&cfg, &opts, &mut progress)?;
     Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 

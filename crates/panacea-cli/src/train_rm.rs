@@ -60,6 +60,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let mut opts = RunOptions::new(&args.runs_dir);
     opts.name = args.name;
     opts.stop = install_stop_flag()?;
-    let t = panacea_rlhf::train_score_models(&cfg, &opts, &mut ProgressObserver::new())?;
+    let mut progress = ProgressObserver::new().measuring_memory_on(cfg.device.resolve()?);
+    let t = panacea_rlhf::train_score_models(&cfg, &opts, &mut progress)?;
     Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }

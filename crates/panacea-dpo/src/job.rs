@@ -50,8 +50,8 @@ use panacea_core::seed::{seed_everything, RunRng, RunRngState};
 use panacea_data::PairRecord;
 use panacea_lm::{CausalLm, Llama, LoadedModel};
 use panacea_run::{
-    latest_checkpoint, Event, Manifest, Observer, RunDir, RunError, RunOptions, Trained,
-    CONFIG_FILE,
+    latest_checkpoint, Event, Manifest, MemoryEstimate, Observer, RunDir, RunError, RunOptions,
+    Trained, CONFIG_FILE,
 };
 use panacea_shim::dist::{ProcessGroup, ReduceOp};
 use serde::{Deserialize, Serialize};
@@ -220,6 +220,7 @@ pub fn train_dpo_data_parallel(
         trainer.broadcast_adapter(g)?;
     }
     let steps = cfg.train.steps;
+    observer.on_event(&Event::MemoryEstimate(&memory_estimate(cfg, &trainer.model.config)));
     observer.on_event(&Event::Started {
         job: JOB,
         run_dir: &run_path,
@@ -879,4 +880,69 @@ pub fn split_by_prompt(
 
 fn round2(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| (x * 100.0).round() / 100.0).collect()
+}
+
+/// The memory one training step of `cfg` is estimated to need on a model of architecture
+/// `model` ([`panacea_lm::memory_plan`]): the frozen base in `cfg.dtype`, the adapter with its
+/// AdamW state, and the activations of one policy forward with a graph, a micro-batch
+/// (`dpo.micro_batch_size`, or the whole `train.batch_size`) of pairs, counted as two
+/// sequences each of the full `data.max_len` tokens, every position scored (an upper bound:
+/// packing the shared prompt and shorter pairs need less), with or without
+/// `train.activation_checkpointing`. Reference log-probs run without a graph and keep nothing.
+pub fn step_memory_plan(
+    cfg: &DpoRunConfig,
+    model: &panacea_lm::LlamaConfig,
+) -> panacea_lm::MemoryPlan {
+    let pairs = match cfg.dpo.micro_batch_size {
+        0 => cfg.train.batch_size,
+        m => m.min(cfg.train.batch_size),
+    };
+    pair_step_memory_plan(
+        model,
+        &cfg.adapter,
+        pairs as i64,
+        cfg.data.max_len as i64,
+        cfg.dtype.kind().elt_size_in_bytes() as i64,
+        cfg.train.activation_checkpointing,
+    )
+}
+
+/// [`step_memory_plan`] from its parts: `pairs` pairs per forward of `max_len` tokens each
+/// sequence, base weights of `base_bytes` bytes an element.
+pub fn pair_step_memory_plan(
+    model: &panacea_lm::LlamaConfig,
+    adapter: &panacea_core::adapter::SvdLoraConfig,
+    pairs: i64,
+    max_len: i64,
+    base_bytes: i64,
+    checkpointing: bool,
+) -> panacea_lm::MemoryPlan {
+    panacea_lm::memory_plan(&panacea_lm::MemoryPlanInput {
+        config: model,
+        adapter,
+        batch: 2 * pairs,
+        seq_len: max_len,
+        head_tokens: 2 * pairs * max_len,
+        trained_adapters: 1,
+        base_bytes,
+        checkpointing,
+        padded: true,
+    })
+}
+
+/// [`step_memory_plan`] as the job reports it.
+fn memory_estimate(cfg: &DpoRunConfig, model: &panacea_lm::LlamaConfig) -> MemoryEstimate {
+    let plan = step_memory_plan(cfg, model);
+    let pairs = match cfg.dpo.micro_batch_size {
+        0 => cfg.train.batch_size,
+        m => m.min(cfg.train.batch_size),
+    };
+    let shape = format!(
+        "{pairs} pairs a forward (2 × {pairs} sequences of ≤ {} tokens), {} base weights, \
+         activation checkpointing {}",
+        cfg.data.max_len,
+        cfg.dtype,
+        if cfg.train.activation_checkpointing { "on" } else { "off" }
+    );
+    MemoryEstimate::new(shape, plan.parts())
 }

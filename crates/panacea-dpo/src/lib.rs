@@ -56,7 +56,10 @@ pub mod trainer;
 pub use config::{DpoRunConfig, DpoSettings, DpoTrainerConfig, OptimConfig};
 pub use data::{EncodedPair, PairBatch, PairLoader, SeqLogp};
 pub use error::DpoError;
-pub use job::{load_base, resolve_data_path, train_dpo, train_dpo_data_parallel, JOB};
+pub use job::{
+    load_base, pair_step_memory_plan, resolve_data_path, step_memory_plan, train_dpo,
+    train_dpo_data_parallel, JOB,
+};
 pub use loss::{mo_dpo_loss, DpoLoss, DpoLossOutput};
 pub use pair_files::{read_pair_files, PairFile, PairFileConfig, PairFiles};
 pub use panacea_core::preference::StepPreference;

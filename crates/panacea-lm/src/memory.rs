@@ -13,8 +13,9 @@
 //! their product (4·I), plus each adapted projection's rank-space activation (k + m). That is
 //! 4D + 2·H·hd + 2·Hkv·hd + 4I + 7(k + m) elements in the base dtype; attention probabilities
 //! are not kept (fused attention recomputes them). The head keeps the final norm's and the
-//! head's inputs (2D, base dtype) and two f32 [V] rows per token (the logits and their
-//! log-softmax). Padded rows add the boolean attention mask [B, 1, T, T] once.
+//! head's inputs (2D, base dtype) and two f32 [V] rows per token that goes through the head
+//! (the logits and their log-softmax; PPO and DPO score only response positions). Padded rows
+//! add the boolean attention mask [B, 1, T, T] once.
 
 use panacea_core::adapter::SvdLoraConfig;
 
@@ -31,6 +32,13 @@ pub struct MemoryPlanInput<'a> {
     pub batch: i64,
     /// Tokens per sequence.
     pub seq_len: i64,
+    /// Tokens whose logits the LM head computes in one forward: `batch · seq_len` for a full
+    /// head, fewer when only response positions are scored (PPO, DPO), 0 for a score model's
+    /// scalar head.
+    pub head_tokens: i64,
+    /// Adapters trained alongside, each with its gradient and AdamW moments (PPO: the actor's
+    /// and the critic's, 2; otherwise 1).
+    pub trained_adapters: i64,
     /// Bytes per base weight and activation: 4 (f32) or 2 (bf16, f16).
     pub base_bytes: i64,
     /// Activation checkpointing per decoder layer.
@@ -48,17 +56,31 @@ pub struct MemoryPlan {
     pub adapter_params: i64,
     /// Base weights: `base_params · base_bytes`.
     pub base_weight_bytes: i64,
-    /// Adapter in f32 with its gradient and two AdamW moments: 16 bytes a parameter.
+    /// Adapter in f32 with its gradient and two AdamW moments: 16 bytes a parameter, times
+    /// the adapters trained.
     pub adapter_state_bytes: i64,
     /// Decoder activations kept for the backward pass.
     pub activation_bytes: i64,
-    /// Final norm, LM head and f32 log-probabilities.
+    /// Final norm and LM head inputs of every token, and the f32 logits and log-probabilities
+    /// of the head tokens.
     pub head_bytes: i64,
     /// The attention mask of padded rows.
     pub mask_bytes: i64,
 }
 
 impl MemoryPlan {
+    /// The parts in bytes, named: base weights, adapter state, activations, LM head, attention
+    /// mask.
+    pub fn parts(&self) -> [(&'static str, i64); 5] {
+        [
+            ("base weights", self.base_weight_bytes),
+            ("adapter + AdamW", self.adapter_state_bytes),
+            ("activations", self.activation_bytes),
+            ("LM head", self.head_bytes),
+            ("attention mask", self.mask_bytes),
+        ]
+    }
+
     /// Everything together.
     pub fn total_bytes(&self) -> i64 {
         self.base_weight_bytes
@@ -118,9 +140,9 @@ pub fn memory_plan(input: &MemoryPlanInput<'_>) -> MemoryPlan {
         base_params,
         adapter_params,
         base_weight_bytes: base_params * input.base_bytes,
-        adapter_state_bytes: adapter_params * 16,
+        adapter_state_bytes: adapter_params * 16 * input.trained_adapters,
         activation_bytes: tokens * kept_elems * input.base_bytes,
-        head_bytes: tokens * (2 * d * input.base_bytes + 2 * v * 4),
+        head_bytes: tokens * 2 * d * input.base_bytes + input.head_tokens * 2 * v * 4,
         mask_bytes: if input.padded { input.batch * input.seq_len * input.seq_len } else { 0 },
     }
 }
@@ -140,7 +162,7 @@ mod tests {
     /// - a layer's activations per token: 4·64 + 2·64 + 2·32 + 4·128 + 7·6 = 1,002 elements;
     ///   16 tokens, 4 bytes: plain 2·1,002·64 = 128,256 bytes; checkpointed (2·64 + 1,002)·64
     ///   = 72,320;
-    /// - head: 16·(2·64·4 + 2·256·4) = 40,960; mask 2·8·8 = 128.
+    /// - head (all 16 tokens scored): 16·(2·64·4 + 2·256·4) = 40,960; mask 2·8·8 = 128.
     #[test]
     fn matches_a_hand_count() {
         let config = LlamaConfig { intermediate_size: 128, vocab_size: 256, ..LlamaConfig::tiny() };
@@ -156,6 +178,8 @@ mod tests {
             adapter: &adapter,
             batch: 2,
             seq_len: 8,
+            head_tokens: 16,
+            trained_adapters: 1,
             base_bytes: 4,
             checkpointing: false,
             padded: true,
@@ -171,5 +195,12 @@ mod tests {
         let ck = memory_plan(&input);
         assert_eq!(ck.activation_bytes, 72_320);
         assert_eq!(ck.total_bytes(), plain.total_bytes() - 128_256 + 72_320);
+        // PPO-like: 6 of the 16 tokens go through the head, two adapters are trained. Head
+        // 16·2·64·4 + 6·2·256·4 = 8,192 + 12,288 = 20,480; adapter state 2·197,728 = 395,456.
+        input.head_tokens = 6;
+        input.trained_adapters = 2;
+        let ppo = memory_plan(&input);
+        assert_eq!((ppo.head_bytes, ppo.adapter_state_bytes), (20_480, 395_456));
+        assert_eq!(ppo.parts().iter().map(|(_, b)| b).sum::<i64>(), ppo.total_bytes());
     }
 }

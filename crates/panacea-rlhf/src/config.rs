@@ -501,6 +501,51 @@ impl TrainPpoConfig {
     pub fn objective_names(&self) -> Vec<String> {
         self.objectives.iter().map(|o| o.name.clone()).collect()
     }
+
+    /// The memory one PPO update is estimated to need on a model of architecture `model`
+    /// ([`panacea_lm::memory_plan`]): the frozen base in `dtype`, the actor's and the critic's
+    /// adapters with their AdamW state, and one minibatch forward with a graph
+    /// (`ppo.mini_batch_size` rows of `data.max_prompt_tokens + rollout.max_new_tokens` tokens,
+    /// an upper bound; the head scores the response positions), with or without
+    /// `train.activation_checkpointing`. Rollout generation, its KV cache and learned score
+    /// models are not counted.
+    pub fn step_memory_plan(&self, model: &panacea_lm::LlamaConfig) -> panacea_lm::MemoryPlan {
+        let rows = self.ppo.mini_batch_size as i64;
+        let new = self.rollout.max_new_tokens.max(0);
+        panacea_lm::memory_plan(&panacea_lm::MemoryPlanInput {
+            config: model,
+            adapter: &self.adapter,
+            batch: rows,
+            seq_len: self.data.max_prompt_tokens as i64 + new,
+            head_tokens: rows * new,
+            trained_adapters: 2,
+            base_bytes: self.dtype.kind().elt_size_in_bytes() as i64,
+            checkpointing: self.train.activation_checkpointing,
+            padded: true,
+        })
+    }
+
+    /// [`TrainPpoConfig::step_memory_plan`] as the job reports it.
+    pub fn memory_estimate(&self, model: &panacea_lm::LlamaConfig) -> panacea_run::MemoryEstimate {
+        let shape = format!(
+            "minibatches of {} rows of ≤ {} + {} tokens, {} base weights, activation \
+             checkpointing {}",
+            self.ppo.mini_batch_size,
+            self.data.max_prompt_tokens,
+            self.rollout.max_new_tokens,
+            self.dtype,
+            on_off(self.train.activation_checkpointing)
+        );
+        panacea_run::MemoryEstimate::new(shape, self.step_memory_plan(model).parts())
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
 }
 
 fn d_max_prompt() -> usize {
@@ -760,6 +805,40 @@ impl TrainRmConfig {
     /// `labels` where a list entry gives none.
     pub fn pair_files(&self) -> Vec<panacea_data::PairFile> {
         self.data.train.resolve(self.data.format, self.data.file_format, &self.data.labels)
+    }
+
+    /// The memory one score-model step is estimated to need on a model of architecture
+    /// `model` ([`panacea_lm::memory_plan`]): the frozen base in `dtype`, one score model's
+    /// adapter with its optimiser state, and the forwards of a batch of `train.batch_size`
+    /// pairs (two sequences each of ≤ `data.max_len` tokens; the scalar head reads one
+    /// position, so no vocabulary-sized logits), with or without
+    /// `train.activation_checkpointing`.
+    pub fn step_memory_plan(&self, model: &panacea_lm::LlamaConfig) -> panacea_lm::MemoryPlan {
+        panacea_lm::memory_plan(&panacea_lm::MemoryPlanInput {
+            config: model,
+            adapter: &self.adapter,
+            batch: 2 * self.train.batch_size as i64,
+            seq_len: self.data.max_len as i64,
+            head_tokens: 0,
+            trained_adapters: 1,
+            base_bytes: self.dtype.kind().elt_size_in_bytes() as i64,
+            checkpointing: self.train.activation_checkpointing,
+            padded: true,
+        })
+    }
+
+    /// [`TrainRmConfig::step_memory_plan`] as the job reports it.
+    pub fn memory_estimate(&self, model: &panacea_lm::LlamaConfig) -> panacea_run::MemoryEstimate {
+        let shape = format!(
+            "batches of {} pairs (2 × {} sequences of ≤ {} tokens), {} base weights, activation \
+             checkpointing {}",
+            self.train.batch_size,
+            self.train.batch_size,
+            self.data.max_len,
+            self.dtype,
+            on_off(self.train.activation_checkpointing)
+        );
+        panacea_run::MemoryEstimate::new(shape, self.step_memory_plan(model).parts())
     }
 }
 

@@ -89,6 +89,7 @@ pub fn train_ppo(
     }
     let sources = reward_sources(cfg, &tokenizer, &policy)?;
     let mut trainer = build_trainer(cfg, &tokenizer, policy, adapter_vs, sources)?;
+    observer.on_event(&Event::MemoryEstimate(&cfg.memory_estimate(&trainer.policy.config)));
     observer.on_event(&Event::Message(&format!(
         "{} train / {} eval prompts; base {} tensors frozen; adapter {} tensors trainable",
         train_prompts.len(),

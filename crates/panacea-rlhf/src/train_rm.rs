@@ -138,6 +138,7 @@ pub fn train_score_models(
         manifest.data_hashes.push((file.path.display().to_string(), sha256_file(&file.path)?));
     }
     run.write_manifest(&manifest)?;
+    observer.on_event(&Event::MemoryEstimate(&cfg.memory_estimate(&base.config)));
     observer.on_event(&Event::Started {
         job: RM_JOB,
         run_dir: run.path(),

@@ -47,7 +47,7 @@ pub use fs::{
     git_hash, libtorch_version, now_secs, sha256_file, sha256_hex, utc_stamp, write_atomic,
 };
 pub use lock::RunLock;
-pub use observer::{Event, Observer, Recorder, Silent, StopFlag};
+pub use observer::{human_bytes, Event, MemoryEstimate, Observer, Recorder, Silent, StopFlag};
 pub use run_dir::{
     config_changes, latest_checkpoint, latest_run, Checkpoint, ConfigChange, Manifest, RunDir,
     RunOptions, Trained, CHECKPOINTS_DIR, CONFIG_FILE, LOOP_STATE_FILE, MANIFEST_FILE,

@@ -9,7 +9,9 @@
 //! - build facts ([`built_with_cuda`], [`torch_version`]), here;
 //! - [`graph`]: CUDA graph capture and replay;
 //! - [`dist`]: c10d's TCPStore rendezvous and Gloo process group (`csrc/dist.cpp`), for
-//!   data-parallel training launched by torchrun or Slurm.
+//!   data-parallel training launched by torchrun or Slurm;
+//! - [`memory`]: the CUDA caching allocator's peak (`csrc/memory.cpp`), and the process's peak
+//!   resident set for CPU runs.
 //!
 //! See ARCHITECTURE.md ("The C++ shim") for how libtorch and the CUDA headers are found.
 
@@ -17,6 +19,7 @@ use std::ffi::c_char;
 
 pub mod dist;
 pub mod graph;
+pub mod memory;
 
 /// An error raised on the C++ side (a `c10::Error` or any other exception), or a misuse the
 /// Rust side caught before calling it.

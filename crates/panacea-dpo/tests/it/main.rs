@@ -5,5 +5,6 @@ mod common;
 mod data_files;
 mod data_parallel;
 mod job;
+mod memory;
 mod shared_prefix;
 mod trainer;

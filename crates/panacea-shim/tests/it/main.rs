@@ -3,3 +3,4 @@
 mod common;
 mod dist;
 mod graph;
+mod memory;
