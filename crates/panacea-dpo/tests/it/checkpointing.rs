@@ -14,12 +14,12 @@ use crate::common::{
 };
 
 /// Two pairs without a common prefix (empty prompts, first tokens differ, equal lengths):
-/// packing saves nothing, so the step takes the unpacked path.
+/// packing saves nothing, so the step takes the unpacked path. 4 rows of 9 tokens: more than
+/// the 16 rows below which a forward without autograd takes panacea-core's small-GEMM kernel,
+/// whose rounding differs from libtorch's (the comparison is of the checkpointing alone).
 fn unshared_pairs() -> Vec<EncodedPair> {
-    vec![
-        pair(0, &[], &[200, 201, 202], &[300, 301, 302], &[1, -1]),
-        pair(1, &[], &[210, 211, 212], &[310, 311, 312], &[-1, 1]),
-    ]
+    let r = |first: i64| -> Vec<i64> { (first..first + 8).collect() };
+    vec![pair(0, &[], &r(200), &r(300), &[1, -1]), pair(1, &[], &r(210), &r(310), &[-1, 1])]
 }
 
 /// A trainer with the adapter's σ and s made non-zero (so that U and V get gradients).
