@@ -55,9 +55,19 @@ fn assert_same_step(pairs: &[EncodedPair], micro_batch_size: usize) {
         .map(|i| PreferenceVector::new(vec![0.2 + 0.15 * i as f64, 0.8 - 0.15 * i as f64]))
         .collect::<Result<_, _>>()
         .expect("preferences");
+    // The same adapter in both (its random init draws from libtorch's global generator,
+    // which parallel tests share): the second trainer takes the first one's values.
+    let (_plain_base, plain) = trainer(micro_batch_size, false);
+    let (_ck_base, checkpointed) = trainer(micro_batch_size, true);
+    let start = snapshot(&plain.adapter_vs);
+    tch::no_grad(|| {
+        for (name, v) in checkpointed.adapter_vs.variables() {
+            let (_, value) = start.iter().find(|(n, _)| *n == name).expect("same variables");
+            v.shallow_clone().copy_(value);
+        }
+    });
     let mut results = Vec::new();
-    for checkpointing in [false, true] {
-        let (_base, mut t) = trainer(micro_batch_size, checkpointing);
+    for mut t in [plain, checkpointed] {
         let (out, _) =
             t.accumulate_gradients(&b, StepPreference::PerRow(&pref), None).expect("gradients");
         let loss = out.loss.double_value(&[]);
