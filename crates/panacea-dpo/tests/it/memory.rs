@@ -4,13 +4,15 @@
 //!
 //! What is measured: a child process of this test binary (so that no other test's tensors are
 //! counted) builds a small random Llama (D = 256, 4 layers, V = 8,192) with its adapter and
-//! takes one DPO step on 4 pairs of 128-token sequences, every position scored (pairs without
+//! takes two DPO steps on 4 pairs of 128-token sequences, every position scored (pairs without
 //! a common prefix, so the unpacked path runs on exactly the shape the estimate assumes). The
-//! peak is the rise of the process's peak resident set (`VmHWM`, reset just before) over the
-//! resident set before the model was built. The child runs with glibc's mmap threshold fixed
-//! at 64 KiB (`MALLOC_MMAP_THRESHOLD_`), so a freed tensor leaves the resident set instead of
-//! staying in malloc's heap; the peak is then the live tensors' peak plus malloc's and
-//! libtorch's own overhead, which is what the estimate is to predict.
+//! first step allocates what stays (AdamW's moments, BLAS and libtorch kernel buffers); the
+//! second step's rise of the peak resident set (`VmHWM`, reset just before) over the resident
+//! set before it is what a step holds while it runs, set against the estimate's activations,
+//! head and mask. The child runs with glibc's mmap threshold fixed at 64 KiB
+//! (`MALLOC_MMAP_THRESHOLD_`), so a freed tensor leaves the resident set instead of staying in
+//! malloc's heap. (The base weights and adapter state are counted exactly by the formula's
+//! hand-checked unit test.)
 
 use std::process::Command;
 
@@ -27,8 +29,13 @@ use crate::common::{settings, tiny_trainer_with, EOS};
 /// Tells the child half ([`dpo_step_peak_memory`]) to run, and whether with checkpointing.
 const CHILD_VAR: &str = "PANACEA_TEST_MEMORY_CHECKPOINTING";
 const PAIRS: usize = 4;
-/// The band the measured peak must fall in, as a multiple of the estimate (see the test).
-const MIN_RATIO: f64 = 0.5;
+/// The band the measured peak must fall in, as a multiple of the estimate. The estimate
+/// counts the tensors autograd keeps for the backward pass; the backward adds the gradients in
+/// flight on top (the head's [N, V] f32 logit gradient alone is half the estimate's head part,
+/// one layer's activation gradients come with each layer), so the peak lies above the
+/// estimate and below twice it. Measured on the 2-core dev VM: 1.42× plain (213 MB against
+/// 150 MB), 1.49× checkpointed (139 MB against 94 MB).
+const MIN_RATIO: f64 = 1.0;
 const MAX_RATIO: f64 = 2.0;
 const SEQ_LEN: usize = 128;
 
@@ -77,23 +84,27 @@ fn dpo_step_peak_memory() {
     let batch = PairBatch::collate(&refs, 2, 0, SeqLogp::ResponseSum, Device::Cpu).expect("batch");
     let pref = PreferenceVector::new(vec![0.5, 0.5]).expect("pref");
 
-    reset_process_peak_rss().expect("reset");
-    let before = process_rss().expect("rss");
     let trainer_settings =
         DpoTrainerConfig { activation_checkpointing: checkpointing, ..settings(1e-3) };
     let (_base, mut trainer) = tiny_trainer_with(&small_model(), 2, trainer_settings, 5);
-    trainer.step(&batch, StepPreference::Shared(&pref), None).expect("step");
+    // The first step allocates what stays (AdamW's moments, the BLAS library's and libtorch's
+    // kernel buffers); the second step's rise over the resident set before it is what a step
+    // holds while it runs: the estimate's activations, head and mask.
+    trainer.step(&batch, StepPreference::Shared(&pref), None).expect("first step");
+    reset_process_peak_rss().expect("reset");
+    let before = process_rss().expect("rss");
+    trainer.step(&batch, StepPreference::Shared(&pref), None).expect("second step");
     let peak = process_peak_rss().expect("peak") - before;
-    let estimate = pair_step_memory_plan(
+    let plan = pair_step_memory_plan(
         &small_model(),
         &adapter(),
         PAIRS as i64,
         SEQ_LEN as i64,
         4,
         checkpointing,
-    )
-    .total_bytes();
-    println!("peak {peak} estimate {estimate}");
+    );
+    let estimate = plan.activation_bytes + plan.head_bytes + plan.mask_bytes;
+    println!("\npeak {peak} estimate {estimate}");
 }
 
 /// (measured peak, estimate) in bytes of one step, from a child process.
