@@ -23,8 +23,9 @@ fn ppo(file: &str, set: &[&str]) -> Result<TrainPpoConfig, String> {
 /// configs/ppo-default.yaml resolves to the values of the embedded default before the keys
 /// moved (read off the old file and the old struct defaults: seed 1, cpu, actor lr 2e-3,
 /// critic lr 1e-3, weight decay 0.01, warm-up 3 %, clip 1.0, kl 0.02, ...), with the steering
-/// changes of 2026-12-07 (issue #23: kl 0.05, half the rows at a vertex, 30 steps, s at 10× the
-/// learning rate; benches/README.md "Steering report and diagnostics").
+/// changes of 2026-12-07 (issue #23: kl 0.05, half the rows at a vertex, s at 10× the learning
+/// rate; benches/README.md "Steering report and diagnostics") and of 2026-12-08 (60 steps, all
+/// 93 held-out prompts in the steering report; benches/README.md "Sixty steps").
 #[test]
 fn the_default_ppo_config_keeps_its_resolved_values() {
     let c = ppo("configs/ppo-default.yaml", &[]).expect("ppo-default");
@@ -48,9 +49,10 @@ fn the_default_ppo_config_keeps_its_resolved_values() {
     assert_eq!(c.lagrange, None);
     assert_eq!(c.preference, PreferenceSampler::Dirichlet { vertex_prob: 0.5 });
     let t = &c.train;
-    assert_eq!((t.steps, t.batch_size, t.log_every, t.save_every), (30, 8, 1, 10));
-    // eval_prompts 16 → 64 (2026-12-07): the steering report's intervals need the prompts.
-    assert_eq!((t.eval_every, t.hv_prompts, t.eval_prompts), (10, 4, 64));
+    assert_eq!((t.steps, t.batch_size, t.log_every, t.save_every), (60, 8, 1, 20));
+    // eval_prompts 16 → 64 (2026-12-07) → 93, every held-out prompt (2026-12-08): the steering
+    // report's intervals need the prompts.
+    assert_eq!((t.eval_every, t.hv_prompts, t.eval_prompts), (20, 4, 93));
     assert!(t.preference_per_row);
     assert!(matches!(&c.data.prompts, PromptSource::Bundled { sets } if sets.len() == 1));
     assert_eq!((c.data.chat_template, c.data.max_prompt_tokens), (true, 48));
