@@ -786,6 +786,9 @@ mod tests {
             "decode/b1/base",
             "decode/b4/merged",
             "decode/b4/rows",
+            "decode/b4/graph_base",
+            "decode/b4/graph_rows",
+            "fwdbwd/d2048/on_ungrouped",
             "ppo/iteration",
             "ppo/generation",
             "ppo/scoring",
@@ -806,6 +809,15 @@ mod tests {
                 assert!(ms.is_finite() && ms > 0.0, "{}: {ms} ms", key(r));
             }
         }
+        // The grouped adapters run (two groups per layer, 2 layers) and can be switched off.
+        let on = cx.results.iter().find(|r| r["key"] == "fwdbwd/d2048/on").expect("on");
+        assert_eq!(on["adapter_groups"], 4, "{on}");
+        let single = cx.results.iter().find(|r| r["key"] == "fwdbwd/d2048/on_ungrouped");
+        assert_eq!(single.expect("on_ungrouped")["adapter_groups"], 0);
+        // On a CPU the static decoder runs eagerly and says why.
+        let graph = cx.results.iter().find(|r| r["key"] == "decode/b4/graph_base").expect("g");
+        assert_eq!(graph["graphs"], false, "{graph}");
+        assert!(graph["graphs_unavailable"].as_str().is_some_and(|w| w.contains("CUDA")), "{graph}");
         let frac = cx.results.iter().find(|r| r["key"] == "decode/b4/base").expect("b4");
         assert!(frac["hbm_fraction"].as_f64().is_some_and(|f| f > 0.0), "{frac}");
     }
