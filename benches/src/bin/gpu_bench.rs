@@ -817,7 +817,10 @@ mod tests {
         // On a CPU the static decoder runs eagerly and says why.
         let graph = cx.results.iter().find(|r| r["key"] == "decode/b4/graph_base").expect("g");
         assert_eq!(graph["graphs"], false, "{graph}");
-        assert!(graph["graphs_unavailable"].as_str().is_some_and(|w| w.contains("CUDA")), "{graph}");
+        assert!(
+            graph["graphs_unavailable"].as_str().is_some_and(|w| w.contains("CUDA")),
+            "{graph}"
+        );
         let frac = cx.results.iter().find(|r| r["key"] == "decode/b4/base").expect("b4");
         assert!(frac["hbm_fraction"].as_f64().is_some_and(|f| f > 0.0), "{frac}");
     }
