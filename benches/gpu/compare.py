@@ -86,6 +86,22 @@ def main():
     goal(f"decode B=64 tokens/s vs {peer}", ratio(b64, hf64), ">= 10", lambda v: v >= 10)
     goal("decode B=256 base, fraction of HBM roofline",
          rust.get("decode/b256/base", {}).get("hbm_fraction"), ">= 0.25", lambda v: v >= 0.25)
+    # The same two goals through the static decoder: one CUDA graph replay per step where the
+    # row says graphs=true, its eager static step otherwise (then the goal says so).
+    for b, name, value, target, ok in (
+            (64, f"decode B=64 tokens/s vs {peer}",
+             ratio(rust.get("decode/b64/graph_base", {}).get("tokens_per_s"), hf64), ">= 10",
+             lambda v: v >= 10),
+            (256, "decode B=256 base, fraction of HBM roofline",
+             rust.get("decode/b256/graph_base", {}).get("hbm_fraction"), ">= 0.25",
+             lambda v: v >= 0.25)):
+        row = rust.get(f"decode/b{b}/graph_base", {})
+        how = "graph" if row.get("graphs") else "static, eager: " + str(row.get("graphs_unavailable"))
+        goal(f"  {name} ({how})", value, target, ok)
+    for shape in ("gpt2-124m", "d2048"):
+        goal(f"adapter fwd+bwd / frozen, {shape}, one GEMM pair per projection (info)",
+             ratio(ms(rust, f"fwdbwd/{shape}/on_ungrouped"), ms(rust, f"fwdbwd/{shape}/off")),
+             "info", lambda v: True)
     for b in (1, 8, 64, 256):
         goal(f"merged-λ decode time / base, B={b}",
              ratio(ms(rust, f"decode/b{b}/merged"), ms(rust, f"decode/b{b}/base")), "<= 1.02",

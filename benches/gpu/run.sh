@@ -27,7 +27,10 @@ mkdir -p "$OUT"
 # 1. libtorch from this machine's own torch wheel; the binary
 #    dlopens libtorch_cuda.so itself at start-up (panacea_core::device::init_torch).
 TORCH_LIB=$("$PYTHON" -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
-export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The wheel's CUDA runtime too: panacea-shim's graph code (the static decoder) links
+# libcudart.so.13 where it was built with CUDA.
+CUDA_LIB="$TORCH_LIB/../../nvidia/cu13/lib"
+export LD_LIBRARY_PATH="$TORCH_LIB:$CUDA_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
   date -u +"%Y-%m-%dT%H:%M:%SZ"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true

@@ -11,7 +11,10 @@ REF_DIR=${REF_DIR:?set REF_DIR to the folder of an earlier full run (gpu_referen
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 TORCH_LIB=$("$PYTHON" -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
-export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The wheel's CUDA runtime too: panacea-shim's graph code (the static decoder) links
+# libcudart.so.13 where it was built with CUDA.
+CUDA_LIB="$TORCH_LIB/../../nvidia/cu13/lib"
+export LD_LIBRARY_PATH="$TORCH_LIB:$CUDA_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 timeout 250 target/gpu/gpu_bench --device cuda --dtype bf16 --sizes full --out "$OUT" > "$OUT/rust.log" 2>&1

@@ -9,13 +9,18 @@
 //!   device-to-device copy (GB/s, bytes read + written).
 //! - `fwdbwd`: whole-model forward + backward (cross-entropy over the full vocabulary) with the
 //!   base frozen: `off` = frozen backprop (activation gradients only), `on` = SVD-LoRA on every
-//!   projection with one λ, `rows` = one λ per sequence. Shapes `gpt2-124m` (D 768, 12 layers,
+//!   projection with one λ, `rows` = one λ per sequence; `on_ungrouped` and `rows_ungrouped` the
+//!   same with one adapter GEMM pair per projection instead of one per q/k/v and gate/up group
+//!   (`Llama::set_grouped_adapters(false)`: the path before grouping). The base is fused as
+//!   `load_model` fuses it (the grouped adapters add to its fused outputs). Shapes `gpt2-124m` (D 768, 12 layers,
 //!   SwiGLU 2048, V 50,257: 124 M parameters) and `d2048` (TinyLlama-1.1B: D 2048, 22 layers,
 //!   GQA 32/4, SwiGLU 5632, V 32,000).
 //! - `decode`: `generate_ids` (greedy, preallocated KV cache, EOS never hit) on the SmolLM2-135M
 //!   shape at B = 1, 8, 64, 256: `base` (`Adapter::Off`), `merged` (every adapted layer merged at
 //!   one λ), `rows` (unmerged, one λ per row, factors prepared once per call as the PPO rollout
-//!   does), `rows_unprepared` (the same without preparing). Reports tokens/s and the fraction of the HBM
+//!   does), `rows_unprepared` (the same without preparing), and through the `StaticDecoder`
+//!   (static KV cache, each step one CUDA graph replay where graphs are available, the eager
+//!   static step elsewhere: `graphs` says which): `graph_base`, `graph_rows` (prepared). Reports tokens/s and the fraction of the HBM
 //!   roofline (weights + KV cache read per step, over the measured copy bandwidth).
 //! - `ppo`: one MO-PPO iteration (`PpoTrainer::step`) on the SmolLM2-135M shape with two learned
 //!   score models as objectives, and its split: generation, scoring, reference (log-probs under
@@ -38,7 +43,7 @@ use panacea_core::device::{DType, DeviceChoice};
 use panacea_core::{seed_everything, Objective, PreferenceVector};
 use panacea_dpo::{DpoTrainer, DpoTrainerConfig, OptimConfig, PairBatch, StepPreference};
 use panacea_lm::generate::{generate_ids, GenerateConfig, Sampling};
-use panacea_lm::{CausalLm, Llama, LlamaConfig};
+use panacea_lm::{CausalLm, Llama, LlamaConfig, StaticDecoder};
 use panacea_rlhf::rollout::{
     generate_config, response_log_probs, rollout, score_all, ModelSource, RewardSource, RolloutView,
 };
@@ -227,7 +232,7 @@ fn build(
     }
     let mut base_vs = nn::VarStore::new(device);
     let adapter_vs = nn::VarStore::new(device);
-    let model = Llama::new(&base_vs.root(), Some((&adapter_vs.root(), adapter)), cfg);
+    let mut model = Llama::new(&base_vs.root(), Some((&adapter_vs.root(), adapter)), cfg);
     tch::no_grad(|| {
         for (name, v) in base_vs.variables() {
             if name.ends_with("norm.weight") {
@@ -246,6 +251,9 @@ fn build(
         // Before any view of the base is made (views made earlier keep the f32 tensors).
         base_vs.bfloat16();
     }
+    // As `load_model` does: q/k/v and gate/up in one buffer each (the adapters then add to
+    // their fused outputs as one group each).
+    model.fuse_projections();
     (base_vs, adapter_vs, model)
 }
 
@@ -326,7 +334,8 @@ fn fwdbwd(cx: &mut Ctx) -> Result<()> {
         vec![("gpt2-124m", small(64, 2, 512), 2, 32), ("d2048", small(128, 2, 512), 2, 32)]
     };
     for (name, cfg, b, t) in cases {
-        let (base_vs, adapter_vs, model) = build(&cfg, &adapter_config(), dev, cx.kind, cx.seed);
+        let (base_vs, adapter_vs, mut model) =
+            build(&cfg, &adapter_config(), dev, cx.kind, cx.seed);
         let ids = random_ids(b, t, cfg.vocab_size, dev);
         let mask = ids.ones_like();
         let targets = random_ids(b, t, cfg.vocab_size, dev).view([-1]);
@@ -336,7 +345,7 @@ fn fwdbwd(cx: &mut Ctx) -> Result<()> {
         let probe = model.layers[0].input_layernorm.weight.shallow_clone();
         let probe = probe.set_requires_grad(true);
         let trainable = adapter_vs.trainable_variables();
-        let step = |adapter: Adapter<'_>| {
+        let step = |model: &Llama, adapter: Adapter<'_>| {
             let logits = model.logits(&ids, &mask, adapter); // [B, T, V] f32
             let loss = logits.view([-1, cfg.vocab_size]).cross_entropy_for_logits(&targets); // []
             loss.backward();
@@ -353,14 +362,20 @@ fn fwdbwd(cx: &mut Ctx) -> Result<()> {
             "workload": "fwdbwd", "shape": name, "batch": b, "seq": t,
             "params": param_count(&base_vs), "adapter_params": param_count(&adapter_vs),
         });
-        for (mode, adapter) in [
-            ("off", Adapter::Off),
-            ("on", Adapter::On { pref: &one }),
-            ("rows", Adapter::On { pref: &rows }),
+        for (mode, adapter, grouped) in [
+            ("off", Adapter::Off, true),
+            ("on", Adapter::On { pref: &one }, true),
+            ("rows", Adapter::On { pref: &rows }, true),
+            ("on_ungrouped", Adapter::On { pref: &one }, false),
+            ("rows_ungrouped", Adapter::On { pref: &rows }, false),
         ] {
-            let ms = time_ms(dev, 2, iters, || step(adapter));
+            model.set_grouped_adapters(grouped);
+            let groups = model.adapter_groups_in_use(adapter);
+            let m = &model;
+            let ms = time_ms(dev, 2, iters, || step(m, adapter));
             let mut extra = info.clone();
             extra["mode"] = json!(mode);
+            extra["adapter_groups"] = json!(groups);
             extra["tokens_per_s"] = json!(tokens / (median(&ms) * 1e-3));
             cx.record(&format!("fwdbwd/{name}/{mode}"), &ms, extra);
         }
@@ -408,7 +423,9 @@ fn decode(cx: &mut Ctx) -> Result<()> {
             Vec::<Vec<i64>>::try_from(random_ids(b, p, cfg.vocab_size, Device::Cpu))?;
         let (one, rows) = prefs(b, dev);
         let iters = cx.iters(2);
-        for mode in ["base", "merged", "rows", "rows_unprepared"] {
+        // Prompt plus new tokens: the static decoder's cache (one per batch bucket).
+        let mut decoder = StaticDecoder::new(p + n, true)?;
+        for mode in ["base", "merged", "rows", "rows_unprepared", "graph_base", "graph_rows"] {
             if mode == "merged" {
                 merge_all(&mut model, &one)?;
             }
@@ -426,6 +443,14 @@ fn decode(cx: &mut Ctx) -> Result<()> {
                             generate_ids(m, &prompts, adapter, &gen_cfg, &mut rng)
                         })
                         .and_then(|g| g)
+                } else if mode == "graph_rows" {
+                    model
+                        .with_prepared_adapter(&rows, |m| {
+                            decoder.generate_ids(m, &prompts, adapter, &gen_cfg, &mut rng)
+                        })
+                        .and_then(|g| g)
+                } else if mode == "graph_base" {
+                    decoder.generate_ids(&model, &prompts, Adapter::Off, &gen_cfg, &mut rng)
                 } else {
                     generate_ids(&model, &prompts, adapter, &gen_cfg, &mut rng)
                 };
@@ -449,6 +474,13 @@ fn decode(cx: &mut Ctx) -> Result<()> {
                 "tokens_per_s": tokens_per_s, "bytes_per_step": bytes_per_step,
                 "achieved_gb_per_s": achieved / 1e9,
             });
+            if mode.starts_with("graph") {
+                // Whether the steps were replayed graphs or eager static steps, and why.
+                extra["graphs"] = json!(decoder.replayed_steps() > 0);
+                let why =
+                    decoder.graphs_unavailable(dev).or(decoder.capture_error().map(String::from));
+                extra["graphs_unavailable"] = json!(why);
+            }
             if let Some(bw) = cx.copy_bw {
                 extra["hbm_fraction"] = json!(achieved / bw);
             }
@@ -754,6 +786,9 @@ mod tests {
             "decode/b1/base",
             "decode/b4/merged",
             "decode/b4/rows",
+            "decode/b4/graph_base",
+            "decode/b4/graph_rows",
+            "fwdbwd/d2048/on_ungrouped",
             "ppo/iteration",
             "ppo/generation",
             "ppo/scoring",
@@ -774,6 +809,18 @@ mod tests {
                 assert!(ms.is_finite() && ms > 0.0, "{}: {ms} ms", key(r));
             }
         }
+        // The grouped adapters run (two groups per layer, 2 layers) and can be switched off.
+        let on = cx.results.iter().find(|r| r["key"] == "fwdbwd/d2048/on").expect("on");
+        assert_eq!(on["adapter_groups"], 4, "{on}");
+        let single = cx.results.iter().find(|r| r["key"] == "fwdbwd/d2048/on_ungrouped");
+        assert_eq!(single.expect("on_ungrouped")["adapter_groups"], 0);
+        // On a CPU the static decoder runs eagerly and says why.
+        let graph = cx.results.iter().find(|r| r["key"] == "decode/b4/graph_base").expect("g");
+        assert_eq!(graph["graphs"], false, "{graph}");
+        assert!(
+            graph["graphs_unavailable"].as_str().is_some_and(|w| w.contains("CUDA")),
+            "{graph}"
+        );
         let frac = cx.results.iter().find(|r| r["key"] == "decode/b4/base").expect("b4");
         assert!(frac["hbm_fraction"].as_f64().is_some_and(|f| f > 0.0), "{frac}");
     }

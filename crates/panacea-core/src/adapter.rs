@@ -248,6 +248,100 @@ impl SvdLora {
     }
 }
 
+/// The adapters of projections that read the same input and whose outputs lie side by side in
+/// one fused base output (q/k/v, gate/up: panacea-lm's fused base layout), folded for one
+/// preference so that the whole group adds its low-rank terms with one skinny GEMM pair
+/// instead of one pair per projection:
+///
+/// ```text
+/// V_g  = [V_1 | V_2 | ..]                        [d_in, ΣR]     one cat
+/// cd_g = [c·d_1 | c·d_2 | ..]                    [ΣR] or [B, ΣR]
+/// U_gᵀ = blockdiag(U_1ᵀ, U_2ᵀ, ..)               [ΣR, Σd_out]
+/// y    = addmm(y_base, (x·V_g) ⊙ cd_g, U_gᵀ)     [N, Σd_out]
+/// ```
+///
+/// Why a block-diagonal U and not a batched product: the members' widths differ under
+/// grouped-query attention (q is H·hd wide, k and v Hkv·hd), so a `bmm` would need equal
+/// blocks, and its [G, N, d_out] result would need another pass to be interleaved into the
+/// fused [N, Σd_out] output. One `addmm` against the block-diagonal U writes the fused output
+/// once, in place of the base GEMM's result. It multiplies G−1 zero blocks too (G× the flops
+/// of the per-projection products), but with ΣR ≤ a few dozen columns the GEMM is bound by
+/// reading and writing its [N, Σd_out] output, not by flops. The diagonal and the scale c are
+/// one elementwise op: folded into V's columns (λ [K]) or one row scale of x·V_g (λ [B, K]).
+///
+/// A member without an adapter (say `target_modules: [q_proj, v_proj]`) gets a zero-width
+/// block: its output columns receive nothing.
+///
+/// Gradients flow to every member's U, V, σ and s through the cat and the block diagonal
+/// (their backward passes are slices of the group's gradient).
+#[derive(Debug)]
+pub struct FoldedGroup {
+    folded: Folded,
+}
+
+impl FoldedGroup {
+    /// Folds the group's adapters: `members` are (adapter, d_out) in the order of the fused
+    /// output's columns. `None` when no member has an adapter, or when the adapted members
+    /// differ in k, m or c (one model has one adapter config, so this does not happen there).
+    pub fn new(members: &[(Option<&SvdLora>, i64)], pref: &Tensor, kind: Kind) -> Option<Self> {
+        let adapted: Vec<&SvdLora> = members.iter().filter_map(|(l, _)| *l).collect();
+        let first = *adapted.first()?;
+        let (k, r) = (first.sigma.size()[0], first.v.size()[1]);
+        let same = adapted
+            .iter()
+            .all(|l| l.sigma.size()[0] == k && l.v.size()[1] == r && l.scale == first.scale);
+        if !same {
+            return None;
+        }
+        let g = adapted.len() as i64;
+        let m = r - k;
+        let pref = pref.to_kind(first.sigma.kind()).to_device(first.sigma.device());
+        // The diagonals of all members at once: σ [G, k], s [G, 1], then c·[σ; s·λ] per member.
+        let sigma = Tensor::cat(&adapted.iter().map(|l| &l.sigma).collect::<Vec<_>>(), 0);
+        let sigma = sigma.view([g, k]); // [G, k]
+        let s = Tensor::cat(&adapted.iter().map(|l| &l.pref_scale).collect::<Vec<_>>(), 0);
+        let s = s.view([g, 1]); // [G, 1]
+        let cd = match pref.dim() {
+            // [G, k] ++ [G, m] → [G·R]
+            1 => Tensor::cat(&[sigma, s * pref.view([1, m])], 1).view([g * r]),
+            // [B, G, k] ++ [B, G, m] → [B, G·R]
+            2 => {
+                let b = pref.size()[0];
+                let scaled = s.unsqueeze(0) * pref.view([b, 1, m]); // [B, G, m]
+                Tensor::cat(&[sigma.unsqueeze(0).expand([b, g, k], false), scaled], 2)
+                    .view([b, g * r])
+            }
+            d => panic!("preference must be [K] or [B, K], got {d} dimensions"),
+        } * first.scale;
+        let v = Tensor::cat(&adapted.iter().map(|l| &l.v).collect::<Vec<_>>(), 1); // [d_in, ΣR]
+        let (v, row_scale) = if cd.dim() == 1 {
+            ((v * cd.unsqueeze(0)).to_kind(kind), None) // [d_in, ΣR]
+        } else {
+            (v.to_kind(kind), Some(cd.to_kind(kind).unsqueeze(1))) // [d_in, ΣR], [B, 1, ΣR]
+        };
+        let opts = (first.u.kind(), first.u.device());
+        let blocks: Vec<Tensor> = members
+            .iter()
+            .map(|(l, d_out)| match l {
+                Some(l) => l.u.shallow_clone(),           // [d_out, R]
+                None => Tensor::zeros([*d_out, 0], opts), // no columns in the product
+            })
+            .collect();
+        let u = Tensor::block_diag(&blocks); // [Σd_out, ΣR]
+        Some(Self { folded: Folded { v, row_scale, u_t: u.to_kind(kind).tr() } })
+    }
+
+    /// y + (x·V_g (⊙ row scale))·U_gᵀ: y [.., Σd_out] the fused base output, x [.., d_in].
+    pub fn add_to(&self, y: &Tensor, x: &Tensor) -> Tensor {
+        self.folded.add_to(y, x)
+    }
+
+    /// The dtype the factors were cast to.
+    pub fn kind(&self) -> Kind {
+        self.folded.v.kind()
+    }
+}
+
 /// An adapter's factors folded for one preference (see [`SvdLora::fold`]).
 #[derive(Debug)]
 struct Folded {

@@ -65,7 +65,7 @@ impl GenerateConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), LmError> {
+    pub(crate) fn validate(&self) -> Result<(), LmError> {
         let mut problems = Vec::new();
         if self.max_new_tokens < 1 {
             problems.push(format!("max_new_tokens = {} must be ≥ 1", self.max_new_tokens));
@@ -152,6 +152,18 @@ fn choose<R: Rng>(
     sampling: Sampling,
     uniforms: &mut Uniforms<'_, R>,
 ) -> (Tensor, Tensor) {
+    let device = logits.device();
+    choose_with(logits, sampling, |b| Tensor::from_slice(&uniforms.draw(b)).to_device(device))
+}
+
+/// [`choose`] with sampling's uniforms from `uniforms(B)`, a [B] f32 tensor on the logits'
+/// device (called only when sampling): the static decoder passes its preallocated buffer, so
+/// the step reads the uniforms on the device ([`crate::static_decode`]).
+pub(crate) fn choose_with(
+    logits: &Tensor,
+    sampling: Sampling,
+    uniforms: impl FnOnce(i64) -> Tensor,
+) -> (Tensor, Tensor) {
     match sampling {
         Sampling::Greedy => {
             let next = logits.argmax(-1, false); // [B]
@@ -180,9 +192,7 @@ fn choose<R: Rng>(
             let probs = filtered.softmax(-1, Kind::Float); // [B, V]
             let cdf = probs.cumsum(-1, Kind::Float); // [B, V]
             let b = logits.size()[0];
-            let u = uniforms.draw(b);
-            let u = Tensor::from_slice(&u).to_device(logits.device()).unsqueeze(1)
-                * cdf.narrow(1, v - 1, 1); // [B, 1]
+            let u = uniforms(b).unsqueeze(1) * cdf.narrow(1, v - 1, 1); // [B, 1]
 
             // Inverse CDF: the first token whose cumulative probability exceeds u.
             let next = cdf.lt_tensor(&u).sum_dim_intlist(-1, false, Kind::Int64).clamp_max(v - 1);

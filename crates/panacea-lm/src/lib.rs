@@ -43,6 +43,7 @@ pub mod llama;
 pub mod load;
 pub mod memory;
 pub mod safetensors;
+pub mod static_decode;
 pub mod tiny_random;
 pub mod tokenizer;
 
@@ -58,6 +59,7 @@ pub use llama::{init_random, Checkpointed, KvCache, Llama};
 pub use load::{load_model, resolve_model, LoadedModel, Pretrained};
 pub use memory::{memory_plan, MemoryPlan, MemoryPlanInput};
 pub use panacea_core::adapter::Adapter;
+pub use static_decode::StaticDecoder;
 pub use tiny_random::{tiny_random_model, TINY_RANDOM};
 pub use tokenizer::Tokenizer;
 

@@ -13,9 +13,13 @@
 //! frozen weights in place: q/k/v and gate/up each become one buffer (rows stacked on a CPU
 //! with the small-M decode kernel, pre-transposed elsewhere) that an adapter-free forward
 //! multiplies in one GEMM, and every variable becomes a view into its buffer (same name, shape
-//! and values, no second copy).
+//! and values, no second copy). An adapted forward uses the same buffers: the group's base
+//! GEMM, then one skinny GEMM pair for all of the group's adapters
+//! ([`panacea_core::adapter::FoldedGroup`]; [`Llama::set_grouped_adapters`]). The adapter
+//! variables keep their per-projection names and shapes, so checkpoints do not change.
 
-use panacea_core::adapter::{Adapter, SvdLora, SvdLoraConfig, SvdLoraLinear};
+use panacea_core::adapter::{Adapter, FoldedGroup, SvdLora, SvdLoraConfig, SvdLoraLinear};
+use panacea_core::ops::grad_enabled;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::LlamaConfig;
@@ -110,6 +114,42 @@ struct FusedProj {
     bias: Option<Tensor>,
     /// Each member's weight (and bias) data pointer right after fusing.
     ptrs: Vec<(usize, usize)>,
+    /// Whether an adapted forward adds the members' adapters as one group
+    /// ([`FusedProj::forward_grouped`]); off only to compare with the per-projection path
+    /// ([`Llama::set_grouped_adapters`]).
+    group_adapters: bool,
+}
+
+/// A group's adapters folded once for one preference ([`Llama::with_prepared_adapter`]), the
+/// group counterpart of [`SvdLoraLinear::prepare`].
+#[derive(Debug)]
+struct PreparedGroup {
+    /// Address and shape of the preference tensor it was prepared for.
+    pref_ptr: usize,
+    pref_size: Vec<i64>,
+    folded: FoldedGroup,
+}
+
+impl PreparedGroup {
+    fn new(members: &[&SvdLoraLinear], pref: &Tensor) -> Option<Self> {
+        let kind = members.first()?.weight.kind();
+        let folded = tch::no_grad(|| FoldedGroup::new(&group_members(members), pref, kind))?;
+        Some(Self { pref_ptr: pref.data_ptr() as usize, pref_size: pref.size(), folded })
+    }
+
+    /// Whether it serves a forward of x under this very `pref` (grad mode off, as for the
+    /// per-projection prepared factors).
+    fn hit(&self, pref: &Tensor, x: &Tensor) -> bool {
+        !grad_enabled()
+            && pref.data_ptr() as usize == self.pref_ptr
+            && pref.size() == self.pref_size
+            && x.kind() == self.folded.kind()
+    }
+}
+
+/// (adapter, d_out) of each member, in the fused output's column order.
+fn group_members<'a>(members: &[&'a SvdLoraLinear]) -> Vec<(Option<&'a SvdLora>, i64)> {
+    members.iter().map(|m| (m.lora.as_ref(), m.weight.size()[0])).collect()
 }
 
 impl FusedProj {
@@ -161,7 +201,7 @@ impl FusedProj {
                 off += o;
             }
         });
-        Some(Self { weight, bias, ptrs })
+        Some(Self { weight, bias, ptrs, group_adapters: true })
     }
 
     fn shared(&self) -> Self {
@@ -169,7 +209,17 @@ impl FusedProj {
             weight: self.weight.shallow_clone(),
             bias: self.bias.as_ref().map(Tensor::shallow_clone),
             ptrs: self.ptrs.clone(),
+            group_adapters: self.group_adapters,
         }
+    }
+
+    /// Whether every member still lives in the buffer.
+    fn intact(&self, members: &[&SvdLoraLinear]) -> bool {
+        members.len() == self.ptrs.len()
+            && members.iter().zip(&self.ptrs).all(|(m, &(w, b))| {
+                m.weight.data_ptr() as usize == w
+                    && m.bias.as_ref().map_or(0, |b| b.data_ptr() as usize) == b
+            })
     }
 
     /// Whether the fused GEMM computes exactly what the members would under `adapter`: no
@@ -177,12 +227,41 @@ impl FusedProj {
     fn usable(&self, members: &[&SvdLoraLinear], adapter: Adapter<'_>) -> bool {
         let adapted =
             matches!(adapter, Adapter::On { .. }) && members.iter().any(|m| m.lora.is_some());
-        !adapted
-            && members.len() == self.ptrs.len()
-            && members.iter().zip(&self.ptrs).all(|(m, &(w, b))| {
-                m.weight.data_ptr() as usize == w
-                    && m.bias.as_ref().map_or(0, |b| b.data_ptr() as usize) == b
-            })
+        !adapted && self.intact(members)
+    }
+
+    /// Whether [`FusedProj::forward_grouped`] runs the group under `adapter` (up to the
+    /// adapters' configs agreeing, see [`FoldedGroup::new`]).
+    fn groups(&self, members: &[&SvdLoraLinear], adapter: Adapter<'_>) -> bool {
+        matches!(adapter, Adapter::On { .. })
+            && self.group_adapters
+            && members.iter().any(|m| m.lora.is_some())
+            && !members.iter().any(|m| m.is_merged())
+            && self.intact(members)
+    }
+
+    /// The members' outputs side by side, [.., Σ d_out], adapters included, from one base GEMM
+    /// and one skinny GEMM pair for the whole group ([`FoldedGroup`]), or `None` where the
+    /// group cannot stand in for the members: no adapter term applies (see
+    /// [`FusedProj::usable`]), a member holds a merged weight (its per-projection forward
+    /// decides whether the merge applies), the buffer was replaced, or grouping is off.
+    /// `prepared` factors are used when they were made for this very `pref`.
+    fn forward_grouped(
+        &self,
+        members: &[&SvdLoraLinear],
+        x: &Tensor,
+        adapter: Adapter<'_>,
+        prepared: Option<&PreparedGroup>,
+    ) -> Option<Tensor> {
+        let Adapter::On { pref } = adapter else { return None };
+        if !self.groups(members, adapter) {
+            return None;
+        }
+        if let Some(p) = prepared.filter(|p| p.hit(pref, x)) {
+            return Some(p.folded.add_to(&self.forward(x), x));
+        }
+        let folded = FoldedGroup::new(&group_members(members), pref, x.kind())?;
+        Some(folded.add_to(&self.forward(x), x)) // [.., Σ d_out]
     }
 
     /// x [.., d_in] → the members' outputs side by side, [.., Σ d_out].
@@ -221,6 +300,20 @@ enum Attend<'a> {
     Masked(&'a Tensor),
 }
 
+/// Where a forward with a KV cache writes its new keys and values, and which cached ones it
+/// reads.
+#[derive(Clone, Copy, Debug)]
+enum CacheSlot<'a> {
+    /// The t new positions go to columns `len..len + t`; attention reads columns
+    /// `0..len + t` (shapes follow `len`, a host number).
+    Append(&'a LayerCache, i64),
+    /// One new position per row goes to the column held in a [1] i64 device tensor, and
+    /// attention reads the whole capacity (the mask says which columns count): every shape is
+    /// fixed and the column is read on the device, so the step can be captured once and
+    /// replayed at every column ([`crate::static_decode`]).
+    Column(&'a LayerCache, &'a Tensor),
+}
+
 /// Grouped-query self-attention with rotate-half RoPE.
 #[derive(Debug)]
 pub struct Attention {
@@ -238,6 +331,8 @@ pub struct Attention {
     pub k_norm: Option<RmsNorm>,
     /// q/k/v in one buffer, after [`Llama::fuse_projections`].
     qkv: Option<FusedProj>,
+    /// q/k/v's adapters folded as one group ([`Llama::with_prepared_adapter`]).
+    qkv_prepared: Option<PreparedGroup>,
     n_heads: i64,
     n_kv_heads: i64,
     head_dim: i64,
@@ -264,6 +359,7 @@ impl Attention {
             q_norm: c.qk_norm().then(|| RmsNorm::new(&base.sub("q_norm"), hd, c.rms_norm_eps)),
             k_norm: c.qk_norm().then(|| RmsNorm::new(&base.sub("k_norm"), hd, c.rms_norm_eps)),
             qkv: None,
+            qkv_prepared: None,
             n_heads: h,
             n_kv_heads: hkv,
             head_dim: hd,
@@ -279,6 +375,7 @@ impl Attention {
             q_norm: self.q_norm.as_ref().map(RmsNorm::shared),
             k_norm: self.k_norm.as_ref().map(RmsNorm::shared),
             qkv: self.qkv.as_ref().map(FusedProj::shared),
+            qkv_prepared: None,
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
             head_dim: self.head_dim,
@@ -294,7 +391,7 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         attend: Attend<'_>,
-        cache: Option<(&LayerCache, i64)>,
+        cache: Option<CacheSlot<'_>>,
         adapter: Adapter<'_>,
     ) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
@@ -307,17 +404,24 @@ impl Attention {
             None => y,
         };
         let qk_norm = self.q_norm.is_some() || self.k_norm.is_some();
-        let (q, k, v) = match self.qkv.as_ref().filter(|f| f.usable(&members, adapter)) {
-            Some(f) if !qk_norm => {
-                // One GEMM for q, k and v, one RoPE for q and k together.
-                let y = f.forward(x); // [B, t, (H + 2·Hkv)·hd]
+        // q, k and v side by side from one base GEMM (plus, under an adapter, one skinny
+        // GEMM pair for the three adapters), or None: one projection at a time.
+        let fused = self.qkv.as_ref().and_then(|f| {
+            if f.usable(&members, adapter) {
+                Some(f.forward(x))
+            } else {
+                f.forward_grouped(&members, x, adapter, self.qkv_prepared.as_ref())
+            }
+        }); // [B, t, (H + 2·Hkv)·hd]
+        let (q, k, v) = match fused {
+            Some(y) if !qk_norm => {
+                // One RoPE for q and k together.
                 let qk = apply_rope(&heads(&y.narrow(2, 0, (h + hkv) * hd), h + hkv), cos, sin);
                 let v = heads(&y.narrow(2, (h + hkv) * hd, hkv * hd), hkv);
                 (qk.narrow(1, 0, h), qk.narrow(1, h, hkv), v)
             }
-            Some(f) => {
-                // One GEMM; the q and k heads have their own norms, so two RoPEs.
-                let y = f.forward(x); // [B, t, (H + 2·Hkv)·hd]
+            Some(y) => {
+                // The q and k heads have their own norms, so two RoPEs.
                 let q = norm(heads(&y.narrow(2, 0, h * hd), h), &self.q_norm);
                 let k = norm(heads(&y.narrow(2, h * hd, hkv * hd), hkv), &self.k_norm);
                 let v = heads(&y.narrow(2, (h + hkv) * hd, hkv * hd), hkv);
@@ -338,10 +442,15 @@ impl Attention {
             ),
         }; // [B, H, t, hd], [B, Hkv, t, hd] ×2
         let (k, v) = match cache {
-            Some((c, len)) => {
+            Some(CacheSlot::Append(c, len)) => {
                 c.k.narrow(2, len, t).copy_(&k);
                 c.v.narrow(2, len, t).copy_(&v);
                 (c.k.narrow(2, 0, len + t), c.v.narrow(2, 0, len + t)) // [B, Hkv, S, hd]
+            }
+            Some(CacheSlot::Column(c, col)) => {
+                let _ = c.k.shallow_clone().index_copy_(2, col, &k); // k [B, Hkv, 1, hd]
+                let _ = c.v.shallow_clone().index_copy_(2, col, &v);
+                (c.k.shallow_clone(), c.v.shallow_clone()) // [B, Hkv, capacity, hd]
             }
             None => (k, v),
         };
@@ -376,6 +485,8 @@ pub struct Mlp {
     pub down_proj: SvdLoraLinear,
     /// gate/up in one buffer, after [`Llama::fuse_projections`].
     gate_up: Option<FusedProj>,
+    /// gate/up's adapters folded as one group ([`Llama::with_prepared_adapter`]).
+    gate_up_prepared: Option<PreparedGroup>,
 }
 
 impl Mlp {
@@ -386,6 +497,7 @@ impl Mlp {
             up_proj: proj(base, adapter, "up_proj", d, f, false),
             down_proj: proj(base, adapter, "down_proj", f, d, false),
             gate_up: None,
+            gate_up_prepared: None,
         }
     }
 
@@ -395,15 +507,25 @@ impl Mlp {
             up_proj: reproj(&self.up_proj, adapter, "up_proj"),
             down_proj: reproj(&self.down_proj, adapter, "down_proj"),
             gate_up: self.gate_up.as_ref().map(FusedProj::shared),
+            gate_up_prepared: None,
         }
     }
 
     /// x [B, t, D] → [B, t, D].
     fn forward(&self, x: &Tensor, adapter: Adapter<'_>) -> Tensor {
         let members = [&self.gate_proj, &self.up_proj];
-        let (g, u) = match self.gate_up.as_ref().filter(|f| f.usable(&members, adapter)) {
-            Some(f) => {
-                let gu = f.forward(x); // [B, t, 2F]
+        // gate and up side by side from one base GEMM (plus one skinny GEMM pair for both
+        // adapters), or None: one projection at a time.
+        let fused = self.gate_up.as_ref().and_then(|f| {
+            if f.usable(&members, adapter) {
+                Some(f.forward(x))
+            } else {
+                f.forward_grouped(&members, x, adapter, self.gate_up_prepared.as_ref())
+            }
+        });
+        let (g, u) = match fused {
+            Some(gu) => {
+                // [B, t, 2F]
                 let ff = gu.size()[2] / 2;
                 (gu.narrow(2, 0, ff).silu(), gu.narrow(2, ff, ff))
             }
@@ -467,7 +589,7 @@ impl DecoderLayer {
         cos: &Tensor,
         sin: &Tensor,
         attend: Attend<'_>,
-        cache: Option<(&LayerCache, i64)>,
+        cache: Option<CacheSlot<'_>>,
         adapter: Adapter<'_>,
     ) -> Tensor {
         let h = x + self.self_attn.forward(
@@ -650,6 +772,40 @@ impl Llama {
         }
     }
 
+    /// Turns the grouped adapters of q/k/v and gate/up on (the default) or off. With them on,
+    /// an adapted forward of a fused model ([`Llama::fuse_projections`]) runs one base GEMM
+    /// and one skinny GEMM pair per group ([`FoldedGroup`]); off, each projection runs its
+    /// own base GEMM and adapter pair, as before grouping. Both compute the same function
+    /// (equal within f32 rounding, tested); the switch exists to compare them (tests,
+    /// benches).
+    pub fn set_grouped_adapters(&mut self, on: bool) {
+        for l in &mut self.layers {
+            let groups = [l.self_attn.qkv.as_mut(), l.mlp.gate_up.as_mut()];
+            for f in groups.into_iter().flatten() {
+                f.group_adapters = on;
+            }
+        }
+    }
+
+    /// How many q/k/v and gate/up groups (two per layer at most) an adapted forward under
+    /// `adapter` runs as one group ([`Llama::set_grouped_adapters`]). Per layer and adapted
+    /// group that is one base GEMM and two skinny adapter GEMMs, instead of one base GEMM and
+    /// two adapter GEMMs per projection (q/k/v: 3 GEMMs instead of 9; gate/up: 3 instead
+    /// of 6).
+    pub fn adapter_groups_in_use(&self, adapter: Adapter<'_>) -> usize {
+        let group = |f: &Option<FusedProj>, members: &[&SvdLoraLinear]| {
+            usize::from(f.as_ref().is_some_and(|f| f.groups(members, adapter)))
+        };
+        self.layers
+            .iter()
+            .map(|l| {
+                let (a, m) = (&l.self_attn, &l.mlp);
+                group(&a.qkv, &[&a.q_proj, &a.k_proj, &a.v_proj])
+                    + group(&m.gate_up, &[&m.gate_proj, &m.up_proj])
+            })
+            .sum()
+    }
+
     /// Whether every layer's fused q/k/v and gate/up buffers are in use (see
     /// [`Llama::fuse_projections`]).
     pub fn is_fused(&self) -> bool {
@@ -700,8 +856,20 @@ impl Llama {
         f: impl FnOnce(&Llama) -> R,
     ) -> Result<R, crate::LmError> {
         let prepared = self.linears_mut().try_for_each(|l| l.prepare(pref));
+        if prepared.is_ok() {
+            // The groups' factors too (the shape was checked by the members' `prepare`).
+            for l in &mut self.layers {
+                let (a, m) = (&mut l.self_attn, &mut l.mlp);
+                a.qkv_prepared = PreparedGroup::new(&[&a.q_proj, &a.k_proj, &a.v_proj], pref);
+                m.gate_up_prepared = PreparedGroup::new(&[&m.gate_proj, &m.up_proj], pref);
+            }
+        }
         let out = prepared.map(|()| f(self));
         self.linears_mut().for_each(SvdLoraLinear::unprepare);
+        for l in &mut self.layers {
+            l.self_attn.qkv_prepared = None;
+            l.mlp.gate_up_prepared = None;
+        }
         out.map_err(|e| crate::LmError::Invalid(format!("preparing the adapter: {e}")))
     }
 
@@ -873,13 +1041,39 @@ impl Llama {
     ) -> Tensor {
         let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false); // [B, t, D]
         for (i, layer) in self.layers.iter().enumerate() {
-            let c = cache.as_deref().map(|c| (&c.layers[i], c.len));
+            let c = cache.as_deref().map(|c| CacheSlot::Append(&c.layers[i], c.len));
             x = layer.forward(&x, cos, sin, attend, c, adapter);
         }
         if let Some(c) = cache {
             c.len += ids.size()[1];
         }
         self.norm.forward(&x) // [B, t, D]
+    }
+
+    /// One decode step over a fixed-capacity cache with every shape static: ids [B, 1] (the
+    /// token each row feeds), positions [B, 1] (its RoPE position, i64), col [1] (i64, the
+    /// cache column it is written to, the same for every row), keys [B, capacity] (bool, the
+    /// cache columns this token attends to, its own column included) → final hidden states
+    /// [B, 1, D]. Nothing here reads a value on the host or sizes a tensor from one, so the
+    /// step can be captured as a CUDA graph ([`crate::static_decode`]).
+    pub(crate) fn decode_step_static(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        col: &Tensor,
+        keys: &Tensor,
+        cache: &KvCache,
+        adapter: Adapter<'_>,
+    ) -> Tensor {
+        let (cos, sin) = self.rope(positions); // [B, 1, 1, hd]
+        let (b, capacity) = (keys.size()[0], keys.size()[1]);
+        let mask = keys.view([b, 1, 1, capacity]);
+        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false); // [B, 1, D]
+        for (layer, c) in self.layers.iter().zip(&cache.layers) {
+            let slot = Some(CacheSlot::Column(c, col));
+            x = layer.forward(&x, &cos, &sin, Attend::Masked(&mask), slot, adapter);
+        }
+        self.norm.forward(&x) // [B, 1, D]
     }
 
     /// Final hidden states of packed rows, whose tokens carry explicit RoPE positions and an
