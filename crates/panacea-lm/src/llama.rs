@@ -13,9 +13,9 @@
 //! frozen weights in place: q/k/v and gate/up each become one buffer (rows stacked on a CPU
 //! with the small-M decode kernel, pre-transposed elsewhere) that an adapter-free forward
 //! multiplies in one GEMM, and every variable becomes a view into its buffer (same name, shape
-//! and values, no second copy). An adapted forward uses the same buffers: the group's base
-//! GEMM, then one skinny GEMM pair for all of the group's adapters
-//! ([`panacea_core::adapter::FoldedGroup`]; [`Llama::set_grouped_adapters`]). The adapter
+//! and values, no second copy). With [`Llama::set_grouped_adapters`] (opt-in), an adapted
+//! forward uses the same buffers: the group's base GEMM, then one skinny GEMM pair for all of
+//! the group's adapters ([`panacea_core::adapter::FoldedGroup`]). The adapter
 //! variables keep their per-projection names and shapes, so checkpoints do not change.
 
 use panacea_core::adapter::{Adapter, FoldedGroup, SvdLora, SvdLoraConfig, SvdLoraLinear};
@@ -115,8 +115,7 @@ struct FusedProj {
     /// Each member's weight (and bias) data pointer right after fusing.
     ptrs: Vec<(usize, usize)>,
     /// Whether an adapted forward adds the members' adapters as one group
-    /// ([`FusedProj::forward_grouped`]); off only to compare with the per-projection path
-    /// ([`Llama::set_grouped_adapters`]).
+    /// ([`FusedProj::forward_grouped`]); off by default ([`Llama::set_grouped_adapters`]).
     group_adapters: bool,
 }
 
@@ -201,7 +200,7 @@ impl FusedProj {
                 off += o;
             }
         });
-        Some(Self { weight, bias, ptrs, group_adapters: true })
+        Some(Self { weight, bias, ptrs, group_adapters: false })
     }
 
     fn shared(&self) -> Self {
@@ -772,12 +771,13 @@ impl Llama {
         }
     }
 
-    /// Turns the grouped adapters of q/k/v and gate/up on (the default) or off. With them on,
+    /// Turns the grouped adapters of q/k/v and gate/up on or off (the default). With them on,
     /// an adapted forward of a fused model ([`Llama::fuse_projections`]) runs one base GEMM
     /// and one skinny GEMM pair per group ([`FoldedGroup`]); off, each projection runs its
-    /// own base GEMM and adapter pair, as before grouping. Both compute the same function
-    /// (equal within f32 rounding, tested); the switch exists to compare them (tests,
-    /// benches).
+    /// own base GEMM and adapter pair. Both compute the same function, equal within f32
+    /// rounding (tested), not bit for bit: grouping stays opt-in until a GPU run shows it
+    /// faster (on a CPU it was within noise at D = 256, benches/README.md), so that training
+    /// runs keep reproducing their recorded numbers to the last digit.
     pub fn set_grouped_adapters(&mut self, on: bool) {
         for l in &mut self.layers {
             let groups = [l.self_attn.qkv.as_mut(), l.mlp.gate_up.as_mut()];

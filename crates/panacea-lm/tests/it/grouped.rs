@@ -51,6 +51,8 @@ pub(crate) fn adapted_on(
     base.set_device(device);
     adapter.set_device(device);
     model.fuse_projections();
+    // Grouping is opt-in; these tests (and the static decoder's) exercise the grouped path.
+    model.set_grouped_adapters(true);
     (base, adapter, model)
 }
 
