@@ -33,7 +33,14 @@ fn the_peak_resident_set_sees_a_freed_buffer() {
     assert!(during >= BYTES as u64, "resident set {during} while holding {BYTES} bytes");
     drop(buffer);
     let peak = process_peak_rss().expect("peak");
-    assert!(peak >= during, "peak {peak} < {during}, the resident set while the buffer was held");
+    // The kernel counts resident pages per thread in batches and folds them into the peak
+    // lazily, so the two readings can disagree by a few hundred KiB (measured: 264 KiB); 8 MiB
+    // of slack is still far below the 64 MiB buffer the peak must have seen.
+    const SLACK: u64 = 8 << 20;
+    assert!(
+        peak + SLACK >= during,
+        "peak {peak} < {during} − 8 MiB, the resident set while the buffer was held"
+    );
     assert!(peak_bytes(Device::Cpu).expect("cpu peak") >= peak);
 }
 
