@@ -76,7 +76,7 @@ fn assert_same_step(pairs: &[EncodedPair], micro_batch_size: usize) {
         results.push((loss, g, metrics.loss, snapshot(&t.adapter_vs)));
     }
     let [(plain_loss, plain_g, plain_step, plain_vars), (ck_loss, ck_g, ck_step, ck_vars)] =
-        <[_; 2]>::try_from(results).ok().expect("two runs");
+        <[_; 2]>::try_from(results).unwrap_or_else(|_| panic!("two runs"));
     assert!((plain_loss - ck_loss).abs() <= 1e-6, "loss {plain_loss} vs {ck_loss}");
     assert!((plain_step - ck_step).abs() <= 1e-6, "step loss {plain_step} vs {ck_step}");
     let (grad_diff, scale) = worst_difference(&plain_g, &ck_g);
