@@ -50,14 +50,6 @@ pub trait PackedLm: CausalLm {
         attend: &Tensor,
         adapter: Adapter<'_>,
     ) -> Checkpointed<'_>;
-
-    /// [`CausalLm::hidden_states`] with activation checkpointing per decoder layer.
-    fn hidden_states_checkpointed(
-        &self,
-        ids: &Tensor,
-        attention_mask: &Tensor,
-        adapter: Adapter<'_>,
-    ) -> Checkpointed<'_>;
 }
 
 impl PackedLm for Llama {
@@ -79,15 +71,6 @@ impl PackedLm for Llama {
         adapter: Adapter<'_>,
     ) -> Checkpointed<'_> {
         self.hidden_states_packed_checkpointed(ids, positions, attend, adapter)
-    }
-
-    fn hidden_states_checkpointed(
-        &self,
-        ids: &Tensor,
-        attention_mask: &Tensor,
-        adapter: Adapter<'_>,
-    ) -> Checkpointed<'_> {
-        Llama::hidden_states_checkpointed(self, ids, attention_mask, adapter)
     }
 }
 

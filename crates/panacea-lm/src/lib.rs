@@ -71,6 +71,18 @@ pub trait CausalLm {
     /// (1 = token, 0 = left padding) → [B, T, D].
     fn hidden_states(&self, ids: &Tensor, attention_mask: &Tensor, adapter: Adapter<'_>) -> Tensor;
 
+    /// [`CausalLm::hidden_states`] with activation checkpointing per decoder layer
+    /// (`train.activation_checkpointing` of every trainer): [`Checkpointed::hidden`] [B, T, D]
+    /// takes part in the caller's graph from the last layer's output on, and
+    /// [`Checkpointed::backward`], run after the caller's backward, recomputes the layers and
+    /// completes the gradient ([`Llama::hidden_states_checkpointed`]).
+    fn hidden_states_checkpointed(
+        &self,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+        adapter: Adapter<'_>,
+    ) -> Checkpointed<'_>;
+
     /// LM head: [.., D] → logits [.., V] (f32).
     fn lm_head(&self, hidden: &Tensor) -> Tensor;
 

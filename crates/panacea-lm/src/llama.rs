@@ -1203,6 +1203,15 @@ impl CausalLm for Llama {
         self.body(ids, Some(attention_mask), None, adapter)
     }
 
+    fn hidden_states_checkpointed(
+        &self,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+        adapter: Adapter<'_>,
+    ) -> Checkpointed<'_> {
+        Llama::hidden_states_checkpointed(self, ids, attention_mask, adapter)
+    }
+
     fn lm_head(&self, hidden: &Tensor) -> Tensor {
         let size = hidden.size();
         let d = size.last().copied().unwrap_or(1);

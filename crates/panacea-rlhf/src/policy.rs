@@ -4,9 +4,7 @@
 //! [`crate::PpoTrainer`] by implementing it too.
 
 use panacea_core::adapter::{Adapter, SvdLoraConfig};
-use panacea_lm::{
-    generate_ids, CausalLm, Checkpointed, GenerateConfig, Generation, Llama, LmError,
-};
+use panacea_lm::{generate_ids, CausalLm, GenerateConfig, Generation, Llama, LmError};
 use rand::Rng;
 use tch::{nn, Tensor};
 
@@ -37,17 +35,6 @@ pub trait PpoPolicy: CausalLm + Sized {
     /// A view of the same frozen base weights with another adapter whose variables are
     /// created under the given path (`None`: no adapter).
     fn with_adapter(&self, adapter: Option<(&nn::Path, &SvdLoraConfig)>) -> Self;
-
-    /// [`CausalLm::hidden_states`] with activation checkpointing per decoder layer
-    /// (`train.activation_checkpointing`): [`Checkpointed::hidden`] [B, T, D] takes part in the
-    /// caller's graph from the last layer's output on, and [`Checkpointed::backward`], run after
-    /// the caller's backward, recomputes the layers and completes the gradient.
-    fn hidden_states_checkpointed(
-        &self,
-        ids: &Tensor,
-        attention_mask: &Tensor,
-        adapter: Adapter<'_>,
-    ) -> Checkpointed<'_>;
 }
 
 impl PpoPolicy for Llama {
@@ -75,14 +62,5 @@ impl PpoPolicy for Llama {
 
     fn with_adapter(&self, adapter: Option<(&nn::Path, &SvdLoraConfig)>) -> Self {
         Llama::with_adapter(self, adapter)
-    }
-
-    fn hidden_states_checkpointed(
-        &self,
-        ids: &Tensor,
-        attention_mask: &Tensor,
-        adapter: Adapter<'_>,
-    ) -> Checkpointed<'_> {
-        Llama::hidden_states_checkpointed(self, ids, attention_mask, adapter)
     }
 }
