@@ -65,7 +65,7 @@ impl GenerateConfig {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), LmError> {
+    fn validate(&self) -> Result<(), LmError> {
         let mut problems = Vec::new();
         if self.max_new_tokens < 1 {
             problems.push(format!("max_new_tokens = {} must be ≥ 1", self.max_new_tokens));
@@ -257,6 +257,23 @@ pub fn generate_ids_per_row<R: Rng>(
     generate_ids_with(model, prompts, adapter, cfg, Uniforms::PerRow(rngs))
 }
 
+/// Checks a generation request, the same for every decoder: `cfg` is valid, every prompt has
+/// a token, and the longest prompt plus `max_new_tokens` fits the model's context. Returns
+/// the longest prompt's length.
+pub(crate) fn check_request(
+    model: &Llama,
+    prompts: &[Vec<i64>],
+    cfg: &GenerateConfig,
+) -> Result<i64, LmError> {
+    cfg.validate()?;
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+        return Err(LmError::Invalid("generate: every prompt needs at least one token".into()));
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
+    check_context(model, "generate", longest, cfg.max_new_tokens)?;
+    Ok(longest)
+}
+
 fn generate_ids_with<R: Rng>(
     model: &Llama,
     prompts: &[Vec<i64>],
@@ -264,14 +281,9 @@ fn generate_ids_with<R: Rng>(
     cfg: &GenerateConfig,
     mut uniforms: Uniforms<'_, R>,
 ) -> Result<Generation, LmError> {
-    cfg.validate()?;
-    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-        return Err(LmError::Invalid("generate: every prompt needs at least one token".into()));
-    }
+    check_request(model, prompts, cfg)?;
     let device = model.device();
     let (b, n) = (prompts.len() as i64, cfg.max_new_tokens);
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
-    check_context(model, "generate", longest, n)?;
     let (prompt_ids, prompt_mask) = left_pad(prompts, cfg.pad_id, device); // [B, P]
     let p = prompt_ids.size()[1];
     let mut cache = KvCache::try_new(model, b, p + n)?;

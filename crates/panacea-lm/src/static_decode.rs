@@ -42,7 +42,7 @@ use rand::Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::LmError;
-use crate::generate::{check_context, choose_with, left_pad, GenerateConfig, Generation, Sampling};
+use crate::generate::{check_request, choose_with, left_pad, GenerateConfig, Generation, Sampling};
 use crate::llama::{KvCache, LayerCache, Llama};
 use crate::{Adapter, CausalLm};
 
@@ -154,10 +154,7 @@ impl StaticDecoder {
         cfg: &GenerateConfig,
         rng: &mut impl Rng,
     ) -> Result<Generation, LmError> {
-        cfg.validate()?;
-        if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-            return Err(LmError::Invalid("generate: every prompt needs at least one token".into()));
-        }
+        let longest = check_request(model, prompts, cfg)?;
         let device = model.device();
         let (b, n) = (prompts.len() as i64, cfg.max_new_tokens);
         let bucket = bucket_for(b).ok_or_else(|| {
@@ -167,8 +164,6 @@ impl StaticDecoder {
                 BATCH_BUCKETS[BATCH_BUCKETS.len() - 1]
             ))
         })?;
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
-        check_context(model, "generate", longest, n)?;
         if longest + n > self.capacity {
             return Err(LmError::Invalid(format!(
                 "static decoder: prompt {longest} + max_new_tokens {n} exceed its capacity {} \
