@@ -1,7 +1,8 @@
 //! Data-parallel PPO through c10d's Gloo: two processes of this test binary on 127.0.0.1 train
 //! the tiny config (`tiny-random` base; skipped without the SmolLM2 tokenizer) as ranks 0 and
 //! 1. 2 ranks × batch 2 (minibatch 1 per rank) is the same run as 1 process × batch 4
-//! (minibatch 2): same prompts, λ and sampled tokens per row, the whole batch's statistics,
+//! (minibatch 2): same prompts, λ and sampled tokens per row, the whole batch's statistics
+//! (score normaliser, whitening; Tchebycheff's estimate and ideal point),
 //! and per minibatch the summed loss shares' gradient equal to the minibatch's gradient.
 //! Also: the one-process numbers are those recorded before data parallelism existed.
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use panacea_core::RunRng;
 use panacea_rlhf::rollout::RankSlicedRng;
-use panacea_rlhf::trainer::CRITIC_FILE;
+use panacea_rlhf::trainer::{CRITIC_FILE, PPO_STATE_FILE};
 use panacea_rlhf::{train_ppo, RlhfError};
 use panacea_run::{latest_checkpoint, Manifest, RunError, RunOptions, Silent};
 use panacea_shim::dist::{loopback_launch_vars, ProcessGroup};
@@ -22,14 +23,17 @@ use tch::Tensor;
 use crate::jobs::{scratch, tiny_ppo, workspace_with_smollm2};
 
 /// Settings shared by the 1-process and 2-process runs (all but the batch sizes).
-const COMMON: [&str; 6] = [
+const COMMON: [&str; 5] = [
     "train.preference_per_row=true",
     "train.steps=3",
     "train.save_every=1",
     "train.log_every=1",
-    "threads=1",
     "train.eval_prompts=2",
 ];
+
+/// libtorch's thread count is global to a process, so only child processes set it (in this
+/// one it would change the numerics of tests running beside them).
+const ONE_THREAD: &str = "threads=1";
 
 /// The sampling of the data-parallel runs: the 8 likeliest tokens. A row samples with the same
 /// words in both runs, but its logits are computed in batches of other shapes (another left
@@ -42,13 +46,25 @@ const TOP_K: &str = "rollout.top_k=8";
 /// Variables that tell a child rank what to run (read by [`ppo_rank`]).
 const RUNS_VAR: &str = "PANACEA_TEST_DP_RUNS";
 const STEPS_VAR: &str = "PANACEA_TEST_DP_STEPS";
+/// More `--set`s for the child ranks, separated by `;`.
+const SETS_VAR: &str = "PANACEA_TEST_DP_SETS";
+
+/// The batch statistics of linear aggregation on: the running score normaliser and whitened
+/// advantages. (A Lagrange multiplier needs a cost objective, which the built-in scorers
+/// cannot be; its costs are read from the same gathered rows as the normaliser's.)
+const LINEAR_STATISTICS: [&str; 3] =
+    ["aggregation={kind: linear}", "ppo.normalise_scores=true", "ppo.whiten_advantages=true"];
+
+/// Tchebycheff aggregation: the batch estimate of each J_i and the running ideal point.
+const TCHEBYCHEFF: [&str; 1] = ["aggregation={kind: tchebycheff}"];
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// Starts ranks 0 and 1 of [`ppo_rank`] writing under `runs`, training `steps` steps.
-fn spawn_ranks(runs: &Path, steps: u64, timeout_s: u64) -> Vec<Child> {
+/// Starts ranks 0 and 1 of [`ppo_rank`] writing under `runs`, training `steps` steps with
+/// `sets` on top of the common settings.
+fn spawn_ranks(runs: &Path, steps: u64, timeout_s: u64, sets: &[&str]) -> Vec<Child> {
     let exe = std::env::current_exe().expect("test binary");
     let port = free_port();
     (0..2)
@@ -60,6 +76,7 @@ fn spawn_ranks(runs: &Path, steps: u64, timeout_s: u64) -> Vec<Child> {
                 .env("PANACEA_DIST_TIMEOUT_S", timeout_s.to_string())
                 .env(RUNS_VAR, runs)
                 .env(STEPS_VAR, steps.to_string())
+                .env(SETS_VAR, sets.join(";"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -110,6 +127,30 @@ fn abs_sum(file: &Path) -> f64 {
         .sum()
 }
 
+/// `a` and `b` have the same shape and their numbers agree within 1e-6 (relative above 1).
+fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().expect("f64"), y.as_f64().expect("f64"));
+            assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{at}: {x} vs {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                assert_json_close(x, y, &format!("{at}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}");
+            for (k, x) in x {
+                assert_json_close(x, y.get(k).expect(k), &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
 /// Max |a − b| over same-named tensors of two safetensors files, and max |a| of the names
 /// `moving` picks (to show they trained).
 fn max_diff(a: &Path, b: &Path, moving: impl Fn(&str) -> bool) -> (f64, f64) {
@@ -153,7 +194,7 @@ fn rank_sliced_sampling_draws_the_words_of_the_global_rows() {
 /// of steps 1–3 of [`one_process_numbers_are_those_before_data_parallelism`]'s run, and Σ|x|
 /// of its final adapter and critic: recorded from the `panacea train-ppo` binary of commit
 /// 5a14aa8 (before data-parallel PPO) with the same settings (`configs/tiny/ppo.yaml`,
-/// `--set` of [`COMMON`], `train.batch_size=4`, `device=cpu`) on this machine's libtorch
+/// `--set` of [`COMMON`], [`ONE_THREAD`], `train.batch_size=4`, `device=cpu`) on this machine's libtorch
 /// 2.11.0, Σ|x| summed in f64 by torch in name order.
 const GOLDEN_ROWS: [[f64; 5]; 3] = [
     [-0.5119469463825226, 0.08998621255159378, 0.0, 0.5000000074505806, 10.790042877197266],
@@ -176,14 +217,20 @@ const GOLDEN_SUMS: [f64; 2] = [213.28828379978222, 260.9267793497129];
 
 #[test]
 fn one_process_numbers_are_those_before_data_parallelism() {
-    let Some(root) = workspace_with_smollm2() else { return };
+    if workspace_with_smollm2().is_none() {
+        return;
+    }
     let runs = scratch("dp-golden");
-    let mut sets = COMMON.to_vec();
-    sets.push("train.batch_size=4");
-    let cfg = tiny_ppo(&root, &sets);
-    let t = train_ppo(&cfg, &RunOptions::new(&runs), &mut Silent).expect("trains");
-    let ckpt = t.checkpoint.expect("checkpoint");
-    let rows = train_rows(&t.run_dir);
+    // In a child process, on one libtorch thread.
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "data_parallel::golden_run", "--ignored", "--nocapture"])
+        .env(RUNS_VAR, &runs)
+        .output()
+        .expect("child runs");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let run = runs_named(&runs, "golden").pop().expect("the child's run folder");
+    let ckpt = latest_checkpoint(&run).expect("ls").expect("a checkpoint").dir;
+    let rows = train_rows(&run);
     let got: Vec<[f64; 5]> = rows
         .iter()
         .map(|r| {
@@ -206,15 +253,28 @@ fn one_process_numbers_are_those_before_data_parallelism() {
 
 #[test]
 fn two_ranks_of_batch_2_train_the_adapter_and_critic_of_one_rank_of_batch_4() {
+    two_ranks_equal_one("dp-same", &LINEAR_STATISTICS);
+}
+
+#[test]
+fn two_ranks_equal_one_under_tchebycheff_aggregation() {
+    two_ranks_equal_one("dp-tcheb", &TCHEBYCHEFF);
+}
+
+/// 3 steps of 1 process × batch 4 (minibatch 2) and of 2 ranks × batch 2 (minibatch 1) with
+/// `extra` settings: the same adapter, critic and metrics; rank 0 alone writes; the manifests
+/// record the world; a 1-process resume of the 2-rank run is refused.
+fn two_ranks_equal_one(name: &str, extra: &[&str]) {
     let Some(root) = workspace_with_smollm2() else { return };
-    let runs = scratch("dp-same");
+    let runs = scratch(name);
     let mut sets = COMMON.to_vec();
     sets.extend(["train.batch_size=4", "ppo.mini_batch_size=2", TOP_K]);
+    sets.extend(extra);
     let cfg = tiny_ppo(&root, &sets);
     let single =
         train_ppo(&cfg, &RunOptions::new(&runs).named("single"), &mut Silent).expect("1 rank");
 
-    let children = spawn_ranks(&runs, 3, 120);
+    let children = spawn_ranks(&runs, 3, 120, extra);
     for (rank, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().expect("rank ends");
         let text = output_text(&out);
@@ -242,6 +302,12 @@ fn two_ranks_of_batch_2_train_the_adapter_and_critic_of_one_rank_of_batch_4() {
     let (diff, _) = max_diff(&one.join(CRITIC_FILE), &ckpt.dir.join(CRITIC_FILE), |_| false);
     eprintln!("critic: max |Δ| = {diff:e}");
     assert!(diff < 1e-5, "critic: max |Δ| = {diff}");
+    // The same running statistics: score normaliser, Lagrange multiplier, ideal point.
+    let state = |dir: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.join(PPO_STATE_FILE)).expect("ppo state");
+        serde_json::from_str(&text).expect("json")
+    };
+    assert_json_close(&state(one), &state(&ckpt.dir), "ppo_state");
 
     // The logged metrics are the whole batch's: the same as one process's, one row per step
     // (rank 1 logged nothing).
@@ -262,7 +328,12 @@ fn two_ranks_of_batch_2_train_the_adapter_and_critic_of_one_rank_of_batch_4() {
             "train/entropy",
             "train/response_len",
             "diag/preference_grad_share",
+            "train/lagrange_mu",
         ] {
+            if r1.get(key).is_none() {
+                assert!(r2.get(key).is_none(), "{key} logged by one run only");
+                continue;
+            }
             let (x, y) = (r1[key].as_f64().expect(key), r2[key].as_f64().expect(key));
             assert!(
                 (x - y).abs() <= 1e-5 * x.abs().max(1.0),
@@ -299,7 +370,7 @@ fn killing_one_rank_makes_the_other_fail_naming_it() {
     }
     let runs = scratch("dp-kill");
     let timeout = 30;
-    let mut children = spawn_ranks(&runs, 100_000, timeout);
+    let mut children = spawn_ranks(&runs, 100_000, timeout, &[]);
     // Wait until rank 0 has logged two steps, then kill rank 1 mid-run.
     let started = Instant::now();
     loop {
@@ -343,6 +414,19 @@ fn killing_one_rank_makes_the_other_fail_naming_it() {
     std::fs::remove_dir_all(&runs).ok();
 }
 
+/// The one-process run of [`one_process_numbers_are_those_before_data_parallelism`], in a run
+/// named `golden` under `$PANACEA_TEST_DP_RUNS`.
+#[test]
+#[ignore = "run as a child process by one_process_numbers_are_those_before_data_parallelism"]
+fn golden_run() {
+    let runs = PathBuf::from(std::env::var(RUNS_VAR).expect(RUNS_VAR));
+    let root = workspace_with_smollm2().expect("the parent checked the tokenizer");
+    let mut sets = COMMON.to_vec();
+    sets.extend([ONE_THREAD, "train.batch_size=4"]);
+    let cfg = tiny_ppo(&root, &sets);
+    train_ppo(&cfg, &RunOptions::new(&runs).named("golden"), &mut Silent).expect("trains");
+}
+
 /// One rank of the tests above: the tiny config with batch 2 and minibatch 1 per rank for
 /// `$PANACEA_TEST_DP_STEPS` steps, in a run named `dp` under `$PANACEA_TEST_DP_RUNS`.
 #[test]
@@ -351,9 +435,11 @@ fn ppo_rank() {
     let runs = PathBuf::from(std::env::var(RUNS_VAR).expect(RUNS_VAR));
     let steps = format!("train.steps={}", std::env::var(STEPS_VAR).expect(STEPS_VAR));
     let root = workspace_with_smollm2().expect("the parent checked the tokenizer");
+    let extra = std::env::var(SETS_VAR).unwrap_or_default();
     let mut sets = COMMON.to_vec();
     sets.retain(|s| !s.starts_with("train.steps"));
-    sets.extend(["train.batch_size=2", "ppo.mini_batch_size=1", TOP_K, steps.as_str()]);
+    sets.extend(["train.batch_size=2", "ppo.mini_batch_size=1", TOP_K, ONE_THREAD, steps.as_str()]);
+    sets.extend(extra.split(';').filter(|s| !s.is_empty()));
     let cfg = tiny_ppo(&root, &sets);
     let group = ProcessGroup::from_env().expect("joins").expect("a world of 2");
     let opts = RunOptions::new(&runs).named("dp");
