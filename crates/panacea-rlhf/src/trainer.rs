@@ -888,7 +888,18 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         let step = self.current_step();
         let b = exp.seq.size()[0] as usize;
         let mb = self.cfg.ppo.mini_batch_size;
-        if mb == 0 || !b.is_multiple_of(mb) || gb.tokens.len() != gb.world * b {
+        if gb.tokens.len() != gb.world * b {
+            return Err(RlhfError::Invalid {
+                what: "data-parallel PPO update".into(),
+                reason: format!(
+                    "{} rows gathered from {} ranks, this rank holds {b}; hint: every rank must \
+                     run the same train.batch_size",
+                    gb.tokens.len(),
+                    gb.world
+                ),
+            });
+        }
+        if mb == 0 || !b.is_multiple_of(mb) {
             return Err(RlhfError::Invalid {
                 what: "minibatching".into(),
                 reason: format!(

@@ -1,10 +1,10 @@
 //! Data-parallel PPO through c10d's Gloo: two processes of this test binary on 127.0.0.1 train
 //! the tiny config (`tiny-random` base; skipped without the SmolLM2 tokenizer) as ranks 0 and
-//! 1. 2 ranks × batch 2 (minibatch 1 per rank) is the same run as 1 process × batch 4
+//! 1, and 2 ranks × batch 2 (minibatch 1 per rank) is the same run as 1 process × batch 4
 //! (minibatch 2): same prompts, λ and sampled tokens per row, the whole batch's statistics
-//! (score normaliser, whitening; Tchebycheff's estimate and ideal point),
-//! and per minibatch the summed loss shares' gradient equal to the minibatch's gradient.
-//! Also: the one-process numbers are those recorded before data parallelism existed.
+//! (score normaliser, whitening; Tchebycheff's estimate and ideal point), and per minibatch
+//! the summed loss shares' gradient equal to the minibatch's gradient. Also: the one-process
+//! numbers are those recorded before data parallelism existed.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
