@@ -271,8 +271,18 @@ fn two_ranks_equal_one(name: &str, extra: &[&str]) {
     sets.extend(["train.batch_size=4", "ppo.mini_batch_size=2", TOP_K]);
     sets.extend(extra);
     let cfg = tiny_ppo(&root, &sets);
-    let single =
-        train_ppo(&cfg, &RunOptions::new(&runs).named("single"), &mut Silent).expect("1 rank");
+    // The one-process run in a child process too: libtorch's generator (which initialises the
+    // adapter and critic) and thread count are global to a process, so a run beside other
+    // tests' runs in this one would not be the run it is compared with.
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "data_parallel::one_process_run", "--ignored", "--nocapture"])
+        .env(RUNS_VAR, &runs)
+        .env(SETS_VAR, extra.join(";"))
+        .output()
+        .expect("child runs");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let single_dir = runs_named(&runs, "single").pop().expect("the child's run folder");
+    let single_ckpt = latest_checkpoint(&single_dir).expect("ls").expect("a checkpoint").dir;
 
     let children = spawn_ranks(&runs, 3, 120, extra);
     for (rank, child) in children.into_iter().enumerate() {
@@ -289,7 +299,7 @@ fn two_ranks_equal_one(name: &str, extra: &[&str]) {
     // Same adapter and critic after 3 steps (f32 sums in another order: within 1e-5).
     let ckpt = latest_checkpoint(dp).expect("ls").expect("a checkpoint");
     assert_eq!(ckpt.step, 3);
-    let one = single.checkpoint.as_ref().expect("ckpt");
+    let one = &single_ckpt;
     let (diff, moved) = max_diff(
         &one.join("adapter_model.safetensors"),
         &ckpt.dir.join("adapter_model.safetensors"),
@@ -311,7 +321,7 @@ fn two_ranks_equal_one(name: &str, extra: &[&str]) {
 
     // The logged metrics are the whole batch's: the same as one process's, one row per step
     // (rank 1 logged nothing).
-    let (m1, m2) = (train_rows(&single.run_dir), train_rows(dp));
+    let (m1, m2) = (train_rows(&single_dir), train_rows(dp));
     assert_eq!(m1.len(), 3);
     assert_eq!(m2.len(), 3);
     for (r1, r2) in m1.iter().zip(&m2) {
@@ -345,7 +355,7 @@ fn two_ranks_equal_one(name: &str, extra: &[&str]) {
     }
 
     // The manifests record the world.
-    let (s, d) = (Manifest::read(&single.run_dir).expect("m"), Manifest::read(dp).expect("m"));
+    let (s, d) = (Manifest::read(&single_dir).expect("m"), Manifest::read(dp).expect("m"));
     assert_eq!((s.world_size, s.backend.as_deref()), (1, None));
     assert_eq!((d.world_size, d.backend.as_deref()), (2, Some("gloo")));
 
@@ -412,6 +422,21 @@ fn killing_one_rank_makes_the_other_fail_naming_it() {
     let dp = &runs_named(&runs, "dp")[0];
     assert!(latest_checkpoint(dp).expect("ls").is_some_and(|c| c.step >= 1));
     std::fs::remove_dir_all(&runs).ok();
+}
+
+/// The 1-process × batch 4 run of the equality tests, with `$PANACEA_TEST_DP_SETS`, in a run
+/// named `single` under `$PANACEA_TEST_DP_RUNS`.
+#[test]
+#[ignore = "run as a child process by the data-parallel equality tests"]
+fn one_process_run() {
+    let runs = PathBuf::from(std::env::var(RUNS_VAR).expect(RUNS_VAR));
+    let extra = std::env::var(SETS_VAR).unwrap_or_default();
+    let root = workspace_with_smollm2().expect("the parent checked the tokenizer");
+    let mut sets = COMMON.to_vec();
+    sets.extend(["train.batch_size=4", "ppo.mini_batch_size=2", TOP_K, ONE_THREAD]);
+    sets.extend(extra.split(';').filter(|s| !s.is_empty()));
+    let cfg = tiny_ppo(&root, &sets);
+    train_ppo(&cfg, &RunOptions::new(&runs).named("single"), &mut Silent).expect("trains");
 }
 
 /// The one-process run of [`one_process_numbers_are_those_before_data_parallelism`], in a run
