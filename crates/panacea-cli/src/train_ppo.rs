@@ -1,6 +1,7 @@
 //! `panacea train-ppo`: preference-conditioned multi-objective PPO. The job is
 //! [`panacea_rlhf::train_ppo`]; this file maps flags to its config and run options, shows
-//! progress and turns Ctrl-C into its stop flag.
+//! progress and turns Ctrl-C into its stop flag. Started by torchrun or srun, each process is
+//! one rank of a data-parallel run (`panacea_rlhf::train`, "Data parallel").
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +10,8 @@ use anyhow::{Context, Result};
 use panacea_core::config::parse_config;
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_rlhf::TrainPpoConfig;
-use panacea_run::{RunOptions, CONFIG_FILE};
+use panacea_run::{Observer, RunOptions, Silent, CONFIG_FILE};
+use panacea_shim::dist::ProcessGroup;
 
 use crate::observer::{install_stop_flag, ProgressObserver};
 
@@ -61,8 +63,17 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     opts.name = Some(args.name.clone().unwrap_or(stem));
     opts.resume = args.resume.clone();
     opts.stop = install_stop_flag()?;
+    // Under torchrun or srun (RANK, WORLD_SIZE, ... set) this process is one rank of a
+    // data-parallel run; otherwise `None`, the single-process path.
+    let group = ProcessGroup::from_env().context("joining the data-parallel process group")?;
     let mut progress = ProgressObserver::new().measuring_memory_on(cfg.device.resolve()?);
-    let t = panacea_rlhf::train_ppo(&cfg, &opts, &mut progress)?;
+    let mut silent = Silent;
+    // Rank 0 shows progress; the others would repeat it.
+    let observer: &mut dyn Observer = match &group {
+        Some(g) if !g.is_main() => &mut silent,
+        _ => &mut progress,
+    };
+    let t = panacea_rlhf::train::train_ppo_data_parallel(&cfg, &opts, observer, group.as_ref())?;
     Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 

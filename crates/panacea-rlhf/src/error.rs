@@ -67,6 +67,10 @@ pub enum RlhfError {
     /// A front metric could not be computed.
     #[error("hypervolume: {0}")]
     Front(#[from] panacea_eval::EvalError),
+    /// Data-parallel training: joining the process group or a collective failed (a rank
+    /// died, the timeout passed, or the launcher's variables are wrong).
+    #[error("data parallel: {0}")]
+    Dist(#[from] panacea_shim::dist::DistError),
 }
 
 /// What to try for a non-finite `what`: configs reject non-finite numbers, so a NaN comes from

@@ -60,4 +60,28 @@ pub struct Experience {
     pub prompt_len: i64,
     /// The decoded responses (empty strings when no tokenizer is attached).
     pub responses: Vec<String>,
+    /// A data-parallel step's view of the whole batch (`None` in one process).
+    pub global: Option<GlobalBatch>,
+}
+
+/// What one rank of a data-parallel PPO step knows of the global batch of W ranks × B rows,
+/// in global row order (global row r·B + i is row i of rank r): gathered from every rank
+/// after scoring (utilities, λ, lengths) and after the log-probs (KL). See
+/// [`crate::trainer`]'s module docs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GlobalBatch {
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of ranks W.
+    pub world: usize,
+    /// Raw utility per objective of every global row: [W·B][K].
+    pub utilities: Vec<Vec<f64>>,
+    /// λ of every global row: [W·B][K].
+    pub prefs: Vec<Vec<f64>>,
+    /// Response tokens (the action mask's sum) of every global row: [W·B].
+    pub tokens: Vec<f64>,
+    /// Σ_t (old_lp − ref_lp) of every global row: [W·B].
+    pub kl: Vec<f64>,
+    /// Decoding steps of the rollout: the most any rank ran, which one process would run.
+    pub decode_steps: u64,
 }

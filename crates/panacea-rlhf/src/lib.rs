@@ -18,7 +18,8 @@
 //! [`RunOptions::resuming`](panacea_run::RunOptions::resuming), Ctrl-C is its `stop` flag, and
 //! progress arrives through the [`Observer`](panacea_run::Observer) passed in.
 //!
-//! - [`train`]: the PPO job ([`train_ppo`]); [`train_rm`]: the score-model job.
+//! - [`train`]: the PPO job ([`train_ppo`]; [`train_ppo_data_parallel`] as one rank of a
+//!   torchrun/srun group); [`train_rm`]: the score-model job.
 //! - [`policy`]: what PPO needs of a model ([`PpoPolicy`], implemented by `Llama`).
 //! - [`rewards`]: per-token KL shaping and the running per-objective score normaliser.
 //! - [`gae`]: per-objective generalised advantage estimation.
@@ -30,7 +31,8 @@
 //! - [`critic`]: the λ-conditioned multi-head critic.
 //! - [`rollout`]: generation and the reward sources (learned models, built-in scorers), built
 //!   from panacea-data's `ScorerSpec` by [`rollout::reward_source`].
-//! - [`trainer`]: one PPO step, `PpoTrainer::step`.
+//! - [`trainer`]: one PPO step, `PpoTrainer::step` (and `step_data_parallel`, one rank's share
+//!   of a step on the global batch).
 //! - [`testing`]: toy objectives and a tiny policy for tests and smoke runs.
 //!
 //! Nothing here prints: progress and messages go to the caller's observer.
@@ -55,9 +57,9 @@ pub mod trainer;
 
 pub use config::{PpoConfig, TrainPpoConfig, TrainRmConfig};
 pub use error::RlhfError;
-pub use experience::{Experience, PromptBatch};
+pub use experience::{Experience, GlobalBatch, PromptBatch};
 pub use policy::PpoPolicy;
 pub use score::LearnedScoreModel;
-pub use train::train_ppo;
+pub use train::{train_ppo, train_ppo_data_parallel};
 pub use train_rm::train_score_models;
 pub use trainer::{PpoParts, PpoStepMetrics, PpoTrainer};

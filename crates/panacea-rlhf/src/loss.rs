@@ -69,6 +69,52 @@ pub fn value_loss(
     (num / den).mean(values.kind()) * 0.5
 }
 
+/// [`policy_loss`] of some rows of a minibatch as their share of the whole minibatch's:
+/// token sums divided by `tokens`, the minibatch's response tokens over every rank. The shares
+/// of all rows sum to [`policy_loss`] of the minibatch (loss, clip fraction and approx KL
+/// alike), so summing gradients over ranks gives the minibatch's gradient.
+pub fn policy_loss_share(
+    lp: &Tensor,
+    old_lp: &Tensor,
+    adv: &Tensor,
+    act_mask: &Tensor,
+    clip_ratio: f64,
+    tokens: f64,
+) -> PolicyLoss {
+    let m = act_mask.to_kind(Kind::Float); // [B, A]
+    let log_ratio = lp - old_lp; // [B, A]
+    let ratio = log_ratio.exp(); // [B, A]
+    let surr1 = &ratio * adv; // [B, A]
+    let surr2 = ratio.clamp(1.0 - clip_ratio, 1.0 + clip_ratio) * adv; // [B, A]
+    let loss = -(surr1.minimum(&surr2) * &m).sum(Kind::Float) / tokens;
+    let (clip_frac, approx_kl) = tch::no_grad(|| {
+        let clipped = (&ratio - 1.0).abs().gt(clip_ratio).to_kind(Kind::Float); // [B, A]
+        let k3 = (&ratio - 1.0) - &log_ratio; // [B, A]
+        ((clipped * &m).sum(Kind::Float) / tokens, (k3 * &m).sum(Kind::Float) / tokens)
+    });
+    PolicyLoss { loss, clip_frac, approx_kl }
+}
+
+/// [`value_loss`] of some rows of a minibatch as their share of the whole minibatch's (see
+/// [`policy_loss_share`]; `tokens` is the minibatch's response tokens over every rank).
+pub fn value_loss_share(
+    values: &Tensor,
+    old_values: &Tensor,
+    returns: &Tensor,
+    act_mask: &Tensor,
+    clip_value: f64,
+    tokens: f64,
+) -> Tensor {
+    let clipped =
+        values.clamp_tensor(Some(&(old_values - clip_value)), Some(&(old_values + clip_value))); // [B, A, K]
+    let l1 = (values - returns).square(); // [B, A, K]
+    let l2 = (clipped - returns).square(); // [B, A, K]
+    let worst = l1.maximum(&l2); // [B, A, K]
+    let mask = act_mask.to_kind(values.kind()).unsqueeze(-1); // [B, A, 1]
+    let num = (&worst * &mask).sum_dim_intlist([0i64, 1].as_slice(), false, values.kind()); // [K]
+    (num / tokens).mean(values.kind()) * 0.5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use panacea_core::adapter::Adapter;
 use panacea_core::ObjectiveKind;
 use panacea_data::{Scorer, ScorerSpec};
 use panacea_lm::{CausalLm, Checkpointed, GenerateConfig, Generation, Llama, Sampling, Tokenizer};
-use rand::Rng;
+use rand::{Rng, RngCore};
 use tch::{Kind, Tensor};
 
 use crate::config::RolloutConfig;
@@ -273,4 +273,88 @@ fn response_log_probs_of_hidden<M: CausalLm>(
     let lp = picked - logits_f.logsumexp([-1], false); // [B, N]
     let lead = Tensor::zeros([b, prompt_len - 1], (Kind::Float, lp.device())); // [B, P − 1]
     (Tensor::cat(&[lead, lp], 1), logits) // [B, A], [B, N, V]
+}
+
+/// The sampling stream of one rank in a data-parallel rollout, so that a row samples the same
+/// tokens whichever rank holds it.
+///
+/// Generation with one stream draws, in every decoding step, one `u32` word per row in row
+/// order (rand's `f32` is one `next_u32`). A rollout of the global batch of W × b rows in one
+/// process therefore reads W·b words per step, global row g taking the g-th. This adaptor
+/// reads the same W·b words per step from the run's one stream and hands rank r the r-th run
+/// of b of them, so its row i samples with exactly the words of global row r·b + i.
+///
+/// One process stops decoding when every global row has finished; a rank stops when its own
+/// rows have. [`RankSlicedRng::catch_up`] then skips the words of the steps the other ranks
+/// still decoded (the maximum of the ranks' step counts is the one process's count, since "all
+/// finished" holds for the batch exactly when it holds on every rank), so every rank's stream
+/// ends where the one process's does and the PPO shuffle that follows draws the same order.
+pub struct RankSlicedRng<'a, R: RngCore> {
+    inner: &'a mut R,
+    rank: usize,
+    world: usize,
+    rows: usize,
+    /// This rank's words of the current step.
+    words: Vec<u32>,
+    next: usize,
+    steps: u64,
+}
+
+impl<'a, R: RngCore> RankSlicedRng<'a, R> {
+    /// Rank `rank` of `world`, each holding `rows` rows, drawing from `inner`.
+    pub fn new(inner: &'a mut R, rank: usize, world: usize, rows: usize) -> Self {
+        Self { inner, rank, world, rows, words: Vec::new(), next: 0, steps: 0 }
+    }
+
+    /// Decoding steps drawn so far (W·b words each from the shared stream).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Skips, in the shared stream `inner`, the words of the steps between this rank's count
+    /// `own_steps` and `global_steps` (the most any rank drew) in a world of `world` ranks of
+    /// `rows` rows, leaving it where a one-process rollout of the whole batch leaves it.
+    pub fn catch_up(inner: &mut R, world: usize, rows: usize, own_steps: u64, global_steps: u64) {
+        let missing = global_steps.saturating_sub(own_steps) * (world * rows) as u64;
+        for _ in 0..missing {
+            inner.next_u32();
+        }
+    }
+}
+
+impl<R: RngCore> RngCore for RankSlicedRng<'_, R> {
+    fn next_u32(&mut self) -> u32 {
+        if self.next == self.words.len() {
+            let own = self.rank * self.rows..(self.rank + 1) * self.rows;
+            self.words.clear();
+            for g in 0..self.world * self.rows {
+                let w = self.inner.next_u32();
+                if own.contains(&g) {
+                    self.words.push(w);
+                }
+            }
+            self.next = 0;
+            self.steps += 1;
+        }
+        let w = self.words[self.next];
+        self.next += 1;
+        w
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let low = u64::from(self.next_u32());
+        (u64::from(self.next_u32()) << 32) | low
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(4) {
+            let word = self.next_u32().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
 }

@@ -2,6 +2,21 @@
 //! reward sources, run folder, the loop top to bottom (draw a prompt batch, draw λ **before**
 //! generation, [`PpoTrainer::step`], log, evaluate, checkpoint), resume, stop flag, and the
 //! final comparison of the vertex preferences e_j with the base model.
+//!
+//! **Data parallel** ([`train_ppo_data_parallel`] with a [`ProcessGroup`] of W ranks, e.g.
+//! under `torchrun`): `train.batch_size` and `ppo.mini_batch_size` are per rank, so a step
+//! trains on W × batch_size prompts in minibatches of W × mini_batch_size rows. Every rank
+//! runs the same seeded streams: the cursor draws the global batch of W × batch_size prompts
+//! and rank r takes the r-th run of batch_size of them; the per-row λ are drawn for the whole
+//! global batch from the one preference stream and sliced the same way (a shared λ is drawn
+//! once). Rank 0 broadcasts the initial (or resumed) adapter and critic, the step is
+//! [`PpoTrainer::step_data_parallel`] (the whole batch's statistics and metrics; see
+//! [`crate::trainer`]), and one tiny all-reduce per step shares the stop flags. Rank 0 alone
+//! writes the run folder, metrics and checkpoints and runs the evaluations (the other ranks
+//! wait for it in the next collective); the manifest records `world_size` and `backend`, and a
+//! resume with another world size is refused. W ranks × batch b train the same adapter and
+//! critic as one process × batch W·b, up to float summation order (tested). Metrics add
+//! `time/allreduce_ms`: the step's gradient all-reduces on rank 0, waiting included.
 
 use std::path::Path;
 use std::time::Instant;
@@ -19,8 +34,10 @@ use panacea_data::{PromptSet, Split};
 use panacea_lm::generate::response_texts;
 use panacea_lm::{GenerateConfig, Llama, Pretrained, PromptTemplate, Sampling, Tokenizer};
 use panacea_run::{
-    sha256_file, Checkpoint, Event, Manifest, Observer, RunDir, RunOptions, Trained, CONFIG_FILE,
+    latest_checkpoint, sha256_file, Checkpoint, Event, Manifest, Observer, RunDir, RunOptions,
+    Trained, CONFIG_FILE,
 };
+use panacea_shim::dist::{ProcessGroup, ReduceOp};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use tch::{nn, Kind, Tensor};
@@ -57,14 +74,39 @@ pub fn train_ppo(
     opts: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<Trained, RlhfError> {
+    train_ppo_data_parallel(cfg, opts, observer, None)
+}
+
+/// [`train_ppo`] as one rank of the data-parallel `group` (see the module docs; `None` is
+/// [`train_ppo`]). Every rank calls it with the same `cfg` and `opts`. On ranks other than 0
+/// the returned [`Trained`] names rank 0's run folder and no checkpoint (they write none). A
+/// rank that fails makes the others fail at their next collective, within the group's
+/// timeout.
+pub fn train_ppo_data_parallel(
+    cfg: &TrainPpoConfig,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+    group: Option<&ProcessGroup>,
+) -> Result<Trained, RlhfError> {
     if cfg.threads > 0 {
         tch::set_num_threads(cfg.threads as i32);
     }
-    let device = cfg.device.resolve()?;
-    // A resume is checked (lock, job, config changes) before anything heavy is loaded.
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world_size()));
+    let main = rank == 0;
+    let device = match group {
+        Some(g) => g.device_for(cfg.device.resolve()?),
+        None => cfg.device.resolve()?,
+    };
+    // A resume is checked (world size, lock, job, config changes) before anything heavy is
+    // loaded; every rank checks the world size, rank 0 the rest.
+    if let Some(dir) = &opts.resume {
+        if let Ok(m) = Manifest::read(dir) {
+            m.check_world_size(dir, world)?;
+        }
+    }
     let resumed = match &opts.resume {
-        Some(dir) => Some(resume_run(dir, cfg, &opts.command)?),
-        None => None,
+        Some(dir) if main => Some(resume_run(dir, cfg, &opts.command)?),
+        _ => None,
     };
     observer.on_event(&Event::Message(&format!(
         "running on {device:?}, dtype {}, seed {}",
@@ -107,8 +149,57 @@ pub fn train_ppo(
         BaseModelId { name: cfg.model.clone(), hash: base_hash.clone() },
     )?;
     let n_train = train_prompts.len();
-    let (mut run, start, mut cursor) = match resumed {
-        Some((run, ckpt)) => {
+    let batch_size = cfg.train.batch_size;
+    let global_batch = batch_size * world;
+    if world > 1 && n_train < global_batch {
+        return Err(RlhfError::Invalid {
+            what: "prompts".into(),
+            reason: format!(
+                "{n_train} train prompts cannot fill one step of {world} ranks × \
+                 train.batch_size {batch_size} (train.batch_size is per rank); hint: a smaller \
+                 batch or fewer ranks"
+            ),
+        });
+    }
+    // Rank 0 opens the run folder (resumed or new); the other ranks learn its path and, on a
+    // resume, which checkpoint it continues from.
+    let (mut run, mut resume_from) = match resumed {
+        Some((run, ckpt)) => (Some(run), Some(ckpt)),
+        None if main => {
+            let name = opts.name.as_deref().unwrap_or("train-ppo");
+            let run = RunDir::create(&opts.runs_dir, name, &to_yaml(cfg)?, &opts.command)?;
+            let mut manifest = Manifest::now(PPO_JOB, format!("{device:?}"), cfg.seed);
+            manifest.world_size = world;
+            manifest.backend = group.map(|g| g.backend().name().to_owned());
+            manifest.data_hashes.push(("base model weights".to_owned(), base_hash));
+            manifest.data_hashes.extend(data_hashes.iter().cloned());
+            run.write_manifest(&manifest)?;
+            (Some(run), None)
+        }
+        None => (None, None),
+    };
+    let mut run_path = run.as_ref().map(|r| r.path().to_owned()).unwrap_or_default();
+    if let Some(g) = group {
+        let path = run_path.to_string_lossy().into_owned();
+        run_path = std::path::PathBuf::from(
+            String::from_utf8_lossy(&g.broadcast_bytes(path.as_bytes(), 0)?).into_owned(),
+        );
+        let step = resume_from.as_ref().map_or(String::new(), |c| c.step.to_string());
+        let step = String::from_utf8_lossy(&g.broadcast_bytes(step.as_bytes(), 0)?).into_owned();
+        if !main && !step.is_empty() {
+            let ckpt = latest_checkpoint(&run_path)?.filter(|c| c.step.to_string() == step);
+            resume_from = Some(ckpt.ok_or_else(|| RlhfError::Invalid {
+                what: format!("rank {rank}"),
+                reason: format!(
+                    "rank 0 resumes {} from step {step}, which this rank does not find; hint: \
+                     every rank must see the same run folder",
+                    run_path.display()
+                ),
+            })?);
+        }
+    }
+    let (start, mut cursor) = match resume_from {
+        Some(ckpt) => {
             load_adapter(&ckpt.dir, &trainer.adapter_vs, &folder_cfg)?;
             trainer.restore_state(&ckpt.dir)?;
             let state: LoopState = ckpt.loop_state()?;
@@ -123,21 +214,16 @@ pub fn train_ppo(
                 });
             }
             rng = RunRng::from_state(&state.rng);
-            (run, ckpt.step, state.cursor)
+            (ckpt.step, state.cursor)
         }
-        None => {
-            let name = opts.name.as_deref().unwrap_or("train-ppo");
-            let run = RunDir::create(&opts.runs_dir, name, &to_yaml(cfg)?, &opts.command)?;
-            let mut manifest = Manifest::now(PPO_JOB, format!("{device:?}"), cfg.seed);
-            manifest.data_hashes.push(("base model weights".to_owned(), base_hash));
-            manifest.data_hashes.extend(data_hashes.iter().cloned());
-            run.write_manifest(&manifest)?;
-            (run, 0, PromptCursor::new(n_train))
-        }
+        None => (0, PromptCursor::new(n_train)),
     };
+    if let Some(g) = group {
+        trainer.broadcast_parameters(g)?;
+    }
     observer.on_event(&Event::Started {
         job: PPO_JOB,
-        run_dir: run.path(),
+        run_dir: &run_path,
         start_step: start,
         total_steps: cfg.train.steps,
     });
@@ -145,7 +231,6 @@ pub fn train_ppo(
     // The loop.
     let names = cfg.objective_names();
     let max_new = cfg.rollout.max_new_tokens;
-    let batch_size = cfg.train.batch_size;
     let save = |run: &RunDir,
                 trainer: &PpoTrainer,
                 step: u64,
@@ -164,7 +249,7 @@ pub fn train_ppo(
     // by the base model's vector (so values are comparable across steps and resumes).
     let hv_prompts = &eval_prompts[..eval_prompts.len().min(cfg.train.hv_prompts)];
     let hv_grid = PreferenceSampler::DasDennis { h: 2 }.grid(k)?;
-    let hv_reference: Option<Vec<f64>> = if cfg.train.eval_every > 0 {
+    let hv_reference: Option<Vec<f64>> = if cfg.train.eval_every > 0 && main {
         observer.on_event(&Event::Phase("evaluating the base model for the hypervolume reference"));
         let base = evaluate(&trainer, hv_prompts, None, max_new, batch_size)?;
         Some(base.iter().map(|x| x - 1.0).collect())
@@ -174,26 +259,38 @@ pub fn train_ppo(
     let mut last_checkpoint = None;
     for step in start + 1..=cfg.train.steps {
         let t0 = Instant::now();
-        let batch = cursor.next_batch(&train_prompts, batch_size, &mut rng.data);
-        // λ is drawn before generation and fixed for the whole step (per row when configured).
+        // The global batch, the same on every rank; this rank's shard of it.
+        let global = cursor.next_batch(&train_prompts, global_batch, &mut rng.data);
+        let shard = rank * batch_size..(rank + 1) * batch_size;
+        let batch = PromptBatch {
+            prompts: global.prompts[shard.clone()].to_vec(),
+            ids: global.ids[shard.clone()].to_vec(),
+        };
+        // λ is drawn before generation and fixed for the whole step (per row when configured,
+        // for the whole global batch).
         let prefs = if cfg.train.preference_per_row {
-            cfg.preference.sample_rows(k, batch.len(), &mut rng.preference)?
+            cfg.preference.sample_rows(k, global.len(), &mut rng.preference)?
         } else {
             vec![cfg.preference.sample(k, &mut rng.preference)?]
         };
         let pref = match prefs.as_slice() {
             [shared] => StepPreference::Shared(shared),
-            rows => StepPreference::PerRow(rows),
+            rows => StepPreference::PerRow(&rows[shard]),
         };
-        let m = trainer.step(&batch, pref, &mut rng)?;
+        let m = trainer.step_data_parallel(&batch, pref, &mut rng, group)?;
         let ms = t0.elapsed().as_millis();
         let scores: Vec<String> =
             names.iter().zip(&m.score_mean).map(|(n, s)| format!("{n} {s:.3}")).collect();
         let summary = format!("{} | kl {:.3}", scores.join(" "), m.kl);
         observer.on_event(&Event::Step { step, summary: &summary });
-        if step % cfg.train.log_every == 0 || step == cfg.train.steps {
+        let logging =
+            run.as_mut().filter(|_| step % cfg.train.log_every == 0 || step == cfg.train.steps);
+        if let Some(run) = logging {
             let mut json = m.to_json(&trainer.objectives);
             json["time_ms"] = serde_json::json!(ms);
+            if group.is_some() {
+                json["time/allreduce_ms"] = serde_json::json!(trainer.grad_sync_ms());
+            }
             run.log_metrics(&json)?;
             let scores: Vec<String> = names
                 .iter()
@@ -210,7 +307,8 @@ pub fn train_ppo(
                 m.response_len
             )));
         }
-        if let Some(reference) = hv_reference.as_ref().filter(|_| step % cfg.train.eval_every == 0)
+        if let (Some(reference), Some(run)) =
+            (hv_reference.as_ref().filter(|_| step % cfg.train.eval_every == 0), run.as_mut())
         {
             let mut front = Vec::with_capacity(hv_grid.len());
             for pref in &hv_grid {
@@ -234,19 +332,25 @@ pub fn train_ppo(
                 fmt_vec(reference)
             )));
         }
-        let interrupted = opts.stop.is_requested();
-        if (cfg.train.save_every > 0 && step % cfg.train.save_every == 0)
+        let mut interrupted = opts.stop.is_requested();
+        if let Some(g) = group {
+            // Any rank's stop flag stops every rank after this step.
+            let mut flag = [f64::from(u8::from(interrupted))];
+            g.all_reduce_f64(&mut flag, ReduceOp::Max)?;
+            interrupted = flag[0] > 0.0;
+        }
+        let saving = (cfg.train.save_every > 0 && step % cfg.train.save_every == 0)
             || step == cfg.train.steps
-            || interrupted
-        {
-            let ckpt = save(&run, &trainer, step, &rng, &cursor)?;
+            || interrupted;
+        if let Some(run) = run.as_ref().filter(|_| saving) {
+            let ckpt = save(run, &trainer, step, &rng, &cursor)?;
             observer.on_event(&Event::Checkpoint { step, dir: &ckpt.dir });
             last_checkpoint = Some(ckpt.dir);
         }
         if interrupted {
-            observer.on_event(&Event::Finished { run_dir: run.path(), step, interrupted: true });
+            observer.on_event(&Event::Finished { run_dir: &run_path, step, interrupted: true });
             return Ok(Trained {
-                run_dir: run.path().to_owned(),
+                run_dir: run_path,
                 step,
                 checkpoint: last_checkpoint,
                 interrupted: true,
@@ -257,6 +361,12 @@ pub fn train_ppo(
     // After training: greedy responses on held-out prompts under the base model and under a
     // λ grid holding every vertex; the steering report checks each vertex against the base
     // and the other vertices with paired intervals, and measures per-λ control.
+    let step = cfg.train.steps.max(start);
+    let Some(run) = run else {
+        // Rank 0 alone evaluates and writes.
+        observer.on_event(&Event::Finished { run_dir: &run_path, step, interrupted: false });
+        return Ok(Trained { run_dir: run_path, step, checkpoint: None, interrupted: false });
+    };
     observer.on_event(&Event::Phase("final evaluation: the base model and a λ grid"));
     let eval = &eval_prompts[..eval_prompts.len().min(cfg.train.eval_prompts)];
     let steering = steering_evaluation(&trainer, eval, max_new, batch_size, cfg.seed)?;
@@ -271,7 +381,6 @@ pub fn train_ppo(
     report.insert("steering".into(), serde_json::json!(steering));
     run.write_json(FINAL_EVAL_FILE, &serde_json::Value::Object(report))?;
     observer.on_event(&Event::Message(&steering.to_text()));
-    let step = cfg.train.steps.max(start);
     observer.on_event(&Event::Finished { run_dir: run.path(), step, interrupted: false });
     let checkpoint = match last_checkpoint {
         Some(dir) => Some(dir),

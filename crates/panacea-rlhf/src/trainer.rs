@@ -7,6 +7,37 @@
 //! epoch and minibatch) reads it from there. Resampling λ after the rollout (as one public
 //! re-implementation does) would optimise experience generated under one preference as if it
 //! had been generated under another.
+//!
+//! **Data parallel** ([`PpoTrainer::step_data_parallel`] with a [`ProcessGroup`] of W ranks,
+//! each holding b rows of the global batch of W·b; global row r·b + i is row i of rank r). The
+//! step computes what one process computes on the whole batch:
+//!
+//! - the rollout samples row i of rank r with the words global row r·b + i draws in one
+//!   process ([`RankSlicedRng`]), so every row's tokens are the one process's;
+//! - one all-gather after scoring shares each row's raw utilities, λ and response length:
+//!   every rank then updates the score normaliser, the Lagrange multiplier and Tchebycheff's
+//!   batch estimate and ideal point from the whole batch, exactly as one process would;
+//! - one all-gather after the log-probs shares each row's KL and the sums that whiten the
+//!   advantages (Σ A·m and Σ m; a second small all-reduce gives Σ (A − mean)²·m), so the
+//!   whitening uses the global mean and variance;
+//! - the PPO epochs shuffle the global row order (same stream, same order as one process) and
+//!   cut it into global minibatches of W × `ppo.mini_batch_size` rows. A rank holds some of a
+//!   minibatch's rows (possibly none, possibly more than `mini_batch_size`: it runs them in
+//!   pieces of at most that many) and back-propagates its rows' share of the minibatch loss:
+//!   token sums divided by the minibatch's global token count, known from the gathered
+//!   lengths. One sum all-reduce per optimiser step of the actor's and of the critic's flat
+//!   gradient buffer then gives every rank the gradient of the whole minibatch;
+//! - the step's metrics are reduced (one all-reduce of the per-minibatch loss shares at the
+//!   end of the step) or computed from the gathered rows, so they are the one process's.
+//!
+//! Hence W ranks × b rows train the same adapter and critic as one process × W·b rows, up to
+//! float summation order (tested). One caveat on "the same tokens": a rank computes a row's
+//! logits in a batch of another shape (its own left padding, kernels chosen by batch size), so
+//! they can differ from the one process's by float rounding, and a draw that lands within that
+//! rounding of a CDF boundary picks the neighbouring token. That is rare over a trained
+//! model's peaked distributions and common over a random model's nearly uniform one (the test
+//! samples from the top 8 tokens for that reason); a flipped token makes the runs differ
+//! from then on, like any other sampling noise, and both remain correct PPO.
 
 use panacea_core::adapter::{Adapter, SvdLoraConfig};
 use panacea_core::adapter_stats::{preference_gradient_share, AdapterStats};
@@ -26,17 +57,21 @@ use tch::{nn, Kind, Tensor};
 use crate::config::PpoConfig;
 use crate::critic::MultiCritic;
 use crate::error::ensure_finite;
+use crate::experience::GlobalBatch;
 use crate::experience::{Experience, PromptBatch};
 use crate::gae::gae;
 use crate::lagrange::{weighted_advantages, Lagrangian};
 use crate::loss::{policy_loss, value_loss};
+use crate::loss::{policy_loss_share, value_loss_share};
 use crate::policy::PpoPolicy;
 use crate::rewards::{shape_rewards, ScoreNormaliser};
 use crate::rollout::{
     action_mask, generate_config, response_log_probs, response_log_probs_for_training, rollout,
-    score_all, RewardSource, RolloutView,
+    score_all, RankSlicedRng, RewardSource, RolloutView,
 };
 use crate::RlhfError;
+use panacea_shim::dist::{ProcessGroup, ReduceOp};
+use std::time::Instant;
 
 /// What the trainer is built from.
 pub struct PpoParts<M: PpoPolicy = Llama> {
@@ -212,6 +247,8 @@ pub struct PpoTrainer<M: PpoPolicy = Llama> {
     steps_done: u64,
     /// Total steps of the run.
     pub total_steps: u64,
+    /// Milliseconds the gradient all-reduces of the last data-parallel step took.
+    grad_sync_ms: f64,
 }
 
 impl<M: PpoPolicy> PpoTrainer<M> {
@@ -277,6 +314,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             gen_cfg,
             steps_done: 0,
             total_steps: parts.total_steps,
+            grad_sync_ms: 0.0,
         })
     }
 
@@ -393,8 +431,48 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         pref: StepPreference<'_>,
         rng: &mut RunRng,
     ) -> Result<PpoStepMetrics, RlhfError> {
-        let exp = self.make_experience(batch, pref, rng)?;
-        self.learn(&exp, rng)
+        self.step_data_parallel(batch, pref, rng, None)
+    }
+
+    /// [`PpoTrainer::step`] as one rank of the data-parallel `group` (module docs): `batch`
+    /// and `pref` are this rank's rows of the global batch, every rank passes the same `rng`
+    /// state, and the returned metrics are the whole batch's. `None` is [`PpoTrainer::step`].
+    pub fn step_data_parallel(
+        &mut self,
+        batch: &PromptBatch,
+        pref: StepPreference<'_>,
+        rng: &mut RunRng,
+        group: Option<&ProcessGroup>,
+    ) -> Result<PpoStepMetrics, RlhfError> {
+        let exp = self.make_experience_data_parallel(batch, pref, rng, group)?;
+        self.learn_data_parallel(&exp, rng, group)
+    }
+
+    /// Makes every rank's adapter and critic rank 0's (one broadcast per variable, in name
+    /// order), and gives every trainable variable a (zero) gradient, so that the flat gradient
+    /// buffers exist before the first all-reduce even on a rank that holds no row of the first
+    /// minibatch. Called once at the start of a data-parallel run, fresh or resumed.
+    pub fn broadcast_parameters(&mut self, group: &ProcessGroup) -> Result<(), RlhfError> {
+        for vs in [&self.adapter_vs, &self.critic.vs] {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            tch::no_grad(|| vars.iter().try_for_each(|(_, t)| group.broadcast(t, 0)))?;
+            let trainable = vs.trainable_variables();
+            if let Some(zero) =
+                trainable.iter().map(|t| t.sum(Kind::Float) * 0.0).reduce(|a, b| a + b)
+            {
+                zero.backward();
+            }
+        }
+        self.actor_opt.zero_grad();
+        self.critic.opt.zero_grad();
+        Ok(())
+    }
+
+    /// Milliseconds the gradient all-reduces of the last data-parallel step took in all
+    /// (waiting for the slowest rank included; 0 in one process).
+    pub fn grad_sync_ms(&self) -> f64 {
+        self.grad_sync_ms
     }
 
     /// The step's preference rows [B, K] (f32): one vector for every row or exactly one per
@@ -434,6 +512,19 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         pref: StepPreference<'_>,
         rng: &mut RunRng,
     ) -> Result<Experience, RlhfError> {
+        self.make_experience_data_parallel(batch, pref, rng, None)
+    }
+
+    /// [`PpoTrainer::make_experience`] as one rank of `group` (module docs): the experience
+    /// holds this rank's rows and, in [`Experience::global`], what the whole batch's
+    /// statistics need.
+    pub fn make_experience_data_parallel(
+        &mut self,
+        batch: &PromptBatch,
+        pref: StepPreference<'_>,
+        rng: &mut RunRng,
+        group: Option<&ProcessGroup>,
+    ) -> Result<Experience, RlhfError> {
         let k = self.k();
         if batch.is_empty() {
             return Err(RlhfError::Invalid { what: "prompt batch".into(), reason: "empty".into() });
@@ -446,8 +537,18 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         let pref_host = self.preference_rows(pref, batch.len())?; // [B·K] f32
         let pref_t = Tensor::from_slice(&pref_host).view([b, k as i64]).to_device(dev); // [B, K]
 
-        // 1. Rollout under On{λ}.
-        let gen = rollout(&mut self.policy, batch, &pref_t, &self.gen_cfg, &mut rng.sampling)?;
+        // 1. Rollout under On{λ}; a rank samples its rows with the whole batch's words.
+        let (gen, drawn_steps) = match group {
+            None => {
+                (rollout(&mut self.policy, batch, &pref_t, &self.gen_cfg, &mut rng.sampling)?, 0)
+            }
+            Some(g) => {
+                let mut sliced =
+                    RankSlicedRng::new(&mut rng.sampling, g.rank(), g.world_size(), batch.len());
+                let gen = rollout(&mut self.policy, batch, &pref_t, &self.gen_cfg, &mut sliced)?;
+                (gen, sliced.steps())
+            }
+        };
         let responses = match &self.tokenizer {
             Some(t) => response_texts(&gen, t).map_err(|e| RlhfError::Invalid {
                 what: "decoding responses".into(),
@@ -464,23 +565,47 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         let util = utilities(&self.objectives, &raw_t)?; // [B, K]
         let util_host: Vec<f64> = Vec::try_from(util.flatten(0, -1))?;
         let mut rows: Vec<Vec<f64>> = util_host.chunks(k).map(<[f64]>::to_vec).collect();
+        let mut global = match group {
+            None => None,
+            Some(g) => {
+                let gb = gather_rows(g, &rows, &pref_host, &act_mask, drawn_steps)?;
+                // Every rank's sampling stream ends where one process's does.
+                RankSlicedRng::catch_up(
+                    &mut rng.sampling,
+                    gb.world,
+                    batch.len(),
+                    drawn_steps,
+                    gb.decode_steps,
+                );
+                Some(gb)
+            }
+        };
+        // The batch statistics below read every row of the step: this rank's, or the whole
+        // global batch's in a data-parallel step.
+        let batch_rows: Vec<Vec<f64>> =
+            global.as_ref().map_or_else(|| rows.clone(), |g| g.utilities.clone());
         for (j, o) in self.objectives.iter().enumerate() {
-            let mean = rows.iter().map(|r| r[j]).sum::<f64>() / rows.len() as f64;
+            let mean = batch_rows.iter().map(|r| r[j]).sum::<f64>() / batch_rows.len() as f64;
             ensure_finite(step, &format!("score[{}]", o.name), mean)?;
         }
         if let (Some(lc), Some(l)) = (&self.cfg.lagrange, &mut self.lagrangian) {
             // Episode costs are cost-positive: the negated utility of the constrained objective.
-            let costs: Vec<f64> = rows.iter().map(|r| -r[lc.objective]).collect();
+            let costs: Vec<f64> = batch_rows.iter().map(|r| -r[lc.objective]).collect();
             l.update(lc, &costs);
         }
+        let mut estimate_rows = batch_rows;
         if self.cfg.ppo.normalise_scores {
-            self.normaliser.update(&rows);
+            self.normaliser.update(&estimate_rows);
             rows = self.normaliser.normalise(&rows);
+            estimate_rows = self.normaliser.normalise(&estimate_rows);
         }
-        let scaled: Vec<f32> = rows
-            .iter()
-            .flat_map(|r| r.iter().zip(&self.objectives).map(|(u, o)| (u * o.scale) as f32))
-            .collect();
+        let scaled = scale_rows(&rows, &self.objectives);
+        // Tchebycheff's batch estimate reads the whole batch's scaled utilities.
+        let estimate_scaled = if global.is_some() {
+            scale_rows(&estimate_rows, &self.objectives)
+        } else {
+            scaled.clone()
+        };
         let scores = Tensor::from_slice(&scaled).view([b, k as i64]).to_device(dev); // [B, K]
         let raw_utilities = util.to_kind(Kind::Float).to_device(dev); // [B, K]
 
@@ -498,14 +623,26 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         // 4. Per-token rewards with the KL penalty.
         let p = self.cfg.ppo.clone();
         let shaped = shape_rewards(&old_lp, &ref_lp, &act_mask, &scores, p.kl_coef, p.clip_score);
-        let kl_seq = shaped.kl.sum_dim_intlist([-1i64].as_slice(), false, Kind::Float); // [B]
-        ensure_finite(step, "kl", kl_seq.mean(Kind::Float).double_value(&[]))?;
+        if global.is_none() {
+            let kl_seq = shaped.kl.sum_dim_intlist([-1i64].as_slice(), false, Kind::Float); // [B]
+            ensure_finite(step, "kl", kl_seq.mean(Kind::Float).double_value(&[]))?;
+        }
 
         // 5. Per-objective GAE, then the single aggregation call site.
         let adv = gae(&old_values, &shaped.rewards, &act_mask, p.gamma, p.gae_lambda);
-        let mut advantages = self.aggregate_advantages(&adv.advantages, &pref_host, &scaled)?; // [B, A]
-        if p.whiten_advantages {
-            advantages = masked_whiten(&advantages, &act_mask, true); // [B, A]
+        let mut advantages =
+            self.aggregate_advantages(&adv.advantages, &pref_host, &estimate_scaled)?; // [B, A]
+        match (group, global.as_mut()) {
+            (Some(g), Some(gb)) => {
+                advantages =
+                    whiten_globally(g, gb, advantages, &act_mask, &shaped.kl, p.whiten_advantages)?;
+                let kl_mean = gb.kl.iter().sum::<f64>() / gb.kl.len() as f64;
+                ensure_finite(step, "kl", kl_mean)?;
+            }
+            _ if p.whiten_advantages => {
+                advantages = masked_whiten(&advantages, &act_mask, true); // [B, A]
+            }
+            _ => {}
         }
         Ok(Experience {
             seq: gen.ids.shallow_clone(),
@@ -523,11 +660,13 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             returns: adv.returns,
             prompt_len: gen.prompt_len,
             responses,
+            global,
         })
     }
 
-    /// adv [B, A, K], pref [B·K] and scores [B·K] (host copies, row-major; the scaled utilities the rewards were built
-    /// from) → [B, A]: Σ_i w_{r,i} A_{r,t,i} with the weights of
+    /// adv [B, A, K], pref [B·K] and scores [N·K] (host copies, row-major; the scaled
+    /// utilities the rewards were built from, of the whole batch: N = B in one process, the
+    /// global batch in a data-parallel step) → [B, A]: Σ_i w_{r,i} A_{r,t,i} with the weights of
     /// [`panacea_core::Aggregation::advantage_weights`] — λ itself (linear), or λ_{i*} on the
     /// worst dimension i* from this batch's estimate of each J_i against the ideal point
     /// (Tchebycheff; a configured `ideal`, else the running maximum of the batch estimates,
@@ -578,6 +717,29 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         exp: &Experience,
         rng: &mut RunRng,
     ) -> Result<PpoStepMetrics, RlhfError> {
+        self.learn_data_parallel(exp, rng, None)
+    }
+
+    /// [`PpoTrainer::learn`] as one rank of `group`, on experience made with the same group
+    /// (module docs). `None` is [`PpoTrainer::learn`].
+    pub fn learn_data_parallel(
+        &mut self,
+        exp: &Experience,
+        rng: &mut RunRng,
+        group: Option<&ProcessGroup>,
+    ) -> Result<PpoStepMetrics, RlhfError> {
+        match (group, &exp.global) {
+            (None, None) => {}
+            (Some(g), Some(gb)) => return self.learn_sharded(exp, gb, g, rng),
+            _ => {
+                return Err(RlhfError::Invalid {
+                    what: "PPO update".into(),
+                    reason: "experience and update disagree on data parallelism; hint: make \
+                             and learn from experience with the same process group"
+                        .into(),
+                })
+            }
+        }
         let step = self.current_step();
         let b = exp.seq.size()[0] as usize;
         let mb = self.cfg.ppo.mini_batch_size;
@@ -704,6 +866,7 @@ impl<M: PpoPolicy> PpoTrainer<M> {
         )?;
         let vertices = vertex_means(exp)?;
         self.steps_done = step;
+        self.grad_sync_ms = 0.0;
         Ok(PpoStepMetrics {
             step,
             pref,
@@ -722,6 +885,183 @@ impl<M: PpoPolicy> PpoTrainer<M> {
             preference_grad_share: sums[5] / n,
             adapter: AdapterStats::of(&self.adapter_vs, rank, self.policy_scale()),
             vertices,
+        })
+    }
+
+    /// The PPO epochs of one rank of a data-parallel step (module docs): global minibatches
+    /// of W × `mini_batch_size` rows from the global order, this rank's rows of each in
+    /// pieces of at most `mini_batch_size`, loss shares over the minibatch's global token
+    /// count, one sum all-reduce per optimiser step and buffer.
+    fn learn_sharded(
+        &mut self,
+        exp: &Experience,
+        gb: &GlobalBatch,
+        group: &ProcessGroup,
+        rng: &mut RunRng,
+    ) -> Result<PpoStepMetrics, RlhfError> {
+        let step = self.current_step();
+        let b = exp.seq.size()[0] as usize;
+        let mb = self.cfg.ppo.mini_batch_size;
+        if gb.tokens.len() != gb.world * b {
+            return Err(RlhfError::Invalid {
+                what: "data-parallel PPO update".into(),
+                reason: format!(
+                    "{} rows gathered from {} ranks, this rank holds {b}; hint: every rank must \
+                     run the same train.batch_size",
+                    gb.tokens.len(),
+                    gb.world
+                ),
+            });
+        }
+        if mb == 0 || !b.is_multiple_of(mb) {
+            return Err(RlhfError::Invalid {
+                what: "minibatching".into(),
+                reason: format!(
+                    "rollout batch {b} per rank is not a multiple of ppo.mini_batch_size {mb}; \
+                     hint: make the batch size a multiple of the minibatch size"
+                ),
+            });
+        }
+        let o = self.cfg.optim.clone();
+        let actor_lr = o.actor_lr_at(step.max(1), self.total_steps.max(step));
+        let critic_lr = o.critic_lr_at(step.max(1), self.total_steps.max(step));
+        self.actor_opt.set_lr(actor_lr);
+        self.critic.opt.set_lr(critic_lr);
+        let dev = exp.seq.device();
+        let p = self.cfg.ppo.clone();
+        let rank = self.policy_rank();
+        let (me, total) = (gb.rank, gb.world * b);
+        // Per minibatch, this rank's shares of: policy loss, value loss, clip fraction, approx
+        // KL, entropy (reduced once at the end of the step).
+        let mut shares: Vec<f64> = Vec::new();
+        let mut grad_share = 0.0;
+        let mut sync = 0.0;
+        for _epoch in 0..p.update_iters {
+            let mut order: Vec<i64> = (0..total as i64).collect();
+            order.shuffle(&mut rng.sampling);
+            for chunk in order.chunks(gb.world * mb) {
+                let tokens = chunk.iter().map(|&g| gb.tokens[g as usize]).sum::<f64>().max(1.0);
+                let own: Vec<i64> = chunk
+                    .iter()
+                    .filter(|&&g| g as usize / b == me)
+                    .map(|&g| g - (me * b) as i64)
+                    .collect();
+                let mut part = [0.0f64; 5];
+
+                // Actor: this rank's rows' share of the minibatch loss, then the sum over ranks.
+                self.actor_opt.zero_grad();
+                for piece in own.chunks(mb) {
+                    let idx = Tensor::from_slice(piece).to_device(dev);
+                    let sel = |t: &Tensor| t.index_select(0, &idx);
+                    let (seq, mask, act, pref) =
+                        (sel(&exp.seq), sel(&exp.mask), sel(&exp.act_mask), sel(&exp.pref)); // [b', T], [b', T], [b', A], [b', K]
+                    let on = Adapter::On { pref: &pref };
+                    let (lp, logits) =
+                        response_log_probs(&self.policy, &seq, &mask, on, exp.prompt_len)?; // [b', A], [b', N, V]
+                    let pl = policy_loss_share(
+                        &lp,
+                        &sel(&exp.old_lp),
+                        &sel(&exp.advantages),
+                        &act,
+                        p.clip_ratio,
+                        tokens,
+                    );
+                    pl.loss.backward();
+                    part[0] += pl.loss.double_value(&[]);
+                    part[2] += pl.clip_frac.double_value(&[]);
+                    part[3] += pl.approx_kl.double_value(&[]);
+                    part[4] += tch::no_grad(|| {
+                        let logp = logits.detach().log_softmax(-1, Kind::Float); // [b', N, V]
+                        let ent = -(logp.exp() * &logp).sum_dim_intlist(
+                            [-1i64].as_slice(),
+                            false,
+                            Kind::Float,
+                        ); // [b', N]
+                        let n = ent.size()[1];
+                        let resp_act = act.narrow(1, exp.prompt_len - 1, n); // [b', N]
+                        (ent * resp_act).sum(Kind::Double).double_value(&[]) / tokens
+                    });
+                }
+                let t0 = Instant::now();
+                for g in self.actor_opt.gradients() {
+                    group.all_reduce(&g, ReduceOp::Sum)?;
+                }
+                sync += t0.elapsed().as_secs_f64() * 1e3;
+                grad_share += preference_gradient_share(&self.adapter_vs, rank);
+                let grad_norm = self.actor_opt.clip_grad_norm(o.max_grad_norm);
+                ensure_finite(step, "policy gradient norm", grad_norm)?;
+                ensure_finite(step, "policy loss", part[0])?;
+                self.actor_opt.step();
+
+                // Critic.
+                self.critic.opt.zero_grad();
+                for piece in own.chunks(mb) {
+                    let idx = Tensor::from_slice(piece).to_device(dev);
+                    let sel = |t: &Tensor| t.index_select(0, &idx);
+                    let (seq, mask, act, pref) =
+                        (sel(&exp.seq), sel(&exp.mask), sel(&exp.act_mask), sel(&exp.pref));
+                    let v = self.critic.values(&seq, &mask, &pref); // [b', A, K]
+                    let vl = value_loss_share(
+                        &v,
+                        &sel(&exp.old_values),
+                        &sel(&exp.returns),
+                        &act,
+                        p.clip_value,
+                        tokens,
+                    );
+                    vl.backward();
+                    part[1] += vl.double_value(&[]);
+                }
+                let t0 = Instant::now();
+                for g in self.critic.opt.gradients() {
+                    group.all_reduce(&g, ReduceOp::Sum)?;
+                }
+                sync += t0.elapsed().as_secs_f64() * 1e3;
+                let grad_norm = self.critic.opt.clip_grad_norm(o.max_grad_norm);
+                ensure_finite(step, "value gradient norm", grad_norm)?;
+                ensure_finite(step, "value loss", part[1])?;
+                self.critic.opt.step();
+                shares.extend(part);
+            }
+        }
+        group.all_reduce_f64(&mut shares, ReduceOp::Sum)?;
+        let n = (shares.len() / 5).max(1) as f64;
+        let mut sums = [0.0f64; 5];
+        for mb_shares in shares.chunks(5) {
+            for (s, x) in sums.iter_mut().zip(mb_shares) {
+                *s += x;
+            }
+        }
+        let k = self.k();
+        let column_means = |rows: &[Vec<f64>]| -> Vec<f64> {
+            (0..k).map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / rows.len() as f64).collect()
+        };
+        let mut pref_used: Vec<Vec<f64>> = Vec::new();
+        for row in &gb.prefs {
+            if !pref_used.contains(row) {
+                pref_used.push(row.clone());
+            }
+        }
+        self.steps_done = step;
+        self.grad_sync_ms = sync;
+        Ok(PpoStepMetrics {
+            step,
+            pref: column_means(&gb.prefs),
+            pref_used,
+            score_mean: column_means(&gb.utilities),
+            kl: gb.kl.iter().sum::<f64>() / total as f64,
+            policy_loss: sums[0] / n,
+            value_loss: sums[1] / n,
+            clip_frac: sums[2] / n,
+            approx_kl: sums[3] / n,
+            entropy: sums[4] / n,
+            response_len: gb.tokens.iter().sum::<f64>() / total as f64,
+            actor_lr,
+            critic_lr,
+            lagrange_mu: self.lagrangian.as_ref().map(Lagrangian::mu),
+            preference_grad_share: grad_share / n,
+            adapter: AdapterStats::of(&self.adapter_vs, rank, self.policy_scale()),
+            vertices: vertex_means_of(&gb.prefs, &gb.utilities, &gb.kl),
         })
     }
 
@@ -747,6 +1087,15 @@ fn vertex_means(exp: &Experience) -> Result<Vec<(usize, Vec<f64>, f64)>, RlhfErr
     let kl: Vec<f64> = Vec::try_from(
         exp.kl.sum_dim_intlist([-1i64].as_slice(), false, Kind::Double).to_device(tch::Device::Cpu),
     )?;
+    Ok(vertex_means_of(&prefs, &utils, &kl))
+}
+
+/// [`vertex_means`] of host rows: λ [N][K], raw utilities [N][K], sequence KL [N].
+fn vertex_means_of(
+    prefs: &[Vec<f64>],
+    utils: &[Vec<f64>],
+    kl: &[f64],
+) -> Vec<(usize, Vec<f64>, f64)> {
     let k = prefs.first().map_or(0, Vec::len);
     let mut out = Vec::new();
     for i in 0..k {
@@ -761,5 +1110,78 @@ fn vertex_means(exp: &Experience) -> Result<Vec<(usize, Vec<f64>, f64)>, RlhfErr
             (0..k).map(|j| rows.iter().map(|&r| utils[r][j]).sum::<f64>() / n).collect();
         out.push((i, mean, rows.iter().map(|&r| kl[r]).sum::<f64>() / n));
     }
-    Ok(out)
+    out
+}
+
+/// Utilities [N][K] → the scaled scores the rewards are built from, row-major f32 [N·K].
+fn scale_rows(rows: &[Vec<f64>], objectives: &[Objective]) -> Vec<f32> {
+    rows.iter().flat_map(|r| r.iter().zip(objectives).map(|(u, o)| (u * o.scale) as f32)).collect()
+}
+
+/// The first all-gather of a data-parallel step: every rank's decoding steps and, per row,
+/// its raw utilities [K], λ [K] and response tokens, assembled in global row order.
+fn gather_rows(
+    group: &ProcessGroup,
+    utilities: &[Vec<f64>],
+    pref: &[f32],
+    act_mask: &Tensor,
+    decode_steps: u64,
+) -> Result<GlobalBatch, RlhfError> {
+    let k = utilities.first().map_or(0, Vec::len);
+    let tokens: Vec<f64> = Vec::try_from(
+        act_mask
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
+            .to_device(tch::Device::Cpu),
+    )?; // [B]
+    let mut mine = vec![decode_steps as f64];
+    for (i, u) in utilities.iter().enumerate() {
+        mine.extend(u);
+        mine.extend(pref[i * k..(i + 1) * k].iter().map(|&x| f64::from(x)));
+        mine.push(tokens[i]);
+    }
+    let all = group.all_gather_f64(&mine)?;
+    let mut gb =
+        GlobalBatch { rank: group.rank(), world: group.world_size(), ..Default::default() };
+    for theirs in &all {
+        gb.decode_steps = gb.decode_steps.max(theirs[0] as u64);
+        for row in theirs[1..].chunks(2 * k + 1) {
+            gb.utilities.push(row[..k].to_vec());
+            gb.prefs.push(row[k..2 * k].to_vec());
+            gb.tokens.push(row[2 * k]);
+        }
+    }
+    Ok(gb)
+}
+
+/// The second all-gather of a data-parallel step: each row's sequence KL into `gb.kl`, and,
+/// when `whiten`, the advantages [B, A] whitened with the whole batch's masked mean and
+/// population variance (as [`masked_whiten`] on the global batch).
+fn whiten_globally(
+    group: &ProcessGroup,
+    gb: &mut GlobalBatch,
+    advantages: Tensor,
+    act_mask: &Tensor,
+    kl: &Tensor,
+    whiten: bool,
+) -> Result<Tensor, RlhfError> {
+    let m = act_mask.to_kind(Kind::Float); // [B, A]
+    let x = advantages.to_kind(Kind::Float); // [B, A]
+    let kl_rows: Vec<f64> = Vec::try_from(
+        kl.sum_dim_intlist([-1i64].as_slice(), false, Kind::Double).to_device(tch::Device::Cpu),
+    )?; // [B]
+    let mut mine =
+        vec![(&x * &m).sum(Kind::Double).double_value(&[]), m.sum(Kind::Double).double_value(&[])];
+    mine.extend(&kl_rows);
+    let all = group.all_gather_f64(&mine)?;
+    let (sum, count) = all.iter().fold((0.0, 0.0), |(s, c), v| (s + v[0], c + v[1]));
+    gb.kl = all.iter().flat_map(|v| v[2..].iter().copied()).collect();
+    if !whiten {
+        return Ok(advantages);
+    }
+    let count = count.max(1.0);
+    let centred = (&x - sum / count) * &m; // [B, A]
+    let mut sq = [centred.square().sum(Kind::Double).double_value(&[])];
+    group.all_reduce_f64(&mut sq, ReduceOp::Sum)?;
+    let var = sq[0] / count;
+    Ok(centred * (var + 1e-8).sqrt().recip() * m) // [B, A]
 }

@@ -15,7 +15,7 @@ use tch::{nn, Kind, Tensor};
 
 /// The workspace root, when the SmolLM2 tokenizer is in the model cache; otherwise says the
 /// test is skipped and returns None.
-fn workspace_with_smollm2() -> Option<PathBuf> {
+pub(crate) fn workspace_with_smollm2() -> Option<PathBuf> {
     if panacea_lm::resolve_model("smollm2-135m").is_err() {
         eprintln!(
             "skipped: smollm2-135m is not in the model cache (`cargo xtask test` fetches it)"
@@ -27,14 +27,14 @@ fn workspace_with_smollm2() -> Option<PathBuf> {
 }
 
 /// A fresh scratch folder for one test.
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("panacea-rlhf-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch folder");
     dir
 }
 
-fn tiny_ppo(root: &Path, set: &[&str]) -> TrainPpoConfig {
+pub(crate) fn tiny_ppo(root: &Path, set: &[&str]) -> TrainPpoConfig {
     let mut sets: Vec<String> = set.iter().map(|s| s.to_string()).collect();
     sets.push("device=cpu".into());
     load_config(&root.join("configs/tiny/ppo.yaml"), &sets).expect("tiny PPO config")

@@ -2,6 +2,7 @@
 //! on 2-core machines). One module per topic.
 
 mod configs;
+mod data_parallel;
 mod jobs;
 mod model_folder;
 mod ppo;
