@@ -45,7 +45,8 @@ pub struct FrontConfig {
     pub samples_per_prompt: usize,
     /// Decoding settings.
     pub generation: GenerationConfig,
-    /// Rows (λ × prompt × sample) per generation batch, ≥ 1. Changes speed, never results.
+    /// Rows (λ × prompt × sample) per generation batch, ≥ 1. Changes speed; results only in
+    /// the last bits (see `sample.rs`, "Common random numbers").
     pub batch_size: usize,
     /// Percentile bootstrap over prompts.
     #[serde(default)]

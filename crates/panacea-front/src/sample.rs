@@ -3,8 +3,11 @@
 //!
 //! Common random numbers: row (prompt p, sample s) samples its tokens from its own ChaCha12
 //! stream, derived from (seed, p, s) alone ([`row_rng`]). So the same row draws the same
-//! uniforms in every method, at every λ and in any batch — batch size and order change speed,
-//! never results — and differences between methods come from the models, not from sampling.
+//! uniforms in every method, at every λ and in any batch, and differences between methods come
+//! from the models, not from sampling. Batch size and order change speed, and results only
+//! through the last bits of batched matrix products: a draw that falls within ~1e-7 of a
+//! boundary of the token CDF can then pick the neighbouring token, which is rare with a peaked
+//! distribution (top-p/top-k) and not rare with a near-uniform one.
 
 use panacea_core::PreferenceVector;
 use panacea_data::Scorer;

@@ -7,6 +7,15 @@ use panacea_run::Silent;
 
 use crate::support::{random_adapter, temp_dir, tiny_base, tiny_eval_config};
 
+/// Candidates per sampling step in these tests. The tiny random model's next-token distribution
+/// is nearly uniform over 49k tokens, so neighbouring boundaries of its CDF lie ~2e-5 apart, and
+/// the last-bit differences between a batched and an unbatched GEMM (MKL's sums depend on the
+/// shape and on buffer alignment, which other tests running in the same process shift) moved a
+/// draw across one in about one run of seven. With eight candidates the boundaries are ~0.1
+/// apart, so a changed draw can only come from a changed uniform, which is what these tests are
+/// about.
+const TOP_K: i64 = 8;
+
 /// The same model and λ give each row the same sampled response in two different batch orders
 /// and sizes: rows (0, 1, 2) in one batch, and rows (2, 0) then (1) alone, each row with its
 /// own stream from `row_rng(seed, prompt, sample)`.
@@ -19,7 +28,8 @@ fn per_row_streams_make_responses_independent_of_batch_order_and_size() {
     let prompts: Vec<String> =
         ["Hello there", "Write a haiku about rain.", "What is 2 + 2?"].map(String::from).to_vec();
     let gen = GenerateConfig {
-        sampling: Sampling::Sample { temperature: 1.0, top_k: None, top_p: None },
+        // Eight candidates per step: see `TOP_K`.
+        sampling: Sampling::Sample { temperature: 1.0, top_k: Some(TOP_K), top_p: None },
         ..GenerateConfig::greedy(&base.tokenizer, 12)
     };
     let pref = PreferenceVector::new(vec![0.3, 0.7]).expect("λ");
@@ -67,6 +77,7 @@ fn evaluation_is_identical_for_every_batch_size() {
             "generation.max_new_tokens=6",
             "generation.temperature=1.0",
             "generation.top_p=null",
+            &format!("generation.top_k={TOP_K}"),
             &format!("batch_size={batch_size}"),
         ]);
         let prompts = cfg.load_prompts().expect("prompts");
