@@ -3,6 +3,11 @@
 //! Order: the `LIBTORCH` environment variable; the cache's finished install; else a fresh
 //! Python venv in the cache with `pip install torch==2.11.0`. The install writes its `READY`
 //! marker last (atomically), so an interrupted install is simply resumed by the next call.
+//!
+//! The cache's venv also gets NVIDIA's CCCL headers ([`CCCL_REQUIREMENT`]) when its torch has
+//! CUDA: c10d's NCCL process group includes CUDA 13 headers that include CCCL's `nv/target`,
+//! which the torch wheel does not ship. With them panacea-shim compiles NCCL in; without them
+//! it builds anyway and reports "built without NCCL" at run time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -90,12 +95,91 @@ pub(crate) fn find() -> Result<Option<Libtorch>> {
     }
 }
 
-/// Finds libtorch, installing it into the cache when absent.
+/// Finds libtorch, installing it into the cache when absent; a cache install also gets the
+/// CCCL headers ([`ensure_cccl`]). Failing that is only a warning here, since everything builds
+/// without NCCL (offline with a cached torch, say); `cargo xtask setup` makes it an error.
 pub(crate) fn ensure() -> Result<Libtorch> {
-    if let Some(lt) = find()? {
-        return Ok(lt);
+    let lt = match find()? {
+        Some(lt) => lt,
+        None => install(&cache_dir()?)?,
+    };
+    if let Err(e) = ensure_cccl(&lt) {
+        eprintln!("xtask: warning: {e:#}; panacea-shim will build without NCCL");
     }
-    install(&cache_dir()?)
+    Ok(lt)
+}
+
+/// The PyPI package with CCCL's headers (`nv/target`, CUB, Thrust) for CUDA 13.0, the CUDA of
+/// torch 2.11.0's wheel. It installs them under `site-packages/nvidia/cu13/include/cccl`.
+pub(crate) const CCCL_REQUIREMENT: &str = "nvidia-cuda-cccl==13.0.*";
+
+/// Where panacea-shim's build script looks for CCCL's `nv/target` header, relative to the
+/// site-packages folder that holds torch (keep the two lists in step).
+pub(crate) const CCCL_INCLUDE_DIRS: &[&str] = &["nvidia/cu13/include/cccl", "nvidia/cu13/include"];
+
+/// Whether CCCL's headers sit beside `lt` (in the same site-packages).
+pub(crate) fn cccl_present(lt: &Libtorch) -> bool {
+    let Some(site_packages) = lt.root.parent() else { return false };
+    CCCL_INCLUDE_DIRS.iter().any(|dir| site_packages.join(dir).join("nv/target").is_file())
+}
+
+/// For `cargo xtask setup`: an error when [`ensure`] left the cache venv of a CUDA torch without
+/// the CCCL headers (its warning above says why), so that set-up does not pass half done.
+pub(crate) fn check_cccl(lt: &Libtorch) -> Result<()> {
+    let needed = lt.source == Source::Cache && lt.lib_dir().join("libtorch_cuda.so").exists();
+    ensure!(
+        !needed || cccl_present(lt),
+        "the CCCL headers ({CCCL_REQUIREMENT}) are missing from the cache venv, so panacea-shim \
+         would build without NCCL; hint: fix the pip error above and rerun `cargo xtask setup`"
+    );
+    Ok(())
+}
+
+/// Installs [`CCCL_REQUIREMENT`] into the cache's venv when its torch has CUDA and the headers
+/// are not there yet. Idempotent: once the header exists, pip is not run at all, so this works
+/// offline and costs a file check (an already-satisfied `pip install` also exits 0, but only
+/// after starting Python and pip, ~15 s on the 2-core machine). A `LIBTORCH` install is the
+/// user's: it is never changed, only reported on.
+pub(crate) fn ensure_cccl(lt: &Libtorch) -> Result<()> {
+    // A CPU-only torch has no libtorch_cuda, so NCCL cannot be compiled in whatever headers exist.
+    if cccl_present(lt) || !lt.lib_dir().join("libtorch_cuda.so").exists() {
+        return Ok(());
+    }
+    if lt.source == Source::Env {
+        eprintln!(
+            "xtask: note: LIBTORCH has CUDA but no CCCL headers beside it, so panacea-shim builds \
+             without NCCL (hint: `pip install '{CCCL_REQUIREMENT}'` into the Python that holds \
+             {}, or unset LIBTORCH to use the project's cache)",
+            lt.root.display()
+        );
+        return Ok(());
+    }
+    let python = cache_dir()?.join("venv").join("bin").join("python");
+    eprintln!("xtask: installing {CCCL_REQUIREMENT} (CCCL headers for NCCL, about 17 MB) into the cache venv");
+    // pip's progress goes to stderr, so that `cargo xtask env` keeps a clean stdout.
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
+        .arg(CCCL_REQUIREMENT)
+        .stdout(std::io::stderr())
+        .status()
+        .with_context(|| format!("running pip of {}", python.display()))?;
+    ensure!(
+        status.success(),
+        "pip install '{CCCL_REQUIREMENT}' into {} failed (see its output above); hint: check \
+         that PyPI is reachable, or install it by hand with `{} -m pip install \
+         '{CCCL_REQUIREMENT}'`",
+        python.display(),
+        python.display()
+    );
+    ensure!(
+        cccl_present(lt),
+        "{CCCL_REQUIREMENT} installed, but no nv/target header appeared under {} in {} \
+         (hint: the package's layout changed; update CCCL_INCLUDE_DIRS here and in \
+         crates/panacea-shim/build.rs)",
+        CCCL_INCLUDE_DIRS.join(" or "),
+        lt.root.parent().unwrap_or(&lt.root).display()
+    );
+    Ok(())
 }
 
 fn from_dir(root: &Path, source: Source) -> Result<Libtorch> {

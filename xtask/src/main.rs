@@ -18,7 +18,8 @@ const HELP: &str = "\
 cargo xtask <command> [args]
 
 Commands:
-  setup          find libtorch 2.11.0 or install it into the cache (a Python venv), and the
+  setup          find libtorch 2.11.0 or install it into the cache (a Python venv, with
+                 nvidia-cuda-cccl's headers, which panacea-shim's NCCL group needs), and the
                  test tools' venv (the `openai` client, for panacea-serve's protocol test)
   doctor         report libtorch, CUDA, threads and cache folders; non-zero on a problem
   test [args]    set-up, then every test of the workspace (extra args go to cargo test)
@@ -62,6 +63,8 @@ fn real_main() -> Result<ExitCode> {
     match command.as_str() {
         "setup" => {
             let lt = libtorch::ensure()?;
+            // A failed CCCL install is only a warning in `ensure`; set-up must not pass with it.
+            libtorch::check_cccl(&lt)?;
             eprintln!("libtorch {} ready at {}", lt.version, lt.root.display());
             python_tools::ensure()?;
             Ok(ExitCode::SUCCESS)

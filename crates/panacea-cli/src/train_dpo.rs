@@ -69,9 +69,14 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
     opts.resume = args.resume.clone();
     opts.stop = install_stop_flag()?;
     // Under torchrun or srun (RANK, WORLD_SIZE, ... set) this process is one rank of a
-    // data-parallel run; otherwise `None`, the single-process path.
-    let group = ProcessGroup::from_env().context("joining the data-parallel process group")?;
-    let mut progress = ProgressObserver::new().measuring_memory_on(cfg.device.resolve()?);
+    // data-parallel run; otherwise `None`, the single-process path. The device picks the
+    // backend (NCCL for CUDA, Gloo for the CPU) unless PANACEA_DIST_BACKEND names one.
+    let device = cfg.device.resolve()?;
+    let group =
+        ProcessGroup::from_env_for(device).context("joining the data-parallel process group")?;
+    // Rank 0 reports memory, on its own device (cuda:LOCAL_RANK under a group).
+    let rank_device = group.as_ref().map_or(device, |g| g.device_for(device));
+    let mut progress = ProgressObserver::new().measuring_memory_on(rank_device);
     let mut silent = Silent;
     // Rank 0 shows progress; the others would repeat it.
     let observer: &mut dyn Observer = match &group {

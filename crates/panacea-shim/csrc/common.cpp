@@ -35,6 +35,15 @@ int panacea_shim_built_with_cuda() {
 #endif
 }
 
+// 1 when c10d's NCCL group (dist_nccl.cpp) was compiled in.
+int panacea_shim_built_with_nccl() {
+#ifdef PANACEA_SHIM_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 // The libtorch version the shim was compiled against, as major*10000 + minor*100 + patch.
 int panacea_shim_torch_version() {
   return TORCH_VERSION_MAJOR * 10000 + TORCH_VERSION_MINOR * 100 + TORCH_VERSION_PATCH;

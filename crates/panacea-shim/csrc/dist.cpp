@@ -1,8 +1,9 @@
 // c10d, PyTorch's distributed engine: a TCPStore rendezvous and a Gloo process group, with
-// the few collectives the trainers need. Every collective runs synchronously (wait with the
+// the few collectives the trainers need (they work on any c10d backend: the NCCL group of
+// dist_nccl.cpp uses them too). Every collective runs synchronously (wait with the
 // group's timeout) and fails with a message naming this rank; a peer that died shows up as a
 // closed connection or as the timeout, never as a hang.
-#include "shim.h"
+#include "dist.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -13,15 +14,29 @@
 #include <string>
 #include <vector>
 
+namespace panacea_shim::dist {
+
+c10::intrusive_ptr<c10d::Store> connect_store(const char* addr, int port, int rank, int world,
+                                              bool store_is_served,
+                                              std::chrono::milliseconds timeout,
+                                              const char* prefix) {
+  TORCH_CHECK(world >= 1 && rank >= 0 && rank < world, "rank ", rank,
+              " is outside a world of size ", world);
+  TORCH_CHECK(port > 0 && port < 65536, "port ", port, " is outside 1..65535");
+  c10d::TCPStoreOptions opts;
+  opts.port = static_cast<std::uint16_t>(port);
+  opts.isServer = rank == 0 && !store_is_served;
+  opts.numWorkers = world;
+  opts.timeout = timeout;
+  auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(addr), opts);
+  return c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);
+}
+
+}  // namespace panacea_shim::dist
+
 namespace {
 
-struct Group {
-  c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::Backend> backend;
-  int rank;
-  int world;
-  std::chrono::milliseconds timeout;
-};
+using panacea_shim::dist::Group;
 
 // Waits for `work` and turns its failure into an exception naming the rank and collective.
 void finish(const Group& g, const char* what, const c10::intrusive_ptr<c10d::Work>& work) {
@@ -43,18 +58,8 @@ void finish(const Group& g, const char* what, const c10::intrusive_ptr<c10d::Wor
 
 Group* new_gloo(const char* addr, int port, int rank, int world, bool store_is_served,
                 std::chrono::milliseconds timeout) {
-  TORCH_CHECK(world >= 1 && rank >= 0 && rank < world, "rank ", rank,
-              " is outside a world of size ", world);
-  TORCH_CHECK(port > 0 && port < 65536, "port ", port, " is outside 1..65535");
-  c10d::TCPStoreOptions opts;
-  opts.port = static_cast<std::uint16_t>(port);
-  opts.isServer = rank == 0 && !store_is_served;
-  opts.numWorkers = world;
-  opts.timeout = timeout;
-  auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(addr), opts);
-  // A prefix keeps our keys apart from the launcher's own in a shared (agent) store.
-  c10::intrusive_ptr<c10d::Store> store =
-      c10::make_intrusive<c10d::PrefixStore>("panacea/gloo", tcp);
+  auto store = panacea_shim::dist::connect_store(addr, port, rank, world, store_is_served,
+                                                timeout, "panacea/gloo");
 
   auto gloo_opts = c10d::ProcessGroupGloo::Options::create(timeout);
   const char* iface = std::getenv("GLOO_SOCKET_IFNAME");
@@ -64,7 +69,7 @@ Group* new_gloo(const char* addr, int port, int rank, int world, bool store_is_s
     gloo_opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   }
   auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gloo_opts);
-  return new Group{store, pg, rank, world, timeout};
+  return new Group{store, pg, rank, world, timeout, std::nullopt};
 }
 
 void all_reduce(Group& g, at::Tensor& tensor, int op) {
@@ -119,6 +124,11 @@ void all_gather(Group& g, const at::Tensor& input, at::Tensor& output) {
 void barrier(Group& g) {
   c10d::BarrierOptions opts;
   opts.timeout = g.timeout;
+  // NCCL's barrier is an all-reduce on some GPU; without a device it guesses one from the
+  // rank, which is wrong for every rank but the first on a machine.
+  if (g.device) {
+    opts.device_ids = {g.device->index()};
+  }
   finish(g, "barrier", g.backend->barrier(opts));
 }
 

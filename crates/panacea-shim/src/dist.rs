@@ -1,5 +1,6 @@
 //! Data-parallel training on c10d, PyTorch's distributed engine: a `TCPStore` rendezvous and a
-//! Gloo process group (`csrc/dist.cpp`), launched the way every PyTorch job is.
+//! Gloo (`csrc/dist.cpp`) or NCCL (`csrc/dist_nccl.cpp`) process group, launched the way every
+//! PyTorch job is.
 //!
 //! **Launch.** [`DistEnv::from_env`] reads the launcher's variables:
 //!
@@ -12,19 +13,35 @@
 //! | `MASTER_PORT` | port of the store | 29500 (c10d's default) |
 //! | `TORCHELASTIC_USE_AGENT_STORE` | `True` under torchrun: its agent already serves the store, so every rank connects as a client | — |
 //! | `PANACEA_DIST_TIMEOUT_S` | seconds a rendezvous or collective may wait (default 1800, c10d's) | — |
+//! | `PANACEA_DIST_BACKEND` | `gloo` or `nccl`: overrides the backend picked from the device (see **Backend**); set, it makes a world of one a group too | — |
 //! | `GLOO_SOCKET_IFNAME` | network interface Gloo binds (default: the host name's address) | — |
 //!
 //! The torchrun names win when `WORLD_SIZE` is set; otherwise the Slurm names apply when
 //! `SLURM_NTASKS` and `SLURM_PROCID` are set (start one task per process with `srun`). No
 //! variables, or a world of one, is `None`: today's single-process path, no store, no sockets.
+//! The one exception is a world of one with `PANACEA_DIST_BACKEND` set, which joins a group of
+//! one, so that a backend can be exercised on a single GPU.
 //!
 //! **Collectives** are synchronous and bounded by the timeout. A peer that dies closes its
 //! sockets, so the others fail at their next collective (or when the timeout passes) with an
 //! error naming their rank and the world size; nothing hangs.
 //!
-//! **Backend.** Gloo. PyTorch documents Gloo's all-reduce and broadcast for CUDA tensors too
-//! (not yet exercised here: no GPU in the tests). NCCL is not compiled in yet: its headers need
-//! CCCL's, which the torch wheel does not ship.
+//! **Backend.** [`ProcessGroup::from_env_for`] picks it from the run's device, as PyTorch's
+//! `init_process_group` does: NCCL for a CUDA device, Gloo for the CPU. `PANACEA_DIST_BACKEND`
+//! overrides the choice (Gloo also reduces CUDA tensors, through host copies). Under NCCL every
+//! rank runs on `cuda:LOCAL_RANK` (one GPU per rank: NCCL refuses two ranks on one GPU) and
+//! every tensor handed to a collective must live there; the host-value helpers
+//! ([`ProcessGroup::all_reduce_f64`], [`ProcessGroup::all_gather_f64`],
+//! [`ProcessGroup::broadcast_bytes`]) move their values to the group's device and back.
+//! NCCL is compiled in only when the build found NCCL's header (shipped in the torch wheel) and
+//! CCCL's (`nv/target`, PyPI `nvidia-cuda-cccl`, which `cargo xtask setup` installs into the
+//! project's torch venv); [`crate::built_with_nccl`] says whether it was. Asking for NCCL where
+//! it cannot run (a CPU device, a build without it, no visible GPU, `LOCAL_RANK` beyond the
+//! GPUs) is [`DistError::BackendUnavailable`], naming the reason, before any connection is made.
+//! Timeouts are the same under both: every collective waits at most the timeout; under NCCL
+//! PyTorch's watchdog also aborts a collective that runs past it (and, by c10d's default
+//! `TORCH_NCCL_ASYNC_ERROR_HANDLING`, ends the process), so a dead peer still means an exit
+//! within the timeout, not a hang.
 
 use std::ffi::{c_void, CString};
 use std::time::Duration;
@@ -58,21 +75,47 @@ pub enum DistError {
     /// A value handed to a collective does not fit it.
     #[error("{0}")]
     Usage(String),
+    /// The backend asked for cannot run in this process.
+    #[error("the {} backend cannot run here: {reason}", backend.name())]
+    BackendUnavailable {
+        /// The backend.
+        backend: Backend,
+        /// Why not, with a hint.
+        reason: String,
+    },
 }
 
 /// The collective backend of a [`ProcessGroup`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// Gloo over TCP.
+    /// Gloo over TCP; host tensors (and CUDA tensors through host copies).
     Gloo,
+    /// NVIDIA's NCCL; tensors on the rank's CUDA device.
+    Nccl,
 }
 
 impl Backend {
-    /// The name PyTorch uses (`gloo`), as recorded in run manifests.
+    /// The name PyTorch uses (`gloo`, `nccl`), as recorded in run manifests and read from
+    /// `PANACEA_DIST_BACKEND`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Gloo => "gloo",
+            Self::Nccl => "nccl",
         }
+    }
+
+    /// PyTorch's choice for a device: NCCL for CUDA, Gloo otherwise.
+    pub fn default_for(device: Device) -> Self {
+        match device {
+            Device::Cuda(_) => Self::Nccl,
+            _ => Self::Gloo,
+        }
+    }
+
+    /// Reads a backend name as [`Backend::name`] writes it (case and surrounding spaces
+    /// ignored); `None` for any other text.
+    pub fn from_name(text: &str) -> Option<Self> {
+        [Self::Gloo, Self::Nccl].into_iter().find(|b| text.trim().eq_ignore_ascii_case(b.name()))
     }
 }
 
@@ -90,7 +133,7 @@ pub enum Launcher {
 pub struct DistEnv {
     /// This process, 0..world_size.
     pub rank: usize,
-    /// Number of processes (> 1).
+    /// Number of processes (> 1, or 1 when `backend` is set).
     pub world_size: usize,
     /// This process on its machine.
     pub local_rank: usize,
@@ -105,6 +148,8 @@ pub struct DistEnv {
     pub timeout: Duration,
     /// Where the variables came from.
     pub launcher: Launcher,
+    /// The backend `PANACEA_DIST_BACKEND` asks for; `None` to pick it from the device.
+    pub backend: Option<Backend>,
 }
 
 /// The variables a launcher gives `rank` of a `world_size`-rank group on this one machine:
@@ -146,6 +191,18 @@ impl DistEnv {
     /// unset): pure parsing, for tests.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, DistError> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        // Read first, so that a typo is reported even where no group is started.
+        let backend = match get("PANACEA_DIST_BACKEND") {
+            Some(text) => Some(Backend::from_name(&text).ok_or_else(|| {
+                env_err(
+                    "PANACEA_DIST_BACKEND",
+                    &text,
+                    "not a backend; hint: `gloo` or `nccl`, or unset it to pick by device \
+                     (NCCL for CUDA, Gloo for the CPU)",
+                )
+            })?),
+            None => None,
+        };
         let (launcher, rank_var, world_var, local_var) = if get("WORLD_SIZE").is_some() {
             (Launcher::Torch, "RANK", "WORLD_SIZE", "LOCAL_RANK")
         } else if get("SLURM_NTASKS").is_some() && get("SLURM_PROCID").is_some() {
@@ -158,7 +215,8 @@ impl DistEnv {
         if world_size == 0 {
             return Err(env_err(world_var, &world_text, "a world needs at least one process"));
         }
-        if world_size == 1 {
+        // A world of one is the single-process path unless a backend was asked for by name.
+        if world_size == 1 && backend.is_none() {
             return Ok(None);
         }
         let rank_text = get(rank_var).ok_or_else(|| {
@@ -234,6 +292,7 @@ impl DistEnv {
             store_is_served,
             timeout,
             launcher,
+            backend,
         }))
     }
 }
@@ -309,6 +368,20 @@ mod ffi {
             timeout_ms: i64,
             out: *mut *mut c_void,
         ) -> i32;
+        #[cfg(shim_nccl)]
+        #[allow(clippy::too_many_arguments)] // the C signature: one plain value each
+        pub(crate) fn panacea_shim_dist_new_nccl(
+            addr: *const c_char,
+            port: i32,
+            rank: i32,
+            world: i32,
+            store_is_served: i32,
+            timeout_ms: i64,
+            device: i32,
+            out: *mut *mut c_void,
+        ) -> i32;
+        #[cfg(shim_nccl)]
+        pub(crate) fn panacea_shim_nccl_versions(headers: *mut i32, library: *mut i32) -> i32;
         pub(crate) fn panacea_shim_dist_free(group: *mut c_void);
         pub(crate) fn panacea_shim_dist_all_reduce(
             group: *mut c_void,
@@ -329,12 +402,14 @@ mod ffi {
     }
 }
 
-/// A c10d process group of more than one rank, joined through its store.
+/// A c10d process group, joined through its store.
 #[derive(Debug)]
 pub struct ProcessGroup {
     raw: *mut c_void,
     env: DistEnv,
     backend: Backend,
+    /// Where the backend takes tensors: the CPU for Gloo, `cuda:LOCAL_RANK` for NCCL.
+    device: Device,
 }
 
 // SAFETY: the C++ group is a plain heap object; c10d's backends may be driven from any thread,
@@ -342,38 +417,87 @@ pub struct ProcessGroup {
 unsafe impl Send for ProcessGroup {}
 
 impl ProcessGroup {
-    /// The group the launcher's variables describe ([`DistEnv::from_env`]), or `None` for a
-    /// single process (no variables, or a world of one): nothing is started then.
+    /// [`ProcessGroup::from_env_for`] a CPU run: Gloo unless `PANACEA_DIST_BACKEND` says
+    /// otherwise.
     pub fn from_env() -> Result<Option<Self>, DistError> {
-        DistEnv::from_env()?.map(|env| Self::join(&env)).transpose()
+        Self::from_env_for(Device::Cpu)
     }
 
-    /// Joins the world `env` describes: a TCPStore at `master_addr:master_port` (served by
-    /// rank 0 unless `store_is_served`), then a Gloo group over it. Blocks until every rank has
-    /// joined or the timeout passes.
+    /// The group the launcher's variables describe ([`DistEnv::from_env`]) for a run on
+    /// `device`, or `None` for a single process (no variables, or a world of one): nothing is
+    /// started then. The backend is `PANACEA_DIST_BACKEND`'s, else [`Backend::default_for`]
+    /// `device`.
+    pub fn from_env_for(device: Device) -> Result<Option<Self>, DistError> {
+        let Some(env) = DistEnv::from_env()? else { return Ok(None) };
+        let backend = env.backend.unwrap_or(Backend::default_for(device));
+        Self::join_with(&env, backend, device).map(Some)
+    }
+
+    /// Joins the world `env` describes over Gloo (a CPU run).
     pub fn join(env: &DistEnv) -> Result<Self, DistError> {
+        Self::join_with(env, Backend::Gloo, Device::Cpu)
+    }
+
+    /// Joins the world `env` describes: checks that `backend` can run for `device` (see
+    /// [`collective_device`]), then a TCPStore at `master_addr:master_port` (served by rank 0
+    /// unless `store_is_served`) and a `backend` group over it. Blocks until every rank has
+    /// joined or the timeout passes.
+    pub fn join_with(env: &DistEnv, backend: Backend, device: Device) -> Result<Self, DistError> {
+        let collective_device = collective_device(backend, device, env.local_rank)?;
         let addr = CString::new(env.master_addr.as_str())
             .map_err(|_| env_err("MASTER_ADDR", &env.master_addr, "contains a NUL byte"))?;
         let to_i32 = |v: usize, var: &'static str| {
             i32::try_from(v).map_err(|_| env_err(var, &v.to_string(), "too large"))
         };
         let timeout_ms = i64::try_from(env.timeout.as_millis()).unwrap_or(i64::MAX);
+        let (port, rank, world) = (
+            i32::from(env.master_port),
+            to_i32(env.rank, "RANK")?,
+            to_i32(env.world_size, "WORLD_SIZE")?,
+        );
+        let served = i32::from(env.store_is_served);
         let mut raw = std::ptr::null_mut();
-        // SAFETY: `addr` is a NUL-terminated string alive for the call; `raw` receives an owned
-        // pointer on success, freed in `Drop`.
-        let status = unsafe {
-            ffi::panacea_shim_dist_new_gloo(
-                addr.as_ptr(),
-                i32::from(env.master_port),
-                to_i32(env.rank, "RANK")?,
-                to_i32(env.world_size, "WORLD_SIZE")?,
-                i32::from(env.store_is_served),
-                timeout_ms,
-                &mut raw,
-            )
+        let (call, status) = match (backend, collective_device) {
+            // SAFETY: `addr` is a NUL-terminated string alive for the call; `raw` receives an
+            // owned pointer on success, freed in `Drop`.
+            (Backend::Gloo, _) => ("dist_new_gloo", unsafe {
+                ffi::panacea_shim_dist_new_gloo(
+                    addr.as_ptr(),
+                    port,
+                    rank,
+                    world,
+                    served,
+                    timeout_ms,
+                    &mut raw,
+                )
+            }),
+            #[cfg(shim_nccl)]
+            (Backend::Nccl, Device::Cuda(index)) => {
+                let index = to_i32(index, "LOCAL_RANK")?;
+                // SAFETY: as for Gloo.
+                ("dist_new_nccl", unsafe {
+                    ffi::panacea_shim_dist_new_nccl(
+                        addr.as_ptr(),
+                        port,
+                        rank,
+                        world,
+                        served,
+                        timeout_ms,
+                        index,
+                        &mut raw,
+                    )
+                })
+            }
+            // `collective_device` refused every other case (a build without NCCL included).
+            (Backend::Nccl, other) => {
+                return Err(DistError::BackendUnavailable {
+                    backend,
+                    reason: format!("no NCCL group for {other:?}"),
+                })
+            }
         };
-        check("dist_new_gloo", status)?;
-        Ok(Self { raw, env: env.clone(), backend: Backend::Gloo })
+        check(call, status)?;
+        Ok(Self { raw, env: env.clone(), backend, device: collective_device })
     }
 
     /// This process's rank.
@@ -406,8 +530,14 @@ impl ProcessGroup {
         &self.env
     }
 
+    /// Where the backend takes tensors: the CPU for Gloo, `cuda:LOCAL_RANK` for NCCL.
+    pub fn collective_device(&self) -> Device {
+        self.device
+    }
+
     /// This rank's device for a configured `device`: `cuda:LOCAL_RANK` for any CUDA device,
-    /// the CPU otherwise.
+    /// the CPU otherwise. Under NCCL this is the group's own device, where the trainers' model,
+    /// and so every tensor they hand to a collective, lives.
     pub fn device_for(&self, device: Device) -> Device {
         match device {
             Device::Cuda(_) => Device::Cuda(self.env.local_rank),
@@ -466,42 +596,132 @@ impl ProcessGroup {
         Ok(check("barrier", status)?)
     }
 
-    /// [`ProcessGroup::all_reduce`] of a few host numbers (f64 on the CPU).
+    /// A host slice as a tensor on the collective device (a copy to the GPU under NCCL, which
+    /// cannot read host memory).
+    fn to_collective<T: tch::kind::Element>(&self, values: &[T]) -> Tensor {
+        Tensor::from_slice(values).to_device(self.device)
+    }
+
+    /// [`ProcessGroup::all_reduce`] of a few host numbers (f64, on the collective device).
     pub fn all_reduce_f64(&self, values: &mut [f64], op: ReduceOp) -> Result<(), DistError> {
-        let t = Tensor::from_slice(values);
+        let t = self.to_collective(values);
         self.all_reduce(&t, op)?;
-        let out = Vec::<f64>::try_from(&t).map_err(|e| DistError::Usage(e.to_string()))?;
+        let out = Vec::<f64>::try_from(&t.to_device(Device::Cpu))
+            .map_err(|e| DistError::Usage(e.to_string()))?;
         values.copy_from_slice(&out);
         Ok(())
     }
 
     /// Every rank's `values` (the same length on every rank), by rank.
     pub fn all_gather_f64(&self, values: &[f64]) -> Result<Vec<Vec<f64>>, DistError> {
-        let t = self.all_gather(&Tensor::from_slice(values))?; // [world, n]
-        Vec::<Vec<f64>>::try_from(&t).map_err(|e| DistError::Usage(e.to_string()))
+        let t = self.all_gather(&self.to_collective(values))?; // [world, n]
+        Vec::<Vec<f64>>::try_from(&t.to_device(Device::Cpu))
+            .map_err(|e| DistError::Usage(e.to_string()))
     }
 
     /// `root`'s `bytes` on every rank (other ranks' `bytes` are ignored): its length, then the
     /// bytes.
     pub fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> Result<Vec<u8>, DistError> {
-        let len = Tensor::from_slice(&[bytes.len() as i64]);
+        let len = self.to_collective(&[bytes.len() as i64]);
         self.broadcast(&len, root)?;
         let n = len.int64_value(&[0]);
         let data = if self.rank() == root {
-            Tensor::from_slice(bytes)
+            self.to_collective(bytes)
         } else {
-            Tensor::zeros([n], (Kind::Uint8, Device::Cpu))
+            Tensor::zeros([n], (Kind::Uint8, self.device))
         };
         if n > 0 {
             self.broadcast(&data, root)?;
         }
-        Vec::<u8>::try_from(&data).map_err(|e| DistError::Usage(e.to_string()))
+        Vec::<u8>::try_from(&data.to_device(Device::Cpu))
+            .map_err(|e| DistError::Usage(e.to_string()))
     }
+}
+
+/// Where `backend` takes tensors for a run on `device` by the rank with `local_rank`, or why it
+/// cannot run in this process. Gloo runs anywhere (on the CPU); NCCL needs a CUDA device, a
+/// build with NCCL, a visible GPU and one GPU for each rank on the machine.
+pub fn collective_device(
+    backend: Backend,
+    device: Device,
+    local_rank: usize,
+) -> Result<Device, DistError> {
+    let unavailable = |reason: String| DistError::BackendUnavailable { backend, reason };
+    match backend {
+        Backend::Gloo => Ok(Device::Cpu),
+        Backend::Nccl => {
+            if !matches!(device, Device::Cuda(_)) {
+                return Err(unavailable(format!(
+                    "NCCL runs on CUDA devices only, and this run's device is {device:?}; \
+                     hint: train with --device cuda, or set PANACEA_DIST_BACKEND=gloo"
+                )));
+            }
+            if !crate::built_with_nccl() {
+                return Err(unavailable(format!(
+                    "panacea-shim was built without NCCL ({}); hint: run `cargo xtask setup`, \
+                     which installs CCCL's headers into the project's torch venv, then rebuild \
+                     (or set PANACEA_DIST_BACKEND=gloo)",
+                    crate::nccl_build_note()
+                )));
+            }
+            if !tch::Cuda::is_available() {
+                return Err(unavailable(
+                    "this process sees no CUDA device; hint: check the driver and \
+                     CUDA_VISIBLE_DEVICES, or set PANACEA_DIST_BACKEND=gloo"
+                        .to_owned(),
+                ));
+            }
+            let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+            if local_rank >= count {
+                return Err(unavailable(format!(
+                    "LOCAL_RANK={local_rank} needs cuda:{local_rank}, but this process sees \
+                     {count} CUDA device(s), and NCCL runs one rank per GPU; hint: start at most \
+                     {count} rank(s) per machine (torchrun --nproc-per-node {count})"
+                )));
+            }
+            Ok(Device::Cuda(local_rank))
+        }
+    }
+}
+
+/// The NCCL version of the headers the shim was compiled with and of the library libtorch
+/// loaded, each (major, minor, patch). A disagreement means the build and the run see different
+/// NCCLs. Needs no GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NcclVersions {
+    /// From `nccl.h` at build time.
+    pub headers: (u32, u32, u32),
+    /// From the loaded `libnccl` (`ncclGetVersion`).
+    pub library: (u32, u32, u32),
+}
+
+/// [`NcclVersions`] of this build; `NotAvailable` when it has no NCCL.
+pub fn nccl_versions() -> Result<NcclVersions, ShimError> {
+    #[cfg(shim_nccl)]
+    {
+        let (mut headers, mut library) = (0i32, 0i32);
+        // SAFETY: two valid i32 out-pointers.
+        let status = unsafe { ffi::panacea_shim_nccl_versions(&mut headers, &mut library) };
+        check("nccl_versions", status)?;
+        let split = |v: i32| {
+            let v = v.max(0) as u32;
+            (v / 10000, v / 100 % 100, v % 100)
+        };
+        Ok(NcclVersions { headers: split(headers), library: split(library) })
+    }
+    #[cfg(not(shim_nccl))]
+    Err(ShimError::NotAvailable {
+        what: "NCCL",
+        why: format!(
+            "panacea-shim was built without NCCL ({}); hint: `cargo xtask setup`, then rebuild",
+            crate::nccl_build_note()
+        ),
+    })
 }
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        // SAFETY: `raw` came from `panacea_shim_dist_new_gloo` and is freed once.
+        // SAFETY: `raw` came from `panacea_shim_dist_new_gloo` or `_nccl` and is freed once.
         unsafe { ffi::panacea_shim_dist_free(self.raw) }
     }
 }
@@ -562,6 +782,7 @@ mod tests {
                 store_is_served: true,
                 timeout: Duration::from_secs(20),
                 launcher: Launcher::Torch,
+                backend: None,
             }
         );
     }

@@ -6,10 +6,11 @@
 //! exceptions never unwind into Rust.
 //!
 //! Modules, each one C++ file and one Rust file:
-//! - build facts ([`built_with_cuda`], [`torch_version`]), here;
+//! - build facts ([`built_with_cuda`], [`built_with_nccl`], [`torch_version`]), here;
 //! - [`graph`]: CUDA graph capture and replay;
-//! - [`dist`]: c10d's TCPStore rendezvous and Gloo process group (`csrc/dist.cpp`), for
-//!   data-parallel training launched by torchrun or Slurm;
+//! - [`dist`]: c10d's TCPStore rendezvous and its Gloo (`csrc/dist.cpp`) and NCCL
+//!   (`csrc/dist_nccl.cpp`, compiled in only with NCCL's and CCCL's headers) process groups,
+//!   for data-parallel training launched by torchrun or Slurm;
 //! - [`memory`]: the CUDA caching allocator's peak (`csrc/memory.cpp`), and the process's peak
 //!   resident set for CPU runs.
 //!
@@ -50,6 +51,7 @@ mod ffi {
     extern "C" {
         pub(crate) fn panacea_shim_last_error(buf: *mut c_char, len: usize) -> usize;
         pub(crate) fn panacea_shim_built_with_cuda() -> i32;
+        pub(crate) fn panacea_shim_built_with_nccl() -> i32;
         pub(crate) fn panacea_shim_torch_version() -> i32;
         pub(crate) fn panacea_shim_tensor_numel(tensor: *const C_tensor, out: *mut i64) -> i32;
     }
@@ -72,11 +74,25 @@ pub(crate) fn check(call: &'static str, status: i32) -> Result<(), ShimError> {
     Err(ShimError::Cpp { call, message })
 }
 
-/// Whether the CUDA parts (graphs, NCCL) were compiled in. Even then they run only where
+/// Whether the CUDA parts (graphs, the allocator's peak) were compiled in. Even then they run only where
 /// `tch::Cuda::is_available()`.
 pub fn built_with_cuda() -> bool {
     // SAFETY: no arguments, no state.
     unsafe { ffi::panacea_shim_built_with_cuda() == 1 }
+}
+
+/// Whether c10d's NCCL process group was compiled in (`csrc/dist_nccl.cpp`: it needs NCCL's
+/// and CCCL's headers besides CUDA's; [`nccl_build_note`] says what was found). Even then it
+/// runs only on CUDA devices.
+pub fn built_with_nccl() -> bool {
+    // SAFETY: no arguments, no state.
+    unsafe { ffi::panacea_shim_built_with_nccl() == 1 }
+}
+
+/// What the build script decided about NCCL and why: "compiled in", or "left out: <what was
+/// missing>".
+pub fn nccl_build_note() -> &'static str {
+    env!("PANACEA_SHIM_NCCL_BUILD")
 }
 
 /// The libtorch version the shim was compiled against, as (major, minor, patch).

@@ -4,3 +4,4 @@ mod common;
 mod dist;
 mod graph;
 mod memory;
+mod nccl;
