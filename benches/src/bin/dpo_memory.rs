@@ -175,7 +175,7 @@ fn main() -> Result<()> {
     let mut report = json!({
         "tool": "panacea dpo_memory",
         "shape": args.shape.display().to_string(),
-        "model_type": config.model_type,
+        "model_type": config.model_type.clone(),
         "base_params": plan.base_params,
         "adapter_params": plan.adapter_params,
         "device": format!("{device:?}"),
@@ -188,7 +188,7 @@ fn main() -> Result<()> {
         "seed": args.seed,
         "budget_bytes": args.budget_bytes,
         "estimate": {
-            "shape": estimate.shape,
+            "shape": estimate.shape.clone(),
             "parts": parts,
             "total_bytes": estimate.total_bytes(),
             "total_gb": gb(estimate.total_bytes()),
