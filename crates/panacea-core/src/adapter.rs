@@ -428,8 +428,8 @@ impl SvdLoraLinear {
         d_out: i64,
         bias: bool,
     ) -> Self {
-        let weight = base.zeros_no_train("weight", &[d_out, d_in]);
-        let bias = bias.then(|| base.zeros_no_train("bias", &[d_out]));
+        let weight = frozen_var(base, "weight", &[d_out, d_in], 0.0);
+        let bias = bias.then(|| frozen_var(base, "bias", &[d_out], 0.0));
         let lora = adapter.map(|(p, cfg)| SvdLora::new(p, cfg, d_in, d_out));
         Self { weight, bias, lora, merged: None, prepared: None }
     }
@@ -556,6 +556,15 @@ impl SvdLoraLinear {
     pub fn is_merged(&self) -> bool {
         self.merged.is_some()
     }
+}
+
+/// A frozen (never trainable) variable `name` of shape `dims` under `p`, filled with `value`,
+/// in the kind of `p`'s VarStore (f32 unless `VarStore::set_kind` chose another before any
+/// variable was made). tch's `zeros_no_train` always allocates f32; building a model's frozen
+/// base through this instead lets a bf16 model be made in bf16 directly, never holding its
+/// f32 copy (an 8B model: 16 GB, where f32 first would need 32 GB).
+pub fn frozen_var(p: &nn::Path, name: &str, dims: &[i64], value: f64) -> Tensor {
+    p.add(name, Tensor::full(dims, value, (p.kind(), p.device())), false)
 }
 
 /// The trainable adapter variables of a VarStore, sorted by name (tch's `variables()` is a

@@ -116,6 +116,9 @@ pub enum DpoError {
     /// The accuracy hypervolume of an evaluation.
     #[error("hypervolume of the evaluation front: {0}")]
     Eval(#[from] panacea_eval::EvalError),
+    /// Reading the device's memory statistics ([`crate::memory_probe`]).
+    #[error("measuring memory: {0}")]
+    Memory(#[from] panacea_shim::ShimError),
 }
 
 impl From<panacea_core::config::ConfigError> for DpoError {

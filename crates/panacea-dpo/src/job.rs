@@ -45,6 +45,7 @@ use std::time::Instant;
 
 use panacea_core::checkpoint::{load_adapter, save_adapter, AdapterFolderConfig, BaseModelId};
 use panacea_core::config::{parse_config, to_yaml};
+use panacea_core::device::DType;
 use panacea_core::preference::{PreferenceSampler, PreferenceVector, StepPreference};
 use panacea_core::seed::{seed_everything, RunRng, RunRngState};
 use panacea_data::PairRecord;
@@ -932,17 +933,36 @@ pub fn pair_step_memory_plan(
 
 /// [`step_memory_plan`] as the job reports it.
 fn memory_estimate(cfg: &DpoRunConfig, model: &panacea_lm::LlamaConfig) -> MemoryEstimate {
-    let plan = step_memory_plan(cfg, model);
     let pairs = match cfg.dpo.micro_batch_size {
         0 => cfg.train.batch_size,
         m => m.min(cfg.train.batch_size),
     };
-    let shape = format!(
-        "{pairs} pairs a forward (2 × {pairs} sequences of ≤ {} tokens), {} base weights, \
-         activation checkpointing {}",
-        cfg.data.max_len,
+    pair_memory_estimate(
+        model,
+        &cfg.adapter,
+        pairs as i64,
+        cfg.data.max_len as i64,
         cfg.dtype,
-        if cfg.train.activation_checkpointing { "on" } else { "off" }
+        cfg.train.activation_checkpointing,
+    )
+}
+
+/// [`pair_step_memory_plan`] as [`Event::MemoryEstimate`] reports it: the parts, and the shape
+/// in words. `dtype` is the base weights'.
+pub fn pair_memory_estimate(
+    model: &panacea_lm::LlamaConfig,
+    adapter: &panacea_core::adapter::SvdLoraConfig,
+    pairs: i64,
+    max_len: i64,
+    dtype: DType,
+    checkpointing: bool,
+) -> MemoryEstimate {
+    let base_bytes = dtype.kind().elt_size_in_bytes() as i64;
+    let plan = pair_step_memory_plan(model, adapter, pairs, max_len, base_bytes, checkpointing);
+    let shape = format!(
+        "{pairs} pairs a forward (2 × {pairs} sequences of ≤ {max_len} tokens), {dtype} base \
+         weights, activation checkpointing {}",
+        if checkpointing { "on" } else { "off" }
     );
     MemoryEstimate::new(shape, plan.parts())
 }

@@ -35,6 +35,8 @@
 //!   once, in one packed row per pair.
 //! - [`trainer`]: [`trainer::DpoTrainer::step`], one optimiser step (no loop, no I/O besides
 //!   [`trainer::DpoTrainer::save_state`]).
+//! - [`memory_probe`]: [`memory_probe::probe_dpo_step`], a few real steps on a random model of
+//!   a config.json's shape, their measured peak memory against the job's estimate.
 //! - [`config`]: the run config [`config::DpoRunConfig`] and the trainer's
 //!   [`config::DpoTrainerConfig`].
 //!
@@ -48,6 +50,7 @@ pub mod data;
 pub mod error;
 pub mod job;
 pub mod loss;
+pub mod memory_probe;
 pub mod pair_files;
 pub mod ref_cache;
 pub mod shared_prefix;
@@ -57,10 +60,11 @@ pub use config::{DpoRunConfig, DpoSettings, DpoTrainerConfig, OptimConfig};
 pub use data::{EncodedPair, PairBatch, PairLoader, SeqLogp};
 pub use error::DpoError;
 pub use job::{
-    load_base, pair_step_memory_plan, resolve_data_path, step_memory_plan, train_dpo,
-    train_dpo_data_parallel, JOB,
+    load_base, pair_memory_estimate, pair_step_memory_plan, resolve_data_path, step_memory_plan,
+    train_dpo, train_dpo_data_parallel, JOB,
 };
 pub use loss::{mo_dpo_loss, DpoLoss, DpoLossOutput};
+pub use memory_probe::{probe_dpo_step, ProbeReport, ProbeStep, StepProbe};
 pub use pair_files::{read_pair_files, PairFile, PairFileConfig, PairFiles};
 pub use panacea_core::preference::StepPreference;
 pub use ref_cache::{RefCacheKey, RefLogpCache};

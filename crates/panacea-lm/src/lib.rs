@@ -5,6 +5,8 @@
 //! - [`gguf`], [`dequant`]: the bounds-checked GGUF v3 reader and ggml dequantisation.
 //! - [`safetensors`]: reading and writing HF safetensors.
 //! - [`load`]: resolving a path or short name (`smollm2-135m`) and loading it.
+//! - [`random_model`], [`tiny_random`]: random-initialised models, of any config.json's shape
+//!   (`random:PATH`) or the tiny test one (`tiny-random`).
 //! - [`generate`]: batched KV-cache generation and sequence likelihoods.
 //! - [`batch_decode`]: continuous batching, rows joining and leaving a decode batch between steps.
 //! - [`tokenizer`], [`chat`]: the tokenizer (from tokenizer.json or GGUF metadata), the model's
@@ -42,6 +44,7 @@ pub mod gguf;
 pub mod llama;
 pub mod load;
 pub mod memory;
+pub mod random_model;
 pub mod safetensors;
 pub mod static_decode;
 pub mod tiny_random;
@@ -59,6 +62,10 @@ pub use llama::{init_random, Checkpointed, KvCache, Llama};
 pub use load::{load_model, resolve_model, LoadedModel, Pretrained};
 pub use memory::{memory_plan, MemoryPlan, MemoryPlanInput};
 pub use panacea_core::adapter::Adapter;
+pub use random_model::{
+    random_llama, random_model_config, random_model_of_config, RANDOM_MODEL_PREFIX,
+    RANDOM_MODEL_SEED,
+};
 pub use static_decode::StaticDecoder;
 pub use tiny_random::{tiny_random_model, TINY_RANDOM};
 pub use tokenizer::Tokenizer;

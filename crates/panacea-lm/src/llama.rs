@@ -18,7 +18,9 @@
 //! the group's adapters ([`panacea_core::adapter::FoldedGroup`]). The adapter
 //! variables keep their per-projection names and shapes, so checkpoints do not change.
 
-use panacea_core::adapter::{Adapter, FoldedGroup, SvdLora, SvdLoraConfig, SvdLoraLinear};
+use panacea_core::adapter::{
+    frozen_var, Adapter, FoldedGroup, SvdLora, SvdLoraConfig, SvdLoraLinear,
+};
 use panacea_core::ops::grad_enabled;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -36,7 +38,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     fn new(p: &nn::Path, d: i64, eps: f64) -> Self {
-        Self { weight: p.ones_no_train("weight", &[d]), eps }
+        Self { weight: frozen_var(p, "weight", &[d], 1.0), eps }
     }
 
     fn shared(&self) -> Self {
@@ -689,8 +691,10 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Creates the model's variables: frozen base weights (zeros; load or [`init_random`] them)
-    /// under `base` with Hugging Face names, and SVD-LoRA variables under `adapter` for the
+    /// Creates the model's variables: frozen base weights (zeros, norms ones; load or
+    /// [`init_random`] them) under `base` with Hugging Face names, in the kind of `base`'s
+    /// VarStore (f32 unless set with `VarStore::set_kind` beforehand, as
+    /// [`crate::random_llama`] does), and SVD-LoRA variables under `adapter` for the
     /// projections its config targets.
     pub fn new(
         base: &nn::Path,
@@ -701,7 +705,7 @@ impl Llama {
         let model = base.sub("model");
         let model_a = sub(adapter, "model");
         let embed_tokens =
-            model.sub("embed_tokens").zeros_no_train("weight", &[c.vocab_size, c.hidden_size]);
+            frozen_var(&model.sub("embed_tokens"), "weight", &[c.vocab_size, c.hidden_size], 0.0);
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let la = model_a.as_ref().map(|(p, c)| (p.sub("layers").sub(i.to_string()), *c));
@@ -716,7 +720,7 @@ impl Llama {
         let lm_head = if c.tie_word_embeddings {
             embed_tokens.shallow_clone()
         } else {
-            base.sub("lm_head").zeros_no_train("weight", &[c.vocab_size, c.hidden_size])
+            frozen_var(&base.sub("lm_head"), "weight", &[c.vocab_size, c.hidden_size], 0.0)
         };
         let scaled_inv_freq = c.scaled_inv_freq().map(|f| {
             let f: Vec<f32> = f.iter().map(|&x| x as f32).collect();

@@ -287,8 +287,13 @@ pub struct LoadedModel {
     pub chat_template: PromptTemplate,
 }
 
-/// Loads a path or short name onto `device` in `kind` (f32 or bf16), without an adapter.
+/// Loads a path or short name onto `device` in `kind` (f32 or bf16), without an adapter; a
+/// `random:PATH` spec builds a random model of the config.json at PATH instead
+/// ([`crate::random_model_of_config`], seed [`crate::RANDOM_MODEL_SEED`]).
 pub fn load_model(spec: &str, device: tch::Device, kind: Kind) -> Result<LoadedModel, LmError> {
+    if let Some(config_json) = crate::random_model_config(spec) {
+        return crate::random_model_of_config(config_json, device, kind, crate::RANDOM_MODEL_SEED);
+    }
     let pre = Pretrained::load(spec)?;
     let mut base_vs = nn::VarStore::new(device);
     let model = pre.build(&mut base_vs, None, kind)?;

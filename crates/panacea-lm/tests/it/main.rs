@@ -10,6 +10,7 @@ mod gguf;
 mod grouped;
 mod hf_parity;
 mod model;
+mod random_model;
 mod real;
 mod safetensors;
 mod static_decode;
