@@ -33,6 +33,8 @@
 //!   base model and settings.
 //! - [`shared_prefix`]: sequence log-probs with each pair's common prefix (the prompt) run
 //!   once, in one packed row per pair.
+//! - [`static_step`]: the pair batch padded to bucketed shapes, for the step under CUDA graphs
+//!   ([`trainer::DpoTrainer::step_graphed`], `train.cuda_graphs`).
 //! - [`trainer`]: [`trainer::DpoTrainer::step`], one optimiser step (no loop, no I/O besides
 //!   [`trainer::DpoTrainer::save_state`]).
 //! - [`config`]: the run config [`config::DpoRunConfig`] and the trainer's
@@ -51,6 +53,7 @@ pub mod loss;
 pub mod pair_files;
 pub mod ref_cache;
 pub mod shared_prefix;
+pub mod static_step;
 pub mod trainer;
 
 pub use config::{DpoRunConfig, DpoSettings, DpoTrainerConfig, OptimConfig};
