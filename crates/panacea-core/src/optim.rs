@@ -234,6 +234,14 @@ pub struct DeviceStepScalars {
     pub apply: Tensor,
 }
 
+impl DeviceStepScalars {
+    /// Lets the next update apply or not (false for a warm-up before a capture), outside any
+    /// capture.
+    pub fn set_apply(&self, apply: bool) {
+        let _ = tch::no_grad(|| self.apply.shallow_clone().fill_(i64::from(apply)));
+    }
+}
+
 /// AdamW over the trainable variables of one VarStore, in name order.
 pub struct AdamW {
     cfg: AdamWConfig,
@@ -521,8 +529,8 @@ impl AdamW {
             let _ = scalars.lr_over_bias1.shallow_clone().fill_(self.lr / bias1);
             let _ = scalars.bias2_sqrt.shallow_clone().fill_(bias2_sqrt);
             let _ = scalars.decay.shallow_clone().fill_(1.0 - self.lr * self.cfg.weight_decay);
-            let _ = scalars.apply.shallow_clone().fill_(i64::from(apply));
         });
+        scalars.set_apply(apply);
     }
 
     /// Clipping to `max_norm` and one AdamW update, with nothing read on the host: capturable
@@ -563,7 +571,9 @@ impl AdamW {
             // As `clip_grad_norm` with its one flat slot: Σ g² in f64, through the same stack.
             let sq = g.to_kind(Kind::Double).square().sum(Kind::Double);
             let total = Tensor::stack(&[sq], 0).sum(Kind::Double).sqrt(); // [] f64
-            let max = Tensor::from(max_norm).to_device(total.device()); // [] f64
+
+            // A fill on the device, not a copy from the host (which would synchronise).
+            let max = Tensor::full([], max_norm, (Kind::Double, total.device())); // [] f64
             let coef = (max / (&total + 1e-6)).clamp_max(1.0); // [] f64
             let _ = g.shallow_clone().g_mul_(&coef);
             let ok = loss.isfinite().logical_and(&total.isfinite()).logical_and(&scalars.apply);
