@@ -82,7 +82,10 @@ impl Aggregation {
     fn ideal_tensor(&self, like: &Tensor) -> Tensor {
         match self {
             Self::Linear => Tensor::zeros([1], (Kind::Float, like.device())),
-            Self::Tchebycheff { ideal } if ideal.is_empty() => {
+            // An ideal point of zeros (DPO's z = 0) adds nothing; a device fill rather than a
+            // copy from the host keeps the loss capturable in a CUDA graph (a host-to-device
+            // copy from pageable memory synchronises). The same numbers: x + 0 = x.
+            Self::Tchebycheff { ideal } if ideal.iter().all(|z| *z == 0.0) => {
                 Tensor::zeros([1], (Kind::Float, like.device()))
             }
             Self::Tchebycheff { ideal } => {

@@ -45,4 +45,7 @@ pub enum CoreError {
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// The optimiser cannot do what was asked in its current state.
+    #[error("optimiser: {0}")]
+    Optimizer(String),
 }

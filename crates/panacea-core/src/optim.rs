@@ -35,6 +35,16 @@
 //! layouts give the same bits. If a variable's storage is replaced later (a dtype or device
 //! change of the VarStore), the optimiser notices and falls back to the per-tensor loop.
 //!
+//! **A capture-safe step.** [`AdamW::clip_and_step_on_device`] is clipping plus the update with
+//! nothing read on the host, so that a trainer can record it into a CUDA graph with its forward
+//! and backward and replay it: the norm, the clipping coefficient min(1, c / (‖g‖ + 10⁻⁶)) and
+//! the finiteness checks stay on the device, and the host numbers that change between steps
+//! (learning rate, the bias corrections of step t, the decay factor) are written into small
+//! device tensors ([`DeviceStepScalars`]) before each run, outside any capture. It gates instead
+//! of branching: with a non-finite loss or norm the values and moments keep their bits, as the
+//! eager trainers' guards leave them. It needs the flat layout; on the CPU it gives the eager
+//! step's bits (tested).
+//!
 //! **Why decoupled decay matters here.** At init the diagonal d is zero, so U and V get exactly
 //! zero loss gradient (docs/method.md, §2.3). With Adam's coupled L2 (`g += wd·p`, tch's `nn::Adam`)
 //! the decay term is then the whole gradient, and Adam's normalisation turns it into a full
@@ -205,6 +215,31 @@ struct Slot {
     v: Tensor,
     decayed: Option<Tensor>,
     lr_multiplier: Option<Tensor>,
+}
+
+/// The device tensors a capture-safe AdamW update reads ([`AdamW::device_scalars`]): every
+/// host number that changes between steps, written by [`AdamW::write_device_scalars`] before a
+/// run, so that a replayed graph reads them from fixed device memory.
+#[derive(Debug)]
+pub struct DeviceStepScalars {
+    /// The learning rate: [] f64.
+    pub lr: Tensor,
+    /// lr / (1 − β1ᵗ): [] f64.
+    pub lr_over_bias1: Tensor,
+    /// √(1 − β2ᵗ): [] f64.
+    pub bias2_sqrt: Tensor,
+    /// 1 − lr·wd, the decoupled decay factor: [] f64.
+    pub decay: Tensor,
+    /// Whether the update may apply at all: [] bool (false for warm-ups).
+    pub apply: Tensor,
+}
+
+impl DeviceStepScalars {
+    /// Lets the next update apply or not (false for a warm-up before a capture), outside any
+    /// capture.
+    pub fn set_apply(&self, apply: bool) {
+        let _ = tch::no_grad(|| self.apply.shallow_clone().fill_(i64::from(apply)));
+    }
 }
 
 /// AdamW over the trainable variables of one VarStore, in name order.
@@ -454,6 +489,121 @@ impl AdamW {
         });
     }
 
+    /// The static scalars of a capture-safe update ([`AdamW::clip_and_step_on_device`]) on
+    /// the device of the flat buffer. Fails unless the flat layout is in use (the per-tensor
+    /// loop is a host loop over tensors that may appear between steps).
+    pub fn device_scalars(&mut self) -> Result<DeviceStepScalars, CoreError> {
+        if !self.flat_in_use() {
+            return Err(CoreError::Optimizer(
+                "the capture-safe AdamW step needs the flat layout (every trainable parameter \
+                 f32 on one device, storage not replaced since the optimiser was built)"
+                    .into(),
+            ));
+        }
+        let device = self.flat.as_ref().map(|f| f.values.device()).unwrap_or(tch::Device::Cpu);
+        let scalar = |v: f64| Tensor::from(v).to_device(device); // [] f64
+        let scalars = DeviceStepScalars {
+            lr: scalar(self.lr),
+            lr_over_bias1: scalar(0.0),
+            bias2_sqrt: scalar(1.0),
+            decay: scalar(1.0),
+            apply: Tensor::from(true).to_device(device),
+        };
+        self.write_device_scalars(&scalars, true);
+        Ok(scalars)
+    }
+
+    /// Writes the host numbers of the next update (learning rate, bias corrections of step
+    /// t + 1, the decay factor) and whether it may apply into `scalars`' device tensors. Call it
+    /// before every replay and never inside a capture: the writes are kernel launches with the
+    /// values as arguments, which a graph would freeze. With `apply` false the update computes
+    /// everything and changes nothing (a warm-up before capture).
+    pub fn write_device_scalars(&self, scalars: &DeviceStepScalars, apply: bool) {
+        let t = (self.steps + 1) as i32;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        // The same f64 expressions as `step`, so the device holds the same numbers.
+        let bias1 = 1.0 - b1.powi(t);
+        let bias2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        tch::no_grad(|| {
+            let _ = scalars.lr.shallow_clone().fill_(self.lr);
+            let _ = scalars.lr_over_bias1.shallow_clone().fill_(self.lr / bias1);
+            let _ = scalars.bias2_sqrt.shallow_clone().fill_(bias2_sqrt);
+            let _ = scalars.decay.shallow_clone().fill_(1.0 - self.lr * self.cfg.weight_decay);
+        });
+        scalars.set_apply(apply);
+    }
+
+    /// Clipping to `max_norm` and one AdamW update, with nothing read on the host: capturable
+    /// into a CUDA graph and replayed. Numerically [`AdamW::clip_grad_norm`] then
+    /// [`AdamW::step`] (the same f32 element-wise operations in the same order; the clipping
+    /// coefficient min(1, max_norm / (‖g‖ + 1e-6)) is computed in f64 on the device as the eager
+    /// step computes it on the host, and a factor of exactly 1 leaves the gradient's bits).
+    ///
+    /// The update is gated instead of skipped: it applies only where `scalars.apply` is set
+    /// and `loss` and the gradient norm are finite; otherwise values and moments keep their
+    /// bits (gradients may have been scaled). Returns the norm before clipping ([] f64) and
+    /// whether the update applied ([] bool); after reading the flag, the caller reports an
+    /// applied update with [`AdamW::count_device_step`]. The host step counter does not move
+    /// here, so bias corrections come from [`AdamW::write_device_scalars`] before each run.
+    pub fn clip_and_step_on_device(
+        &mut self,
+        scalars: &DeviceStepScalars,
+        max_norm: f64,
+        loss: &Tensor,
+    ) -> Result<(Tensor, Tensor), CoreError> {
+        let eps = self.cfg.eps;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let decays = self.cfg.weight_decay != 0.0;
+        if !self.flat_in_use() {
+            return Err(CoreError::Optimizer(
+                "the capture-safe AdamW step needs the flat layout".into(),
+            ));
+        }
+        let Some(g) = self.flat_grads() else {
+            return Err(CoreError::Optimizer(
+                "the capture-safe AdamW step needs a gradient for every parameter (run one \
+                 backward first)"
+                    .into(),
+            ));
+        };
+        let f = self.flat.as_ref().expect("flat_grads implies the flat layout");
+        Ok(tch::no_grad(|| {
+            // As `clip_grad_norm` with its one flat slot: Σ g² in f64, through the same stack.
+            let sq = g.to_kind(Kind::Double).square().sum(Kind::Double);
+            let total = Tensor::stack(&[sq], 0).sum(Kind::Double).sqrt(); // [] f64
+
+            // A fill on the device, not a copy from the host (which would synchronise).
+            let max = Tensor::full([], max_norm, (Kind::Double, total.device())); // [] f64
+            let coef = (max / (&total + 1e-6)).clamp_max(1.0); // [] f64
+            let _ = g.shallow_clone().g_mul_(&coef);
+            let ok = loss.isfinite().logical_and(&total.isfinite()).logical_and(&scalars.apply);
+            // As `step`, out of place, then committed where `ok`.
+            let g = g.to_kind(Kind::Float);
+            let m = &f.exp_avg * b1 + &g * (1.0 - b1); // [P]
+            let v = &f.exp_avg_sq * b2 + g.square() * (1.0 - b2); // [P]
+            let mut w = f.values.copy(); // [P]
+            if decays && f.decay_len > 0 {
+                let _ = w.narrow(0, 0, f.decay_len).g_mul_(&scalars.decay);
+            }
+            let denom = v.sqrt() / &scalars.bias2_sqrt + eps;
+            let mut update = (&m / denom) * &scalars.lr_over_bias1;
+            if let Some(multiplier) = &f.lr_multipliers {
+                update *= multiplier;
+            }
+            let _ = w.g_sub_(&update);
+            for (state, new) in [(&f.exp_avg, m), (&f.exp_avg_sq, v), (&f.values, w)] {
+                state.shallow_clone().copy_(&new.where_self(&ok, state));
+            }
+            (total, ok)
+        }))
+    }
+
+    /// Counts one update applied by [`AdamW::clip_and_step_on_device`] (its flag read on the
+    /// host), so the next bias corrections are those of the following step.
+    pub fn count_device_step(&mut self) {
+        self.steps += 1;
+    }
+
     /// The moments as named tensors (`exp_avg.<var>`, `exp_avg_sq.<var>`) on the CPU.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let cpu = |t: &Tensor| t.detach().to_device(tch::Device::Cpu).contiguous();
@@ -595,10 +745,16 @@ mod tests {
                 root.var("v", &[4, 3], nn::Init::Const(0.0)),
                 root.set_group(NO_DECAY_GROUP).var("s", &[1], nn::Init::Const(0.0)),
             ];
-            tch::manual_seed(7);
+            // Fixed values without the RNG: libtorch's generator is process-global, and tests
+            // run in parallel threads would race on it. No entry is 0 (its first gradient
+            // would be 0).
             tch::no_grad(|| {
-                for v in &vars {
-                    v.shallow_clone().copy_(&v.randn_like());
+                for (i, v) in vars.iter().enumerate() {
+                    let n = v.numel() as i64;
+                    let values = (Tensor::arange(n, (Kind::Float, v.device())) * 0.37
+                        + (0.5 + i as f64))
+                        .sin();
+                    v.shallow_clone().copy_(&values.view(v.size().as_slice()));
                 }
             });
             let opt = AdamW::new(&vs, cfg, 0.05);
@@ -690,6 +846,95 @@ mod tests {
         // Back to 1: the buffer of multipliers is dropped and steps are plain again.
         assert_eq!(flat.set_lr_multiplier(|n| n == "s", 1.0), 1);
         assert!(flat.flat.as_ref().is_some_and(|f| f.lr_multipliers.is_none()));
+    }
+
+    /// Warm-up over 3 steps, then linear decay to 10 % at step 12 (a schedule shape the
+    /// trainers use; the exact one does not matter, only that lr changes every step).
+    fn scheduled_lr(step: u64) -> f64 {
+        let base = 0.05;
+        if step <= 3 {
+            base * step as f64 / 3.0
+        } else {
+            base * (1.0 - 0.9 * (step - 3) as f64 / 9.0)
+        }
+    }
+
+    #[test]
+    fn the_capture_safe_step_equals_clipping_then_the_eager_step() {
+        crate::device::init_torch();
+        let cfg = AdamWConfig { weight_decay: 0.1, ..Default::default() };
+        let [(_vs_e, eager_vars, mut eager), (_vs_d, device_vars, mut device)] = twin_stores(cfg);
+        for opt in [&mut eager, &mut device] {
+            assert_eq!(opt.set_lr_multiplier(|n| n == "s", 4.0), 1);
+        }
+        // Until the first backward there is no flat gradient to step on.
+        let early = device.device_scalars().expect("flat layout");
+        let nothing = device.clip_and_step_on_device(&early, 1.0, &Tensor::from(0.0f32));
+        assert!(matches!(nothing, Err(CoreError::Optimizer(_))), "{nothing:?}");
+        let mut scalars = None;
+        let (mut clipped, mut unclipped) = (0, 0);
+        for t in 0..12u64 {
+            let lr = scheduled_lr(t + 1);
+            // Clip on even steps only (these gradients have norms of order 10), so both
+            // branches of the coefficient run.
+            let max_norm = if t % 2 == 0 { 1.0 } else { 1e9 };
+            eager.zero_grad();
+            let loss = loss(&eager_vars, t as i64);
+            loss.backward();
+            let norm = eager.clip_grad_norm(max_norm);
+            if norm > max_norm {
+                clipped += 1;
+            } else {
+                unclipped += 1;
+            }
+            eager.set_lr(lr);
+            eager.step();
+
+            device.zero_grad();
+            let loss = super::tests::loss(&device_vars, t as i64);
+            loss.backward();
+            device.set_lr(lr);
+            let s = match &scalars {
+                Some(s) => s,
+                None => scalars.insert(device.device_scalars().expect("flat layout")),
+            };
+            device.write_device_scalars(s, true);
+            let (dnorm, ok) =
+                device.clip_and_step_on_device(s, max_norm, &loss.detach()).expect("step");
+            assert!(bool::try_from(&ok).expect("flag"), "step {t}: the update applied");
+            device.count_device_step();
+            assert_eq!(f64::try_from(&dnorm).expect("norm"), norm, "step {t}: the same f64 norm");
+            for (a, b) in eager_vars.iter().zip(&device_vars) {
+                // Tolerance 0 on the CPU: both runs do the same f32 operations on the same
+                // values, and the device scalars hold the host's f64 numbers, which a scalar
+                // argument and a 0-dim f64 tensor both round to the same f32 in the kernel.
+                // (A GPU's kernels may fuse differently; its test allows f32 rounding.)
+                let diff = f64::try_from((a - b).abs().max()).expect("scalar");
+                assert!(diff == 0.0, "step {t}: eager {a:?} vs device {b:?} ({diff:e})");
+            }
+        }
+        assert!(clipped > 0 && unclipped > 0, "clipped {clipped}, unclipped {unclipped}");
+        assert_eq!(device.steps(), eager.steps());
+
+        // Gated updates change nothing: a warm-up (apply false) and a non-finite loss.
+        let s = scalars.expect("scalars");
+        let before: Vec<Tensor> = device_vars.iter().map(Tensor::copy).collect();
+        let state_before: Vec<Tensor> =
+            device.state_tensors().into_iter().map(|(_, t)| t).collect();
+        for (apply, loss) in [(false, 1.0f32), (true, f32::NAN)] {
+            device.zero_grad();
+            super::tests::loss(&device_vars, 20).backward();
+            device.write_device_scalars(&s, apply);
+            let (_, ok) =
+                device.clip_and_step_on_device(&s, 1.0, &Tensor::from(loss)).expect("step");
+            assert!(!bool::try_from(&ok).expect("flag"), "apply {apply}, loss {loss}");
+        }
+        for (a, b) in device_vars.iter().zip(&before) {
+            assert!(a.equal(b), "a gated update moved {a:?}");
+        }
+        for (a, (_, b)) in state_before.iter().zip(device.state_tensors()) {
+            assert!(a.equal(&b), "a gated update moved a moment");
+        }
     }
 
     #[test]

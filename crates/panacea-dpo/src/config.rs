@@ -156,6 +156,9 @@ pub struct DpoTrainerConfig {
     /// Activation checkpointing per decoder layer in the policy forward
     /// ([`DpoTrainConfig::activation_checkpointing`]).
     pub activation_checkpointing: bool,
+    /// Steps at bucketed shapes replayed from CUDA graphs where possible
+    /// ([`DpoTrainConfig::cuda_graphs`]).
+    pub cuda_graphs: bool,
 }
 
 impl Default for DpoTrainerConfig {
@@ -166,6 +169,7 @@ impl Default for DpoTrainerConfig {
             aggregation: Aggregation::default(),
             total_steps: 1,
             activation_checkpointing: false,
+            cuda_graphs: false,
         }
     }
 }
@@ -254,6 +258,14 @@ pub struct DpoTrainConfig {
     /// memory, about one more forward of time). Default false; the same key in every trainer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub activation_checkpointing: bool,
+    /// Capture the training step (forward, backward, clipping and AdamW) as a CUDA graph per
+    /// bucket of padded shapes and replay it (`DpoTrainer::step_graphed`): fewer kernel
+    /// launches, the same numbers within f32 rounding. Default false (every number stays
+    /// bit-identical). Where graphs cannot run (a CPU, per-row λ, micro-batches, activation
+    /// checkpointing, data parallelism) the run says why once and trains eagerly with the
+    /// numbers of `false`. The same key in every trainer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cuda_graphs: bool,
 }
 
 /// The reference log-prob cache.
@@ -369,6 +381,7 @@ impl DpoRunConfig {
             aggregation: self.aggregation.clone(),
             total_steps: self.train.steps,
             activation_checkpointing: self.train.activation_checkpointing,
+            cuda_graphs: self.train.cuda_graphs,
         }
     }
 }

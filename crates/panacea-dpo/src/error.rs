@@ -113,6 +113,9 @@ pub enum DpoError {
     /// died, the timeout passed, or the launcher's variables are wrong).
     #[error("data parallel: {0}")]
     Dist(#[from] panacea_shim::dist::DistError),
+    /// A CUDA graph call failed (capture or replay of the graphed step).
+    #[error("CUDA graph: {0}")]
+    Graph(#[from] panacea_shim::ShimError),
     /// The accuracy hypervolume of an evaluation.
     #[error("hypervolume of the evaluation front: {0}")]
     Eval(#[from] panacea_eval::EvalError),

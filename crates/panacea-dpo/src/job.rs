@@ -258,6 +258,11 @@ pub fn train_dpo_data_parallel(
             let pref = cfg.preference.sample(k, &mut rng.preference)?;
             trainer.step_data_parallel(&batch, StepPreference::Shared(&pref), cache, group)?
         };
+        if let Some(why) = trainer.take_graph_note() {
+            // Once per run: `train.cuda_graphs` asked for graphs and this step ran without.
+            let line = format!("train.cuda_graphs: training eagerly (same numbers): {why}");
+            observer.on_event(&Event::Message(&line));
+        }
         let (m, interrupted) = reduce_step_metrics(group, m, opts.stop.is_requested())?;
         let done = step + 1;
         let ms = t0.elapsed().as_millis();

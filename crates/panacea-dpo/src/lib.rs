@@ -33,6 +33,8 @@
 //!   base model and settings.
 //! - [`shared_prefix`]: sequence log-probs with each pair's common prefix (the prompt) run
 //!   once, in one packed row per pair.
+//! - [`static_step`]: the pair batch padded to bucketed shapes, for the step under CUDA graphs
+//!   ([`trainer::DpoTrainer::step_graphed`], `train.cuda_graphs`).
 //! - [`trainer`]: [`trainer::DpoTrainer::step`], one optimiser step (no loop, no I/O besides
 //!   [`trainer::DpoTrainer::save_state`]).
 //! - [`memory_probe`]: [`memory_probe::probe_dpo_step`], a few real steps on a random model of
@@ -54,6 +56,7 @@ pub mod memory_probe;
 pub mod pair_files;
 pub mod ref_cache;
 pub mod shared_prefix;
+pub mod static_step;
 pub mod trainer;
 
 pub use config::{DpoRunConfig, DpoSettings, DpoTrainerConfig, OptimConfig};

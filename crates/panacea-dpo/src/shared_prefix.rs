@@ -76,21 +76,21 @@ impl PackedLm for Llama {
 
 /// The packed layout of a pair batch, built on the host from its ids and masks.
 #[derive(Debug)]
-struct Packed {
+pub(crate) struct Packed {
     /// [B, L]: shared prefix, rest of sequence 0, rest of sequence 1, padding (id 0).
-    ids: Vec<i64>,
+    pub(crate) ids: Vec<i64>,
     /// [B, L]: the token's position in its own unpacked sequence (0 for padding).
-    positions: Vec<i64>,
+    pub(crate) positions: Vec<i64>,
     /// [B, L]: 0 shared prefix, 1 and 2 the two rests, 3 padding.
-    segment: Vec<i64>,
-    l: usize,
+    pub(crate) segment: Vec<i64>,
+    pub(crate) l: usize,
     /// Flat [B·L] index of every packed position whose hidden state predicts a scored token,
     /// each once (the last shared position predicts the first token of both responses).
-    predictors: Vec<i64>,
+    pub(crate) predictors: Vec<i64>,
     /// Per scored token: index into `predictors`, target id, output row (j·B + i).
-    source: Vec<i64>,
-    target: Vec<i64>,
-    row: Vec<i64>,
+    pub(crate) source: Vec<i64>,
+    pub(crate) target: Vec<i64>,
+    pub(crate) row: Vec<i64>,
 }
 
 fn host_i64(t: &Tensor) -> Vec<i64> {
@@ -101,7 +101,7 @@ fn host_i64(t: &Tensor) -> Vec<i64> {
 /// Packs `batch` (rows i and B + i are pair i's two sequences; padding anywhere the attention
 /// mask is 0). A scored column a of row r (response_mask[r, a]) means: the real token at column
 /// a + 1 is predicted by the one at column a.
-fn pack(batch: &PairBatch) -> Packed {
+pub(crate) fn pack(batch: &PairBatch) -> Packed {
     let b = batch.len();
     let t = batch.ids.size()[1] as usize;
     let a = t - 1;
@@ -164,6 +164,18 @@ fn pack(batch: &PairBatch) -> Packed {
     p
 }
 
+/// The attention mask of packed rows from their segments [B, L] (0 shared prefix, 1 and 2 the
+/// two rests, 3 padding) → [B, 1, L, L] (bool, query row, key column): a query sees key k ≤ q of
+/// the shared prefix or of its own segment (padding sees the prefix and earlier padding).
+pub(crate) fn packed_attend(segment: &Tensor) -> Tensor {
+    let l = segment.size()[1];
+    let idx = Tensor::arange(l, (Kind::Int64, segment.device())); // [L]
+    let causal = idx.unsqueeze(0).le_tensor(&idx.unsqueeze(1)); // [L, L] (query, key)
+    let same = segment.unsqueeze(2).eq_tensor(&segment.unsqueeze(1)); // [B, L, L]
+    let shared_key = segment.eq(0).unsqueeze(1); // [B, 1, L]
+    same.logical_or(&shared_key).logical_and(&causal).unsqueeze(1) // [B, 1, L, L]
+}
+
 /// Sequence log-probs of a pair batch, Σ over the response mask of log p(token | prefix) per
 /// row → [2B] (f32), with each pair's common prefix computed once (module docs). Equal to
 /// [`crate::trainer::sequence_logps`] up to float summation order (tested). A per-pair λ is
@@ -216,12 +228,7 @@ pub fn shared_prefix_logps_for_training<'m, M: PackedLm + ?Sized>(
     let positions = long(&p.positions).view([b, l]); // [B, L]
     let segment = long(&p.segment).view([b, l]); // [B, L]
 
-    // Query q sees key k ≤ q of the shared prefix or of its own segment (padding sees padding).
-    let idx = Tensor::arange(l, (Kind::Int64, dev)); // [L]
-    let causal = idx.unsqueeze(0).le_tensor(&idx.unsqueeze(1)); // [L, L] (query, key)
-    let same = segment.unsqueeze(2).eq_tensor(&segment.unsqueeze(1)); // [B, L, L]
-    let shared_key = segment.eq(0).unsqueeze(1); // [B, 1, L]
-    let attend = same.logical_or(&shared_key).logical_and(&causal).unsqueeze(1); // [B, 1, L, L]
+    let attend = packed_attend(&segment); // [B, 1, L, L]
     let (hidden, ck) = if checkpointing {
         let ck = model.packed_hidden_states_checkpointed(&ids, &positions, &attend, adapter);
         (ck.hidden.shallow_clone(), Some(ck))

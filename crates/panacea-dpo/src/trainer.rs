@@ -44,7 +44,8 @@ use std::time::Instant;
 use panacea_core::checkpoint::write_atomic;
 use panacea_core::optim::{AdamW, AdamWConfig};
 use panacea_core::preference::StepPreference;
-use panacea_lm::CausalLm;
+use panacea_lm::graph_step::DEFAULT_WARMUPS;
+use panacea_lm::{CausalLm, GraphedStep};
 use panacea_shim::dist::{ProcessGroup, ReduceOp};
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
@@ -54,6 +55,7 @@ use crate::data::PairBatch;
 use crate::loss::{mo_dpo_loss, ranking_accuracy, DpoLossOutput};
 use crate::ref_cache::RefLogpCache;
 use crate::shared_prefix::{shared_prefix_logps, shared_prefix_logps_for_training, PackedLm};
+use crate::static_step::{padded_pair_logps, DpoGraphOutputs, DpoGraphs, DpoStatics, PaddedPairs};
 use crate::DpoError;
 
 /// Sequence log-probs of a pair batch: Σ over the response mask of log p(token | prefix), for
@@ -175,6 +177,12 @@ pub struct DpoTrainer<M: PackedLm> {
     pub settings: DpoTrainerConfig,
     k: usize,
     steps_done: u64,
+    /// The graphed steps (`settings.cuda_graphs`), built on the first one.
+    graphs: Option<DpoGraphs>,
+    /// Why a step asked to run under graphs ran eagerly, until a caller takes it
+    /// ([`DpoTrainer::take_graph_note`]); then `graph_noted` keeps it from coming back.
+    graph_note: Option<String>,
+    graph_noted: bool,
 }
 
 impl<M: PackedLm> std::fmt::Debug for DpoTrainer<M> {
@@ -215,7 +223,17 @@ impl<M: PackedLm> DpoTrainer<M> {
             settings.optim.lr,
         );
         settings.optim.lr_multipliers.apply(&mut opt);
-        Ok(Self { model, adapter_vs, opt, settings, k, steps_done: 0 })
+        Ok(Self {
+            model,
+            adapter_vs,
+            opt,
+            settings,
+            k,
+            steps_done: 0,
+            graphs: None,
+            graph_note: None,
+            graph_noted: false,
+        })
     }
 
     /// Optimiser steps taken successfully (including those restored with
@@ -402,6 +420,12 @@ impl<M: PackedLm> DpoTrainer<M> {
         cache: Option<&mut RefLogpCache>,
         group: Option<&ProcessGroup>,
     ) -> Result<DpoStepMetrics, DpoError> {
+        if self.settings.cuda_graphs {
+            match self.graph_blocker(batch.len(), pref, group.is_some()) {
+                None => return self.step_graphed(batch, pref, cache),
+                Some(why) => self.note_eager(why),
+            }
+        }
         let step = self.steps_done + 1;
         let (out, from_cache) = self.accumulate_gradients(batch, pref, cache)?;
         let mut grad_sync_ms = 0.0;
@@ -449,6 +473,197 @@ impl<M: PackedLm> DpoTrainer<M> {
             pref: pref.mean(),
             grad_sync_ms,
         })
+    }
+
+    /// Why a step of `pairs` pairs under `pref` cannot run as the graphed step
+    /// ([`DpoTrainer::step_graphed`]) here, or `None` when it can. Graphs need CUDA (the shim's
+    /// reason otherwise), one λ for the batch (per-row λ groups rows on the host), one
+    /// micro-batch (the two-phase micro-batch step reads the whole batch's loss between
+    /// forwards), no activation checkpointing (its recomputation is a second backward pass
+    /// per layer) and one process (the all-reduce sits between backward and update).
+    pub fn graph_blocker(
+        &self,
+        pairs: usize,
+        pref: StepPreference<'_>,
+        data_parallel: bool,
+    ) -> Option<String> {
+        if let Some(why) = panacea_shim::graph::unavailable_reason(self.model.device()) {
+            return Some(why);
+        }
+        self.graphed_step_blocker(pairs, pref, data_parallel)
+    }
+
+    /// [`DpoTrainer::graph_blocker`] without the device: what the graphed step cannot do on
+    /// any device.
+    fn graphed_step_blocker(
+        &self,
+        pairs: usize,
+        pref: StepPreference<'_>,
+        data_parallel: bool,
+    ) -> Option<String> {
+        if matches!(pref, StepPreference::PerRow(_)) {
+            return Some(
+                "per-row preferences (train.preference_per_row) group rows by λ on the host".into(),
+            );
+        }
+        if self.micro_ranges(pairs).len() > 1 {
+            return Some(format!(
+                "dpo.micro_batch_size {} splits the batch of {pairs} pairs (the graphed step \
+                 runs one micro-batch)",
+                self.settings.dpo.micro_batch_size
+            ));
+        }
+        if self.settings.activation_checkpointing {
+            return Some(
+                "train.activation_checkpointing recomputes layers outside the graph".into(),
+            );
+        }
+        if data_parallel {
+            return Some("data-parallel steps all-reduce between backward and update".into());
+        }
+        None
+    }
+
+    fn note_eager(&mut self, why: String) {
+        if !self.graph_noted && self.graph_note.is_none() {
+            self.graph_note = Some(why);
+        }
+    }
+
+    /// Why steps asked to run under CUDA graphs (`train.cuda_graphs`) ran eagerly, or why a
+    /// capture failed, the first time it happens; `None` afterwards and while they run under
+    /// graphs. The run loop turns it into one event.
+    pub fn take_graph_note(&mut self) -> Option<String> {
+        let capture_failed = self.graphs.as_ref().and_then(|g| g.steps.capture_error());
+        if let (false, Some(why)) = (self.graph_noted || self.graph_note.is_some(), capture_failed)
+        {
+            self.graph_note = Some(format!("a capture failed, that bucket runs eagerly: {why}"));
+        }
+        let note = self.graph_note.take();
+        self.graph_noted |= note.is_some();
+        note
+    }
+
+    /// Steps replayed from CUDA graphs so far, and the graphs captured (one per bucket).
+    pub fn graph_replays(&self) -> (u64, usize) {
+        self.graphs.as_ref().map_or((0, 0), |g| (g.steps.replays(), g.steps.graphs()))
+    }
+
+    /// [`DpoTrainer::step`] at bucketed shapes ([`crate::static_step`]): forward, loss,
+    /// backward, clipping and the AdamW update as one step that reads only static buffers, so
+    /// that on CUDA it is captured once per bucket and replayed (elsewhere, or when a capture
+    /// fails, the same step runs eagerly). The loss, gradients and update equal
+    /// [`DpoTrainer::step`]'s within f32 rounding (tested). A non-finite loss or gradient
+    /// norm leaves the adapter and the moments unchanged (the update is gated on the device)
+    /// and fails the step as in [`DpoTrainer::step`]. Fails with [`DpoError::Data`] for what
+    /// it cannot run ([`DpoTrainer::graph_blocker`], the device aside).
+    pub fn step_graphed(
+        &mut self,
+        batch: &PairBatch,
+        pref: StepPreference<'_>,
+        cache: Option<&mut RefLogpCache>,
+    ) -> Result<DpoStepMetrics, DpoError> {
+        self.check_batch(batch)?;
+        if let Some(why) = self.graphed_step_blocker(batch.len(), pref, false) {
+            return Err(DpoError::Data(format!("the graphed DPO step cannot run: {why}")));
+        }
+        let step = self.steps_done + 1;
+        let device = self.model.device();
+        let (reference, from_cache) = self.reference_logps(batch, cache)?; // [2B]
+        let pair_pref = pref.tensor(self.k, 0, batch.len(), device)?; // [K]
+        let lr = self.next_lr();
+        self.opt.set_lr(lr);
+        if self.graphs.is_none() {
+            let scalars = self.opt.device_scalars()?;
+            self.graphs =
+                Some(DpoGraphs { steps: GraphedStep::new(device, DEFAULT_WARMUPS), scalars });
+        }
+        let pairs = PaddedPairs::new(batch, device);
+        let bucket = pairs.bucket();
+        let k = self.k as i64;
+        let labels = batch.labels.to_kind(Kind::Float); // [B, K]
+        let reference = reference.to_kind(Kind::Float); // [2B]
+        let pair_pref = pair_pref.to_kind(Kind::Float); // [K]
+        let Self { model, opt, settings, graphs, .. } = self;
+        let DpoGraphs { steps, scalars } = graphs.as_mut().expect("built above");
+        let scalars = &*scalars;
+        opt.write_device_scalars(scalars, true);
+        let (beta, loss_kind, max_norm) =
+            (settings.dpo.beta, settings.dpo.loss, settings.optim.max_grad_norm);
+        let aggregation = &settings.aggregation;
+        let run = steps.run(
+            bucket,
+            || Ok::<_, DpoError>(DpoStatics::zeros(bucket, k, device)),
+            |statics, real| {
+                statics.fill(&pairs, &reference, &labels, &pair_pref);
+                scalars.set_apply(real);
+                Ok(())
+            },
+            |s| {
+                // Everything below reads only `s`, the model, the optimiser's buffers and
+                // `scalars`: the graph's static memory.
+                opt.zero_grad();
+                let lp = padded_pair_logps(model, &s.pairs, Adapter::On { pref: &s.pref }); // [2B]
+                let out = mo_dpo_loss(
+                    &lp,
+                    &s.reference,
+                    &s.labels,
+                    &s.pref,
+                    beta,
+                    loss_kind,
+                    aggregation,
+                )?;
+                out.loss.backward();
+                let loss = out.loss.detach();
+                let (grad_norm, applied) = opt.clip_and_step_on_device(scalars, max_norm, &loss)?;
+                Ok(DpoGraphOutputs { out: DpoLossOutput { loss, ..out }, grad_norm, applied })
+            },
+        )?;
+        let DpoGraphOutputs { out, grad_norm, applied } = run.outputs();
+        // The one sync of the step's checks: loss, norm and the update's flag together.
+        let checks = Tensor::stack(
+            &[
+                out.loss.to_kind(Kind::Double),
+                grad_norm.to_kind(Kind::Double),
+                applied.to_kind(Kind::Double),
+            ],
+            0,
+        );
+        let checks = host(&checks);
+        let (loss, grad_norm, applied) = (checks[0], checks[1], checks[2] != 0.0);
+        let b = batch.len() as i64;
+        let beta = self.settings.dpo.beta;
+        let metrics = DpoStepMetrics {
+            loss,
+            loss_per_obj: host(&out.loss_per_obj),
+            accuracy_per_obj: host(&out.accuracy_per_obj),
+            labelled_per_obj: host(&out.labelled_per_obj),
+            margin_mean: scalar(&out.margin.mean(Kind::Float)),
+            reward_mean: [
+                beta * scalar(&out.implicit_reward.narrow(0, 0, b).mean(Kind::Float)),
+                beta * scalar(&out.implicit_reward.narrow(0, b, b).mean(Kind::Float)),
+            ],
+            grad_norm,
+            lr,
+            pairs: batch.len(),
+            ref_from_cache: from_cache,
+            pref: pref.mean(),
+            grad_sync_ms: 0.0,
+        };
+        if !loss.is_finite() {
+            return Err(DpoError::non_finite(step, "loss", loss, &self.settings));
+        }
+        if !grad_norm.is_finite() {
+            return Err(DpoError::non_finite(step, "gradient norm", grad_norm, &self.settings));
+        }
+        debug_assert!(applied, "finite loss and norm with apply set: the update applied");
+        self.opt.count_device_step();
+        if let Some((name, value)) = self.first_non_finite_parameter() {
+            let what = format!("adapter parameter `{name}` after the update");
+            return Err(DpoError::non_finite(step, &what, value, &self.settings));
+        }
+        self.steps_done = step;
+        Ok(metrics)
     }
 
     /// Makes every rank's adapter rank 0's: one broadcast per adapter variable, in name order

@@ -13,6 +13,8 @@
 //!   own Jinja chat template and the ChatML fallback.
 //! - [`error`]: the crate's typed error.
 //! - [`bench_prompts`]: the prompts every decode benchmark uses.
+//! - [`static_decode`], [`graph_step`]: decoding and training steps at fixed shapes, captured
+//!   as CUDA graphs where available (eager elsewhere).
 //!
 //! Every forward takes an [`Adapter`] argument: `Adapter::Off` is the frozen base (the
 //! reference model), `Adapter::On { pref }` the preference-conditioned policy.
@@ -41,6 +43,7 @@ pub mod dequant;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod graph_step;
 pub mod llama;
 pub mod load;
 pub mod memory;
@@ -58,6 +61,7 @@ pub use generate::{
     choose_tokens, generate, generate_ids, generate_ids_per_row, generate_per_row, GenerateConfig,
     Generation, Sampling,
 };
+pub use graph_step::{bucket_len, GraphedStep, StepRun};
 pub use llama::{init_random, Checkpointed, KvCache, Llama};
 pub use load::{load_model, resolve_model, LoadedModel, Pretrained};
 pub use memory::{memory_plan, MemoryPlan, MemoryPlanInput};

@@ -426,6 +426,11 @@ pub struct TrainConfig {
     /// key in every trainer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub activation_checkpointing: bool,
+    /// The training step under CUDA graphs at bucketed shapes (the same key, type and meaning
+    /// as in train-dpo; configs/README.md). Default false. The PPO update has no graphed
+    /// step yet: with true the run says so once and trains eagerly (the numbers of false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cuda_graphs: bool,
 }
 
 fn d_hv_prompts() -> usize {

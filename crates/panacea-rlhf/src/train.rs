@@ -132,6 +132,14 @@ pub fn train_ppo_data_parallel(
     let sources = reward_sources(cfg, &tokenizer, &policy)?;
     let mut trainer = build_trainer(cfg, &tokenizer, policy, adapter_vs, sources)?;
     observer.on_event(&Event::MemoryEstimate(&cfg.memory_estimate(&trainer.policy.config)));
+    if cfg.train.cuda_graphs {
+        // Accepted for symmetry with train-dpo, whose step has a graphed form; the PPO
+        // minibatch update does not yet.
+        observer.on_event(&Event::Message(
+            "train.cuda_graphs: training eagerly (same numbers): the PPO update has no graphed \
+             step yet",
+        ));
+    }
     observer.on_event(&Event::Message(&format!(
         "{} train / {} eval prompts; base {} tensors frozen; adapter {} tensors trainable",
         train_prompts.len(),

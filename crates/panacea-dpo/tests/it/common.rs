@@ -27,10 +27,21 @@ pub(crate) fn tiny_trainer_with(
     settings: DpoTrainerConfig,
     seed: i64,
 ) -> (nn::VarStore, DpoTrainer<Llama>) {
+    tiny_trainer_on(config, k, settings, seed, Device::Cpu)
+}
+
+/// [`tiny_trainer_with`] on `device`.
+pub(crate) fn tiny_trainer_on(
+    config: &LlamaConfig,
+    k: usize,
+    settings: DpoTrainerConfig,
+    seed: i64,
+    device: Device,
+) -> (nn::VarStore, DpoTrainer<Llama>) {
     panacea_core::device::init_torch();
     tch::manual_seed(seed);
-    let base_vs = nn::VarStore::new(Device::Cpu);
-    let adapter_vs = nn::VarStore::new(Device::Cpu);
+    let base_vs = nn::VarStore::new(device);
+    let adapter_vs = nn::VarStore::new(device);
     let cfg = SvdLoraConfig { rank: 4, alpha: 8.0, ..SvdLoraConfig::new(k as i64) };
     let model = Llama::new(&base_vs.root(), Some((&adapter_vs.root(), &cfg)), config);
     init_random(&base_vs, seed);

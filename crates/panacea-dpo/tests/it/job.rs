@@ -447,3 +447,23 @@ fn interleave_by_prompt_takes_one_pair_of_every_prompt_in_turn() {
     let lines: Vec<usize> = interleave_by_prompt(records).iter().map(|r| r.line).collect();
     assert_eq!(lines, [1, 4, 5, 2, 6, 3]);
 }
+
+/// `train.cuda_graphs: true` on a CPU: the run trains (eagerly; the trainer tests hold the
+/// numbers equal to `false`) and says why once, as a message event.
+#[test]
+fn cuda_graphs_on_a_cpu_run_say_once_why_they_train_eagerly() {
+    let runs = temp_dir("graphs");
+    let Some(cfg) = tiny_config(&runs, &["train.steps=2", "train.cuda_graphs=true"]) else {
+        return;
+    };
+    assert!(cfg.trainer_config().cuda_graphs);
+    let mut seen = Recorder::default();
+    let trained =
+        train_dpo(&cfg, &RunOptions::new(&runs).named("graphs"), &mut seen).expect("train-dpo");
+    assert_eq!(trained.step, 2);
+    let notes: Vec<&String> =
+        seen.messages.iter().filter(|m| m.starts_with("train.cuda_graphs")).collect();
+    assert_eq!(notes.len(), 1, "said once: {notes:?}");
+    assert!(notes[0].contains("CUDA"), "{}", notes[0]);
+    let _ = std::fs::remove_dir_all(&runs);
+}

@@ -4,6 +4,7 @@ mod checkpointing;
 mod common;
 mod data_files;
 mod data_parallel;
+mod graph_step;
 mod job;
 mod memory;
 mod shared_prefix;

@@ -22,7 +22,7 @@ fn settings() -> panacea_dpo::DpoTrainerConfig {
 /// Pairs whose layouts stress the packing: responses that share leading tokens (the common
 /// prefix is longer than the prompt), one response a prefix of the other, a truncated pair
 /// (no EOS), a one-token prompt.
-fn awkward_pairs() -> Vec<EncodedPair> {
+pub(crate) fn awkward_pairs() -> Vec<EncodedPair> {
     let truncated = EncodedPair::new(
         4,
         &[140, 141, 142],
