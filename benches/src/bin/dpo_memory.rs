@@ -17,6 +17,7 @@
 //! says what it checks.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -113,7 +114,7 @@ fn measured(report: &ProbeReport, budget: f64) -> Value {
 
 /// Records a failed probe in `report`; the exit status: 2 for an out-of-memory (the shape does
 /// not fit this device), 1 otherwise.
-fn failed(report: &mut Value, message: String) -> i32 {
+fn failed(report: &mut Value, message: String) -> u8 {
     let oom = message.contains("out of memory");
     report["error"] = json!(message);
     report["out_of_memory"] = json!(oom);
@@ -124,7 +125,7 @@ fn failed(report: &mut Value, message: String) -> i32 {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let init = panacea_core::device::init_torch();
     let args = Args::parse();
     if args.threads > 0 {
@@ -231,8 +232,11 @@ fn main() -> Result<()> {
     std::fs::write(&args.out, text + "\n")
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
+    // A failed step (out of memory, say) is a result, written above; exit 2 marks it for
+    // memory.sh without anyhow's error chain on top.
     if status != 0 {
         eprintln!("dpo_memory: {}", report["error"]);
+        return Ok(ExitCode::from(status));
     }
-    std::process::exit(status)
+    Ok(ExitCode::SUCCESS)
 }

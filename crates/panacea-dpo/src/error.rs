@@ -113,15 +113,13 @@ pub enum DpoError {
     /// died, the timeout passed, or the launcher's variables are wrong).
     #[error("data parallel: {0}")]
     Dist(#[from] panacea_shim::dist::DistError),
-    /// A CUDA graph call failed (capture or replay of the graphed step).
-    #[error("CUDA graph: {0}")]
-    Graph(#[from] panacea_shim::ShimError),
+    /// A call into the C++ shim failed: capturing or replaying the graphed step, or reading
+    /// the device's memory statistics ([`crate::memory_probe`]). The error names the call.
+    #[error("{0}")]
+    Shim(#[from] panacea_shim::ShimError),
     /// The accuracy hypervolume of an evaluation.
     #[error("hypervolume of the evaluation front: {0}")]
     Eval(#[from] panacea_eval::EvalError),
-    /// Reading the device's memory statistics ([`crate::memory_probe`]).
-    #[error("measuring memory: {0}")]
-    Memory(#[from] panacea_shim::ShimError),
 }
 
 impl From<panacea_core::config::ConfigError> for DpoError {
