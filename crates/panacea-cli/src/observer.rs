@@ -8,7 +8,9 @@ use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use panacea_run::{human_bytes, Event, Observer, StopFlag};
+use panacea_core::device::DeviceChoice;
+use panacea_run::{human_bytes, Event, Observer, Silent, StopFlag};
+use panacea_shim::dist::ProcessGroup;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
 
@@ -136,4 +138,24 @@ pub(crate) fn install_stop_flag() -> Result<StopFlag> {
             .context("installing the Ctrl-C handler")?;
     }
     Ok(stop)
+}
+
+/// Runs `job` as this process's rank of a data-parallel run, or alone. Under torchrun or srun
+/// (RANK, WORLD_SIZE, ... set) the process joins the group (`None` otherwise: the
+/// single-process path); `device` picks the backend (NCCL for CUDA, Gloo for the CPU) unless
+/// PANACEA_DIST_BACKEND names one. Rank 0 gets the progress bar, which reports memory on the
+/// rank's own device (cuda:LOCAL_RANK under a group); the other ranks would repeat it and stay
+/// silent.
+pub(crate) fn as_rank<T>(
+    device: DeviceChoice,
+    job: impl FnOnce(&mut dyn Observer, Option<&ProcessGroup>) -> Result<T>,
+) -> Result<T> {
+    let device = device.resolve()?;
+    let group =
+        ProcessGroup::from_env_for(device).context("joining the data-parallel process group")?;
+    let rank_device = group.as_ref().map_or(device, |g| g.device_for(device));
+    if group.as_ref().is_some_and(|g| !g.is_main()) {
+        return job(&mut Silent, group.as_ref());
+    }
+    job(&mut ProgressObserver::new().measuring_memory_on(rank_device), group.as_ref())
 }

@@ -12,10 +12,9 @@ use anyhow::{Context, Result};
 use panacea_core::config::parse_config;
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_dpo::DpoRunConfig;
-use panacea_run::{Observer, RunOptions, Silent, Trained};
-use panacea_shim::dist::ProcessGroup;
+use panacea_run::{RunOptions, Trained};
 
-use crate::observer::{install_stop_flag, ProgressObserver};
+use crate::observer::{as_rank, install_stop_flag};
 
 /// The embedded default run (`configs/dpo-default.yaml`).
 const DEFAULT_CONFIG: &str = include_str!("../../../configs/dpo-default.yaml");
@@ -68,22 +67,9 @@ pub(crate) fn train(args: Args) -> Result<Trained> {
     opts.name = args.name.clone().or(stem);
     opts.resume = args.resume.clone();
     opts.stop = install_stop_flag()?;
-    // Under torchrun or srun (RANK, WORLD_SIZE, ... set) this process is one rank of a
-    // data-parallel run; otherwise `None`, the single-process path. The device picks the
-    // backend (NCCL for CUDA, Gloo for the CPU) unless PANACEA_DIST_BACKEND names one.
-    let device = cfg.device.resolve()?;
-    let group =
-        ProcessGroup::from_env_for(device).context("joining the data-parallel process group")?;
-    // Rank 0 reports memory, on its own device (cuda:LOCAL_RANK under a group).
-    let rank_device = group.as_ref().map_or(device, |g| g.device_for(device));
-    let mut progress = ProgressObserver::new().measuring_memory_on(rank_device);
-    let mut silent = Silent;
-    // Rank 0 shows progress; the others would repeat it.
-    let observer: &mut dyn Observer = match &group {
-        Some(g) if !g.is_main() => &mut silent,
-        _ => &mut progress,
-    };
-    Ok(panacea_dpo::train_dpo_data_parallel(&cfg, &opts, observer, group.as_ref())?)
+    as_rank(cfg.device, |observer, group| {
+        Ok(panacea_dpo::train_dpo_data_parallel(&cfg, &opts, observer, group)?)
+    })
 }
 
 /// The config of `args`: the resumed run's, the file's or the embedded default, then `--set`,

@@ -10,10 +10,9 @@ use anyhow::{Context, Result};
 use panacea_core::config::parse_config;
 use panacea_core::device::{DType, DeviceChoice};
 use panacea_rlhf::TrainPpoConfig;
-use panacea_run::{Observer, RunOptions, Silent, CONFIG_FILE};
-use panacea_shim::dist::ProcessGroup;
+use panacea_run::{RunOptions, CONFIG_FILE};
 
-use crate::observer::{install_stop_flag, ProgressObserver};
+use crate::observer::{as_rank, install_stop_flag};
 
 /// The embedded default: SmolLM2-135M, the bundled benign prompts, two built-in objectives,
 /// sized for a 2-core CPU.
@@ -63,22 +62,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     opts.name = Some(args.name.clone().unwrap_or(stem));
     opts.resume = args.resume.clone();
     opts.stop = install_stop_flag()?;
-    // Under torchrun or srun (RANK, WORLD_SIZE, ... set) this process is one rank of a
-    // data-parallel run; otherwise `None`, the single-process path. The device picks the
-    // backend (NCCL for CUDA, Gloo for the CPU) unless PANACEA_DIST_BACKEND names one.
-    let device = cfg.device.resolve()?;
-    let group =
-        ProcessGroup::from_env_for(device).context("joining the data-parallel process group")?;
-    // Rank 0 reports memory, on its own device (cuda:LOCAL_RANK under a group).
-    let rank_device = group.as_ref().map_or(device, |g| g.device_for(device));
-    let mut progress = ProgressObserver::new().measuring_memory_on(rank_device);
-    let mut silent = Silent;
-    // Rank 0 shows progress; the others would repeat it.
-    let observer: &mut dyn Observer = match &group {
-        Some(g) if !g.is_main() => &mut silent,
-        _ => &mut progress,
-    };
-    let t = panacea_rlhf::train::train_ppo_data_parallel(&cfg, &opts, observer, group.as_ref())?;
+    let t = as_rank(cfg.device, |observer, group| {
+        Ok(panacea_rlhf::train::train_ppo_data_parallel(&cfg, &opts, observer, group)?)
+    })?;
     Ok(if t.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
